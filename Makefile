@@ -1,0 +1,28 @@
+# make setup | make demo | make test — see README.md
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Wheels we build from source (llama-cpp-python) are kept outside the clone so
+# a fresh clone on the same machine sets up in seconds.
+WHEELHOUSE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/taskling/wheelhouse
+STAMP := $(VENV)/.setup-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test clean-demo bench
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
+	WHEELHOUSE="$(WHEELHOUSE)" PY="$(PY)" bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python examples/run_demo.py
+
+test: setup
+	$(BIN)/python -m pytest -x -q --timeout=1800
+
+bench: setup
+	$(BIN)/python bench/bench_demo.py

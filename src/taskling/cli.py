@@ -1,0 +1,308 @@
+"""The `taskling` command: a thin layer over the stage functions.
+
+    taskling init | ingest | pile | generate | curate | train | evaluate | export
+    taskling run | serve | predict | report | log
+
+Errors the user can fix print one line and exit non-zero; --debug shows the
+traceback of anything else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from .config import TEMPLATE, load_config  # noqa: E402
+from .errors import TasklingError  # noqa: E402
+from .workspace import Context  # noqa: E402
+
+app = typer.Typer(
+    help="taskling: your documents and a plain-language task in, a small tuned model out.\n\n"
+         "Start with 'taskling init', edit taskling.yaml, then 'taskling run'.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich")
+pile_app = typer.Typer(help="Look inside the pile of ingested documents.\n\nExample: taskling pile stats",
+                       no_args_is_help=True)
+app.add_typer(pile_app, name="pile")
+err = Console(stderr=True)
+STATE = {"debug": False}
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The task file.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: --set train.steps=50")]
+RunOpt = Annotated[Optional[str], typer.Option("--run", help="Run id (default: the task name).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even if up to date.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores).")]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    STATE["debug"] = debug
+
+
+def guarded(fn: Callable[[], object]) -> object:
+    """Run fn; turn user errors into one line and a non-zero exit."""
+    try:
+        return fn()
+    except TasklingError as e:
+        if STATE["debug"]:
+            raise
+        for line in str(e).splitlines():
+            err.print(f"[red]error:[/] {line}", highlight=False, markup=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; run the same command again to continue where it stopped[/]")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as e:  # a bug: say so briefly unless asked for details
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]internal error:[/] {type(e).__name__}: {e}  (run again with --debug for the traceback)",
+                  highlight=False)
+        raise typer.Exit(1) from None
+
+
+def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
+             threads: Optional[int] = None) -> Context:
+    cfg = load_config(config, sets or [])
+    return Context(cfg, run_id=run_id, force=force, console=err, threads=threads)
+
+
+def emit(obj: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def stage_command(name: str, example: str):
+    def command(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
+                force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
+        def go():
+            import importlib
+
+            ctx = make_ctx(config, set_, run, force, threads)
+            stage = importlib.import_module(f"taskling.stages.{name}")
+            m = stage.run(ctx.cfg, ctx)
+            if name in ("evaluate", "export"):
+                from . import report
+
+                report.write(ctx)
+            emit(m, as_json)
+        guarded(go)
+    command.__doc__ = {
+        "generate": "Have the teacher write training examples grounded in the pile.",
+        "curate": "Validate, dedup and split the examples into train and held-out eval sets.",
+        "train": "LoRA-tune the student on the curated examples (resumable).",
+        "evaluate": "Score the student, its base and the teacher on the held-out set and gold.jsonl.",
+        "export": "Write the merged model (safetensors) and the LoRA adapter under runs/<id>/export.",
+    }[name] + f"\n\nExample: {example}"
+    app.command(name)(command)
+
+
+@app.command()
+def init(path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("taskling.yaml"),
+         force: ForceOpt = False) -> None:
+    """Write a commented taskling.yaml to start from.
+
+    Example: taskling init && $EDITOR taskling.yaml
+    """
+    def go():
+        if path.exists() and not force:
+            raise TasklingError(f"{path}: already exists; pass --force to overwrite it")
+        path.write_text(TEMPLATE, encoding="utf-8")
+        err.print(f"wrote {path}; edit the task, labels and sources, then run 'taskling run'")
+    guarded(go)
+
+
+@app.command()
+def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra files, folders or globs.")] = None,
+           config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
+           force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+    """Add or refresh documents in the pile (the sources of taskling.yaml, plus PATHs).
+
+    Example: taskling ingest docs/ manuals/*.html
+    """
+    def go():
+        from .stages import ingest as stage
+
+        ctx = make_ctx(config, set_, run, force)
+        emit(stage.run(ctx.cfg, ctx, paths), as_json)
+    guarded(go)
+
+
+for _name, _example in (("generate", "taskling generate --set budget.examples=200"),
+                        ("curate", "taskling curate"),
+                        ("train", "taskling train --set train.steps=40"),
+                        ("evaluate", "taskling evaluate --json"),
+                        ("export", "taskling export")):
+    stage_command(_name, _example)
+
+
+@app.command("run")
+def run_all(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
+            force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
+    """Run the whole loop: ingest, generate, curate, train, evaluate, export, report. Resumable.
+
+    Example: taskling run --set budget.examples=60
+    """
+    def go():
+        from . import loop
+
+        emit(loop.run(make_ctx(config, set_, run, force, threads)), as_json)
+    guarded(go)
+
+
+@app.command()
+def serve(target: Annotated[Optional[str], typer.Argument(help="A run id or an exported model folder.")] = None,
+          config: ConfigOpt = Path("taskling.yaml"),
+          host: Annotated[Optional[str], typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port (default 8000).")] = None) -> None:
+    """Serve the tuned student behind an OpenAI-compatible API (/v1/chat/completions).
+
+    Example: taskling serve devdocs-router --port 8000
+    """
+    def go():
+        from . import serve as srv
+
+        root, h, p = Path.cwd(), "127.0.0.1", 8000
+        if config.exists():
+            cfg = load_config(config)
+            root, h, p = cfg.root, cfg.serve.host, cfg.serve.port
+        srv.serve(target, root, host or h, port if port is not None else p, console=err)
+    guarded(go)
+
+
+@app.command()
+def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' column) or JSONL ({'input': ...}).")],
+            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write.")] = None,
+            model: Annotated[Optional[str], typer.Option(help="A run id or model folder.")] = None,
+            config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
+    """Run the tuned student over a CSV or JSONL file of inputs.
+
+    Example: taskling predict tickets.csv -o predictions.jsonl
+    """
+    def go():
+        from .predict import predict_file
+
+        root = load_config(config).root if config.exists() else Path.cwd()
+        emit(predict_file(file, output, model, root, err), as_json)
+    guarded(go)
+
+
+@app.command()
+def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_json: JsonOpt = False) -> None:
+    """Rebuild runs/<id>/report.html and report.json from what the stages wrote.
+
+    Example: taskling report && xdg-open runs/*/report.html
+    """
+    def go():
+        from . import report as rep
+
+        ctx = make_ctx(config, None, run)
+        j, h = rep.write(ctx)
+        err.print(f"report: {h}")
+        emit(json.loads(j.read_text()), as_json)
+    guarded(go)
+
+
+@app.command()
+def log(config: ConfigOpt = Path("taskling.yaml"),
+        limit: Annotated[int, typer.Option(help="How many calls.")] = 20, as_json: JsonOpt = False) -> None:
+    """Show the latest teacher calls from the call log (.taskling/calls.db) and totals.
+
+    Example: taskling log --limit 5
+    """
+    def go():
+        from rich.table import Table
+
+        from .calls import CallLog
+
+        ctx = make_ctx(config, None, None)
+        calls = CallLog(ctx.ws.calls_db)
+        rows, totals = calls.recent(limit), calls.totals()
+        calls.close()
+        if as_json:
+            return emit({"totals": totals, "calls": rows}, True)
+        t = Table(title=f"{totals['calls']} calls, {totals['prompt_tokens']} prompt + "
+                        f"{totals['completion_tokens']} completion tokens, {totals['seconds']} s")
+        for c in ("when", "purpose", "model", "tokens", "s", "response"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(r["created_at"], r["purpose"], r["model"], f"{r['prompt_tokens']}+{r['completion_tokens']}",
+                      f"{r['latency_s']:.2f}", r["response"][:60].replace("\n", " "))
+        Console().print(t)
+    guarded(go)
+
+
+@pile_app.command("stats")
+def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
+    """Documents, chunks and tokens in the pile, by format.
+
+    Example: taskling pile stats --json
+    """
+    def go():
+        from .pile import Pile
+
+        ctx = make_ctx(config, None, None)
+        with Pile(ctx.ws.pile_db) as p:
+            st = p.stats()
+        if as_json:
+            return emit(st, True)
+        Console().print(st)
+    guarded(go)
+
+
+@pile_app.command("search")
+def pile_search(query: Annotated[str, typer.Argument(help="Words to look for.")],
+                limit: Annotated[int, typer.Option(help="How many chunks.")] = 10,
+                config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
+    """Full-text search over the chunks, best first, with provenance.
+
+    Example: taskling pile search "json_extract path"
+    """
+    def go():
+        from .pile import Pile
+
+        ctx = make_ctx(config, None, None)
+        with Pile(ctx.ws.pile_db) as p:
+            hits = [{**c.provenance(), "score": round(s, 3), "text": c.text[:300]} for c, s in p.search(query, limit)]
+        if as_json:
+            return emit({"query": query, "hits": hits}, True)
+        for h in hits:
+            Console().print(f"[bold]{h['path']}[/] {h['locator']} [dim]({h['chunk']}, score {h['score']})[/]\n"
+                            f"  {h['text'][:200]!r}")
+    guarded(go)
+
+
+@pile_app.command("show")
+def pile_show(chunk: Annotated[str, typer.Argument(help="A chunk key, as printed by search.")],
+              config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
+    """Show one chunk with its provenance.
+
+    Example: taskling pile show 3f2a9c0d1e2b4a5c:12
+    """
+    def go():
+        from .pile import Pile
+
+        ctx = make_ctx(config, None, None)
+        with Pile(ctx.ws.pile_db) as p:
+            c = p.chunk(chunk)
+        if c is None:
+            raise TasklingError(f"chunk '{chunk}' is not in the pile; find keys with 'taskling pile search'")
+        if as_json:
+            return emit({**c.provenance(), "text": c.text}, True)
+        Console().print(c.provenance())
+        Console().print(c.text, markup=False, highlight=False)
+    guarded(go)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,303 @@
+"""The task file, taskling.yaml: typed, validated, with dotted overrides.
+
+`load_config(path, overrides=["train.steps=50"])` returns a frozen `Config`.
+Unknown keys are errors naming the file, the key and the nearest valid name;
+bad values name the key and what is allowed. `TEMPLATE` is what
+`taskling init` writes.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import TasklingError
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+TASK_TYPES = ("classify", "extract", "answer", "generate")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExamplePair(Section):
+    input: str
+    output: Union[str, dict[str, Any]]
+
+
+class TaskCfg(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str
+    type: Literal["classify", "extract", "answer", "generate"]
+    labels: dict[str, str] = {}
+    output_schema: dict[str, Any] | None = None
+    examples: list[ExamplePair] = []
+    system_prompt: str | None = None
+    input_noun: str = "input"  # what an input is called in teacher prompts: "question", "support ticket"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _labels_as_dict(cls, data: Any) -> Any:
+        # A plain list of labels is allowed; descriptions default to the name.
+        if isinstance(data, dict) and isinstance(data.get("labels"), list):
+            data = {**data, "labels": {str(x): str(x) for x in data["labels"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _type_needs(self) -> "TaskCfg":
+        if self.type == "classify" and len(self.labels) < 2:
+            raise ValueError("a classify task needs at least two labels under task.labels")
+        if self.type == "extract" and not self.output_schema:
+            raise ValueError("an extract task needs task.output_schema (a JSON schema of the fields)")
+        if self.type == "classify":
+            for ex in self.examples:
+                if ex.output not in self.labels:
+                    raise ValueError(f"example output {ex.output!r} is not one of the labels {list(self.labels)}")
+        return self
+
+
+class ModelCfg(Section):
+    backend: Literal["llamacpp", "transformers", "openai", "scripted"] = "llamacpp"
+    model: str = EMBEDDED_MODEL
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float = Field(0.8, ge=0, le=2)
+    max_tokens: int = Field(160, ge=1)
+    n_ctx: int = Field(2048, ge=256)
+
+
+class StudentCfg(Section):
+    model: str = EMBEDDED_MODEL
+
+
+class BudgetCfg(Section):
+    examples: int = Field(120, ge=4)
+    teacher_tokens: int = Field(300_000, ge=100)
+    wall_time_minutes: float = Field(60, gt=0)
+
+
+class IngestCfg(Section):
+    chunk_tokens: int = Field(256, ge=32, le=8192)
+    chunk_overlap: int = Field(32, ge=0)
+    max_file_mb: float = Field(50, gt=0)
+
+
+class GenerateCfg(Section):
+    max_calls_factor: float = Field(2.0, ge=1.0)
+    pool_per_label: int = Field(40, ge=1)
+
+
+class CurateCfg(Section):
+    eval_fraction: float = Field(0.2, gt=0, lt=0.9)
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(200, ge=1)
+
+
+class LoraCfg(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Union[str, list[str]] = "all-linear"
+
+
+class TrainCfg(Section):
+    steps: int | None = Field(None, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_seq_len: int = Field(384, ge=32)
+    warmup_steps: int = Field(3, ge=0)
+    checkpoint_every: int = Field(10, ge=1)
+    lora: LoraCfg = LoraCfg()
+
+
+class EvaluateCfg(Section):
+    models: list[Literal["student", "base", "teacher"]] = ["student", "base", "teacher"]
+    max_items: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class ServeCfg(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class Config(Section):
+    task: TaskCfg
+    sources: list[str] = Field(min_length=1)
+    teacher: ModelCfg = ModelCfg()
+    student: StudentCfg = StudentCfg()
+    budget: BudgetCfg = BudgetCfg()
+    ingest: IngestCfg = IngestCfg()
+    generate: GenerateCfg = GenerateCfg()
+    curate: CurateCfg = CurateCfg()
+    train: TrainCfg = TrainCfg()
+    evaluate: EvaluateCfg = EvaluateCfg()
+    serve: ServeCfg = ServeCfg()
+    seed: int = 0
+
+    # Set by load_config, not by the user: where the file lives (sources are
+    # relative to it).
+    root: Path = Field(default=Path("."), exclude=True)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return getattr(self, name).model_dump(mode="json") if name != "seed" else {"seed": self.seed}
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """Field names of the model found by walking `loc` down from Config."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        nested = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif nested:
+            model = nested[0]
+        else:
+            break
+    return [k for k in getattr(model, "model_fields", {}) if k != "root"]
+
+
+def _format_error(path: Path, err: dict) -> str:
+    loc = tuple(err["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1])
+        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        return f"{path}: unknown key '{where}'{hint} (allowed here: {', '.join(allowed)})"
+    if err["type"] == "missing":
+        return f"{path}: missing required key '{where}'"
+    if err["type"] == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"{path}: {where} = {err.get('input')!r} is not allowed; use one of {allowed}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {where}: {msg}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise TasklingError(f"--set {text!r}: write it as key.path=value, e.g. --set train.steps=50")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str], path: Path) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise TasklingError(f"--set {text}: '{'.'.join(keys[:i + 1])}' in {path} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path = "taskling.yaml", overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise TasklingError(f"{path}: no task file here; run 'taskling init' to write one, or pass --config PATH")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TasklingError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there") from None
+    except UnicodeDecodeError:
+        raise TasklingError(f"{path}: is not UTF-8 text; save it as UTF-8") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TasklingError(f"{path}: must be a mapping of keys (task:, sources:, ...), got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [], path)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        lines = [_format_error(path, err) for err in e.errors()]
+        raise TasklingError("\n".join(lines)) from None
+    return cfg.model_copy(update={"root": path.resolve().parent})
+
+
+TEMPLATE = """\
+# taskling.yaml: what to learn, from which documents, with which models.
+# Every key below is optional except task and sources. Override any key on
+# the command line with --set, e.g. --set train.steps=50
+
+task:
+  name: ticket-router            # letters, digits, - _ . (used for run and model names)
+  description: >-                # the job, in plain language, as you would tell a colleague
+    Route a customer's support ticket to the team that handles it.
+  type: classify                 # classify | extract | answer | generate
+  labels:                        # classify: label -> one line saying what belongs there
+    billing: invoices, refunds, payment methods, charges
+    technical: errors, crashes, installation, configuration
+    account: login, password, profile, deleting an account
+  # output_schema:               # extract: JSON schema of the fields to pull out
+  #   type: object
+  #   properties: {party: {type: string}, date: {type: string}}
+  input_noun: support ticket     # what one input is, in the teacher's prompts
+  examples:                      # a few input -> output pairs, written by you
+    - input: "I was charged twice for my subscription this month."
+      output: billing
+    - input: "The app crashes when I open the settings page."
+      output: technical
+
+sources:                         # files, folders and globs, relative to this file
+  - docs/**/*
+
+teacher:                         # writes the training examples
+  backend: llamacpp              # llamacpp | transformers | openai
+  model: smollm2-135m-instruct   # embedded default, a .gguf path, or a model name on the server
+  # base_url: http://127.0.0.1:11434/v1   # openai backend (Ollama, vLLM, ...)
+  # api_key_env: OPENAI_API_KEY
+  temperature: 0.8
+  max_tokens: 160
+
+student:                         # the small model that is tuned
+  model: smollm2-135m-instruct   # embedded default, an HF model directory or a .gguf file
+
+budget:
+  examples: 120                  # training examples to generate (before curation)
+  teacher_tokens: 300000         # stop generating when the teacher has produced this many
+  wall_time_minutes: 60
+
+ingest:
+  chunk_tokens: 256              # chunk size in tokens of the student's tokenizer
+
+curate:
+  eval_fraction: 0.2             # share of source documents held out for evaluation
+
+train:
+  # steps: 40                    # default: chosen from the data size
+  lr: 0.0005
+  batch_size: 8
+  lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear}
+
+evaluate:
+  models: [student, base, teacher]
+
+serve:
+  host: 127.0.0.1
+  port: 8000
+
+seed: 0
+"""

@@ -1,0 +1,86 @@
+"""Batched chat generation with a Hugging Face model: one code path for the
+transformers backend, evaluation and the server, so the student is prompted
+the same way everywhere (its tokenizer's chat template, greedy by default).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import torch
+
+
+def set_threads(threads: int | None) -> None:
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # older builds: no probe, stay in fp32
+        return False
+
+
+def autocast(enabled: bool | None = None):
+    """bf16 autocast where the hardware has it (measured ~5x faster here), else nothing."""
+    if enabled is None:
+        enabled = bf16_supported() and os.environ.get("TASKLING_FP32") != "1"
+    if not enabled:
+        return contextlib.nullcontext()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16)
+
+
+def chat_ids(tok, messages: list[dict], completion: str | None = None) -> list[int]:
+    """Token ids of the prompt (with the generation prompt) for `messages`."""
+    out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if not isinstance(out, list):
+        out = out["input_ids"]
+    return list(out)
+
+
+def stop_token_ids(tok) -> list[int]:
+    ids = {tok.eos_token_id}
+    for t in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>"):
+        i = tok.convert_tokens_to_ids(t)
+        if isinstance(i, int) and i != tok.unk_token_id and i is not None and i >= 0:
+            ids.add(i)
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.inference_mode()
+def generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 64,
+             temperature: float = 0.0, seed: int = 0, batch_size: int = 8) -> list[dict]:
+    """Answers for each conversation: text, token counts and latency per item."""
+    device = next(model.parameters()).device
+    results: list[dict] = []
+    stops = stop_token_ids(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    for b in range(0, len(conversations), batch_size):
+        batch = [chat_ids(tok, conv) for conv in conversations[b:b + batch_size]]
+        width = max(len(x) for x in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, x in enumerate(batch):  # left padding: every row ends at the prompt's end
+            ids[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops)
+        if temperature > 0:
+            torch.manual_seed(seed)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        t0 = time.perf_counter()
+        with autocast():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        dt = time.perf_counter() - t0
+        for i, x in enumerate(batch):
+            new = out[i, width:].tolist()
+            n = next((k for k, t in enumerate(new) if t in stops), len(new))
+            results.append({"text": tok.decode(new[:n], skip_special_tokens=True).strip(),
+                            "prompt_tokens": len(x), "completion_tokens": n,
+                            "latency_s": dt / len(batch), "finish_reason": "stop" if n < len(new) else "length"})
+    return results

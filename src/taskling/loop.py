@@ -1,0 +1,38 @@
+"""The whole loop, top to bottom: ingest, generate, curate, train, evaluate,
+export, then the report. Each stage is skipped when its inputs and settings
+are unchanged, so running it again after a crash or kill continues where it
+stopped.
+"""
+from __future__ import annotations
+
+from rich.table import Table
+
+from . import report
+from .stages import curate, evaluate, export, generate, ingest, train
+from .workspace import Context
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
+    timings = {}
+    for name, stage in (("ingest", ingest), ("generate", generate), ("curate", curate),
+                        ("train", train), ("evaluate", evaluate), ("export", export)):
+        m = stage.run(cfg, ctx)
+        timings[name] = {"seconds": m["seconds"], "skipped": m["skipped"]}
+    json_path, html_path = report.write(ctx)
+    results = ctx.manifest("evaluate")["results"]
+    ctx.console.print(summary_table(results, ctx.manifest("evaluate")["metric"]))
+    ctx.console.print(f"report: {html_path}\nmodel:  {ctx.stage_dir('export') / 'merged'}")
+    return {"run_id": ctx.run_id, "stages": timings, "results": results, "report": str(html_path),
+            "report_json": str(json_path), "model": str(ctx.stage_dir("export") / "merged")}
+
+
+def summary_table(results: dict, metric: str) -> Table:
+    t = Table(title="student vs base vs teacher")
+    for col in ("set", "model", metric, "95% CI", "n", "items/s", "size MB"):
+        t.add_column(col, justify="left" if col in ("set", "model") else "right")
+    for s, per in results.items():
+        for who, r in per.items():
+            t.add_row(s, who, f"{r['metric']:.3f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", str(r["n"]),
+                      f"{r['items_per_s']:.1f}", "—" if r.get("size_mb") is None else f"{r['size_mb']:.0f}")
+    return t

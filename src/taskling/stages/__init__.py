@@ -1,0 +1,1 @@
+"""One module per stage, one verb per stage: each has run(cfg, ctx) -> manifest."""
