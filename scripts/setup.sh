@@ -7,6 +7,11 @@ WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/taskling/wheelhouse}
 VENV=.venv
 PIP="$VENV/bin/python -m pip"
 command -v "$PY" >/dev/null || PY=python3
+# A .venv copied from elsewhere (or half-made) has no working interpreter: start it again.
+if [ -d "$VENV" ] && ! "$VENV/bin/python" -c "import sys" >/dev/null 2>&1; then
+  echo "$VENV has no working python; recreating it"
+  rm -rf "$VENV"
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 mkdir -p "$WHEELHOUSE"
 $PIP install -q --upgrade pip setuptools wheel

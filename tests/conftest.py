@@ -56,3 +56,78 @@ def build_tiny_model(path: Path) -> Path:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random Llama + ChatML BPE tokenizer saved as an HF folder."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+DOCS = {
+    "docs/sqlite.md": "# SQLite\n\n" + "\n\n".join(
+        f"## Section {i}\n\nThe sqlite json_extract function reads a value at a path from a JSON document. "
+        f"FTS5 tables answer MATCH queries ranked by bm25, and the snippet function {i} shows context. "
+        f"Use json_set to change one key and json_each to walk an array in query number {i}."
+        for i in range(8)),
+    "docs/node.html": "<html><head><title>Node</title></head><body><h1>Node.js</h1>" + "".join(
+        f"<h2>Part {i}</h2><p>The node fs module reads files with readFile and writes them with writeFile. "
+        f"Streams from createReadStream pipe data; fs.watch notices changes in folder {i}. "
+        f"The crypto module hashes data with createHash and makes keys with randomBytes {i}.</p>"
+        for i in range(8)) + "</body></html>",
+    "docs/python.txt": "Python\n======\n\n" + "\n\n".join(
+        f"The python datetime module has date, time and timedelta types. strftime formats a datetime {i} "
+        f"and strptime parses text. The sqlite3 module connects with connect and runs SQL with execute; "
+        f"row_factory shapes the rows that come back from cursor number {i}."
+        for i in range(8)),
+}
+
+GOLD = [
+    {"input": "How do I read a value from a JSON column with json_extract?", "output": "sqlite"},
+    {"input": "How do I rank FTS5 MATCH results with bm25?", "output": "sqlite"},
+    {"input": "How do I read a file with readFile in node?", "output": "node"},
+    {"input": "How do I hash data with createHash in node crypto?", "output": "node"},
+    {"input": "How do I format a datetime with strftime in python?", "output": "python"},
+    {"input": "How do I add a timedelta to a date in python?", "output": "python"},
+]
+
+
+def write_workspace(root: Path, model_dir: Path, teacher: str = "echo-question", **extra) -> Path:
+    """A tiny classify task over three documents (md, html, txt), the tiny
+    model as student and a built-in scripted teacher. Returns taskling.yaml."""
+    import json
+
+    import yaml
+
+    for rel, text in DOCS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    (root / "gold.jsonl").write_text("".join(json.dumps(g) + "\n" for g in GOLD), encoding="utf-8")
+    cfg = {
+        "task": {"name": "tiny-router", "description": "Route a developer question to the right manual.",
+                 "type": "classify",
+                 "labels": {"sqlite": "SQLite json_extract, FTS5 MATCH, bm25",
+                            "node": "Node.js fs readFile, crypto createHash",
+                            "python": "Python datetime strftime, sqlite3 connect"},
+                 "input_noun": "developer question",
+                 "examples": [{"input": "How do I change a key with json_set?", "output": "sqlite"},
+                              {"input": "How do I watch a folder with fs.watch?", "output": "node"}]},
+        "sources": ["docs/*.md", "docs/*.html", "docs/*.txt"],
+        "teacher": {"backend": "scripted", "model": teacher},
+        "student": {"model": str(model_dir)},
+        "budget": {"examples": 30},
+        "ingest": {"chunk_tokens": 64},
+        "generate": {"pool_per_label": 6},
+        "train": {"steps": 6, "batch_size": 4, "checkpoint_every": 2, "max_seq_len": 128},
+        "evaluate": {"max_items": 8, "batch_size": 4},
+        "seed": 1,
+    }
+    for dotted, value in extra.items():
+        node = cfg
+        *head, last = dotted.split("__")
+        for k in head:
+            node = node.setdefault(k, {})
+        node[last] = value
+    path = root / "taskling.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_model_dir) -> Path:
+    """A fresh tiny workspace; returns its taskling.yaml."""
+    return write_workspace(tmp_path, tiny_model_dir)

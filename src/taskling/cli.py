@@ -46,6 +46,8 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU thread
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
     STATE["debug"] = debug
+    if debug:
+        os.environ["TASKLING_DEBUG"] = "1"
 
 
 def guarded(fn: Callable[[], object]) -> object:
@@ -56,7 +58,7 @@ def guarded(fn: Callable[[], object]) -> object:
         if STATE["debug"]:
             raise
         for line in str(e).splitlines():
-            err.print(f"[red]error:[/] {line}", highlight=False, markup=True)
+            err.print(f"[red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted; run the same command again to continue where it stopped[/]")
@@ -67,7 +69,7 @@ def guarded(fn: Callable[[], object]) -> object:
         if STATE["debug"]:
             raise
         err.print(f"[red]internal error:[/] {type(e).__name__}: {e}  (run again with --debug for the traceback)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -23,19 +23,28 @@ class ConvertError(Exception):
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode bytes in the usual encodings; refuse binary data."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16"), "utf-16"
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
-    if b"\x00" in data[:8192]:
+        try:
+            text, enc = data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            raise ConvertError("starts with a UTF-16 byte-order mark but is not valid UTF-16") from None
+    elif data.startswith(b"\xef\xbb\xbf"):
+        text, enc = data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
+    elif b"\x00" in data[:8192]:
         raise ConvertError("looks like a binary file (NUL bytes), not text")
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
+    else:
+        try:
+            text, enc = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            try:
+                text, enc = data.decode("cp1252"), "cp1252"
+            except UnicodeDecodeError:
+                text, enc = data.decode("latin-1"), "latin-1"
+    sample = text[:8192]
+    control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f")
+    if sample and control > 0.05 * len(sample):
+        raise ConvertError(f"looks like a binary file ({control} control characters in the first "
+                           f"{len(sample)}), not {enc} text")
+    return text, enc
 
 
 class _HTMLText(HTMLParser):

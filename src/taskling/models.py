@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -152,11 +153,25 @@ def load_tokenizer(model: str):
     return tok
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars or advice from transformers: our own progress
+    shows what is happening, and --debug turns their logging back on."""
+    from transformers.utils import logging as hf_logging
+
+    if os.environ.get("TASKLING_DEBUG"):
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    # PEFT still calls a transformers property renamed in v5; harmless.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def load_causal_lm(path: str | Path, dtype=None):
     """(model, tokenizer) from an HF folder, in eval mode on the CPU/GPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     path = resolve_hf(str(path))
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:

@@ -29,6 +29,7 @@ def build(ctx: Context) -> dict:
     if "curate" in manifests:
         rep["funnel"] = manifests["curate"].get("funnel", [])
         rep["rejections"] = manifests["curate"].get("rejections", {})
+        rep["split"] = manifests["curate"].get("split", {})
     if "train" in manifests:
         t = manifests["train"]
         loss = {}

@@ -332,6 +332,16 @@ def _funnel(rep: dict) -> str:
                  f"{100 * c / first:.0f}%" if _num(f.get("count")) is not None else DASH,
                  f'<div class="bar" style="width:{100 * c / top:.1f}%"></div>'] for f, c in zip(steps, counts)]
         out.append(_table(["step", "count", "of first", ""], rows, (1, 2), cls="funnel"))
+    split = rep.get("split")
+    if isinstance(split, dict) and split.get("unit"):
+        note = (f"Held out by {_e(split['unit'])}: {_fmt(split.get('held_out'))} of {_fmt(split.get('groups'))} "
+                f"{_e(split['unit'])}s feed only the eval set")
+        if split.get("label_coverage"):
+            note += f"; the eval set covers {_e(split['label_coverage'])} labels"
+        if split.get("fallback_reason"):
+            note += (f". Not by document, because {_e(split['fallback_reason'])}: the eval set shares documents "
+                     "with training, so it is an easier test than gold.jsonl")
+        out.append(f'<p class="note">{note}.</p>')
     rej = rep.get("rejections")
     if isinstance(rej, dict) and rej:
         rows = [[_e(k), _fmt(v)] for k, v in sorted(rej.items(), key=lambda kv: -(_num(kv[1]) or 0))]

@@ -1,20 +1,51 @@
 """The `scripted` backend for tests: answers come from a Python function.
 
     set_script(lambda messages: "a reply")   # before open_backend(...)
+
+Without a script set in the process (e.g. when the real CLI runs in a
+subprocess) the model name picks a built-in script:
+  echo-question  writes a question from words of the quoted document excerpt,
+                 and answers a classification prompt with the label whose
+                 name shares most words with the input (a toy teacher);
+  garbage        replies with nothing usable (for error-path tests).
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Callable
 
 from ..config import ModelCfg
+from ..errors import TasklingError
 from . import Capabilities, Request, Result, register
 
-_SCRIPT: Callable[[list[dict]], str] = lambda messages: ""
+Script = Callable[[list[dict]], str]
+_SCRIPT: Script | None = None
 
 
-def set_script(fn: Callable[[list[dict]], str]) -> None:
+def set_script(fn: Script | None) -> None:
     global _SCRIPT
     _SCRIPT = fn
+
+
+def _echo_question(messages: list[dict]) -> str:
+    text = messages[-1]["content"]
+    quoted = re.search(r'"""(.*?)"""', text, re.S)
+    if quoted is None:  # asked to do the task: pick the label named most like the input
+        labels = re.findall(r"^- ([\w.-]+):", messages[0]["content"], re.M)
+        if not labels:
+            return "I do not know."
+        words = set(re.findall(r"\w+", text.lower()))
+        return max(labels, key=lambda lab: (len(words & set(re.findall(r"\w+", lab.lower()))), -labels.index(lab)))
+    words = [w for w in re.findall(r"[A-Za-z_]{4,}", quoted.group(1))]
+    if not words:
+        return ""
+    h = int(hashlib.sha256(text.encode()).hexdigest(), 16)
+    picked = [words[(h >> (8 * i)) % len(words)] for i in range(4)]
+    return f"How do I use {picked[0]} with {picked[1]} and {picked[2]} {picked[3]}?"
+
+
+BUILTIN: dict[str, Script] = {"echo-question": _echo_question, "garbage": lambda messages: "\n\n"}
 
 
 @register("scripted")
@@ -24,6 +55,10 @@ class ScriptedBackend:
     def __init__(self, cfg: ModelCfg, threads: int | None = None):
         self.name = cfg.model
         self.calls = 0
+        if _SCRIPT is None and cfg.model not in BUILTIN:
+            raise TasklingError(f"teacher.model '{cfg.model}' is not a built-in script of the scripted backend; "
+                                f"use one of {', '.join(BUILTIN)}")
+        self.script = _SCRIPT or BUILTIN[cfg.model]
 
     def describe(self) -> dict:
         return {"backend": "scripted", "model": self.name}
@@ -32,7 +67,7 @@ class ScriptedBackend:
         self.calls += len(requests)
         out = []
         for r in requests:
-            text = _SCRIPT(r.messages)
+            text = self.script(r.messages)
             out.append(Result(text, sum(len(m["content"].split()) for m in r.messages), len(text.split()), 0.0))
         return out
 

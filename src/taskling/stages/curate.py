@@ -37,33 +37,66 @@ def load_gold(cfg: Config, path: Path) -> list[dict]:
     return rows
 
 
-def split_by_document(cfg: Config, examples: list[dict]) -> tuple[set[str], dict]:
-    """Choose held-out documents: about eval_fraction of the examples, in a seeded
-    order, never taking a document whose loss would leave a label with less
-    than 60% of its examples for training."""
-    doc_of = [ex["provenance"][0]["path"] for ex in examples]
-    per_doc = Counter(doc_of)
-    labels_per_doc: dict[str, Counter] = {}
-    for ex, d in zip(examples, doc_of):
-        labels_per_doc.setdefault(d, Counter())[str(ex.get("label", ""))] += 1
+SPLIT_UNITS = {
+    "document": lambda ex: ex["provenance"][0]["path"],
+    "chunk": lambda ex: ex["provenance"][0]["chunk"],
+}
+
+
+def _held_out(cfg: Config, examples: list[dict], unit: str) -> set[str]:
+    """Groups (documents or chunks) to hold out: about eval_fraction of the
+    examples, in a seeded order, never taking a group whose loss would leave a
+    label with less than 60% of its examples for training."""
+    key = SPLIT_UNITS[unit]
+    per_group = Counter(key(ex) for ex in examples)
+    labels_per_group: dict[str, Counter] = {}
+    for ex in examples:
+        labels_per_group.setdefault(key(ex), Counter())[str(ex.get("label", ""))] += 1
     total_per_label = Counter(str(ex.get("label", "")) for ex in examples)
-    order = sorted(per_doc, key=lambda d: hashlib.sha256(f"{cfg.seed}:{d}".encode()).hexdigest())
+    order = sorted(per_group, key=lambda g: hashlib.sha256(f"{cfg.seed}:{g}".encode()).hexdigest())
     target = cfg.curate.eval_fraction * len(examples)
     held: set[str] = set()
     held_per_label: Counter = Counter()
     n_held = 0
-    for d in order:
+    for g in order:
         if n_held >= target:
             break
-        if n_held + per_doc[d] > 1.5 * target and n_held > 0:
+        if n_held + per_group[g] > 1.5 * target and n_held > 0:
             continue
-        trial = held_per_label + labels_per_doc[d]
+        trial = held_per_label + labels_per_group[g]
         if any(trial[lab] > 0.4 * total_per_label[lab] for lab in trial if lab):
             continue
-        held.add(d)
+        held.add(g)
         held_per_label = trial
-        n_held += per_doc[d]
-    return held, {"held_out_documents": sorted(held), "documents": len(per_doc)}
+        n_held += per_group[g]
+    return held
+
+
+def split(cfg: Config, examples: list[dict]) -> tuple[list[dict], list[dict], dict]:
+    """Train and eval sets such that no source unit feeds both.
+
+    The unit is the document. When holding out whole documents cannot give an
+    eval set (too few documents, or each label lives in one document, so any
+    held-out document would take a whole label away from training) the unit
+    falls back to the chunk, and the manifest and report say so: the eval set
+    is then held out by passage, not by document, which is a weaker test."""
+    labels = {str(ex.get("label", "")) for ex in examples} - {""}
+    fallback = None
+    for unit in ("document", "chunk"):
+        key = SPLIT_UNITS[unit]
+        held = _held_out(cfg, examples, unit)
+        train = [ex for ex in examples if key(ex) not in held]
+        evals = [ex for ex in examples if key(ex) in held]
+        covered = {str(ex.get("label", "")) for ex in evals} - {""}
+        info = {"unit": unit, "held_out": len(held), "groups": len({key(ex) for ex in examples}),
+                "label_coverage": f"{len(covered)}/{len(labels)}" if labels else None}
+        if fallback:
+            info["fallback_reason"] = fallback
+        if evals and (not labels or 2 * len(covered) >= len(labels)):
+            break
+        fallback = ("held-out documents would leave no eval set" if not evals else
+                    f"held-out documents cover only {len(covered)} of {len(labels)} labels")
+    return train, evals, info
 
 
 def run(cfg: Config, ctx: Context) -> dict:
@@ -88,9 +121,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             seen.add(key)
             kept.append(ex)
         n_valid_unique = len(kept)
-        held, split_info = split_by_document(cfg, kept)
-        train = [ex for ex in kept if ex["provenance"][0]["path"] not in held]
-        evals = [ex for ex in kept if ex["provenance"][0]["path"] in held]
+        train, evals, split_info = split(cfg, kept)
         blocked = {normalise(ex["input"]) for ex in evals} | {normalise(r["input"]) for r in load_gold(cfg, gold_path)}
         clean = []
         for ex in train:
@@ -102,7 +133,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         funnel = [{"step": "generated", "count": len(raw)},
                   {"step": "valid and unique", "count": n_valid_unique},
                   {"step": "train", "count": len(clean)},
-                  {"step": "eval (held-out documents)", "count": len(evals)}]
+                  {"step": f"eval (held-out {split_info['unit']}s)", "count": len(evals)}]
         if not clean:
             raise TasklingError("curate: no training example survived curation "
                                 f"({dict(reasons)}); see {out / 'rejected.jsonl'} and raise budget.examples")
@@ -112,7 +143,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         labels = {"train": dict(Counter(str(e.get("label")) for e in clean)),
                   "eval": dict(Counter(str(e.get("label")) for e in evals))} if cfg.task.type == "classify" else {}
         ctx.console.print(f"curate: {len(raw)} generated -> {len(clean)} train, {len(evals)} eval "
-                          f"({len(rejected)} rejected: {dict(reasons)})")
+                          f"held out by {split_info['unit']} ({len(rejected)} rejected: {dict(reasons)})")
         return {"counts": {"generated": len(raw), "train": len(clean), "eval": len(evals), "rejected": len(rejected)},
                 "rejections": dict(reasons), "funnel": funnel, "split": split_info, "labels": labels,
                 "outputs": ["train.jsonl", "eval.jsonl", "rejected.jsonl"]}

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..backends import Logged, Request, open_backend
 from ..calls import CallLog
 from ..config import Config
-from ..errors import TeacherOutputError
+from ..errors import TasklingError, TeacherOutputError
 from ..pile import Pile
 from ..progress import bar
 from .. import tasks
@@ -78,8 +78,14 @@ def run(cfg: Config, ctx: Context) -> dict:
             teacher.close()
             totals = dict(teacher.stats)
             log.close()
-        write_jsonl(out / "examples.jsonl", examples)
         write_jsonl(out / "unparsable.jsonl", failures)
+        if not examples:
+            why = f"; the first: {failures[0]['reason']}" if failures else ""
+            raise TasklingError(
+                f"generate: the teacher ({cfg.teacher.backend}:{cfg.teacher.model}) gave no usable example in "
+                f"{len(jobs)} jobs ({len(failures)} replies did not parse{why}); see {out / 'unparsable.jsonl'} "
+                "and try a stronger teacher or a clearer task description")
+        write_jsonl(out / "examples.jsonl", examples)
         ctx.console.print(f"generate: {len(examples)} examples, {len(failures)} unparsable replies, "
                           f"{totals['calls']} new teacher calls, {totals['cached']} from the cache ({stopped})")
         return {"counts": {"examples": len(examples), "unparsable": len(failures), "teacher_tokens": tokens,

@@ -33,12 +33,28 @@ def find_sources(cfg: Config, extra: list[str] | None = None) -> tuple[list[Path
             hits = [full]
         else:
             hits = []
-        hits = [h for h in hits if h.is_file() and not any(part.startswith(".") for part in h.relative_to(h.anchor).parts[-3:])]
+        hits = [h for h in hits if h.is_file() and not _skipped(cfg.root, full, h)]
         if not hits:
             missing.append(pat)
         for h in hits:
             files[h.resolve()] = None
     return list(files), missing
+
+
+def _skipped(root: Path, base: Path, path: Path) -> bool:
+    """Hidden files and folders below the source, and taskling's own state
+    (.taskling/, runs/), are never sources."""
+    anchor = base if base.is_dir() else base.parent
+    while any(ch in anchor.name for ch in "*?["):
+        anchor = anchor.parent
+    try:
+        rel = path.relative_to(anchor).parts
+    except ValueError:
+        rel = (path.name,)
+    if any(part.startswith(".") for part in rel):
+        return True
+    resolved = path.resolve()
+    return any(resolved.is_relative_to((root / own).resolve()) for own in (".taskling", "runs"))
 
 
 def display_path(cfg: Config, path: Path) -> str:

@@ -119,7 +119,7 @@ def run(cfg: Config, ctx: Context) -> dict:
     inputs = upstream(ctx, "curate")
 
     def body(out: Path) -> dict:
-        from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
         from peft.utils import load_peft_weights
 
         infer.set_threads(ctx.threads)
@@ -178,7 +178,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                         loss = torch.nn.functional.cross_entropy(
                             logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
                         (loss / tc.grad_accum).backward()
-                        loss_sum += float(loss) / tc.grad_accum
+                        loss_sum += float(loss.detach()) / tc.grad_accum
                         ntok += int(batch["attention_mask"].sum())
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     opt.step()

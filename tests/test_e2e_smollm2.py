@@ -1,0 +1,85 @@
+"""End to end on the real embedded SmolLM2-135M-Instruct: the real CLI runs
+every stage (llama.cpp teacher, PEFT training, evaluation, export), then
+`taskling serve` serves the export and the official openai client asks it."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from conftest import write_workspace
+
+pytestmark = pytest.mark.slow
+TASKLING = str(Path(sys.executable).parent / "taskling")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("e2e")
+    path = write_workspace(root, tiny_model_dir)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["teacher"] = {"backend": "llamacpp", "model": "smollm2-135m-instruct", "temperature": 0.8}
+    cfg["student"] = {"model": "smollm2-135m-instruct"}
+    cfg["budget"] = {"examples": 12}
+    cfg["ingest"] = {"chunk_tokens": 128}
+    cfg["curate"] = {"min_words": 3}
+    cfg["train"] = {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "max_seq_len": 192}
+    cfg["evaluate"] = {"max_items": 6, "batch_size": 6}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run([TASKLING, "run", "--json"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, json.loads(proc.stdout), proc.stderr
+
+
+def test_run_end_to_end_on_smollm2(finished):
+    root, result, stderr = finished
+    gold = result["results"]["gold"]
+    assert set(gold) == {"student", "base", "teacher"}
+    assert all(r["n"] == 6 and 0 <= r["metric"] <= 1 for r in gold.values())
+    assert gold["student"]["size_mb"] > 100
+    assert "student vs base vs teacher" in stderr
+    assert Path(result["report"]).exists() and (Path(result["model"]) / "model.safetensors").exists()
+    gen = json.loads((root / "runs" / "tiny-router" / "round-0" / "generate" / "manifest.json").read_text())
+    assert gen["counts"]["examples"] > 0 and gen["teacher"]["backend"] == "llamacpp"
+
+
+def test_served_export_answers_through_openai_client(finished):
+    root, result, _ = finished
+    port = free_port()
+    server = subprocess.Popen([TASKLING, "serve", "tiny-router", "--port", str(port)], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                models = client.models.list().data
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None, server.stderr.read()[-2000:]
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.5)
+        assert [m.id for m in models] == ["tiny-router"]
+        reply = client.chat.completions.create(
+            model="tiny-router", messages=[{"role": "user", "content": "How do I hash data with createHash?"}],
+            max_tokens=8, temperature=0)
+        text = reply.choices[0].message.content
+        assert isinstance(text, str) and text.strip()
+        assert reply.usage.completion_tokens > 0 and reply.choices[0].finish_reason in ("stop", "length")
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -1,0 +1,118 @@
+"""The whole loop in-process on the tiny random Llama with the scripted
+teacher: every stage runs for real (SQLite, PEFT training, transformers
+evaluation, merged export), re-runs are skipped, --force re-runs, training
+resumes exactly from a checkpoint."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from rich.console import Console
+
+from taskling import loop
+from taskling.config import load_config
+from taskling.stages import generate, ingest, train
+from taskling.workspace import Context, read_manifest
+
+QUIET = dict(console=Console(stderr=True, quiet=True))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir):
+    from conftest import write_workspace
+
+    path = write_workspace(tmp_path_factory.mktemp("ws"), tiny_model_dir)
+    result = loop.run(Context(load_config(path), **QUIET))
+    return path, result
+
+
+def test_run_produces_every_artifact(finished):
+    path, result = finished
+    root = path.parent
+    run = root / "runs" / "tiny-router"
+    for stage in ("ingest", "generate", "curate", "train", "evaluate"):
+        m = read_manifest(run / "round-0" / stage)
+        assert m and m["fingerprint"] and m["versions"]["torch"] and m["seconds"] >= 0
+    assert read_manifest(run / "export")["counts"]["checked"] > 0
+    assert (run / "round-0" / "train" / "checkpoints" / "step-000006" / "state.pt").exists()
+    assert set(result["results"]["gold"]) == {"student", "base", "teacher"}
+    gold = result["results"]["gold"]["teacher"]
+    assert gold["n"] == 6 and 0 <= gold["metric"] <= 1 and gold["ci_low"] <= gold["metric"] <= gold["ci_high"]
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["results"]["gold"]["student"]["n"] == 6 and rep["training"]["loss"]
+    assert rep["split"]["unit"] in ("document", "chunk")
+    html = (run / "report.html").read_text()
+    assert "<svg" in html and "http" not in html.split("<body", 1)[1].replace("http://www.w3.org", "")
+    examples = [json.loads(x) for x in (run / "round-0" / "generate" / "examples.jsonl").read_text().splitlines()]
+    for ex in examples:
+        prov = ex["provenance"][0]
+        assert prov["path"].startswith("docs/") and len(prov["sha256"]) == 64 and prov["end_char"] > prov["start_char"]
+
+
+def test_teacher_calls_are_logged_and_replayed(finished):
+    path, _ = finished
+    import sqlite3
+
+    db = sqlite3.connect(path.parent / ".taskling" / "calls.db")
+    n = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+    assert n >= 30
+    ctx = Context(load_config(path), force=True, **QUIET)
+    m = generate.run(ctx.cfg, ctx)
+    assert m["counts"]["new_calls"] == 0 and m["counts"]["cached_calls"] > 0
+
+
+def test_exported_model_loads_in_plain_transformers(finished):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, _ = finished
+    merged = path.parent / "runs" / "tiny-router" / "export" / "merged"
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    tok = AutoTokenizer.from_pretrained(merged)
+    assert model.config.num_hidden_layers == 2 and tok.chat_template
+    assert json.loads((merged / "task.json").read_text())["labels"] == ["sqlite", "node", "python"]
+    assert (path.parent / "runs" / "tiny-router" / "export" / "adapter" / "adapter_config.json").exists()
+
+
+def test_rerun_skips_and_force_reruns(finished, capsys):
+    path, _ = finished
+    ctx = Context(load_config(path), console=Console(stderr=True, width=200))
+    again = loop.run(ctx)
+    assert all(s["skipped"] for s in again["stages"].values())
+    assert "up to date" in capsys.readouterr().err
+    ctx = Context(load_config(path), force=True, **QUIET)
+    assert ingest.run(ctx.cfg, ctx)["skipped"] is False
+
+
+def test_changed_setting_reruns_only_downstream(finished):
+    path, _ = finished
+    ctx = Context(load_config(path, ["evaluate.max_items=5"]), run_id="tiny-router", **QUIET)
+    again = loop.run(ctx)
+    assert [k for k, v in again["stages"].items() if not v["skipped"]] == ["evaluate", "export"]
+    assert again["results"]["gold"]["student"]["n"] == 5
+
+
+def test_train_resumes_exactly(finished, tmp_path):
+    """Stop after step 4, resume to 6: the same weights and losses as one go."""
+    path, _ = finished
+    ctx = Context(load_config(path), **QUIET)
+    full = json.loads((ctx.stage_dir("train") / "loss.json").read_text())["loss"]
+    src = ctx.stage_dir("train")
+    # Rebuild a half-done train dir: keep the step-4 checkpoint only, no manifest.
+    ck = src / "checkpoints"
+    partial = tmp_path / "partial"
+    shutil.copytree(src, partial)
+    shutil.rmtree(src)
+    src.mkdir(parents=True)
+    (src / ".fingerprint").write_text((partial / ".fingerprint").read_text())
+    (src / "checkpoints").mkdir()
+    shutil.copytree(partial / "checkpoints" / "step-000004", src / "checkpoints" / "step-000004")
+    m = train.run(ctx.cfg, ctx)
+    resumed = json.loads((src / "loss.json").read_text())["loss"]
+    assert m["skipped"] is False and not (ck / "step-000002").exists()
+    assert resumed == full
+    import safetensors.torch as st
+
+    a = st.load_file(partial / "adapter" / "adapter_model.safetensors")
+    b = st.load_file(src / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-6 for k in a)
