@@ -12,6 +12,7 @@ package). Two derived copies are made once and cached under
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -63,7 +64,7 @@ def resolve_hf(model: str) -> Path:
         gguf = embedded_gguf(model) if model in EMBEDDED else Path(model).expanduser().resolve()
         if not gguf.exists():
             raise TasklingError(f"{gguf}: model file not found; check student.model in taskling.yaml")
-        name = model if model in EMBEDDED else f"{gguf.stem}-{abs(hash(str(gguf))) % 10**8}"
+        name = model if model in EMBEDDED else f"{gguf.stem}-{hashlib.sha256(str(gguf).encode()).hexdigest()[:10]}"
         final = cache_dir() / f"{name}-hf"
         if not (final / "config.json").exists():
             _dequantize_to_hf(gguf, final)
