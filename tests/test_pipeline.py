@@ -116,3 +116,20 @@ def test_train_resumes_exactly(finished, tmp_path):
     a = st.load_file(partial / "adapter" / "adapter_model.safetensors")
     b = st.load_file(src / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-6 for k in a)
+
+
+def test_predict_over_csv_and_jsonl(finished, tmp_path):
+    from taskling.errors import TasklingError
+    from taskling.predict import predict_file
+
+    path, _ = finished
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text('id,input\n1,"How do I read a file in node?"\n2,"How do I use strftime?"\n')
+    res = predict_file(csv_in, None, "tiny-router", path.parent, Console(stderr=True, quiet=True))
+    rows = [json.loads(x) for x in (tmp_path / "in.predictions.jsonl").read_text().splitlines()]
+    assert res["rows"] == 2 and [r["id"] for r in rows] == ["1", "2"]
+    assert all("raw" in r and (r["prediction"] in (None, "sqlite", "node", "python")) for r in rows)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text\nhello\n")
+    with pytest.raises(TasklingError, match="row 1 has no 'input'"):
+        predict_file(bad, None, "tiny-router", path.parent, Console(stderr=True, quiet=True))

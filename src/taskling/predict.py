@@ -55,8 +55,12 @@ def predict_file(path: Path, output: Path | None, target: str | None, root: Path
             progress.update(t, completed=len(outs))
     parse = None
     if info.get("type") == "classify":
-        labels = info.get("labels", [])
-        parse = lambda text: next((lab for lab in labels if lab.lower() == text.strip().lower()), None)  # noqa: E731
+        from types import SimpleNamespace
+
+        from .tasks import classify
+
+        labelled = SimpleNamespace(labels={lab: lab for lab in info.get("labels", [])})
+        parse = lambda text: classify.parse_output(labelled, text)  # noqa: E731  same parser as evaluate
     result = [{**r, "prediction": parse(o["text"]) if parse else o["text"], "raw": o["text"]} for r, o in zip(rows, outs)]
     output = output or path.with_suffix(".predictions.jsonl")
     write_jsonl(output, result)
