@@ -5,7 +5,10 @@ set -euo pipefail
 PY=${PY:-python3.11}
 WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/taskling/wheelhouse}
 VENV=.venv
-PIP="$VENV/bin/python -m pip"
+PIP="quiet_pip"
+# pip warns about every index folder of this machine's mirror that lacks a
+# package; those lines are noise, real warnings and errors still show.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 command -v "$PY" >/dev/null || PY=python3
 # A .venv copied from elsewhere (or half-made) has no working interpreter: start it again.
 if [ -d "$VENV" ] && ! "$VENV/bin/python" -c "import sys" >/dev/null 2>&1; then
