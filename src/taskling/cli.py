@@ -246,11 +246,13 @@ def log(config: ConfigOpt = Path("taskling.yaml"),
 
 @pile_app.command("stats")
 def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
-    """Documents, chunks and tokens in the pile, by format.
+    """Documents, chunks, tokens, duplicates and topics in the pile, by format.
 
     Example: taskling pile stats --json
     """
     def go():
+        from rich.table import Table
+
         from .pile import Pile
 
         ctx = make_ctx(config, None, None)
@@ -258,29 +260,87 @@ def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fal
             st = p.stats()
         if as_json:
             return emit(st, True)
-        Console().print(st)
+        t = Table(title=f"{st['documents']} documents, {st['chunks']} chunks, {st['tokens']} tokens, "
+                        f"{st['topics']} topics")
+        for c in ("format", "documents", "chunks"):
+            t.add_column(c, justify="left" if c == "format" else "right")
+        for fmt, row in st["by_format"].items():
+            t.add_row(fmt, str(row["documents"]), str(row["chunks"]))
+        out = Console()
+        out.print(t)
+        out.print(f"duplicates: {st['duplicate_documents']} documents, {st['duplicate_chunks']} chunks; "
+                  f"embedded chunks: {st['embedded_chunks']}; gone: {st['gone']}")
     guarded(go)
 
 
-@pile_app.command("search")
-def pile_search(query: Annotated[str, typer.Argument(help="Words to look for.")],
-                limit: Annotated[int, typer.Option(help="How many chunks.")] = 10,
-                config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
-    """Full-text search over the chunks, best first, with provenance.
+@pile_app.command("topics")
+def pile_topics(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False,
+                examples: Annotated[int, typer.Option(help="Example chunks to show per topic.")] = 1) -> None:
+    """The topics the pile's chunks cluster into: label, size, distinctive terms, examples.
 
-    Example: taskling pile search "json_extract path"
+    Example: taskling pile topics --examples 2
     """
     def go():
+        from rich.table import Table
+
         from .pile import Pile
 
         ctx = make_ctx(config, None, None)
         with Pile(ctx.ws.pile_db) as p:
-            hits = [{**c.provenance(), "score": round(s, 3), "text": c.text[:300]} for c, s in p.search(query, limit)]
+            topics = p.topics()
+            for t in topics:
+                t["example_chunks"] = [{**c.provenance(), "text": c.text[:300]}
+                                       for c in filter(None, (p.chunk(k) for k in t["examples"][:examples]))]
         if as_json:
-            return emit({"query": query, "hits": hits}, True)
+            return emit({"topics": topics}, True)
+        if not topics:
+            raise TasklingError("the pile has no topics yet; run 'taskling ingest' (with ingest.embed: true)")
+        t = Table(title=f"{len(topics)} topics")
+        for c in ("id", "label", "size", "example"):
+            t.add_column(c, justify="right" if c in ("id", "size") else "left")
+        for tp in topics:
+            ex = tp["example_chunks"][0] if tp["example_chunks"] else None
+            t.add_row(str(tp["id"]), tp["label"], str(tp["size"]),
+                      f"{ex['path']} {ex['locator']}: {ex['text'][:80]!r}" if ex else "")
+        Console().print(t)
+    guarded(go)
+
+
+@pile_app.command("search")
+def pile_search(query: Annotated[str, typer.Argument(help="Words to look for, or a question.")],
+                limit: Annotated[int, typer.Option(help="How many chunks.")] = 10,
+                mode: Annotated[str, typer.Option(help="fts (words), embed (meaning) or both.")] = "both",
+                config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
+    """Search the chunks by words (FTS5, bm25) and by meaning (embeddings), with provenance.
+
+    Example: taskling pile search "how do I read a JSON field" --mode embed
+    """
+    def go():
+        from .pile import Pile
+
+        if mode not in ("fts", "embed", "both"):
+            raise TasklingError(f"--mode {mode}: use fts, embed or both")
+        ctx = make_ctx(config, None, None)
+        hits: list[dict] = []
+        with Pile(ctx.ws.pile_db) as p:
+            if mode in ("fts", "both"):
+                hits += [{**c.provenance(), "by": "fts", "score": round(s, 3), "text": c.text[:300]}
+                         for c, s in p.search(query, limit)]
+            if mode in ("embed", "both"):
+                if not p.stats()["embedded_chunks"]:
+                    if mode == "embed":
+                        raise TasklingError("the pile has no embeddings; run 'taskling ingest' with ingest.embed: true")
+                else:
+                    from .embed import Embedder
+
+                    vec = Embedder(ctx.cfg.ingest.embed_model).encode([query])[0]
+                    hits += [{**c.provenance(), "by": "embed", "score": round(s, 3), "text": c.text[:300]}
+                             for c, s in p.nearest(vec, limit)]
+        if as_json:
+            return emit({"query": query, "mode": mode, "hits": hits}, True)
         for h in hits:
-            Console().print(f"[bold]{h['path']}[/] {h['locator']} [dim]({h['chunk']}, score {h['score']})[/]\n"
-                            f"  {h['text'][:200]!r}")
+            Console().print(f"[bold]{h['path']}[/] {h['locator']} [dim]({h['chunk']}, {h['by']} {h['score']})[/]\n"
+                            f"  {h['text'][:200]!r}", highlight=False, soft_wrap=True)
     guarded(go)
 
 

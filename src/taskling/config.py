@@ -82,8 +82,17 @@ class BudgetCfg(Section):
 
 class IngestCfg(Section):
     chunk_tokens: int = Field(256, ge=32, le=8192)
-    chunk_overlap: int = Field(32, ge=0)
+    include: list[str] = []          # only files matching one of these globs (empty: all)
+    exclude: list[str] = []          # never files matching these globs, e.g. "**/drafts/**"
+    formats: list[str] = []          # only these formats, e.g. [pdf, docx, html] (empty: all)
     max_file_mb: float = Field(50, gt=0)
+    max_archive_mb: float = Field(500, gt=0)       # total unpacked from one archive
+    max_archive_ratio: float = Field(100, gt=1)    # unpacked/packed per member (zip bombs)
+    max_depth: int = Field(5, ge=0)                # archives inside archives
+    dedup_threshold: float = Field(0.85, gt=0, le=1)  # near-duplicate Jaccard similarity
+    embed: bool = True
+    embed_model: str = "all-minilm-l6-v2"
+    topics: int | None = Field(None, ge=1)         # number of topics (default: from the pile size)
 
 
 class GenerateCfg(Section):
@@ -282,6 +291,11 @@ budget:
 
 ingest:
   chunk_tokens: 256              # chunk size in tokens of the student's tokenizer
+  # include: ["**/*.pdf"]        # only files matching these globs
+  # exclude: ["**/drafts/**"]    # never these
+  # formats: [pdf, docx, html]   # only these formats
+  max_file_mb: 50                # bigger files are skipped, with a reason
+  # topics: 20                   # default: chosen from the pile size
 
 curate:
   eval_fraction: 0.2             # share of source documents held out for evaluation

@@ -1,11 +1,21 @@
 """The pile: every document and chunk, with provenance, in one SQLite file.
 
-.taskling/pile.db (WAL, FTS5): documents (path, sha256, format, converter,
-extracted text, status), chunks (char offsets into that text, locator,
-token count), chunks_fts for search, ingest_log for what happened to each file.
+.taskling/pile.db (WAL, FTS5):
+  documents    path (archive members and attachments as "outer.zip!/inner.pdf"),
+               sha256, format, converter and version, parent and relation,
+               warnings, extracted text, status (ok | partial | gone),
+               duplicate-of (exact or near, with similarity)
+  chunks       char offsets into the document text, locator, token count,
+               MinHash signature, embedding, topic, duplicate-of
+  chunks_fts   FTS5 index over chunk text
+  topics       clusters of chunks: label, distinctive terms, size, examples
+  ingest_log   what happened to each file, and why
+The pile is derived from the sources: an older schema is rebuilt, not migrated.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY,
@@ -23,21 +34,36 @@ CREATE TABLE IF NOT EXISTS documents (
     size INTEGER NOT NULL,
     n_chars INTEGER NOT NULL,
     text TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'ok',          -- ok | gone
+    parent_id INTEGER REFERENCES documents(id) ON DELETE CASCADE,
+    relation TEXT NOT NULL DEFAULT '',          -- '' | member | attachment
+    warnings TEXT NOT NULL DEFAULT '[]',        -- JSON list
+    meta TEXT NOT NULL DEFAULT '{}',            -- JSON: title, Message-IDs, ...
+    dup_of INTEGER,                             -- documents.id of the first copy
+    dup_method TEXT,                            -- exact | near
+    dup_similarity REAL,
+    status TEXT NOT NULL DEFAULT 'ok',          -- ok | partial (children pending) | gone
     ingested_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,                   -- <sha256[:16]>:<ordinal>, stable for unchanged files
+    key TEXT NOT NULL UNIQUE,                   -- <hash of path+sha256>:<ordinal>, stable for unchanged files
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     ord INTEGER NOT NULL,
     start_char INTEGER NOT NULL,
     end_char INTEGER NOT NULL,
     n_tokens INTEGER NOT NULL,
-    locator TEXT NOT NULL,                      -- heading path or line range
-    text TEXT NOT NULL
+    locator TEXT NOT NULL,                      -- page, slide, sheet!range, heading path, Message-ID, lines
+    text TEXT NOT NULL,
+    minhash BLOB,
+    embedding BLOB,
+    topic_id INTEGER,
+    dup_of INTEGER,                             -- chunks.id of the first copy
+    dup_method TEXT,
+    dup_similarity REAL
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE INDEX IF NOT EXISTS chunks_topic ON chunks(topic_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, content='chunks', content_rowid='id');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
@@ -45,11 +71,19 @@ END;
 CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
 END;
+CREATE TABLE IF NOT EXISTS topics (
+    id INTEGER PRIMARY KEY,
+    label TEXT NOT NULL,
+    terms TEXT NOT NULL,                        -- JSON list
+    size INTEGER NOT NULL,
+    examples TEXT NOT NULL,                     -- JSON list of chunk keys
+    embed_model TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS ingest_log (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
     path TEXT NOT NULL,
-    action TEXT NOT NULL,                       -- added | updated | unchanged | gone | error
+    action TEXT NOT NULL,                       -- added | updated | unchanged | gone | skipped | warning
     detail TEXT NOT NULL DEFAULT ''
 );
 """
@@ -66,12 +100,15 @@ class Chunk:
     end_char: int
     locator: str
     text: str
+    format: str = ""
+    topic_id: int | None = None
 
     def provenance(self) -> dict:
         return {
             "chunk": self.key,
             "path": self.path,
             "sha256": self.sha256,
+            "format": self.format,
             "start_char": self.start_char,
             "end_char": self.end_char,
             "locator": self.locator,
@@ -80,6 +117,11 @@ class Chunk:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def chunk_key(path: str, sha256: str, ordinal: int) -> str:
+    digest = hashlib.sha256((path + "\0" + sha256).encode()).hexdigest()
+    return f"{digest[:16]}:{ordinal}"
 
 
 class Pile:
@@ -91,8 +133,23 @@ class Pile:
         self.db = sqlite3.connect(path, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            self._drop_all()
         self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _drop_all(self) -> None:
+        names = [r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table','trigger') AND name NOT LIKE 'sqlite_%'"
+            " AND name NOT LIKE 'chunks_fts_%'")]
+        with self.db:
+            for n in names:
+                kind = self.db.execute("SELECT type FROM sqlite_master WHERE name=?", (n,)).fetchone()
+                if kind:
+                    self.db.execute(f"DROP {kind[0].upper()} IF EXISTS \"{n}\"")
 
     def close(self) -> None:
         self.db.close()
@@ -108,66 +165,152 @@ class Pile:
         with self.db:
             yield self.db
 
+    # -- documents ---------------------------------------------------------
     def document(self, path: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM documents WHERE path=?", (path,)).fetchone()
 
-    def replace_document(self, path: str, sha256: str, fmt: str, converter: str, size: int,
-                         text: str, chunks: list[dict]) -> int:
-        """Insert or replace a document and its chunks in one transaction."""
+    def replace_document(self, path: str, sha256: str, fmt: str, converter: str, size: int, text: str,
+                         chunks: list[dict], *, parent: str | None = None, relation: str = "",
+                         warnings: list[str] | None = None, meta: dict | None = None,
+                         signatures: list[bytes | None] | None = None, status: str = "ok") -> int:
+        """Insert or replace a document, its chunks and everything it contained, in one transaction."""
         with self.transaction() as db:
-            db.execute("DELETE FROM documents WHERE path=?", (path,))
+            db.execute("DELETE FROM documents WHERE path=? OR path LIKE ? ESCAPE '\\'",
+                       (path, _like_prefix(path + "!/")))
+            parent_id = None
+            if parent is not None:
+                row = db.execute("SELECT id FROM documents WHERE path=?", (parent,)).fetchone()
+                parent_id = row[0] if row else None
             cur = db.execute(
-                "INSERT INTO documents(path, sha256, format, converter, size, n_chars, text, status, ingested_at)"
-                " VALUES (?,?,?,?,?,?,?,'ok',?)",
-                (path, sha256, fmt, converter, size, len(text), text, now()),
+                "INSERT INTO documents(path, sha256, format, converter, size, n_chars, text, parent_id, relation,"
+                " warnings, meta, status, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (path, sha256, fmt, converter, size, len(text), text, parent_id, relation,
+                 json.dumps(warnings or []), json.dumps(meta or {}, default=str), status, now()),
             )
             doc_id = cur.lastrowid
+            sigs = signatures or [None] * len(chunks)
             db.executemany(
-                "INSERT INTO chunks(key, doc_id, ord, start_char, end_char, n_tokens, locator, text)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                [(f"{sha256[:16]}:{i}", doc_id, i, c["start"], c["end"], c["n_tokens"], c["locator"],
-                  text[c["start"]:c["end"]]) for i, c in enumerate(chunks)],
+                "INSERT INTO chunks(key, doc_id, ord, start_char, end_char, n_tokens, locator, text, minhash)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                [(chunk_key(path, sha256, i), doc_id, i, c["start"], c["end"], c["n_tokens"], c["locator"],
+                  text[c["start"]:c["end"]], sig) for i, (c, sig) in enumerate(zip(chunks, sigs))],
             )
         return doc_id
 
+    def set_status(self, path: str, status: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE documents SET status=? WHERE path=?", (status, path))
+
     def mark_gone(self, paths: list[str]) -> None:
+        """Sources that disappeared: their chunks go, the document row stays as 'gone'."""
         with self.transaction() as db:
             for p in paths:
+                db.execute("DELETE FROM documents WHERE path LIKE ? ESCAPE '\\'", (_like_prefix(p + "!/"),))
                 db.execute("DELETE FROM chunks WHERE doc_id IN (SELECT id FROM documents WHERE path=?)", (p,))
-                db.execute("UPDATE documents SET status='gone' WHERE path=?", (p,))
+                db.execute("UPDATE documents SET status='gone', dup_of=NULL WHERE path=?", (p,))
 
     def log(self, path: str, action: str, detail: str = "") -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO ingest_log(at, path, action, detail) VALUES (?,?,?,?)", (now(), path, action, detail))
 
-    def live_paths(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT path FROM documents WHERE status='ok' ORDER BY path")]
+    def live_paths(self, top_level_only: bool = True) -> list[str]:
+        sql = "SELECT path FROM documents WHERE status!='gone'" + (" AND parent_id IS NULL" if top_level_only else "")
+        return [r[0] for r in self.db.execute(sql + " ORDER BY path")]
 
+    def snapshot(self) -> list[tuple[str, str]]:
+        """(path, sha256) of every live document: what later stages depend on."""
+        return [tuple(r) for r in self.db.execute("SELECT path, sha256 FROM documents WHERE status='ok' ORDER BY path")]
+
+    # -- duplicates, embeddings, topics --------------------------------------
+    def chunk_signatures(self) -> list[tuple[int, bytes | None, str]]:
+        return [tuple(r) for r in self.db.execute(
+            "SELECT c.id, c.minhash, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id"
+            " WHERE d.status='ok' ORDER BY d.path, c.ord")]
+
+    def set_duplicates(self, table: str, rows: list[tuple[int, int, str, float]]) -> None:
+        """Record (item, of, method, similarity); everything else is marked not a duplicate."""
+        assert table in ("chunks", "documents")
+        with self.transaction() as db:
+            db.execute(f"UPDATE {table} SET dup_of=NULL, dup_method=NULL, dup_similarity=NULL")
+            db.executemany(f"UPDATE {table} SET dup_of=?, dup_method=?, dup_similarity=? WHERE id=?",
+                           [(of, method, sim, item) for item, of, method, sim in rows])
+
+    def chunks_without_embedding(self) -> list[tuple[int, str]]:
+        return [tuple(r) for r in self.db.execute(
+            "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id"
+            " WHERE d.status='ok' AND c.embedding IS NULL ORDER BY c.id")]
+
+    def set_embeddings(self, rows: list[tuple[int, bytes]]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE chunks SET embedding=? WHERE id=?", [(b, i) for i, b in rows])
+
+    def embeddings(self) -> tuple[list[int], list[bytes]]:
+        rows = self.db.execute(
+            "SELECT c.id, c.embedding FROM chunks c JOIN documents d ON d.id=c.doc_id"
+            " WHERE d.status='ok' AND c.embedding IS NOT NULL ORDER BY c.id").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+    def texts(self, ids: list[int]) -> list[str]:
+        found = {}
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900]
+            q = f"SELECT id, text FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+            found.update(dict(self.db.execute(q, part).fetchall()))
+        return [found[i] for i in ids]
+
+    def set_topics(self, topics: list[dict], assignment: dict[int, int], embed_model: str) -> None:
+        """Replace all topics: dicts with id, label, terms, size, examples (chunk keys)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM topics")
+            db.execute("UPDATE chunks SET topic_id=NULL")
+            db.executemany("INSERT INTO topics(id, label, terms, size, examples, embed_model) VALUES (?,?,?,?,?,?)",
+                           [(t["id"], t["label"], json.dumps(t["terms"]), t["size"], json.dumps(t["examples"]),
+                             embed_model) for t in topics])
+            db.executemany("UPDATE chunks SET topic_id=? WHERE id=?", [(t, c) for c, t in assignment.items()])
+
+    def topics(self) -> list[dict]:
+        return [{"id": r["id"], "label": r["label"], "terms": json.loads(r["terms"]), "size": r["size"],
+                 "examples": json.loads(r["examples"])}
+                for r in self.db.execute("SELECT * FROM topics ORDER BY size DESC, id")]
+
+    # -- reading -------------------------------------------------------------
     def stats(self) -> dict:
         q = self.db.execute
-        by_format = {r[0]: r[1] for r in q("SELECT format, count(*) FROM documents WHERE status='ok' GROUP BY format")}
+        by_format = {r[0]: {"documents": r[1], "chunks": r[2]} for r in q(
+            "SELECT d.format, count(DISTINCT d.id), count(c.id) FROM documents d LEFT JOIN chunks c ON c.doc_id=d.id"
+            " WHERE d.status='ok' GROUP BY d.format ORDER BY d.format")}
         return {
             "documents": q("SELECT count(*) FROM documents WHERE status='ok'").fetchone()[0],
             "gone": q("SELECT count(*) FROM documents WHERE status='gone'").fetchone()[0],
             "chunks": q("SELECT count(*) FROM chunks").fetchone()[0],
             "tokens": q("SELECT coalesce(sum(n_tokens),0) FROM chunks").fetchone()[0],
             "chars": q("SELECT coalesce(sum(n_chars),0) FROM documents WHERE status='ok'").fetchone()[0],
+            "duplicate_documents": q("SELECT count(*) FROM documents WHERE status='ok' AND dup_of IS NOT NULL").fetchone()[0],
+            "duplicate_chunks": q("SELECT count(*) FROM chunks WHERE dup_of IS NOT NULL").fetchone()[0],
+            "embedded_chunks": q("SELECT count(*) FROM chunks WHERE embedding IS NOT NULL").fetchone()[0],
+            "topics": q("SELECT count(*) FROM topics").fetchone()[0],
             "by_format": by_format,
         }
 
-    def snapshot(self) -> list[tuple[str, str]]:
-        """(path, sha256) of every live document: what later stages depend on."""
-        return [tuple(r) for r in self.db.execute("SELECT path, sha256 FROM documents WHERE status='ok' ORDER BY path")]
+    _CHUNK_SQL = ("SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator, c.text,"
+                  " d.format, c.topic_id FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'")
 
-    _CHUNK_SQL = ("SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator, c.text "
-                  "FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'")
-
-    def chunks(self) -> list[Chunk]:
-        return [Chunk(*r) for r in self.db.execute(self._CHUNK_SQL + " ORDER BY d.path, c.ord")]
+    def chunks(self, unique: bool = False) -> list[Chunk]:
+        """Live chunks in document order; unique=True leaves out duplicates of other chunks."""
+        sql = self._CHUNK_SQL + (" AND c.dup_of IS NULL" if unique else "")
+        return [Chunk(*r) for r in self.db.execute(sql + " ORDER BY d.path, c.ord")]
 
     def chunk(self, key: str) -> Chunk | None:
         r = self.db.execute(self._CHUNK_SQL + " AND c.key=?", (key,)).fetchone()
         return Chunk(*r) if r else None
+
+    def chunks_by_id(self, ids: list[int]) -> list[Chunk]:
+        out = {}
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900]
+            for r in self.db.execute(self._CHUNK_SQL + f" AND c.id IN ({','.join('?' * len(part))})", part):
+                out[r[0]] = Chunk(*r)
+        return [out[i] for i in ids if i in out]
 
     def search(self, query: str, limit: int = 20) -> list[tuple[Chunk, float]]:
         """FTS5 search, best first; the query is reduced to plain words joined by OR."""
@@ -177,9 +320,31 @@ class Pile:
         match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
         rows = self.db.execute(
             "SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator, c.text,"
-            " bm25(chunks_fts) AS score FROM chunks_fts JOIN chunks c ON c.id=chunks_fts.rowid"
+            " d.format, c.topic_id, bm25(chunks_fts) AS score FROM chunks_fts JOIN chunks c ON c.id=chunks_fts.rowid"
             " JOIN documents d ON d.id=c.doc_id WHERE chunks_fts MATCH ? AND d.status='ok'"
             " ORDER BY score LIMIT ?",
             (match, limit),
         ).fetchall()
-        return [(Chunk(*r[:9]), -r[9]) for r in rows]
+        return [(Chunk(*r[:11]), -r[11]) for r in rows]
+
+    def nearest(self, vector, limit: int = 20) -> list[tuple[Chunk, float]]:
+        """Embedding search: live chunks by cosine similarity to `vector`, best first."""
+        import numpy as np
+
+        from .embed import from_blobs
+
+        ids, blobs = self.embeddings()
+        if not ids:
+            return []
+        mat = from_blobs(blobs, len(blobs[0]) // 2)
+        sims = mat @ np.asarray(vector, dtype=np.float32)
+        top = np.argsort(-sims)[:limit]
+        chunks = {c.id: c for c in self.chunks_by_id([ids[i] for i in top])}
+        return [(chunks[ids[i]], float(sims[i])) for i in top if ids[i] in chunks]
+
+    def log_rows(self, limit: int = 100) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM ingest_log ORDER BY id DESC LIMIT ?", (limit,))]
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -1,52 +1,88 @@
 """ingest: source files into the pile (.taskling/pile.db) with provenance.
 
+Every file is converted by the converter for its format (formats/), chunked
+by its structure (pages, slides, row blocks, messages, code units, headings)
+and stored with its sha256, converter and version. Files inside files
+(archive members, e-mail attachments) become documents of their own, named
+"outer.zip!/inner.pdf" and linked to their container.
+
 Incremental: a file whose sha256 is unchanged is skipped, a changed file
-replaces its chunks, a file no longer under the sources is marked gone. Each
-file is one transaction, so a killed ingest loses at most the file in hand.
-A file that cannot be read is reported by name and skipped; the rest goes on.
+replaces its chunks (and everything it contained), a file no longer under
+the sources is marked gone. Each document is one transaction and a container
+stays 'partial' until all its children are in, so a kill -9 at any point
+leaves the pile consistent and the next run finishes the job.
+
+After the files: duplicates (exact and near, documents and chunks) are
+recorded, new chunks are embedded, and the pile is clustered into topics.
+A file that cannot be read is skipped with its reason in the ingest log and
+the summary; the rest goes on. Nothing is ever written outside .taskling/.
 """
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import glob
+import time
+from collections import Counter
 from pathlib import Path
 
+from ..chunking import chunk_document
 from ..config import Config
-from ..convert import ConvertError, chunk_text, convert, supported
 from ..errors import TasklingError
+from ..formats import ConvertError, Limits, convert
 from ..pile import Pile
 from ..progress import bar
 from ..workspace import Context, atomic_write_json, run_stage, sha256_file
 
 
-def find_sources(cfg: Config, extra: list[str] | None = None) -> tuple[list[Path], list[str]]:
-    """Files named by the sources (paths, folders, globs); and the patterns that matched nothing."""
+def find_sources(cfg: Config, extra: list[str] | None = None) -> tuple[list[Path], list[str], list[tuple[str, str]]]:
+    """Files named by the sources (paths, folders, globs) and the selection
+    rules; the patterns that matched nothing; and (path, reason) for files
+    left out for safety (symlinks leaving the source folder)."""
     files: dict[Path, None] = {}
-    missing = []
+    missing: list[str] = []
+    refused: list[tuple[str, str]] = []
     for pat in list(cfg.sources) + list(extra or []):
         base = Path(pat).expanduser()
         full = base if base.is_absolute() else cfg.root / base
         if any(ch in pat for ch in "*?["):
             hits = [Path(p) for p in sorted(glob.glob(str(full), recursive=True))]
         elif full.is_dir():
-            hits = sorted(p for p in full.rglob("*"))
-        elif full.exists():
+            hits = sorted(full.rglob("*"))
+        elif full.exists() or full.is_symlink():
             hits = [full]
         else:
             hits = []
-        hits = [h for h in hits if h.is_file() and not _skipped(cfg.root, full, h)]
+        anchor = _anchor(full)
+        hits = [h for h in hits if (h.is_file() or h.is_symlink()) and not _hidden_or_ours(cfg.root, anchor, h)]
         if not hits:
             missing.append(pat)
         for h in hits:
-            files[h.resolve()] = None
-    return list(files), missing
+            try:
+                target = h.resolve(strict=True)
+            except (OSError, RuntimeError):
+                refused.append((display_path(cfg, h), "broken or looping symlink"))
+                continue
+            if h.is_symlink() or any(p.is_symlink() for p in h.parents if p.is_relative_to(anchor)):
+                if not target.is_relative_to(anchor.resolve()):
+                    refused.append((display_path(cfg, h), f"symlink pointing outside the source folder ({target})"))
+                    continue
+            if target.is_file() and selected(cfg, display_path(cfg, h)):
+                files[target] = None
+    return list(files), missing, refused
 
 
-def _skipped(root: Path, base: Path, path: Path) -> bool:
-    """Hidden files and folders below the source, and taskling's own state
-    (.taskling/, runs/), are never sources."""
-    anchor = base if base.is_dir() else base.parent
+def _anchor(full: Path) -> Path:
+    """The folder a source pattern is rooted at: the part before any wildcard."""
+    anchor = full if full.is_dir() else full.parent
     while any(ch in anchor.name for ch in "*?["):
         anchor = anchor.parent
+    return anchor
+
+
+def _hidden_or_ours(root: Path, anchor: Path, path: Path) -> bool:
+    """Hidden files and folders below the source, and taskling's own state
+    (.taskling/, runs/), are never sources."""
     try:
         rel = path.relative_to(anchor).parts
     except ValueError:
@@ -57,25 +93,139 @@ def _skipped(root: Path, base: Path, path: Path) -> bool:
     return any(resolved.is_relative_to((root / own).resolve()) for own in (".taskling", "runs"))
 
 
+def selected(cfg: Config, rel: str) -> bool:
+    """ingest.include / ingest.exclude globs on the path relative to taskling.yaml
+    ('*' also crosses folders, so "**/drafts/**" and "*.pdf" both work)."""
+    inc, exc = cfg.ingest.include, cfg.ingest.exclude
+    if inc and not any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(Path(rel).name, g) for g in inc):
+        return False
+    return not any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(Path(rel).name, g) for g in exc)
+
+
 def display_path(cfg: Config, path: Path) -> str:
     try:
         return str(path.relative_to(cfg.root))
     except ValueError:
-        return str(path)
+        try:
+            return str(path.resolve().relative_to(cfg.root.resolve()))
+        except ValueError:
+            return str(path)
 
 
 def token_counter(model: str):
-    from ..models import load_tokenizer
+    """Counts tokens of the student's tokenizer. The fast `tokenizers` file is
+    used directly when there is one: importing transformers costs seconds."""
+    from ..models import load_tokenizer, resolve_hf
 
+    path = resolve_hf(model) / "tokenizer.json"
+    if path.exists():
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_file(str(path))
+        fast.no_truncation()
+
+        def count(texts: list[str]) -> list[int]:
+            return [len(e.ids) for e in fast.encode_batch(texts, add_special_tokens=False)] if texts else []
+        return count
     tok = load_tokenizer(model)
 
-    def count(texts: list[str]) -> list[int]:
+    def count_slow(texts: list[str]) -> list[int]:
         return [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    return count
+    return count_slow
+
+
+def limits_of(cfg: Config) -> Limits:
+    i = cfg.ingest
+    return Limits(max_file_bytes=int(i.max_file_mb * 2**20), max_archive_total_bytes=int(i.max_archive_mb * 2**20),
+                  max_archive_ratio=i.max_archive_ratio, max_depth=i.max_depth)
+
+
+class Ingester:
+    """Converts, chunks and stores one file and, recursively, what it contains."""
+
+    def __init__(self, cfg: Config, pile: Pile, ctx: Context):
+        self.cfg, self.pile, self.ctx = cfg, pile, ctx
+        self.limits = limits_of(cfg)
+        self.count = None
+        self.counts = Counter()
+        self.formats = Counter()
+        self.format_bytes = Counter()
+        self.format_seconds = Counter()
+        self.skipped: list[dict] = []
+        self.warnings: list[dict] = []
+        self.unpacked = 0
+
+    def skip(self, rel: str, reason: str) -> None:
+        """Leave a file out, with its reason; an older version of it leaves the pile too."""
+        self.skipped.append({"path": rel, "reason": reason})
+        self.pile.log(rel, "skipped", reason)
+        if self.pile.document(rel) is not None:
+            self.pile.mark_gone([rel])
+
+    def file(self, path: Path, rel: str, sha: str, size: int) -> None:
+        old = self.pile.document(rel)
+        if old is not None and old["sha256"] == sha and old["status"] == "ok":
+            fmts = self.cfg.ingest.formats
+            if fmts and old["format"] not in fmts and old["format"] not in ("zip", "tar"):
+                return self.skip(rel, f"format {old['format']} is not in ingest.formats ({', '.join(fmts)})")
+            self.counts["unchanged"] += 1
+            return
+        if size > self.limits.max_file_bytes:
+            return self.skip(rel, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={self.cfg.ingest.max_file_mb:g}")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            return self.skip(rel, f"cannot read it ({e.strerror or e})")
+        self.unpacked = 0  # bytes taken out of this file's archives/attachments, all levels together
+        if self.document(rel, data, sha, depth=0):
+            self.counts["added" if old is None else "updated"] += 1
+
+    def document(self, rel: str, data: bytes, sha: str, depth: int, parent: str | None = None,
+                 relation: str = "") -> bool:
+        """Store one document and its children; False when it was skipped."""
+        t0 = time.perf_counter()
+        try:
+            ex = convert(rel.rsplit("!/", 1)[-1], data, self.limits)
+        except ConvertError as e:
+            self.skip(rel, str(e))
+            return False
+        container = bool(ex.children) or ex.format in ("zip", "tar")
+        if self.cfg.ingest.formats and not container and ex.format not in self.cfg.ingest.formats:
+            self.skip(rel, f"format {ex.format} is not in ingest.formats ({', '.join(self.cfg.ingest.formats)})")
+            return False
+        self.count = self.count or token_counter(self.cfg.student.model)
+        text, chunks = chunk_document(ex, self.cfg.ingest.chunk_tokens, self.count)
+        self.pile.replace_document(rel, sha, ex.format, ex.converter, len(data), text, chunks, parent=parent,
+                                   relation=relation, warnings=ex.warnings, meta=ex.meta,
+                                   status="partial" if ex.children else "ok")
+        for w in ex.warnings:
+            self.warnings.append({"path": rel, "warning": w})
+            self.pile.log(rel, "warning", w)
+        self.formats[ex.format] += 1
+        self.format_bytes[ex.format] += len(data)
+        self.format_seconds[ex.format] += time.perf_counter() - t0
+        self.pile.log(rel, "converted", f"{ex.format} by {ex.converter}: {len(chunks)} chunks")
+        for child in ex.children:
+            child_rel = f"{rel}!/{child.name}"
+            if depth + 1 > self.limits.max_depth:
+                self.skip(child_rel, f"nested deeper than ingest.max_depth={self.limits.max_depth}")
+                continue
+            self.unpacked += len(child.data)
+            if self.unpacked > self.limits.max_archive_total_bytes:
+                self.skip(child_rel, "the archive tree unpacks to more than "
+                                     f"ingest.max_archive_mb={self.cfg.ingest.max_archive_mb:g}; the rest is left out")
+                continue
+
+            if self.document(child_rel, child.data, hashlib.sha256(child.data).hexdigest(), depth + 1, rel,
+                             child.relation):
+                self.counts["contained"] += 1
+        if ex.children:
+            self.pile.set_status(rel, "ok")
+        return True
 
 
 def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
-    files, missing = find_sources(cfg, paths)
+    files, missing, refused = find_sources(cfg, paths)
     for pat in missing:
         ctx.console.print(f"[yellow]sources: '{pat}' matches no file under {cfg.root}; check the path in taskling.yaml[/]")
     if not files:
@@ -88,60 +238,74 @@ def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
         except OSError as e:
             snapshot.append((display_path(cfg, f), f"unreadable: {e.strerror}", 0))
     settings = {"ingest": cfg.section("ingest"), "tokenizer": cfg.student.model}
-    inputs = {"files": snapshot}
+    inputs = {"files": snapshot, "refused": refused}
 
     def body(out: Path) -> dict:
-        counts = {"added": 0, "updated": 0, "unchanged": 0, "gone": 0, "errors": 0, "unsupported": 0}
-        errors = []
-        count = None
-        with Pile(ctx.ws.pile_db) as pile, bar(ctx.console) as progress:
-            task = progress.add_task("ingest", total=len(files), info="")
-            for f, (rel, sha, size) in zip(files, snapshot):
-                progress.update(task, info=rel[-40:])
-                if sha.startswith("unreadable"):
-                    errors.append(f"{rel}: cannot read ({sha.split(': ', 1)[1]}); skipped")
-                    pile.log(rel, "error", sha)
-                elif not supported(f):
-                    counts["unsupported"] += 1
-                    pile.log(rel, "error", f"unsupported format '{f.suffix}'")
-                    errors.append(f"{rel}: format '{f.suffix or '(none)'}' is not supported yet; skipped")
-                elif size > cfg.ingest.max_file_mb * 2**20:
-                    pile.log(rel, "error", "too large")
-                    errors.append(f"{rel}: {size / 2**20:.0f} MB is over ingest.max_file_mb={cfg.ingest.max_file_mb}; skipped")
-                else:
-                    old = pile.document(rel)
-                    if old is not None and old["sha256"] == sha and old["status"] == "ok":
-                        counts["unchanged"] += 1
+        t0 = time.perf_counter()
+        with Pile(ctx.ws.pile_db) as pile:
+            ing = Ingester(cfg, pile, ctx)
+            for rel, reason in refused:
+                ing.skip(rel, reason)
+            with bar(ctx.console) as progress:
+                task = progress.add_task("ingest", total=len(files), info="")
+                for f, (rel, sha, size) in zip(files, snapshot):
+                    progress.update(task, info=rel[-40:])
+                    if sha.startswith("unreadable"):
+                        ing.skip(rel, f"cannot read it ({sha.split(': ', 1)[1]})")
                     else:
-                        try:
-                            text, fmt, converter = convert(f)
-                        except (ConvertError, OSError) as e:
-                            pile.log(rel, "error", str(e))
-                            errors.append(f"{rel}: cannot read ({e}); skipped")
-                        else:
-                            count = count or token_counter(cfg.student.model)
-                            chunks = chunk_text(text, cfg.ingest.chunk_tokens, count)
-                            pile.replace_document(rel, sha, fmt, converter, size, text, chunks)
-                            action = "added" if old is None else "updated"
-                            counts[action] += 1
-                            pile.log(rel, action, f"{len(chunks)} chunks")
-                progress.advance(task)
+                        ing.file(f, rel, sha, size)
+                    progress.advance(task)
             live = {rel for rel, _, _ in snapshot}
             gone = [p for p in pile.live_paths() if p not in live]
             pile.mark_gone(gone)
-            counts["gone"] = len(gone)
             for p in gone:
                 pile.log(p, "gone")
+            convert_seconds = time.perf_counter() - t0
+            from .. import organise
+
+            organised = organise.organise(cfg, pile, ctx)
             stats = pile.stats()
             docs = [{"path": p, "sha256": s} for p, s in pile.snapshot()]
-        counts["errors"] = len(errors) - counts["unsupported"]
-        for e in errors:
-            ctx.console.print(f"[yellow]{e}[/]")
-        atomic_write_json(out / "documents.json", {"documents": docs, "errors": errors, "missing_sources": missing})
-        ctx.console.print(f"ingest: {stats['documents']} documents, {stats['chunks']} chunks, "
-                          f"{stats['tokens']} tokens ({counts['added']} added, {counts['updated']} updated, "
-                          f"{counts['unchanged']} unchanged, {counts['gone']} gone, {len(errors)} skipped)")
-        return {"counts": {**counts, **{k: v for k, v in stats.items() if k != 'by_format'}},
-                "by_format": stats["by_format"], "outputs": ["documents.json"]}
+        reasons = Counter(_reason_kind(s["reason"]) for s in ing.skipped)
+        for s in ing.skipped[:20]:
+            ctx.console.print(f"[yellow]skipped {s['path']}: {s['reason']}[/]", highlight=False, soft_wrap=True)
+        if len(ing.skipped) > 20:
+            ctx.console.print(f"[yellow]... and {len(ing.skipped) - 20} more skipped; see {out / 'documents.json'}[/]")
+        per_format = {fmt: {"files": n, "mb": round(ing.format_bytes[fmt] / 2**20, 3),
+                            "seconds": round(ing.format_seconds[fmt], 3),
+                            "files_per_s": round(n / max(ing.format_seconds[fmt], 1e-9), 1),
+                            "mb_per_s": round(ing.format_bytes[fmt] / 2**20 / max(ing.format_seconds[fmt], 1e-9), 2)}
+                      for fmt, n in sorted(ing.formats.items())}
+        atomic_write_json(out / "documents.json", {"documents": docs, "skipped": ing.skipped,
+                                                   "warnings": ing.warnings, "missing_sources": missing})
+        counts = {"files": len(files), "added": ing.counts["added"], "updated": ing.counts["updated"],
+                  "unchanged": ing.counts["unchanged"], "contained": ing.counts["contained"], "gone": len(gone),
+                  "skipped": len(ing.skipped), "warnings": len(ing.warnings)}
+        fmt_line = ", ".join(f"{k} {v['documents']}" for k, v in stats["by_format"].items())
+        ctx.console.print(
+            f"ingest: {stats['documents']} documents ({fmt_line}), {stats['chunks']} chunks, {stats['tokens']} tokens; "
+            f"{counts['added']} added, {counts['updated']} updated, {counts['unchanged']} unchanged, "
+            f"{counts['contained']} from inside archives/mail, {counts['gone']} gone, {counts['skipped']} skipped"
+            + (f" ({', '.join(f'{k} {v}' for k, v in reasons.most_common())})" if reasons else "")
+            + f"; duplicates: {stats['duplicate_documents']} documents, {stats['duplicate_chunks']} chunks; "
+            f"{stats['topics']} topics; {time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True)
+        return {"counts": {**counts, **{k: v for k, v in stats.items() if k != "by_format"}},
+                "by_format": stats["by_format"], "per_format": per_format, "skipped_reasons": dict(reasons),
+                "timings": {"convert_seconds": round(convert_seconds, 2), **organised.get("timings", {})},
+                "organise": {k: v for k, v in organised.items() if k != "timings"},
+                "outputs": ["documents.json"]}
 
     return run_stage(ctx, "ingest", settings, inputs, body)
+
+
+def _reason_kind(reason: str) -> str:
+    """A short family name for a skip reason, for the summary line."""
+    low = reason.lower()
+    for key, kind in (("encrypted", "encrypted"), ("password", "encrypted"), ("empty", "empty"),
+                      ("over ingest.max_file_mb", "too large"), ("over the limit", "too large"),
+                      ("not supported", "unsupported format"), ("binary", "binary junk"),
+                      ("symlink", "unsafe symlink"), ("nested deeper", "nested too deep"),
+                      ("ingest.formats", "format not selected"), ("cannot read", "unreadable")):
+        if key in low:
+            return kind
+    return "corrupt or unreadable"

@@ -53,21 +53,21 @@ def first_line(text: str, prefixes: tuple[str, ...] = ("input", "question", "ans
 
 
 def sample_chunks(pile: Pile, n: int, rng: random.Random) -> list[Chunk]:
-    """n chunks spread over documents: round-robin across documents, random within."""
-    by_doc: dict[int, list[Chunk]] = {}
-    for c in pile.chunks():
+    """n unique chunks spread over the pile's topics (or, before topics
+    exist, its documents): round-robin across groups, random within."""
+    groups: dict = {}
+    for c in pile.chunks(unique=True):
         if len(c.text.split()) >= 20:
-            by_doc.setdefault(c.doc_id, []).append(c)
-    for cs in by_doc.values():
+            groups.setdefault(c.topic_id if c.topic_id is not None else f"doc-{c.doc_id}", []).append(c)
+    for cs in groups.values():
         rng.shuffle(cs)
-    docs = sorted(by_doc)
-    rng.shuffle(docs)
+    order = sorted(groups, key=str)
+    rng.shuffle(order)
     out: list[Chunk] = []
     i = 0
-    while len(out) < n and by_doc:
-        d = docs[i % len(docs)]
-        if by_doc.get(d):
-            out.append(by_doc[d][(i // len(docs)) % len(by_doc[d])])
+    while len(out) < n and groups:
+        g = order[i % len(order)]
+        out.append(groups[g][(i // len(order)) % len(groups[g])])
         i += 1
     return out
 

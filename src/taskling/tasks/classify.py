@@ -30,10 +30,11 @@ def system_prompt(task: TaskCfg) -> str:
 def plan(task: TaskCfg, pile: Pile, n: int, rng: random.Random, pool_per_label: int) -> list[dict]:
     """n jobs, labels round-robin, each with a chunk relevant to its label."""
     pools: dict[str, list[Chunk]] = {}
-    everything = pile.chunks()
+    everything = pile.chunks(unique=True)
+    unique = {c.id for c in everything}
     for label, desc in task.labels.items():
-        hits = [c for c, _ in pile.search(f"{label.replace('-', ' ')} {desc}", limit=pool_per_label)
-                if len(c.text.split()) >= 20]
+        hits = [c for c, _ in pile.search(f"{label.replace('-', ' ')} {desc}", limit=2 * pool_per_label)
+                if len(c.text.split()) >= 20 and c.id in unique][:pool_per_label]
         pools[label] = hits or [c for c in everything if len(c.text.split()) >= 20]
     labels = list(task.labels)
     jobs = []
