@@ -333,7 +333,7 @@ def pile_search(query: Annotated[str, typer.Argument(help="Words to look for, or
                 else:
                     from .embed import Embedder
 
-                    vec = Embedder(ctx.cfg.ingest.embed_model).encode([query])[0]
+                    vec = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens).encode([query])[0]
                     hits += [{**c.provenance(), "by": "embed", "score": round(s, 3), "text": c.text[:300]}
                              for c, s in p.nearest(vec, limit)]
         if as_json:

@@ -88,12 +88,14 @@ class Embedder:
     after); `precision` is "auto" (bfloat16 autocast where the CPU has it),
     "float32" or "bfloat16"."""
 
-    def __init__(self, model: str = DEFAULT_EMBEDDER, threads: int | None = None, precision: str = "auto"):
+    def __init__(self, model: str = DEFAULT_EMBEDDER, threads: int | None = None, precision: str = "auto",
+                 max_tokens: int | None = None):
         if precision not in ("auto", "float32", "bfloat16"):
             raise TasklingError(f"embedding precision '{precision}': use auto, float32 or bfloat16")
         self.name, self.path = resolve_embedder(model)
         self.threads = threads
         self.precision = precision
+        self.max_tokens = max_tokens  # None: the model's own window (256 word pieces for MiniLM)
         self._st = None
         self._dim: int | None = None
 
@@ -132,6 +134,8 @@ class Embedder:
             except Exception as e:
                 raise TasklingError(f"{self.path}: could not load the embedding model ({e})") from e
             self._st.eval()
+            if self.max_tokens:
+                self._st.max_seq_length = min(self.max_tokens, self._st.max_seq_length or self.max_tokens)
         return self._st
 
     def _bf16(self) -> bool:

@@ -3,8 +3,9 @@
   duplicates  exact (normalised text) and near (MinHash LSH) at document and
               chunk level; recorded with what they duplicate, never deleted.
               Later stages sample unique chunks only.
-  embeddings  all-MiniLM-L6-v2 (embedded, offline) for chunks that have none
-              yet, so an incremental ingest embeds only what is new.
+  embeddings  all-MiniLM-L6-v2 (embedded, offline) for unique chunks that
+              have none yet, so an incremental ingest embeds only what is new;
+              a duplicate is represented by the chunk it copies.
   topics      the unique chunks clustered; each topic gets a readable label
               from its distinctive terms, a size and example chunks. Later
               stages spread their samples over topics.
@@ -55,7 +56,7 @@ def organise(cfg: Config, pile: Pile, ctx: Context) -> dict:
         from .embed import Embedder, to_blob
 
         t0 = time.perf_counter()
-        emb = Embedder(cfg.ingest.embed_model, threads=ctx.threads)
+        emb = Embedder(cfg.ingest.embed_model, threads=ctx.threads, max_tokens=cfg.ingest.embed_max_tokens)
         with bar(ctx.console) as progress:
             task = progress.add_task("embed", total=len(todo), info=emb.name)
             step = 2048  # store as we go: a kill loses at most one slice

@@ -238,7 +238,7 @@ class Pile:
     def chunks_without_embedding(self) -> list[tuple[int, str]]:
         return [tuple(r) for r in self.db.execute(
             "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id"
-            " WHERE d.status='ok' AND c.embedding IS NULL ORDER BY c.id")]
+            " WHERE d.status='ok' AND c.embedding IS NULL AND c.dup_of IS NULL ORDER BY c.id")]
 
     def set_embeddings(self, rows: list[tuple[int, bytes]]) -> None:
         with self.transaction() as db:
