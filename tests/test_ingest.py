@@ -251,3 +251,18 @@ def test_real_debian_corpus(tmp_path, tiny_model_dir):
             assert c.sha256 == sha256_file(DEBIAN_SQLITE / Path(c.path).name)
     again = run_ingest(cfg, ['sources=["manual"]'], force=True)
     assert again["counts"]["unchanged"] == len(pages) and again["counts"]["added"] == 0
+
+
+def test_pile_from_an_older_schema_is_rebuilt(workspace):
+    db = workspace.parent / ".taskling" / "pile.db"
+    db.parent.mkdir(parents=True)
+    old = sqlite3.connect(db)
+    old.executescript("CREATE TABLE documents (id INTEGER PRIMARY KEY, path TEXT);"
+                      "CREATE VIRTUAL TABLE chunks_fts USING fts5(text);"
+                      "INSERT INTO documents(path) VALUES ('x');")
+    old.commit()
+    old.close()
+    m = run_ingest(workspace)
+    assert m["counts"]["added"] == 3
+    with pile_of(workspace) as pile:
+        assert set(pile.live_paths()) == {"docs/sqlite.md", "docs/node.html", "docs/python.txt"}

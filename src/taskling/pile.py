@@ -142,14 +142,16 @@ class Pile:
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _drop_all(self) -> None:
-        names = [r[0] for r in self.db.execute(
-            "SELECT name FROM sqlite_master WHERE type IN ('table','trigger') AND name NOT LIKE 'sqlite_%'"
-            " AND name NOT LIKE 'chunks_fts_%'")]
+        """An older pile: drop everything (it is rebuilt from the sources)."""
+        rows = self.db.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table','trigger','index')"
+            " AND name NOT LIKE 'sqlite_%'").fetchall()
+        shadows = {n for t, n in rows if t == "table" and n.startswith("chunks_fts_")}
         with self.db:
-            for n in names:
-                kind = self.db.execute("SELECT type FROM sqlite_master WHERE name=?", (n,)).fetchone()
-                if kind:
-                    self.db.execute(f"DROP {kind[0].upper()} IF EXISTS \"{n}\"")
+            for kind in ("trigger", "index", "table"):
+                for t, n in rows:
+                    if t == kind and n not in shadows and not n.startswith("sqlite_autoindex"):
+                        self.db.execute(f'DROP {kind.upper()} IF EXISTS "{n}"')
 
     def close(self) -> None:
         self.db.close()
