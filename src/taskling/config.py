@@ -92,7 +92,7 @@ class IngestCfg(Section):
     dedup_threshold: float = Field(0.85, gt=0, le=1)  # near-duplicate Jaccard similarity
     embed: bool = True
     embed_model: str = "all-minilm-l6-v2"
-    embed_max_tokens: int = Field(128, ge=16, le=512)  # a chunk's first N word pieces decide its vector
+    embed_max_tokens: int = Field(112, ge=16, le=512)  # a chunk's first N word pieces decide its vector
     topics: int | None = Field(None, ge=1)         # number of topics (default: from the pile size)
 
 
