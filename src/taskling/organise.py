@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from .config import Config
 from .pile import Pile

@@ -159,7 +159,7 @@ def convert(name: str, data: bytes, limits: Limits = Limits()) -> Extracted:
 
 
 # The built-in converters register here; each module imports its libraries lazily.
-_BUILTIN = ("text", "office", "mail", "archive", "code")
+_BUILTIN = ("text", "office", "sheets", "epub", "mail", "archive", "code")
 for _m in _BUILTIN:
     try:
         importlib.import_module(f"{__name__}.{_m}")

@@ -165,7 +165,6 @@ def run(cfg: Config, ctx: Context) -> dict:
         try:
             with bar(ctx.console) as progress:
                 ptask = progress.add_task("train", total=steps, completed=start, info="")
-                t_start = time.perf_counter()
                 for step in range(start + 1, steps + 1):
                     t0 = time.perf_counter()
                     loss_sum, ntok = 0.0, 0
