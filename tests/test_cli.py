@@ -69,7 +69,7 @@ def test_teacher_that_never_parses(cli, workspace):
     root = workspace.parent
     assert cli("ingest", cwd=root).exit_code == 0
     one_line_error(cli("generate", "--set", "teacher.model=garbage", cwd=root), "no usable example",
-                   "unparsable.jsonl")
+                   "failures.jsonl")
 
 
 def test_unknown_backend_and_override_typos(cli, workspace):

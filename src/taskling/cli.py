@@ -100,7 +100,6 @@ def stage_command(name: str, example: str):
             emit(m, as_json)
         guarded(go)
     command.__doc__ = {
-        "generate": "Have the teacher write training examples grounded in the pile.",
         "curate": "Validate, dedup and split the examples into train and held-out eval sets.",
         "train": "LoRA-tune the student on the curated examples (resumable).",
         "evaluate": "Score the student, its base and the teacher on the held-out set and gold.jsonl.",
@@ -140,8 +139,27 @@ def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra file
     guarded(go)
 
 
-for _name, _example in (("generate", "taskling generate --set budget.examples=200"),
-                        ("curate", "taskling curate"),
+@app.command("generate")
+def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
+             force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None,
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure a small sample and estimate the "
+                                                   "stage's tokens, cost and time before spending.")] = False) -> None:
+    """Have the teacher write training examples grounded in the pile.
+
+    Resumable: every teacher call is cached in .taskling/calls.db. Stops at the
+    first budget reached (examples, teacher tokens, money, wall time).
+
+    Example: taskling generate --dry-run && taskling generate --set budget.examples=200
+    """
+    def go():
+        from .stages import generate as stage
+
+        ctx = make_ctx(config, set_, run, force, threads)
+        emit(stage.run(ctx.cfg, ctx, dry_run=dry_run), as_json)
+    guarded(go)
+
+
+for _name, _example in (("curate", "taskling curate"),
                         ("train", "taskling train --set train.steps=40"),
                         ("evaluate", "taskling evaluate --json"),
                         ("export", "taskling export")):

@@ -68,6 +68,18 @@ class ModelCfg(Section):
     temperature: float = Field(0.8, ge=0, le=2)
     max_tokens: int = Field(160, ge=1)
     n_ctx: int = Field(2048, ge=256)
+    # openai backend: how hard to push the server and how long to wait for it
+    concurrency: int = Field(4, ge=1, le=256)       # requests in flight at once
+    timeout_s: float = Field(120, gt=0)              # per request
+    max_retries: int = Field(6, ge=0)                # per request, on 429/5xx/timeouts/dropped connections
+    down_after_s: float = Field(300, gt=0)           # server unreachable this long: stop (work so far is kept)
+    allow_remote: bool = False                       # may document text go to a server not on this machine?
+    json_mode: bool = True                           # ask for schema-constrained JSON where the backend can
+
+
+class Price(Section):
+    input_per_mtok: float = Field(0.0, ge=0)    # money per million prompt tokens
+    output_per_mtok: float = Field(0.0, ge=0)   # money per million completion tokens
 
 
 class StudentCfg(Section):
@@ -78,6 +90,8 @@ class BudgetCfg(Section):
     examples: int = Field(120, ge=4)
     teacher_tokens: int = Field(300_000, ge=100)
     wall_time_minutes: float = Field(60, gt=0)
+    money: float | None = Field(None, ge=0)      # stop when the teacher's spend reaches this (see prices)
+    prices: dict[str, Price] = {}                # by teacher model name; local models cost nothing
 
 
 class IngestCfg(Section):
@@ -96,9 +110,19 @@ class IngestCfg(Section):
     topics: int | None = Field(None, ge=1)         # number of topics (default: from the pile size)
 
 
+DEFAULT_PERSONAS = ["a newcomer who knows little of the subject", "an experienced practitioner in a hurry",
+                    "a careful reviewer who wants precise detail", "someone writing informally, with typos"]
+
+
 class GenerateCfg(Section):
-    max_calls_factor: float = Field(2.0, ge=1.0)
+    max_calls_factor: float = Field(2.0, ge=1.0)     # jobs planned per wanted example (some replies fail)
     pool_per_label: int = Field(40, ge=1)
+    examples_per_call: int | None = Field(None, ge=1, le=20)  # default: 1 for the embedded teacher, else 4
+    chunks_per_example: int = Field(1, ge=1, le=4)   # excerpts shown to the teacher per call
+    policy: str = "uniform"                          # how the budget is split over arms (topic x label)
+    personas: list[str] = DEFAULT_PERSONAS           # who writes the inputs (varied per job)
+    difficulties: list[str] = ["easy", "medium", "hard"]
+    dry_run_sample: int = Field(6, ge=1)             # jobs measured by generate --dry-run
 
 
 class CurateCfg(Section):
@@ -278,7 +302,9 @@ teacher:                         # writes the training examples
   backend: llamacpp              # llamacpp | transformers | openai
   model: smollm2-135m-instruct   # embedded default, a .gguf path, or a model name on the server
   # base_url: http://127.0.0.1:11434/v1   # openai backend (Ollama, vLLM, ...)
-  # api_key_env: OPENAI_API_KEY
+  # api_key_env: OPENAI_API_KEY  # the key is read from this environment variable
+  # concurrency: 4               # requests in flight at once (openai backend)
+  # allow_remote: false          # true lets document text go to a server not on this machine
   temperature: 0.8
   max_tokens: 160
 
@@ -289,6 +315,12 @@ budget:
   examples: 120                  # training examples to generate (before curation)
   teacher_tokens: 300000         # stop generating when the teacher has produced this many
   wall_time_minutes: 60
+  # money: 5.00                  # stop when the teacher's spend reaches this
+  # prices: {gpt-4o-mini: {input_per_mtok: 0.15, output_per_mtok: 0.60}}
+
+generate:
+  # examples_per_call: 4         # default: 1 for the embedded teacher, else 4
+  policy: uniform                # how the budget is split over topics x labels
 
 ingest:
   chunk_tokens: 256              # chunk size in tokens of the student's tokenizer

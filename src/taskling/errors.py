@@ -13,3 +13,12 @@ class TasklingError(Exception):
 
 class TeacherOutputError(TasklingError):
     """The teacher answered with text that does not parse for the task."""
+
+    def __init__(self, message: str, kind: str = "unparsable"):
+        super().__init__(message)
+        self.kind = kind  # empty | not_json | wrong_fields | truncated | off_task | unparsable
+
+
+class TeacherUnavailable(TasklingError):
+    """The teacher cannot be used at all (wrong key, unknown model, server down):
+    the stage stops, keeping every call already made."""

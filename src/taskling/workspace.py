@@ -201,6 +201,22 @@ def digest_files(paths: Iterable[Path]) -> str:
 StageBody = Callable[[Path], dict]
 
 
+def open_stage_dir(ctx: Context, stage: str, settings: dict, inputs: dict, keep_done: bool = False) -> Path:
+    """The stage's folder, ready for (resumed) work with these settings: partial
+    work from the same fingerprint is kept, anything else removed. With
+    `keep_done`, a finished stage of the same fingerprint is left alone too."""
+    out = ctx.stage_dir(stage)
+    fp = fingerprint({"stage": stage, "settings": settings, "inputs": inputs})
+    marker = out / ".fingerprint"
+    same = marker.exists() and marker.read_text().strip() == fp
+    if out.exists() and (not same or (ctx.force and not keep_done)):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        atomic_write_text(marker, fp + "\n")
+    return out
+
+
 def run_stage(ctx: Context, stage: str, settings: dict, inputs: dict, body: StageBody) -> dict:
     """Run `body(out_dir)` unless a finished manifest has the same fingerprint.
 
@@ -215,12 +231,7 @@ def run_stage(ctx: Context, stage: str, settings: dict, inputs: dict, body: Stag
     if done and done.get("fingerprint") == fp and not ctx.force:
         ctx.console.print(f"[dim]{stage}: up to date (fingerprint {fp[:12]}), skipped; --force re-runs it[/]")
         return {**done, "skipped": True}
-    marker = out / ".fingerprint"
-    if out.exists() and (ctx.force or not marker.exists() or marker.read_text().strip() != fp):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not marker.exists():
-        atomic_write_text(marker, fp + "\n")
+    open_stage_dir(ctx, stage, settings, inputs)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     result = body(out)

@@ -1,6 +1,9 @@
 """The `llamacpp` backend: a local GGUF through llama-cpp-python (the default).
 
-Embedded models are run from their f16 conversion (see models.py).
+Embedded models are run from their f16 conversion (see models.py). A JSON
+schema on a request becomes a llama.cpp grammar, so the reply is valid JSON
+of that shape. llama-cpp-python's high-level API decodes one sequence at a
+time, so requests run one after another on all cores.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import time
 from ..config import ModelCfg
 from ..errors import TasklingError
 from ..models import resolve_gguf
-from . import Capabilities, Request, Result, register
+from . import Capabilities, OnResult, Request, Result, register, run_each
 
 
 @register("llamacpp")
@@ -21,6 +24,7 @@ class LlamaCppBackend:
         from llama_cpp import Llama
 
         self.name = cfg.model
+        self.json_mode = cfg.json_mode
         self.path = resolve_gguf(cfg.model)
         try:
             self.llm = Llama(model_path=str(self.path), n_ctx=cfg.n_ctx, n_threads=threads or os.cpu_count(),
@@ -31,17 +35,26 @@ class LlamaCppBackend:
     def describe(self) -> dict:
         return {"backend": "llamacpp", "model": self.name, "file": self.path.name, "bytes": self.path.stat().st_size}
 
-    def generate(self, requests: list[Request]) -> list[Result]:
-        out = []
-        for r in requests:
-            t0 = time.perf_counter()
+    def _one(self, r: Request) -> Result:
+        t0 = time.perf_counter()
+        extra = {}
+        if r.json_schema is not None and self.json_mode:
+            extra["response_format"] = {"type": "json_object", "schema": r.json_schema}
+        try:
             resp = self.llm.create_chat_completion(
                 messages=r.messages, max_tokens=r.max_tokens, temperature=r.temperature,
-                seed=r.seed, stop=list(r.stop) or None)
-            usage = resp.get("usage", {})
-            out.append(Result(resp["choices"][0]["message"]["content"] or "", usage.get("prompt_tokens", 0),
-                              usage.get("completion_tokens", 0), time.perf_counter() - t0))
-        return out
+                seed=r.seed, stop=list(r.stop) or None, **extra)
+        except ValueError as e:  # prompt longer than the context window, bad grammar...
+            return Result("", latency_s=time.perf_counter() - t0, error=f"llama.cpp refused the request: {e}",
+                          error_kind="bad_request")
+        usage = resp.get("usage", {})
+        choice = resp["choices"][0]
+        return Result(choice["message"]["content"] or "", usage.get("prompt_tokens", 0),
+                      usage.get("completion_tokens", 0), time.perf_counter() - t0,
+                      finish_reason=choice.get("finish_reason") or "stop")
+
+    def generate(self, requests: list[Request], on_result: OnResult | None = None) -> list[Result]:
+        return run_each(requests, self._one, on_result)
 
     def close(self) -> None:
         self.llm.close() if hasattr(self.llm, "close") else None

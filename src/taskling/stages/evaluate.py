@@ -44,7 +44,7 @@ def predict_teacher(backend, items: list[dict], task, cfg: Config) -> tuple[list
     res = backend.generate(reqs)
     # Cached replies cost nothing now; report the speed of the original calls.
     secs = sum(r.latency_s for r in res) or (time.perf_counter() - t0)
-    return [r.text for r in res], secs
+    return [r.text if r.error is None else "" for r in res], secs
 
 
 def score_set(task, cfg: Config, items: list[dict], texts: list[str], seconds: float, seed: int) -> dict:

@@ -1,96 +1,309 @@
 """generate: the teacher writes training examples grounded in pile chunks.
 
-Jobs (which chunk, which label) are planned up front from the seed, so a
-re-run asks exactly the same calls; every call goes through the call log,
-so after a crash or kill the finished calls are replayed from calls.db for
-free and only the rest are made. Stops at the example, token or wall-time
-budget, whichever comes first, and says which.
+Jobs are planned up front from the seed: the budget is split over arms
+(topic x label) by a policy (allocate.py), each job names its chunks, the
+persona and difficulty it asks for and how many examples it wants. Every
+call goes through the call log, which is also the cache, and each job's
+outcome is appended to `journal.jsonl` (fsynced per batch) under its job
+key, so after a kill at any moment a re-run replays finished calls for free,
+makes only the missing ones and writes no example twice.
+
+The stage stops at the first budget reached (examples, teacher tokens,
+money, wall time) and says which. `taskling generate --dry-run` runs a small
+sample and estimates tokens, cost and time of the whole stage first.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
-from ..backends import Logged, Request, open_backend
-from ..calls import CallLog
-from ..config import Config
+from .. import allocate, tasks
+from ..backends import Logged, Request, Result, open_backend
+from ..calls import CallLog, call_key
+from ..config import EMBEDDED_MODEL, Config, Price
 from ..errors import TasklingError, TeacherOutputError
+from ..journal import Journal
 from ..pile import Pile
 from ..progress import bar
-from .. import tasks
-from ..workspace import Context, run_stage, upstream, write_jsonl
+from ..workspace import Context, atomic_write_json, open_stage_dir, run_stage, upstream, write_jsonl
+
+# Teacher settings that change how calls are made, not what is asked: not fingerprinted.
+OPERATIONAL = ("concurrency", "timeout_s", "max_retries", "down_after_s", "allow_remote")
 
 
-def run(cfg: Config, ctx: Context) -> dict:
-    settings = {k: cfg.section(k) for k in ("task", "teacher", "budget", "generate")} | {"seed": cfg.seed}
+def per_call(cfg: Config) -> int:
+    if cfg.generate.examples_per_call:
+        return cfg.generate.examples_per_call
+    weak = cfg.teacher.backend == "scripted" or cfg.teacher.model == EMBEDDED_MODEL
+    return 1 if weak else 4
+
+
+def settings_of(cfg: Config) -> dict:
+    teacher = {k: v for k, v in cfg.section("teacher").items() if k not in OPERATIONAL}
+    gen = {k: v for k, v in cfg.section("generate").items() if k != "dry_run_sample"}
+    return {"task": cfg.section("task"), "teacher": teacher, "budget": cfg.section("budget"), "generate": gen,
+            "seed": cfg.seed, "examples_per_call": per_call(cfg)}
+
+
+class Generation:
+    """One generate stage's work in `out`: plan, run jobs in batches, journal them."""
+
+    def __init__(self, cfg: Config, ctx: Context, out: Path):
+        self.cfg, self.ctx, self.out = cfg, ctx, out
+        self.task = tasks.get(cfg.task)
+        self.k = per_call(cfg)
+        rng = random.Random(cfg.seed)
+        n_jobs = math.ceil(cfg.budget.examples * cfg.generate.max_calls_factor / self.k)
+        chunks_per_job = self.k if getattr(self.task, "ONE_INPUT_PER_CHUNK", False) else cfg.generate.chunks_per_example
+        with Pile(ctx.ws.pile_db) as pile:
+            pools = self.task.pools(cfg.task, pile, cfg.generate.pool_per_label)
+            self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, allocate.get_policy(cfg.generate.policy), rng,
+                                           cfg.generate.personas, cfg.generate.difficulties, chunks_per_job)
+            wanted = {k for j in self.jobs for k in j["chunks"]}
+            self.chunk_of = {c.key: c for c in pile.chunks() if c.key in wanted}
+        self.arms = len(pools)
+        price = cfg.budget.prices.get(cfg.teacher.model, Price())
+        self.log = CallLog(ctx.ws.calls_db)
+        self.teacher = Logged(open_backend(cfg.teacher, ctx.threads), self.log, purpose="generate", price=price)
+        self.model_id = self.teacher.describe()
+        self.journal = Journal(out / "journal.jsonl")
+        caps = self.teacher.capabilities
+        self.batch = max(4, 4 * caps.concurrency) if caps.concurrency > 1 else (8 if caps.batching else 4)
+
+    # -- totals over what the journal holds -------------------------------------------------------------------
+    def totals(self) -> dict:
+        recs = self.journal.records.values()
+        return {"jobs": len(recs), "examples": sum(len(r["examples"]) for r in recs),
+                "tokens": sum(r["tokens"] for r in recs), "cost": sum(r["cost"] for r in recs),
+                "failed": sum(r["failure"] is not None for r in recs)}
+
+    def request(self, job: dict) -> Request:
+        chunks = [self.chunk_of[k] for k in job["chunks"]]
+        cap = getattr(self.task, "TEACHER_MAX_TOKENS", 10**6) if job["n"] == 1 else 10**6
+        schema = self.task.teacher_schema(self.cfg.task, job) if self.cfg.teacher.json_mode else None
+        return Request(self.task.teacher_messages(self.cfg.task, job, chunks),
+                       max_tokens=min(self.cfg.teacher.max_tokens * job["n"], cap),
+                       temperature=self.cfg.teacher.temperature, seed=self.cfg.seed * 100_003 + job["index"],
+                       json_schema=schema)
+
+    def record(self, job: dict, req: Request | None, res: Result | None, failure: dict | None = None) -> dict:
+        chunks = [self.chunk_of[k] for k in job["chunks"]]
+        examples: list[dict] = []
+        if failure is None and res is not None:
+            if res.error is not None:
+                failure = {"kind": res.error_kind or "error", "reason": res.error}
+            else:
+                try:
+                    pairs = self.task.parse_teacher(self.cfg.task, job, res.text, chunks, res.finish_reason)
+                except TeacherOutputError as e:
+                    failure = {"kind": e.kind, "reason": str(e)}
+                else:
+                    for n, pair in enumerate(pairs[:job["n"]]):
+                        used = sorted({s["chunk"] for s in pair["spans"]}) or job["chunks"]
+                        examples.append({
+                            "id": f"gen-{job['index']:05d}-{n}", "input": pair["input"], "output": pair["output"],
+                            **({"label": job["label"]} if "label" in job else {}),
+                            "chunks": used, "spans": pair["spans"],
+                            "provenance": [self.chunk_of[k].provenance() for k in used],
+                            "arm": job["arm"], "persona": job["persona"], "difficulty": job["difficulty"],
+                            "teacher": self.model_id["model"], "call": call_key(self.model_id, req.as_dict())[:16]})
+        if failure is not None and res is not None:
+            failure["text"] = res.text[:2000]
+        return {"key": f"job-{job['index']:05d}", "index": job["index"], "examples": examples, "failure": failure,
+                "tokens": (res.prompt_tokens + res.completion_tokens) if res else 0, "cost": res.cost if res else 0.0,
+                "cached": bool(res and res.cached), "latency_s": res.latency_s if res else 0.0}
+
+    def stop_reason(self, t0: float) -> str | None:
+        t, b = self.totals(), self.cfg.budget
+        if t["examples"] >= b.examples:
+            return "example budget reached"
+        if t["tokens"] >= b.teacher_tokens:
+            return "teacher token budget reached"
+        if b.money is not None and t["cost"] >= b.money:
+            return "money budget reached"
+        if time.monotonic() - t0 > b.wall_time_minutes * 60:
+            return "wall-time budget reached"
+        return None
+
+    def room(self) -> int:
+        """Jobs that fit in what is left of the budgets, from the averages so far."""
+        t, b = self.totals(), self.cfg.budget
+        if not t["jobs"]:
+            return self.batch
+        per_job = {"examples": t["examples"] / t["jobs"], "tokens": t["tokens"] / t["jobs"], "cost": t["cost"] / t["jobs"]}
+        room = [self.batch]
+        if per_job["examples"] > 0:
+            room.append(math.ceil((b.examples - t["examples"]) / per_job["examples"]))
+        if per_job["tokens"] > 0:
+            room.append(math.ceil((b.teacher_tokens - t["tokens"]) / per_job["tokens"]))
+        if b.money is not None and per_job["cost"] > 0:
+            room.append(math.ceil((b.money - t["cost"]) / per_job["cost"]))
+        return max(1, min(room))
+
+    def run_batch(self, batch: list[dict], on_done=None) -> None:
+        """Ask the teacher for `batch` and journal the outcomes (one fsync)."""
+        records, reqs, live = [], [], []
+        for job in batch:
+            chunks = [self.chunk_of[k] for k in job["chunks"]]
+            if not any(c.text.strip() for c in chunks):
+                records.append(self.record(job, None, None, {"kind": "empty_chunk",
+                                                             "reason": "the chunk is empty after cleaning"}))
+                continue
+            reqs.append(self.request(job))
+            live.append(job)
+
+        def done(i: int, res: Result) -> None:
+            if on_done:
+                on_done(res)
+
+        results = self.teacher.generate(reqs, on_result=done) if reqs else []
+        records += [self.record(job, req, res) for job, req, res in zip(live, reqs, results)]
+        self.journal.add_batch(records)
+
+    def pending(self) -> list[dict]:
+        return [j for j in self.jobs if f"job-{j['index']:05d}" not in self.journal]
+
+    def close(self) -> None:
+        try:
+            self.teacher.close()
+        finally:
+            self.journal.close()
+            self.log.close()
+
+
+def failures_by_kind(records) -> dict[str, int]:
+    return dict(Counter(r["failure"]["kind"] for r in records if r["failure"]).most_common())
+
+
+def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
+    settings = settings_of(cfg)
     inputs = upstream(ctx, "ingest")
+    if dry_run:
+        return estimate(cfg, ctx, open_stage_dir(ctx, "generate", settings, inputs, keep_done=True))
 
     def body(out: Path) -> dict:
-        task = tasks.get(cfg.task)
-        rng = random.Random(cfg.seed)
-        n_max = int(cfg.budget.examples * cfg.generate.max_calls_factor)
-        with Pile(ctx.ws.pile_db) as pile:
-            jobs = task.plan(cfg.task, pile, n_max, rng, cfg.generate.pool_per_label)
-            chunk_of = {c.key: c for c in pile.chunks()}
-        log = CallLog(ctx.ws.calls_db)
-        teacher = Logged(open_backend(cfg.teacher, ctx.threads), log, purpose="generate")
-        examples, failures = [], []
-        tokens = 0
-        stopped = "jobs exhausted"
+        gen = Generation(cfg, ctx, out)
         t0 = time.monotonic()
-        step = 8 if teacher.capabilities.batching else 1
+        fresh = {"calls": 0, "tokens": 0, "seconds": 0.0}
+        stopped = "jobs exhausted"
         try:
             with bar(ctx.console) as progress:
                 ptask = progress.add_task("generate", total=cfg.budget.examples, info="")
-                for b in range(0, len(jobs), step):
-                    if len(examples) >= cfg.budget.examples:
-                        stopped = "example budget reached"
+
+                def show(res: Result | None = None) -> None:
+                    t = gen.totals()
+                    el = max(time.monotonic() - t0, 1e-9)
+                    progress.update(ptask, completed=min(t["examples"], cfg.budget.examples), info=(
+                        f"{gen.teacher.stats['completion_tokens'] / el:.0f} tok/s · spent {t['cost']:.4f} · "
+                        f"{t['failed']} failed"))
+
+                show()
+                while True:
+                    reason = gen.stop_reason(t0)
+                    todo = gen.pending()
+                    if reason or not todo:
+                        stopped = reason or stopped
                         break
-                    if tokens >= cfg.budget.teacher_tokens:
-                        stopped = "teacher token budget reached"
-                        break
-                    if time.monotonic() - t0 > cfg.budget.wall_time_minutes * 60:
-                        stopped = "wall-time budget reached"
-                        break
-                    batch = jobs[b:b + step]
-                    reqs = [Request(task.teacher_messages(cfg.task, j, [chunk_of[k] for k in j["chunks"]]),
-                                    max_tokens=min(cfg.teacher.max_tokens, getattr(task, "TEACHER_MAX_TOKENS", 10**6)),
-                                    temperature=cfg.teacher.temperature,
-                                    seed=cfg.seed * 100_003 + j["index"]) for j in batch]
-                    for job, res in zip(batch, teacher.generate(reqs)):
-                        tokens += res.prompt_tokens + res.completion_tokens
-                        chunks = [chunk_of[k] for k in job["chunks"]]
-                        try:
-                            pair = task.parse_teacher(cfg.task, job, res.text, chunks)
-                        except TeacherOutputError as e:
-                            failures.append({"index": job["index"], "reason": str(e), "text": res.text})
-                            continue
-                        examples.append({
-                            "id": f"gen-{job['index']:05d}", **pair,
-                            **({"label": job["label"]} if "label" in job else {}),
-                            "chunks": job["chunks"], "provenance": [c.provenance() for c in chunks],
-                            "teacher": teacher.describe()["model"],
-                        })
-                        progress.update(ptask, completed=min(len(examples), cfg.budget.examples),
-                                        info=f"{len(failures)} unparsable")
+                    b0, calls0 = time.monotonic(), gen.teacher.stats["calls"]
+                    gen.run_batch(todo[:gen.room()], on_done=show)
+                    if gen.teacher.stats["calls"] > calls0:
+                        fresh["seconds"] += time.monotonic() - b0
+                    show()
         finally:
-            teacher.close()
-            totals = dict(teacher.stats)
-            log.close()
-        write_jsonl(out / "unparsable.jsonl", failures)
+            stats = dict(gen.teacher.stats)
+            health = gen.teacher.inner.health() if hasattr(gen.teacher.inner, "health") else {}
+            records = sorted(gen.journal.records.values(), key=lambda r: r["index"])
+            jobs_planned, arms = len(gen.jobs), gen.arms
+            gen.close()
+        examples = [e for r in records for e in r["examples"]][:cfg.budget.examples]
+        failures = [{"job": r["index"], **r["failure"]} for r in records if r["failure"]]
+        write_jsonl(out / "failures.jsonl", failures)
+        kinds = failures_by_kind(records)
         if not examples:
             why = f"; the first: {failures[0]['reason']}" if failures else ""
             raise TasklingError(
                 f"generate: the teacher ({cfg.teacher.backend}:{cfg.teacher.model}) gave no usable example in "
-                f"{len(jobs)} jobs ({len(failures)} replies did not parse{why}); see {out / 'unparsable.jsonl'} "
+                f"{len(records)} jobs ({len(failures)} failed{why}); see {out / 'failures.jsonl'} "
                 "and try a stronger teacher or a clearer task description")
         write_jsonl(out / "examples.jsonl", examples)
-        ctx.console.print(f"generate: {len(examples)} examples, {len(failures)} unparsable replies, "
-                          f"{totals['calls']} new teacher calls, {totals['cached']} from the cache ({stopped})")
-        return {"counts": {"examples": len(examples), "unparsable": len(failures), "teacher_tokens": tokens,
-                           "new_calls": totals["calls"], "cached_calls": totals["cached"]},
-                "stopped": stopped, "teacher": cfg.teacher.model_dump(mode="json"),
-                "outputs": ["examples.jsonl", "unparsable.jsonl"]}
+        tokens = sum(r["tokens"] for r in records)
+        seconds = time.monotonic() - t0
+        by_arm = Counter(allocate.arm_name(tuple(e["arm"])) for e in examples)
+        counts = {"examples": len(examples), "jobs": len(records), "jobs_planned": jobs_planned, "failed_jobs": len(failures),
+                  "teacher_tokens": tokens, "cost": round(sum(r["cost"] for r in records), 6),
+                  "new_calls": stats["calls"], "cached_calls": stats["cached"], "retries": stats["retries"],
+                  "failed_calls": stats["failed"], "arms": arms, "arms_covered": len(by_arm),
+                  "examples_per_call": gen.k}
+        rates = {"examples_per_s": round(len(examples) / max(seconds, 1e-9), 3),
+                 "new_tokens_per_s": round((stats["prompt_tokens"] + stats["completion_tokens"]) / max(fresh["seconds"], 1e-9), 1)
+                 if fresh["seconds"] else None,
+                 "completion_tokens_per_s": round(stats["completion_tokens"] / max(fresh["seconds"], 1e-9), 1)
+                 if fresh["seconds"] else None}
+        summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "none"
+        ctx.console.print(f"generate: {len(examples)} examples from {len(records)} jobs ({stopped}); "
+                          f"{stats['calls']} new teacher calls, {stats['cached']} from the cache, "
+                          f"{stats['retries']} retries; {tokens} tokens, cost {counts['cost']:.4f}; "
+                          f"failures by kind: {summary}")
+        return {"counts": counts, "rates": rates, "failures_by_kind": kinds, "stopped": stopped,
+                "examples_by_arm": dict(by_arm.most_common()), "teacher_health": health,
+                "teacher": {k: v for k, v in cfg.teacher.model_dump(mode="json").items()},
+                "outputs": ["examples.jsonl", "failures.jsonl"]}
 
     return run_stage(ctx, "generate", settings, inputs, body)
+
+
+def estimate(cfg: Config, ctx: Context, out: Path) -> dict:
+    """Run a small sample of the planned jobs (kept: the real run reuses them)
+    and project tokens, cost and time for the whole stage."""
+    gen = Generation(cfg, ctx, out)
+    try:
+        n = max(cfg.generate.dry_run_sample, 2 * gen.teacher.capabilities.concurrency)
+        sample = gen.jobs[:n]
+        todo = [j for j in sample if f"job-{j['index']:05d}" not in gen.journal]
+        t0 = time.monotonic()
+        calls0 = gen.teacher.stats["calls"]
+        if todo:
+            gen.run_batch(todo)
+        wall = time.monotonic() - t0
+        recs = [gen.journal.records[f"job-{j['index']:05d}"] for j in sample if f"job-{j['index']:05d}" in gen.journal]
+        fresh = gen.teacher.stats["calls"] - calls0
+        conc = gen.teacher.capabilities.concurrency
+    finally:
+        gen.close()
+    if not recs:
+        raise TasklingError("generate --dry-run: no job could be sampled (the pile has no usable chunk)")
+    m = len(recs)
+    per_job = {"examples": sum(len(r["examples"]) for r in recs) / m, "tokens": sum(r["tokens"] for r in recs) / m,
+               "cost": sum(r["cost"] for r in recs) / m}
+    # Seconds per job: measured when the sample made its calls now, else from the logged latencies.
+    secs = wall / max(fresh, 1) if fresh >= m // 2 else sum(r["latency_s"] for r in recs) / m / max(1, min(conc, m))
+    b = cfg.budget
+    need = len(gen.jobs) if per_job["examples"] <= 0 else min(len(gen.jobs), math.ceil(b.examples / per_job["examples"]))
+    limits = {"example budget": need}
+    if per_job["tokens"] > 0:
+        limits["teacher token budget"] = math.ceil(b.teacher_tokens / per_job["tokens"])
+    if b.money is not None and per_job["cost"] > 0:
+        limits["money budget"] = math.ceil(b.money / per_job["cost"])
+    if secs > 0:
+        limits["wall-time budget"] = math.ceil(b.wall_time_minutes * 60 / secs)
+    first = min(limits, key=limits.get)
+    jobs = min(limits[first], len(gen.jobs))
+    est = {"sample_jobs": m, "sample_new_calls": fresh, "sample_seconds": round(wall, 2),
+           "per_job": {k: round(v, 6) for k, v in per_job.items()} | {"seconds": round(secs, 3)},
+           "jobs_planned": len(gen.jobs), "jobs_estimated": jobs,
+           "estimate": {"examples": round(min(b.examples, jobs * per_job["examples"])),
+                        "teacher_tokens": round(jobs * per_job["tokens"]), "cost": round(jobs * per_job["cost"], 4),
+                        "seconds": round(jobs * secs, 1)},
+           "stops_at": first if limits[first] < len(gen.jobs) or first == "example budget" else "jobs exhausted",
+           "failures_by_kind": failures_by_kind(recs)}
+    atomic_write_json(out / "dry_run.json", est)
+    e = est["estimate"]
+    ctx.console.print(
+        f"generate --dry-run: {m} sample jobs gave {per_job['examples']:.2f} examples and {per_job['tokens']:.0f} "
+        f"tokens each. Estimate for the stage: {e['examples']} examples from {jobs} jobs, {e['teacher_tokens']} "
+        f"teacher tokens, cost {e['cost']:.4f}, about {e['seconds'] / 60:.1f} min; stops at: {est['stops_at']}. "
+        f"The sample's calls are kept and reused by the real run.")
+    return est

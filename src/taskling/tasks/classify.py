@@ -8,13 +8,13 @@ Metric: accuracy.
 """
 from __future__ import annotations
 
-import random
 import re
 
 from ..config import TaskCfg
 from ..errors import TeacherOutputError
 from ..pile import Chunk, Pile
-from . import excerpt, first_line, token_f1
+from . import (DATA_RULE, diversity_line, document_block, example_items, examples_schema, first_line,
+               object_schema, spans_for, token_f1)
 
 METRIC = "accuracy"
 MAX_NEW_TOKENS = 16
@@ -27,44 +27,64 @@ def system_prompt(task: TaskCfg) -> str:
     return f"{task.description.strip()}\nAnswer with exactly one label from: {', '.join(task.labels)}."
 
 
-def plan(task: TaskCfg, pile: Pile, n: int, rng: random.Random, pool_per_label: int) -> list[dict]:
-    """n jobs, labels round-robin, each with a chunk relevant to its label."""
-    pools: dict[str, list[Chunk]] = {}
-    everything = pile.chunks(unique=True)
+def pools(task: TaskCfg, pile: Pile, pool_per_label: int) -> dict[tuple, list[Chunk]]:
+    """Arms (topic, label): per label, the chunks the pile's search ranks high
+    for the label's name and description, grouped by their topic."""
+    everything = [c for c in pile.chunks(unique=True) if len(c.text.split()) >= 20]
     unique = {c.id for c in everything}
+    out: dict[tuple, list[Chunk]] = {}
     for label, desc in task.labels.items():
         hits = [c for c, _ in pile.search(f"{label.replace('-', ' ')} {desc}", limit=2 * pool_per_label)
-                if len(c.text.split()) >= 20 and c.id in unique][:pool_per_label]
-        pools[label] = hits or [c for c in everything if len(c.text.split()) >= 20]
-    labels = list(task.labels)
-    jobs = []
-    for i in range(n):
-        label = labels[i % len(labels)]
-        pool = pools[label]
-        if not pool:
-            break
-        chunk = pool[rng.randrange(len(pool))]
-        jobs.append({"index": i, "label": label, "chunks": [chunk.key]})
-    return jobs
+                if c.id in unique][:pool_per_label] or everything
+        for c in hits:
+            out.setdefault((c.topic_id, label), []).append(c)
+    return out
+
+
+def teacher_schema(task: TaskCfg, job: dict) -> dict | None:
+    if job["n"] == 1:
+        return None
+    return examples_schema(object_schema({"input": {"type": "string"}, "quote": {"type": "string"}}), job["n"])
 
 
 def teacher_messages(task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict]:
     label = job["label"]
     shots = [ex.input for ex in task.examples if ex.output == label] or [ex.input for ex in task.examples]
     noun = task.input_noun
-    # Short and concrete: a 135M teacher follows this shape far better than a
-    # long instruction (tried here; it mostly continues the example).
-    user = (f"Here is part of a document:\n\"\"\"\n{excerpt(chunks[0], 700)}\n\"\"\"\n\n"
-            f"Write a {noun} about {task.labels[label]}, that this part of the document answers. "
-            f"Example {noun}: {shots[job['index'] % len(shots)]}\n{noun[:1].upper() + noun[1:]}:")
-    return [{"role": "user", "content": user}]
+    if job["n"] == 1:
+        # Short and concrete: a 135M teacher follows this shape far better than a
+        # long instruction (tried here; it mostly continues the example).
+        shot = f" Example {noun}: {shots[job['index'] % len(shots)]}" if shots else ""
+        user = (f"{document_block(chunks, 700)}\n\n"
+                f"Write a {noun} about {task.labels[label]}, that this part of the document answers, "
+                f"as {job['persona']} would.{shot}\n{noun[:1].upper() + noun[1:]}:")
+        return [{"role": "system", "content": DATA_RULE}, {"role": "user", "content": user}]
+    labels = "\n".join(f"- {k}: {v}" for k, v in task.labels.items())
+    shot_lines = "\n".join(f"- {s}" for s in shots[:3])
+    user = (f"{document_block(chunks)}\n\nThe labels are:\n{labels}\n\n"
+            f"Write {job['n']} different {noun}s whose correct label is \"{label}\" ({task.labels[label]}), "
+            f"each about something the document(s) above say. {diversity_line(job, noun)}\n"
+            + (f"Examples of {noun}s with this label:\n{shot_lines}\n" if shots else "")
+            + f'Reply with JSON only: {{"examples": [{{"input": "<the {noun}>", "quote": "<the sentence of a '
+            f'document it is about, copied exactly>"}}, ...]}}')
+    return [{"role": "system", "content": f"You write training data for a model with this task: "
+             f"{task.description.strip()}\n{DATA_RULE}"}, {"role": "user", "content": user}]
 
 
-def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk]) -> dict:
-    line = first_line(text)
-    if not line:
-        raise TeacherOutputError("the teacher's reply is empty")
-    return {"input": line, "output": job["label"]}
+def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk], finish_reason: str = "stop") -> list[dict]:
+    if job["n"] == 1:
+        line = first_line(text)
+        if not line:
+            raise TeacherOutputError("the teacher's reply is empty", kind="empty")
+        return [{"input": line, "output": job["label"], "spans": spans_for(chunks, line)}]
+    out = []
+    for item in example_items(text, finish_reason):
+        line = str(item.get("input") or "").strip()
+        if line:
+            out.append({"input": line, "output": job["label"], "spans": spans_for(chunks, item.get("quote"), line)})
+    if not out:
+        raise TeacherOutputError("the teacher's examples have no 'input'", kind="wrong_fields")
+    return out
 
 
 ANSWER_LIKE = re.compile(

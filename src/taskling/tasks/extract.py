@@ -6,14 +6,13 @@ Metric: share of schema fields whose value matches exactly (normalised).
 """
 from __future__ import annotations
 
-import json
-import random
 import re
 
 from ..config import TaskCfg
 from ..errors import TeacherOutputError
 from ..pile import Chunk, Pile
-from . import excerpt, output_text, sample_chunks
+from . import (DATA_RULE, document_block, example_items, examples_schema, object_schema, output_text,
+               parse_json_loose, spans_for, topic_pools)
 
 METRIC = "field_accuracy"
 MAX_NEW_TOKENS = 192
@@ -31,35 +30,67 @@ def system_prompt(task: TaskCfg) -> str:
     return f"{task.description.strip()}\nReply with a JSON object with the fields: {spec}. Use null when a field is absent."
 
 
-def plan(task: TaskCfg, pile: Pile, n: int, rng: random.Random, pool_per_label: int) -> list[dict]:
-    return [{"index": i, "chunks": [c.key]} for i, c in enumerate(sample_chunks(pile, n, rng))]
+ONE_INPUT_PER_CHUNK = True  # the input is a chunk's text: several examples per call = several chunks
+
+
+def pools(task: TaskCfg, pile: Pile, pool_per_label: int) -> dict[tuple, list[Chunk]]:
+    return topic_pools(pile)
+
+
+def _fields_schema(task: TaskCfg) -> dict:
+    props = {}
+    for name, spec in fields(task).items():
+        t = spec.get("type", "string")
+        props[name] = {**spec, "type": [t, "null"] if isinstance(t, str) else [*t, "null"]}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def teacher_schema(task: TaskCfg, job: dict) -> dict | None:
+    if len(job["chunks"]) == 1:
+        return _fields_schema(task)
+    return examples_schema(object_schema({"document": {"type": "integer"}, "output": _fields_schema(task)}),
+                           len(job["chunks"]))
 
 
 def teacher_messages(task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict]:
     shots = "\n".join(f"Text: {ex.input}\nJSON: {output_text(ex.output)}" for ex in task.examples[:2])
-    user = (f"{system_prompt(task)}\n\n{shots}\n\nText: {excerpt(chunks[0])}\nJSON:")
-    return [{"role": "user", "content": user}]
+    if len(chunks) == 1:
+        user = f"{system_prompt(task)}\n\n{shots}\n\n{document_block(chunks)}\nJSON:"
+        return [{"role": "system", "content": DATA_RULE}, {"role": "user", "content": user}]
+    user = (f"{document_block(chunks)}\n\n{system_prompt(task)}\n\n{shots}\n\n"
+            f"Do this for each of the {len(chunks)} documents above. Copy values exactly as they are written. "
+            f'Reply with JSON only: {{"examples": [{{"document": 1, "output": {{...}}}}, ...]}}')
+    return [{"role": "system", "content": DATA_RULE}, {"role": "user", "content": user}]
 
 
 def parse_json(text: str) -> dict | None:
-    m = re.search(r"\{.*\}", text, re.S)
-    if not m:
-        return None
-    blob = m.group(0)
-    for candidate in (blob, re.sub(r",\s*([}\]])", r"\1", blob).replace("'", '"')):
-        try:
-            val = json.loads(candidate)
-            return val if isinstance(val, dict) else None
-        except json.JSONDecodeError:
+    val = parse_json_loose(text)
+    return val if isinstance(val, dict) else None
+
+
+def _example(task: TaskCfg, obj: dict, chunk: Chunk) -> dict:
+    return {"input": chunk.text.strip(), "output": obj,
+            "spans": spans_for([chunk], *[v for v in obj.values() if isinstance(v, (str, int, float))])}
+
+
+def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk], finish_reason: str = "stop") -> list[dict]:
+    if len(chunks) == 1:
+        obj = parse_json(text)
+        if obj is None:
+            kind = "empty" if not text.strip() else "truncated" if finish_reason == "length" else "not_json"
+            raise TeacherOutputError("the teacher's reply holds no JSON object", kind=kind)
+        obj = obj.get("output", obj) if set(obj) - set(fields(task)) == {"output"} else obj
+        return [_example(task, obj, chunks[0])]
+    out = []
+    for n, item in enumerate(example_items(text, finish_reason), 1):
+        obj = item.get("output") if isinstance(item.get("output"), dict) else None
+        doc = item.get("document", n)
+        if obj is None or not isinstance(doc, int) or not 1 <= doc <= len(chunks):
             continue
-    return None
-
-
-def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk]) -> dict:
-    obj = parse_json(text)
-    if obj is None:
-        raise TeacherOutputError("the teacher's reply holds no JSON object")
-    return {"input": chunks[0].text.strip(), "output": obj}
+        out.append(_example(task, obj, chunks[doc - 1]))
+    if not out:
+        raise TeacherOutputError("the teacher's examples have no 'document' and 'output'", kind="wrong_fields")
+    return out
 
 
 def validate(task: TaskCfg, ex: dict, min_words: int, max_words: int) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..config import TaskCfg
 from ..pile import Chunk
-from .answer import parse_output, plan, score, teacher_eval_messages, validate  # noqa: F401
+from .answer import parse_output, pools, score, teacher_eval_messages, teacher_schema, validate  # noqa: F401
 from .answer import pair_messages, parse_pair
 
 METRIC = "token_f1"
@@ -19,8 +19,8 @@ def system_prompt(task: TaskCfg) -> str:
 
 
 def teacher_messages(task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict]:
-    return pair_messages(task, chunks, FIRST, SECOND)
+    return pair_messages(task, job, chunks, FIRST, SECOND)
 
 
-def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk]) -> dict:
-    return parse_pair(text, FIRST, SECOND)
+def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk], finish_reason: str = "stop") -> list[dict]:
+    return parse_pair(text, FIRST, SECOND, job, chunks, finish_reason)
