@@ -131,3 +131,29 @@ def write_workspace(root: Path, model_dir: Path, teacher: str = "echo-question",
 def workspace(tmp_path, tiny_model_dir) -> Path:
     """A fresh tiny workspace; returns its taskling.yaml."""
     return write_workspace(tmp_path, tiny_model_dir)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Run the taskling CLI in this process: cli("generate", "--json", cwd=root)."""
+    from typer.testing import CliRunner
+
+    from taskling.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args, cwd=None):
+        if cwd:
+            monkeypatch.chdir(cwd)
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    return invoke
+
+
+def one_line_error(result, *needles):
+    """The command failed with a one-line 'error:' message holding every needle, no traceback."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert lines, result.output
+    for n in needles:
+        assert n in result.output, result.output

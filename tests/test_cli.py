@@ -5,32 +5,10 @@ import json
 import socket
 
 import pytest
-from typer.testing import CliRunner
-
-from taskling.cli import app
+from conftest import one_line_error
 
 VERBS = ("init", "ingest", "pile", "generate", "curate", "train", "evaluate", "export", "run", "serve",
          "predict", "report")
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    runner = CliRunner()
-
-    def invoke(*args, cwd=None):
-        if cwd:
-            monkeypatch.chdir(cwd)
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    return invoke
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    lines = [x for x in result.output.splitlines() if x.startswith("error:")]
-    assert lines, result.output
-    for n in needles:
-        assert n in result.output, result.output
 
 
 def test_help_lists_every_verb_with_examples(cli):

@@ -233,31 +233,74 @@ def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_jso
     guarded(go)
 
 
-@app.command()
-def log(config: ConfigOpt = Path("taskling.yaml"),
-        limit: Annotated[int, typer.Option(help="How many calls.")] = 20, as_json: JsonOpt = False) -> None:
-    """Show the latest teacher calls from the call log (.taskling/calls.db) and totals.
+@app.command("log")
+def log(key: Annotated[Optional[str], typer.Argument(help="Show one call in full: its key or a prefix of it.")] = None,
+        config: ConfigOpt = Path("taskling.yaml"),
+        limit: Annotated[int, typer.Option(help="How many calls to list.")] = 20,
+        purpose: Annotated[Optional[str], typer.Option(help="Only calls made for: generate, evaluate, judge.")] = None,
+        model: Annotated[Optional[str], typer.Option(help="Only calls to this model.")] = None,
+        grep: Annotated[Optional[str], typer.Option(help="Only calls whose prompt or reply contains this text.")] = None,
+        failed: Annotated[bool, typer.Option("--failed", help="Only calls that failed after all retries.")] = False,
+        errors: Annotated[bool, typer.Option("--errors", help="List failed attempts (429s, timeouts, bad "
+                                             "replies...) with the raw response kept for inspection.")] = False,
+        since: Annotated[Optional[str], typer.Option(help="Only calls at or after this UTC time, e.g. 2026-11-23T10:00.")] = None,
+        as_json: JsonOpt = False) -> None:
+    """List, filter and show teacher and judge calls from the call log (.taskling/calls.db), with totals.
 
-    Example: taskling log --limit 5
+    Example: taskling log --purpose generate --grep invoice --limit 5; taskling log 3fa2c1
     """
     def go():
         from rich.table import Table
+        from rich.text import Text
 
         from .calls import CallLog
 
         ctx = make_ctx(config, None, None)
-        calls = CallLog(ctx.ws.calls_db)
-        rows, totals = calls.recent(limit), calls.totals()
-        calls.close()
+        with CallLog(ctx.ws.calls_db) as calls:
+            if key:
+                call = calls.show(key)
+                if call is None:
+                    raise TasklingError(f"no single call has a key starting with '{key}' in {ctx.ws.calls_db}; "
+                                        "'taskling log' lists the keys")
+                if as_json:
+                    return emit(call, True)
+                con = Console()
+                con.print(f"[bold]{call['key']}[/] {call['created_at']} {call['purpose']} {call['backend']}:"
+                          f"{call['model']}  {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
+                          f"{call['latency_s']:.2f} s, cost {call['cost']:.6f}, {call['attempts']} attempt(s)"
+                          + (f"\n[red]failed: {call['error']}[/]" if call["error"] else ""))
+                for m in call["request"]["messages"]:
+                    con.print(f"[bold]{m['role']}:[/]", m["content"], markup=False, highlight=False)
+                con.print("[bold]reply:[/]", call["response"], markup=False, highlight=False)
+                for a in call["failed_attempts"]:
+                    con.print(f"[yellow]attempt failed ({a['kind']}, HTTP {a['status']}): {a['detail']}[/]")
+                return None
+            if errors:
+                rows = calls.errors(limit=limit)
+                if as_json:
+                    return emit({"by_kind": calls.error_kinds(), "errors": rows}, True)
+                t = Table(title="failed attempts by kind: " + (", ".join(
+                    f"{k} {n}" for k, n in calls.error_kinds().items()) or "none"))
+                for c in ("when", "key", "kind", "status", "detail", "body"):
+                    t.add_column(c)
+                for r in rows:
+                    t.add_row(r["created_at"], r["key"][:12], r["kind"], str(r["status"] or ""),
+                              Text(r["detail"][:60]), Text(r["body"][:40].replace("\n", " ")))
+                Console().print(t)
+                return None
+            filters = {"model": model, "grep": grep, "failed": True if failed else None, "since": since}
+            rows, totals = calls.recent(limit, purpose, **filters), calls.totals(purpose, **filters)
         if as_json:
             return emit({"totals": totals, "calls": rows}, True)
-        t = Table(title=f"{totals['calls']} calls, {totals['prompt_tokens']} prompt + "
-                        f"{totals['completion_tokens']} completion tokens, {totals['seconds']} s")
-        for c in ("when", "purpose", "model", "tokens", "s", "response"):
+        t = Table(title=f"{totals['calls']} calls, {totals['prompt_tokens']} prompt + {totals['completion_tokens']} "
+                        f"completion tokens, {totals['seconds']} s, cost {totals['cost']:.4f}, "
+                        f"{totals['failed']} failed, {totals['retries']} retries")
+        for c in ("when", "key", "purpose", "model", "tokens", "s", "reply"):
             t.add_column(c)
         for r in rows:
-            t.add_row(r["created_at"], r["purpose"], r["model"], f"{r['prompt_tokens']}+{r['completion_tokens']}",
-                      f"{r['latency_s']:.2f}", r["response"][:60].replace("\n", " "))
+            reply = Text(r["error"][:50], style="red") if r["error"] else Text(r["response"][:50].replace("\n", " "))
+            t.add_row(r["created_at"], r["key"][:12], r["purpose"], r["model"],
+                      f"{r['prompt_tokens']}+{r['completion_tokens']}", f"{r['latency_s']:.2f}", reply)
         Console().print(t)
     guarded(go)
 

@@ -131,8 +131,8 @@ class Generation:
     def room(self) -> int:
         """Jobs that fit in what is left of the budgets, from the averages so far."""
         t, b = self.totals(), self.cfg.budget
-        if not t["jobs"]:
-            return self.batch
+        if not t["jobs"]:  # a first, small batch measures what a job costs
+            return min(self.batch, max(self.teacher.capabilities.concurrency, 4))
         per_job = {"examples": t["examples"] / t["jobs"], "tokens": t["tokens"] / t["jobs"], "cost": t["cost"] / t["jobs"]}
         room = [self.batch]
         if per_job["examples"] > 0:
