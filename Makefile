@@ -27,3 +27,4 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_demo.py
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/generate.py

@@ -6,12 +6,12 @@ are then dealt out in proportion (largest remainder) and interleaved, so a run
 stopped early by a budget still covers every arm.
 
     class Policy(Protocol):
-        def weights(self, arms, feedback) -> {arm: weight}
+        def weights(self, sizes, feedback) -> {arm: weight}
 
-`feedback` maps an arm to what the last round learned about it (for example
+`sizes` is the number of chunks per arm; `feedback` maps an arm to what the last round learned about it (for example
 {"items": 40, "errors": 12}); the self-improving loop passes it to spend the
 next round where the student fails. `uniform` ignores it: every label gets
-the same share, split evenly over its topics.
+the same share.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def arm_name(arm: Arm) -> str:
 
 
 class Policy(Protocol):
-    def weights(self, arms: list[Arm], feedback: dict[Arm, dict]) -> dict[Arm, float]: ...
+    def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]: ...
 
 
 POLICIES: dict[str, Callable[[], Policy]] = {}
@@ -46,13 +46,22 @@ def register(name: str):
 
 @register("uniform")
 class Uniform:
-    """Equal share per label, split evenly over the topics that label draws from."""
+    """Equal share per label. Without labels, an equal share per topic (coverage
+    of the whole pile). With labels, a label's share follows its chunks: its
+    pool holds the chunks most relevant to it, and splitting evenly over topics
+    would overweight a topic that has one marginal hit."""
 
-    def weights(self, arms: list[Arm], feedback: dict[Arm, dict]) -> dict[Arm, float]:
+    def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]:
         per_label: dict = {}
-        for topic, label in arms:
-            per_label.setdefault(label, []).append(topic)
-        return {(t, lab): 1.0 / (len(per_label) * len(ts)) for lab, ts in per_label.items() for t in ts}
+        for (topic, label), n in sizes.items():
+            per_label.setdefault(label, {})[topic] = n
+        out = {}
+        for label, topics in per_label.items():
+            total = sum(topics.values())
+            for topic, n in topics.items():
+                share = 1.0 / len(topics) if label is None else n / total
+                out[(topic, label)] = share / len(per_label)
+        return out
 
 
 def get_policy(name: str) -> Policy:
@@ -84,7 +93,7 @@ def plan_jobs(pools: dict[Arm, list[Chunk]], n_jobs: int, per_call: int, policy:
     arms = sorted((a for a, cs in pools.items() if cs), key=str)
     if not arms:
         return []
-    counts = split(n_jobs, policy.weights(arms, feedback or {}))
+    counts = split(n_jobs, policy.weights({a: len(pools[a]) for a in arms}, feedback or {}))
     decks = {}
     for a in arms:
         deck = list(pools[a])

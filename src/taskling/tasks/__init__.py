@@ -138,6 +138,7 @@ def example_items(text: str, finish_reason: str = "stop") -> list[dict]:
     if not text.strip():
         raise TeacherOutputError("the teacher's reply is empty", kind="empty")
     val = parse_json_loose(text)
+    parsed = val is not None
     if isinstance(val, dict):
         val = val.get("examples", [val] if "input" in val or "output" in val else None)
     if isinstance(val, list):
@@ -150,7 +151,7 @@ def example_items(text: str, finish_reason: str = "stop") -> list[dict]:
     if finish_reason == "length":
         raise TeacherOutputError("the teacher's reply was cut off before one example was complete "
                                  "(raise teacher.max_tokens)", kind="truncated")
-    if val is None:
+    if not parsed:
         raise TeacherOutputError("the teacher's reply holds no JSON", kind="not_json")
     raise TeacherOutputError("the teacher's JSON has no list of examples", kind="wrong_fields")
 

@@ -54,11 +54,13 @@ def teacher_messages(task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict
     if job["n"] == 1:
         # Short and concrete: a 135M teacher follows this shape far better than a
         # long instruction (tried here; it mostly continues the example).
+        # (The data rule and personas are left out here: measured on the demo they
+        # cost this teacher more than they gave.)
         shot = f" Example {noun}: {shots[job['index'] % len(shots)]}" if shots else ""
-        user = (f"{document_block(chunks, 700)}\n\n"
-                f"Write a {noun} about {task.labels[label]}, that this part of the document answers, "
-                f"as {job['persona']} would.{shot}\n{noun[:1].upper() + noun[1:]}:")
-        return [{"role": "system", "content": DATA_RULE}, {"role": "user", "content": user}]
+        user = (f"Here is part of a document:\n{document_block(chunks, 700)}\n\n"
+                f"Write a {noun} about {task.labels[label]}, that this part of the document answers.{shot}\n"
+                f"{noun[:1].upper() + noun[1:]}:")
+        return [{"role": "user", "content": user}]
     labels = "\n".join(f"- {k}: {v}" for k, v in task.labels.items())
     shot_lines = "\n".join(f"- {s}" for s in shots[:3])
     user = (f"{document_block(chunks)}\n\nThe labels are:\n{labels}\n\n"
