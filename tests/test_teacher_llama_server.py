@@ -22,19 +22,22 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
+    # llama.cpp logs the whole model load to stderr: to a file, a pipe would fill and block it.
+    log = open(tmp_path_factory.mktemp("llama-server") / "stderr.log", "w+")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf(EMBEDDED_MODEL)),
          "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-         "--n_threads", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         "--n_threads", "2"], stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited: {proc.stderr.read()[-2000:]}")
+            log.seek(0)
+            pytest.fail(f"llama_cpp.server exited: {log.read()[-2000:]}")
         try:
             if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                 break
@@ -46,6 +49,7 @@ def llama_server():
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+    log.close()
 
 
 def test_generate_through_a_real_llama_cpp_server(cli, tmp_path, tiny_model_dir, llama_server):

@@ -89,6 +89,7 @@ class Breaker:
         self.probing = False
         self.opened = 0            # times the circuit opened (reported)
         self.paused_s = 0.0
+        self.last = ""             # the latest failure, for the message when giving up
 
     async def wait(self) -> bool:
         """Wait until a request may go; True when it is the half-open probe."""
@@ -96,7 +97,8 @@ class Breaker:
             now = time.monotonic()
             if self.down_since is not None and now - self.down_since > self.down_after_s:
                 raise TeacherUnavailable(
-                    f"teacher server {self.url} has not answered properly for {self.down_after_s:.0f} s; stopped. "
+                    f"teacher server {self.url} has not answered properly for {self.down_after_s:.0f} s "
+                    f"(last: {self.last[:300]}); stopped. "
                     "Every finished call is kept in .taskling/calls.db: start the server and run the same command again")
             if now < self.open_until:
                 pause = min(self.open_until - now, 1.0)
@@ -204,6 +206,7 @@ class OpenAIBackend:
         t_start = time.perf_counter()
         while True:
             probe = await self.breaker.wait()
+            style = self.schema_styles[0]
             body = self._body(r)
             t0 = time.perf_counter()
             status, text, kind, detail, retry_after = None, "", None, "", None
@@ -243,19 +246,21 @@ class OpenAIBackend:
                     detail = "rate limited" + (f"; Retry-After {retry_after:g} s" if retry_after is not None else "")
                     if retry_after is not None:
                         self.breaker.pause(retry_after)
-                elif status >= 500:
-                    kind, detail = "server_error", f"HTTP {status}: {_error_message(text)}"
-                elif ("response_format" in body and len(self.schema_styles) > 1 and status in (400, 422)
-                      and any(w in text.lower() for w in ("response_format", "schema", "json"))):
+                elif ("response_format" in body and len(self.schema_styles) > 1 and (
+                        "response_format" in text or (status in (400, 422) and "schema" in text.lower()))):
                     # The server does not take this way of asking for JSON: try the next, remember it.
-                    self.schema_styles.pop(0)
+                    if self.schema_styles[0] == style:  # (another request may have moved on already)
+                        self.schema_styles.pop(0)
                     self.breaker.success(probe)
                     continue
+                elif status >= 500:
+                    kind, detail = "server_error", f"HTTP {status}: {_error_message(text)}"
                 else:
                     self.breaker.success(probe)
                     return Result(text, latency_s=time.perf_counter() - t_start, attempts=attempts,
                                   error=f"HTTP {status}: {_error_message(text)}", error_kind="bad_request")
             self.breaker.failure(kind, probe)
+            self.breaker.last = detail
             # A probe failing while the circuit is open costs this request no retry: the server is down.
             attempts.append({"kind": kind, "status": status, "detail": detail, "body": text, "probe": probe})
             if sum(not a["probe"] for a in attempts) > self.cfg.max_retries:
