@@ -5,7 +5,10 @@ import json
 import socket
 
 import pytest
+from typer.testing import CliRunner
+
 from conftest import one_line_error
+from taskling.cli import app
 
 VERBS = ("init", "ingest", "pile", "generate", "curate", "train", "evaluate", "export", "run", "serve",
          "predict", "report")
