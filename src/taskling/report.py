@@ -26,6 +26,10 @@ def build(ctx: Context) -> dict:
             manifests[s] = m
             rep["stages"].append({"stage": s, "round": m.get("round", 0), "seconds": m.get("seconds"),
                                   "skipped": False, "counts": m.get("counts", {})})
+    if "generate" in manifests:
+        g = manifests["generate"]
+        rep["generation"] = {k: g.get(k) for k in ("stopped", "rates", "failures_by_kind", "examples_by_arm",
+                                                   "teacher_health")}
     if "curate" in manifests:
         rep["funnel"] = manifests["curate"].get("funnel", [])
         rep["rejections"] = manifests["curate"].get("rejections", {})
