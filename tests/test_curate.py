@@ -43,31 +43,115 @@ def test_split_falls_back_to_chunks_when_each_label_is_one_document(workspace):
     assert not {e["provenance"][0]["chunk"] for e in evals} & {t["provenance"][0]["chunk"] for t in train}
 
 
-def test_curate_rejects_with_reasons_dedups_and_decontaminates(workspace):
-    cfg = load_config(workspace)
+def ingested(workspace, **sets) -> tuple:
+    """The tiny workspace ingested; its config, a quiet context and the pile's chunks."""
+    from taskling.pile import Pile
+    from taskling.stages import ingest
+
+    cfg = load_config(workspace, [f"{k}={v}" for k, v in sets.items()])
     ctx = Context(cfg, console=Console(stderr=True, quiet=True))
-    gold_input = json.loads((workspace.parent / "gold.jsonl").read_text().splitlines()[0])["input"]
-    rows = [example(i, f"How do I use feature number {i} of this manual?", ["sqlite", "node", "python"][i % 3],
-                    f"d{i % 6}.md") for i in range(30)]
-    rows += [example(100, "too short", "sqlite", "d1.md"),
-             example(101, rows[0]["input"].upper() + "!!", "sqlite", "d1.md"),      # duplicate after normalising
-             example(102, "How do I do something with the labels here?", "unknown", "d2.md"),
-             example(103, "Here is a question about SQLite json paths", "sqlite", "d2.md"),
-             example(104, gold_input, "sqlite", "d3.md")]
+    ingest.run(cfg, ctx)
+    with Pile(ctx.ws.pile_db) as pile:
+        chunks = pile.chunks(unique=True)
+    return cfg, ctx, chunks
+
+
+def cited(i: int, text: str, label: str, chunk, output=None) -> dict:
+    return {"id": f"gen-{i:05d}", "input": text, "output": output if output is not None else label, "label": label,
+            "chunks": [chunk.key], "provenance": [chunk.provenance()]}
+
+
+QUESTIONS = {  # label -> questions a developer could ask, grounded in the tiny docs
+    "sqlite": ["How does json_extract read a value at a path from a JSON document?",
+               "Which function ranks FTS5 MATCH queries, is it bm25?",
+               "How can json_set change one key in a stored document?",
+               "Can json_each walk an array inside a query?",
+               "What does the snippet function show around FTS5 results?"],
+    "node": ["How does the node fs module read files with readFile?",
+             "Can createReadStream pipe data from a large file?",
+             "How does fs.watch notice changes in a folder?",
+             "Which crypto call hashes data, createHash?",
+             "How are random keys made with randomBytes in node?"],
+    "python": ["How does strftime format a datetime in python?",
+               "Which function parses text into a datetime, strptime?",
+               "How does the sqlite3 module connect and execute SQL?",
+               "What does row_factory change about returned rows?",
+               "What types does the python datetime module have besides timedelta?"],
+}
+
+
+def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace):
+    cfg, ctx, chunks = ingested(workspace, **{"curate.embed": "true", "curate.eval_fraction": "0.2"})
+    by_doc = {}
+    for c in chunks:
+        by_doc.setdefault(c.path.split("/")[-1].split(".")[0], []).append(c)
+    home = {"sqlite": by_doc["sqlite"], "node": by_doc["node"], "python": by_doc["python"]}
+    gold = [json.loads(x) for x in (workspace.parent / "gold.jsonl").read_text().splitlines()]
+    rows, n = [], 0
+    for label, qs in QUESTIONS.items():
+        for k, q in enumerate(qs * 2):  # each question twice, on different chunks: variants below
+            c = home[label][(k + n) % len(home[label])]
+            rows.append(cited(n, q if k < len(qs) else f"{q[:-1]} in version {k}?", label, c))
+            n += 1
+    c0 = home["sqlite"][0]
+    planted = {
+        "short": cited(900, "too short", "sqlite", c0),
+        "exact": cited(901, rows[0]["input"].upper() + "!!", "sqlite", c0),
+        "label": cited(902, "How do I do something with the labels here?", "unknown", c0),
+        "answer": cited(903, "Here is a question about SQLite json paths", "sqlite", c0),
+        "gold": cited(904, gold[2]["input"], "node", home["node"][0]),                    # a gold item copied
+        "paraphrase": cited(905, "With node, how can I read a file using readFile?", "node",  # a paraphrase of gold[2]
+                            home["node"][1]),
+        "ungrounded": cited(906, "Which Kubernetes operator reconciles Helm release objects?", "sqlite", c0),
+    }
+    rows += list(planted.values())
     fake_generate(ctx, rows)
     m = curate.run(cfg, ctx)
-    reasons = m["rejections"]
-    assert reasons["duplicate"] == 1
-    assert reasons["label not in the label set"] == 1
-    assert any("shorter" in r for r in reasons) and any("answer" in r for r in reasons)
     out = ctx.stage_dir("curate")
+    rejected = {r["id"]: r["reason"] for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
     train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
     evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
-    assert gold_input not in {t["input"] for t in train}
+    assert rejected["gen-00901"].startswith("exact duplicate")
+    assert rejected["gen-00902"] == "label not in the label set"
+    assert "shorter" in rejected["gen-00900"] and "answer" in rejected["gen-00903"]
+    train_ids = {t["id"] for t in train}
+    assert "gen-00904" not in train_ids and "gen-00905" not in train_ids  # dropped, or held out with eval
+    assert rejected.get("gen-00904", "overlaps eval or gold").startswith("overlaps eval or gold")
+    assert rejected["gen-00906"].startswith("not grounded")
+    assert any(r.startswith(("near duplicate", "semantic duplicate")) for r in rejected.values())
+    assert all(t["grounding"] >= 0.1 for t in train)
     assert len(train) + len(evals) + m["counts"]["rejected"] == len(rows)
-    assert m["funnel"][0]["count"] == len(rows) and m["split"]["unit"] in ("document", "chunk")
+    assert [f["step"] for f in m["funnel"]][:4] == ["generated", "valid", "unique", "grounded"]
+    assert 1 <= len(m["rejected_samples"]["not grounded in its source"]) <= 3
+    assert m["grounding"]["embeddings"] is True and m["labels"]["train"]
     # Same inputs, same settings: skipped.
     assert curate.run(cfg, Context(cfg, console=Console(stderr=True, quiet=True)))["skipped"] is True
+
+
+def test_hallucinated_extraction_value_is_dropped(workspace):
+    cfg, ctx, chunks = ingested(workspace)
+    from taskling.config import load_config as load
+    import yaml
+
+    doc = yaml.safe_load(workspace.read_text())
+    doc["task"] = {"name": "tiny-router", "description": "Extract the function named in the text.", "type": "extract",
+                   "output_schema": {"type": "object", "properties": {"function": {"type": "string"}}}}
+    workspace.write_text(yaml.safe_dump(doc))
+    cfg = load(workspace)
+    ctx = Context(cfg, console=Console(stderr=True, quiet=True))
+    rows = []
+    for i, c in enumerate(chunks):
+        word = max(c.text.split(), key=len).strip(".,;:()")
+        rows.append({"id": f"gen-{i:05d}", "input": c.text, "output": {"function": word}, "chunks": [c.key],
+                     "provenance": [c.provenance()]})
+    rows[-1]["output"] = {"function": "json_teleport"}  # a value that is nowhere in its source
+    hallucinated = rows[-1]["id"]
+    fake_generate(ctx, rows)
+    curate.run(cfg, ctx)
+    rejected = {r["id"]: r["reason"] for r in map(json.loads, (ctx.stage_dir("curate") / "rejected.jsonl")
+                                                  .read_text().splitlines())}
+    assert rejected[hallucinated].startswith("not grounded")
+    assert not any(r.startswith("not grounded") for k, r in rejected.items() if k != hallucinated)
 
 
 def test_curate_with_nothing_left_says_what_to_do(workspace):
@@ -78,3 +162,51 @@ def test_curate_with_nothing_left_says_what_to_do(workspace):
 
     with pytest.raises(TasklingError, match="no training example survived"):
         curate.run(cfg, ctx)
+
+
+def test_review_round_trip_through_the_cli(cli, workspace):
+    import csv
+
+    root = workspace.parent
+    for verb in ("ingest", "generate", "curate"):
+        assert cli(verb, cwd=root).exit_code == 0
+    path = root / "review.csv"
+    r = cli("curate", "--export", str(path), "--json", cwd=root)
+    assert r.exit_code == 0, r.output
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [x for x in rows if x["status"] == "kept"]
+    dropped = [x for x in rows if x["status"] == "dropped"]
+    assert kept and dropped
+    accept, reject, fix = dropped[0], kept[0], kept[1]
+    accept["decision"], reject["decision"] = "Accept", "reject"
+    fix["decision"], fix["fixed_input"] = "fix", "How do I watch a folder for changes with fs.watch in node?"
+    with open(path, "w", encoding="utf-8-sig", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = cli("curate", "--import", str(path), "--json", cwd=root)
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["import"]["accept"] == 1 and m["review"]["rejected"] == 1 and m["review"]["fixed"] == 1
+    out = root / "runs" / "tiny-router" / "round-0" / "curate"
+    kept_now = {json.loads(x)["id"]: json.loads(x) for name in ("train.jsonl", "eval.jsonl")
+                for x in (out / name).read_text().splitlines()}
+    assert accept["id"] in kept_now and reject["id"] not in kept_now
+    assert kept_now[fix["id"]]["input"] == fix["fixed_input"]
+    # Decisions survive a forced re-run.
+    assert cli("curate", "--force", cwd=root).exit_code == 0
+    assert accept["id"] in {json.loads(x)["id"] for name in ("train.jsonl", "eval.jsonl")
+                            for x in (out / name).read_text().splitlines()}
+
+
+def test_pii_is_scrubbed_before_training_when_asked(workspace):
+    cfg, ctx, chunks = ingested(workspace, **{"curate.pii": "true", "curate.min_grounding": "0"})
+    rows = [cited(i, f"{q} dev{i}@example.com +44 20 7946 {i:04d}", lab, chunks[i % len(chunks)])
+            for i, (lab, q) in enumerate((lab, q) for lab, qs in QUESTIONS.items() for q in qs)]
+    fake_generate(ctx, rows)
+    m = curate.run(cfg, ctx)
+    out = ctx.stage_dir("curate")
+    kept = [json.loads(x) for name in ("train.jsonl", "eval.jsonl") for x in (out / name).read_text().splitlines()]
+    assert kept and all("@example.com" not in ex["input"] and "[EMAIL]" in ex["input"] for ex in kept)
+    assert m["pii"]["email"] == len(kept) and m["pii"]["phone"] == len(kept)

@@ -100,7 +100,6 @@ def stage_command(name: str, example: str):
             emit(m, as_json)
         guarded(go)
     command.__doc__ = {
-        "curate": "Validate, dedup and split the examples into train and held-out eval sets.",
         "train": "LoRA-tune the student on the curated examples (resumable).",
         "evaluate": "Score the student, its base and the teacher on the held-out set and gold.jsonl.",
         "export": "Write the merged model (safetensors) and the LoRA adapter under runs/<id>/export.",
@@ -159,7 +158,33 @@ def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run
     guarded(go)
 
 
-for _name, _example in (("curate", "taskling curate"),
+@app.command("curate")
+def curate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
+           force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None,
+           export: Annotated[Optional[Path], typer.Option("--export", help="Write every candidate (kept and "
+                             "dropped, with reasons and scores) to this CSV for review.")] = None,
+           import_: Annotated[Optional[Path], typer.Option("--import", help="Read a reviewed CSV: its accept / "
+                              "reject / fix decisions win over every filter, now and in later runs.")] = None) -> None:
+    """Validate, dedup, ground, split and select the examples into train and held-out eval sets.
+
+    Example: taskling curate --export review.csv; (edit it) taskling curate --import review.csv
+    """
+    def go():
+        from .stages import curate as stage
+
+        ctx = make_ctx(config, set_, run, force, threads)
+        result: dict = {}
+        if export:
+            return emit(stage.export_review(ctx, export), as_json)
+        if import_:
+            if not import_.exists():
+                raise TasklingError(f"{import_}: no such review file; write one with 'taskling curate --export'")
+            result["import"] = stage.import_review(ctx, import_)
+        emit({**stage.run(ctx.cfg, ctx), **result}, as_json)
+    guarded(go)
+
+
+for _name, _example in (
                         ("train", "taskling train --set train.steps=40"),
                         ("evaluate", "taskling evaluate --json"),
                         ("export", "taskling export")):

@@ -1,9 +1,13 @@
 """curate: keep only examples worth learning from, and hold out an honest eval set.
 
-Validation (the task type's own rules, with a reason for every rejection),
-exact dedup on normalised input, a split into train and eval by source
-document (no document feeds both), and removal of train examples that repeat
-an eval or gold input. Every dropped example is kept with its reason.
+Funnel: generated -> valid (the task type's rules, the task's language) ->
+unique (exact, near and semantic duplicates; the best-grounded of a group
+stays) -> grounded (supported by the chunks the example cites) -> split into
+train and eval by source document (no document feeds both) -> train
+decontaminated against eval and gold (shared n-grams, paraphrases) ->
+selected (label-balanced and diverse, down to curate.target_size) -> PII
+scrubbed (optional). Every dropped example is kept with its reason; the
+filters themselves are in curation.py.
 """
 from __future__ import annotations
 
@@ -12,14 +16,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
+from .. import curation, review, tasks
 from ..config import Config
+from ..embed import Embedder, from_blob
 from ..errors import TasklingError
-from .. import tasks
+from ..pile import Pile
 from ..workspace import Context, read_jsonl, run_stage, sha256_file, upstream, write_jsonl
-
-
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", str(text).lower())).strip()
 
 
 def load_gold(cfg: Config, path: Path) -> list[dict]:
@@ -99,53 +103,231 @@ def split(cfg: Config, examples: list[dict]) -> tuple[list[dict], list[dict], di
     return train, evals, info
 
 
+GROUNDING_DEFAULT = {"extract": 1.0, "answer": 0.3, "generate": 0.3, "classify": 0.1}
+SAMPLES_PER_REASON = 3
+
+
+def expected_language(cfg: Config) -> str | None:
+    if cfg.curate.language != "auto":
+        return cfg.curate.language
+    text = " ".join([cfg.task.description] + [ex.input for ex in cfg.task.examples])
+    return curation.language_of(text, min_hits=2)
+
+
+class Sources:
+    """Cited chunk texts and (when the pile has them) their embeddings."""
+
+    def __init__(self, pile: Pile, keys: set[str], dim: int | None):
+        self.chunks = {k: c for k in keys if (c := pile.chunk(k)) is not None}
+        self.vectors: dict[str, np.ndarray] = {}
+        if dim:
+            by_id = {c.id: k for k, c in self.chunks.items()}
+            ids, blobs = pile.embeddings()
+            for i, b in zip(ids, blobs):
+                if i in by_id:
+                    self.vectors[by_id[i]] = from_blob(b, dim)
+
+    def text(self, ex: dict) -> str:
+        return "\n".join(self.chunks[k].text for k in ex.get("chunks", []) if k in self.chunks)
+
+    def vector(self, ex: dict) -> np.ndarray | None:
+        vs = [self.vectors[k] for k in ex.get("chunks", []) if k in self.vectors]
+        return vs[0] if vs else None
+
+
+def review_store(ctx: Context) -> Path:
+    return ctx.ws.state / "review.jsonl"
+
+
+def candidates(ctx: Context) -> list[dict]:
+    """Every generated example with what the last curate made of it (for review export)."""
+    out = ctx.stage_dir("curate")
+    if not (out / "manifest.json").exists():
+        raise TasklingError("curate has not finished yet; run 'taskling curate' before exporting a review file")
+    rows = [{**ex, "status": "kept"} for name in ("train.jsonl", "eval.jsonl") for ex in read_jsonl(out / name)]
+    rows += [{**ex, "status": "dropped"} for ex in read_jsonl(out / "rejected.jsonl")]
+    return sorted(rows, key=lambda ex: ex["id"])
+
+
+def export_review(ctx: Context, path: Path) -> dict:
+    rows = candidates(ctx)
+    n = review.export_review(path, rows, review.load_decisions(review_store(ctx)))
+    ctx.console.print(f"curate: wrote {n} examples to {path}; fill the 'decision' column (accept, reject or fix) "
+                      f"and run 'taskling curate --import {path.name}'")
+    return {"exported": n, "path": str(path)}
+
+
+def import_review(ctx: Context, path: Path) -> dict:
+    generated = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
+    res = review.import_review(path, review_store(ctx), {ex["id"]: ex for ex in generated})
+    for e in res["errors"]:
+        ctx.console.print(f"[yellow]{e}[/]")
+    ctx.console.print(f"curate: imported {res['accept']} accepted, {res['reject']} rejected, {res['fix']} fixed "
+                      f"({len(res['errors'])} rows with problems); they apply from this curate on")
+    return res
+
+
 def run(cfg: Config, ctx: Context) -> dict:
     gold_path = ctx.ws.gold
-    settings = {k: cfg.section(k) for k in ("task", "curate")} | {"seed": cfg.seed}
-    inputs = upstream(ctx, "generate") | {"gold": sha256_file(gold_path) if gold_path.exists() else None}
+    use_embed = cfg.curate.embed if cfg.curate.embed is not None else cfg.ingest.embed
+    settings = {k: cfg.section(k) for k in ("task", "curate")} | {"seed": cfg.seed, "embed": use_embed,
+                                                                   "embed_model": cfg.ingest.embed_model}
+    store = review_store(ctx)
+    inputs = upstream(ctx, "generate") | {"gold": sha256_file(gold_path) if gold_path.exists() else None,
+                                          "review": sha256_file(store) if store.exists() else None}
 
     def body(out: Path) -> dict:
         task = tasks.get(cfg.task)
-        raw = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
+        ttype = cfg.task.type
+        generated = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
+        gold = load_gold(cfg, gold_path)
         rejected: list[dict] = []
-        kept: list[dict] = []
-        seen: set[str] = set()
-        for ex in raw:
-            reason = task.validate(cfg.task, ex, cfg.curate.min_words, cfg.curate.max_words)
-            key = normalise(ex["input"])
-            if reason is None and key in seen:
-                reason = "duplicate"
-            if reason:
+
+        def drop(ex: dict, reason: str) -> None:
+            if ex["id"] not in forced_keep:  # a person's decision wins over every filter
                 rejected.append({**ex, "reason": reason})
-                continue
-            seen.add(key)
-            kept.append(ex)
-        n_valid_unique = len(kept)
-        train, evals, split_info = split(cfg, kept)
-        blocked = {normalise(ex["input"]) for ex in evals} | {normalise(r["input"]) for r in load_gold(cfg, gold_path)}
-        clean = []
-        for ex in train:
-            if normalise(ex["input"]) in blocked:
-                rejected.append({**ex, "reason": "overlaps eval or gold (decontamination)"})
+
+        # 0. human decisions (taskling curate --import): fixes applied, rejects out, accepts past every filter
+        decisions = review.load_decisions(store)
+        raw, forced_keep, forced_drop = review.apply(generated, decisions)
+        stale = review.stale(generated, decisions)
+        for ex in raw:
+            if ex["id"] in forced_drop:
+                rejected.append({**ex, "reason": "rejected by a person (review)"})
+        raw = [ex for ex in raw if ex["id"] not in forced_drop]
+
+        # 1. valid: the task type's rules and the language
+        lang = expected_language(cfg)
+        valid = []
+        for ex in raw:
+            reason = None if ex["id"] in forced_keep else \
+                task.validate(cfg.task, ex, cfg.curate.min_words, cfg.curate.max_words)
+            if reason is None and lang and ex["id"] not in forced_keep:
+                got = curation.language_of(f"{ex['input']} {tasks.output_text(ex['output'])}")
+                if got is not None and got != lang:
+                    reason = f"not in the task's language ({got}, expected {lang})"
+            if reason:
+                drop(ex, reason)
             else:
-                clean.append(ex)
-        reasons = Counter(r["reason"] for r in rejected)
-        funnel = [{"step": "generated", "count": len(raw)},
-                  {"step": "valid and unique", "count": n_valid_unique},
-                  {"step": "train", "count": len(clean)},
-                  {"step": f"eval (held-out {split_info['unit']}s)", "count": len(evals)}]
+                valid.append(ex)
+
+        # 2. grounding score of each valid example against the chunks it cites
+        embedder = Embedder(cfg.ingest.embed_model, ctx.threads, max_tokens=cfg.ingest.embed_max_tokens) \
+            if use_embed and valid else None
+        with Pile(ctx.ws.pile_db) as pile:
+            src = Sources(pile, {k for ex in valid for k in ex.get("chunks", [])}, embedder.dim if embedder else None)
+        vecs = embedder.encode([ex["input"] for ex in valid]) if embedder else None
+        claims = vecs
+        if embedder and ttype in ("answer", "generate"):
+            claims = embedder.encode([tasks.output_text(ex["output"]) for ex in valid])
+        for i, ex in enumerate(valid):
+            sv = src.vector(ex)
+            sim = float(claims[i] @ sv) if claims is not None and sv is not None and ttype != "extract" else None
+            ex["grounding"] = curation.grounding(ttype, ex, src.text(ex), sim)
+
+        # 3. unique: exact, near and semantic duplicates; the best-grounded of a group stays
+        order = sorted(range(len(valid)), key=lambda i: (-valid[i]["grounding"], i))
+        dups = curation.dedup(order, [ex["input"] for ex in valid], vecs, cfg.curate.near_dup, cfg.curate.semantic_dup)
+        dups = {i: d for i, d in dups.items() if valid[i]["id"] not in forced_keep}
+        for i, (kind, of) in dups.items():
+            drop(valid[i], f"{kind} (of {valid[of]['id']})")
+        unique = [i for i in range(len(valid)) if i not in dups]
+
+        # 4. grounded: supported enough by the cited source
+        floor = cfg.curate.min_grounding if cfg.curate.min_grounding is not None else GROUNDING_DEFAULT[ttype]
+        grounded = []
+        for i in unique:
+            if valid[i]["grounding"] + 1e-9 < floor and valid[i]["id"] not in forced_keep:
+                drop(valid[i], f"not grounded in its source (score < {floor:g})")
+            else:
+                grounded.append(i)
+
+        # 5. split by source document, then decontaminate train against eval and gold
+        kept = [valid[i] for i in grounded]
+        train, evals, split_info = split(cfg, kept)
+        pos = {id(ex): i for i, ex in enumerate(valid)}
+        blocked = [ex["input"] for ex in evals] + [str(r["input"]) for r in gold]
+        bvecs = embedder.encode(blocked) if embedder and blocked else None
+        tvecs = vecs[[pos[id(ex)] for ex in train]] if vecs is not None and train else None
+        dirty = curation.contaminated([ex["input"] for ex in train], tvecs, blocked, bvecs, cfg.curate.decontam_cosine)
+        dirty = {j: r for j, r in dirty.items() if train[j]["id"] not in forced_keep}
+        for j, reason in dirty.items():
+            drop(train[j], reason)
+        clean = [ex for j, ex in enumerate(train) if j not in dirty]
+
+        # 6. selected: label-balanced, diverse, down to the target size
+        n_before = len(clean)
+        if cfg.curate.target_size and len(clean) > cfg.curate.target_size:
+            idx = [pos[id(ex)] for ex in clean]
+            keep = set(curation.select(idx, cfg.curate.target_size, lambda i: str(valid[i].get("label", "")),
+                                       vecs if vecs is not None else None, lambda i: valid[i]["grounding"]))
+            keep |= {pos[id(ex)] for ex in clean if ex["id"] in forced_keep}
+            for ex in clean:
+                if pos[id(ex)] not in keep:
+                    drop(ex, "redundant (diversity selection)")
+            clean = [ex for ex in clean if pos[id(ex)] in keep]
+
+        # 7. PII scrubbing of what will be trained and evaluated on
+        pii_counts: Counter = Counter()
+        if cfg.curate.pii:
+            from .. import pii
+
+            def scrubbed(rows):
+                res = []
+                for ex in rows:
+                    new, counts = pii.scrub_example(ex)
+                    pii_counts.update(counts)
+                    res.append(new)
+                return res
+            clean, evals = scrubbed(clean), scrubbed(evals)
+
         if not clean:
+            reasons = Counter(r["reason"] for r in rejected)
             raise TasklingError("curate: no training example survived curation "
                                 f"({dict(reasons)}); see {out / 'rejected.jsonl'} and raise budget.examples")
         write_jsonl(out / "train.jsonl", clean)
         write_jsonl(out / "eval.jsonl", evals)
         write_jsonl(out / "rejected.jsonl", rejected)
+        reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
+        samples: dict[str, list[dict]] = {}
+        for r in rejected:
+            bucket = samples.setdefault(_reason_kind(r["reason"]), [])
+            if len(bucket) < SAMPLES_PER_REASON:
+                bucket.append({"id": r["id"], "input": str(r["input"])[:300], "output": tasks.output_text(r["output"])[:200],
+                               "reason": r["reason"]})
+        funnel = [{"step": "generated", "count": len(generated)}, {"step": "valid", "count": len(valid)},
+                  {"step": "unique", "count": len(unique)}, {"step": "grounded", "count": len(grounded)},
+                  {"step": f"train after split by {split_info['unit']} and decontamination", "count": n_before},
+                  {"step": "selected for training", "count": len(clean)},
+                  {"step": f"eval (held-out {split_info['unit']}s)", "count": len(evals)}]
         labels = {"train": dict(Counter(str(e.get("label")) for e in clean)),
-                  "eval": dict(Counter(str(e.get("label")) for e in evals))} if cfg.task.type == "classify" else {}
-        ctx.console.print(f"curate: {len(raw)} generated -> {len(clean)} train, {len(evals)} eval "
-                          f"held out by {split_info['unit']} ({len(rejected)} rejected: {dict(reasons)})")
-        return {"counts": {"generated": len(raw), "train": len(clean), "eval": len(evals), "rejected": len(rejected)},
-                "rejections": dict(reasons), "funnel": funnel, "split": split_info, "labels": labels,
+                  "eval": dict(Counter(str(e.get("label")) for e in evals))} if ttype == "classify" else {}
+        topics = dict(Counter(str((e.get("arm") or [None])[0]) for e in clean).most_common())
+        scores = [ex["grounding"] for ex in clean]
+        ctx.console.print(
+            f"curate: {len(generated)} generated -> {len(valid)} valid -> {len(unique)} unique -> {len(grounded)} grounded "
+            f"-> {len(clean)} train, {len(evals)} eval held out by {split_info['unit']} "
+            f"({len(rejected)} rejected: {dict(reasons.most_common())})"
+            + (f"; PII scrubbed: {dict(pii_counts)}" if cfg.curate.pii else ""))
+        human = {"accepted": sum(d.get("decision") == "accept" for d in decisions.values()),
+                 "fixed": sum(d.get("decision") == "fix" for d in decisions.values()),
+                 "rejected": len(forced_drop), "stale": stale} if decisions else None
+        if stale:
+            ctx.console.print(f"[yellow]curate: {len(stale)} review decision(s) were made about examples that have "
+                              f"since been re-generated with other text and were not applied: {', '.join(stale[:5])}[/]")
+        return {"review": human, "counts": {"generated": len(generated), "valid": len(valid), "unique": len(unique), "grounded": len(grounded),
+                           "train": len(clean), "eval": len(evals), "rejected": len(rejected),
+                           "decontaminated": len(dirty), "redundant": n_before - len(clean)},
+                "rejections": dict(reasons.most_common()), "rejected_samples": samples, "funnel": funnel,
+                "split": split_info, "labels": labels, "topics": topics, "language": lang,
+                "grounding": {"min": floor, "mean_kept": round(sum(scores) / len(scores), 4),
+                              "embeddings": embedder is not None},
+                "pii": dict(pii_counts) if cfg.curate.pii else None,
                 "outputs": ["train.jsonl", "eval.jsonl", "rejected.jsonl"]}
 
     return run_stage(ctx, "curate", settings, inputs, body)
+
+
+def _reason_kind(reason: str) -> str:
+    """A rejection reason without its particulars ('near duplicate (of gen-00012-0)' -> 'near duplicate')."""
+    return re.sub(r"\s*\((of|score|[a-z]{2}, expected)[^)]*\)$", "", reason)
