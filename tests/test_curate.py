@@ -210,3 +210,65 @@ def test_pii_is_scrubbed_before_training_when_asked(workspace):
     kept = [json.loads(x) for name in ("train.jsonl", "eval.jsonl") for x in (out / name).read_text().splitlines()]
     assert kept and all("@example.com" not in ex["input"] and "[EMAIL]" in ex["input"] for ex in kept)
     assert m["pii"]["email"] == len(kept) and m["pii"]["phone"] == len(kept)
+
+
+def test_judge_drops_low_scores_with_its_reason_and_is_cached(workspace):
+    from taskling.backends.scripted import set_script
+
+    cfg, ctx, chunks = ingested(workspace, **{"curate.judge": "teacher", "curate.min_grounding": "0"})
+    rows = [cited(i, q, lab, chunks[i % len(chunks)]) for i, (lab, q) in
+            enumerate((lab, q) for lab, qs in QUESTIONS.items() for q in qs)]
+    bad = {r["id"] for r in rows[::4]}
+
+    def grader(messages):
+        text = messages[-1]["content"]
+        poor = any(next(r["input"] for r in rows if r["id"] == b) in text for b in bad)
+        return (json.dumps({"task_fit": 1, "correct": 2, "clear": 2, "reason": "off task"}) if poor else
+                '```json\n{"task_fit": 5, "correct": 4, "clear": 5, "reason": "fine"}\n```')
+    set_script(grader)
+    try:
+        fake_generate(ctx, rows)
+        m = curate.run(cfg, ctx)
+        out = ctx.stage_dir("curate")
+        rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+        kept = [json.loads(x) for name in ("train.jsonl", "eval.jsonl") for x in (out / name).read_text().splitlines()]
+        for b in bad:
+            assert rejected[b]["reason"] == "judge score 1.667 < 3: off task"
+        assert all(k["judge"] == 4.667 for k in kept)
+        assert m["judge"]["judged"] == len(rows) - len([r for r in rejected.values() if "judge" not in r["reason"]])
+        assert m["rejections"]["judge score below the threshold"] == len(bad)
+        # A forced re-run asks the judge nothing new.
+        m2 = curate.run(cfg, Context(cfg, console=Console(stderr=True, quiet=True), force=True))
+        assert m2["judge"]["new_calls"] == 0 and m2["judge"]["cached_calls"] == m["judge"]["judged"]
+    finally:
+        set_script(None)
+
+
+def test_self_consistency_keeps_what_the_teacher_agrees_with(workspace):
+    cfg, ctx, chunks = ingested(workspace, **{"curate.self_consistency": "true", "curate.min_grounding": "0"})
+    # echo-question answers a classify prompt with the label whose name the input mentions.
+    rows = [cited(0, "How do I use json_extract in sqlite queries?", "sqlite", chunks[0]),
+            cited(1, "Which node call loads files, is it readFile?", "node", chunks[1]),
+            cited(2, "How do I format dates in python with strftime?", "python", chunks[2]),
+            cited(3, "How do I hash data in node with createHash?", "sqlite", chunks[3]),  # wrong label
+            cited(4, "How do I rank sqlite FTS5 results with bm25?", "python", chunks[4])]  # wrong label
+    fake_generate(ctx, rows)
+    m = curate.run(cfg, ctx)
+    rejected = {r["id"]: r["reason"] for r in map(json.loads, (ctx.stage_dir("curate") / "rejected.jsonl")
+                                                  .read_text().splitlines())}
+    assert set(rejected) == {"gen-00003", "gen-00004"}
+    assert all("does not give this output again" in r for r in rejected.values())
+    assert m["judge"]["self_consistency"] == {"checked": 5, "dropped": 2, "samples": 2}
+
+
+def test_filters_off_keeps_everything_but_contamination(workspace):
+    cfg, ctx, chunks = ingested(workspace, **{"curate.filters": "false"})
+    gold = json.loads((workspace.parent / "gold.jsonl").read_text().splitlines()[0])["input"]
+    rows = [cited(i, q, lab, chunks[i % len(chunks)]) for i, (lab, q) in
+            enumerate((lab, q) for lab, qs in QUESTIONS.items() for q in qs)]
+    rows += [cited(50, "short", "sqlite", chunks[0]), cited(51, rows[0]["input"], "sqlite", chunks[0]),
+             cited(52, gold, "sqlite", chunks[0])]
+    fake_generate(ctx, rows)
+    m = curate.run(cfg, ctx)
+    assert m["counts"]["train"] + m["counts"]["eval"] >= len(rows) - 1
+    assert set(m["rejections"]) <= {"overlaps eval or gold (n-gram)", "overlaps eval or gold (paraphrase)"}

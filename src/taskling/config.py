@@ -126,6 +126,7 @@ class GenerateCfg(Section):
 
 
 class CurateCfg(Section):
+    filters: bool = True                 # false: keep every parsed example (only split and decontaminate), for baselines
     eval_fraction: float = Field(0.2, gt=0, lt=0.9)
     min_words: int = Field(3, ge=1)
     max_words: int = Field(200, ge=1)
@@ -136,6 +137,10 @@ class CurateCfg(Section):
     decontam_cosine: float = Field(0.9, gt=0, le=1)   # a train input this close to an eval/gold input is dropped
     target_size: int | None = Field(None, ge=1)       # select down to this many train examples (label-balanced, diverse)
     pii: bool = False                                 # scrub e-mails, phone numbers, IBANs, card numbers
+    judge: Union[Literal["teacher"], ModelCfg, None] = None  # an LLM judge: "teacher" or a model block like teacher's
+    judge_threshold: float = Field(3.0, ge=1, le=5)   # mean rubric score (1-5) an example needs
+    self_consistency: bool = False                    # keep examples whose output the teacher gives again, twice
+    consistency_samples: int = Field(2, ge=1, le=8)
     embed: bool | None = None                         # semantic checks with embeddings (default: ingest.embed)
 
 

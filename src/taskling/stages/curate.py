@@ -135,6 +135,65 @@ class Sources:
         return vs[0] if vs else None
 
 
+def judge_and_check(cfg: Config, ctx: Context, examples: list[dict], src: Sources, drop, forced) -> tuple[list[dict], dict | None]:
+    """The examples that pass the judge and the self-consistency check (each only when configured)."""
+    c = cfg.curate
+    if not examples or (c.judge is None and not c.self_consistency):
+        return examples, None
+    from .. import judge as judging
+    from ..backends import Logged, open_backend
+    from ..calls import CallLog
+    from ..config import Price
+
+    info: dict = {}
+    opened: dict[str, object] = {}
+
+    def backend(mcfg, purpose: str):
+        key = mcfg.model_dump_json()
+        if key not in opened:
+            opened[key] = open_backend(mcfg, ctx.threads)
+        return Logged(opened[key], log, purpose=purpose, price=cfg.budget.prices.get(mcfg.model, Price()))
+
+    keep = list(examples)
+    with CallLog(ctx.ws.calls_db) as log:
+        try:
+            if c.judge is not None:
+                jcfg = cfg.teacher if c.judge == "teacher" else c.judge
+                jb = backend(jcfg, "judge")
+                verdicts = judging.judge(jb, cfg.task, keep, lambda ex: [src.chunks[k] for k in ex.get("chunks", [])
+                                                                         if k in src.chunks])
+                passed = []
+                for ex, v in zip(keep, verdicts):
+                    ex["judge"] = v["score"] if v else None
+                    ex["judge_reason"] = v["reason"] if v else None
+                    if v and v["score"] < c.judge_threshold and not forced(ex):
+                        drop(ex, f"judge score {v['score']:g} < {c.judge_threshold:g}: {v['reason'] or 'no reason given'}")
+                    else:
+                        passed.append(ex)
+                scored = [v["score"] for v in verdicts if v]
+                info.update({"model": jcfg.model, "threshold": c.judge_threshold, "judged": len(scored),
+                             "unparsed": len(verdicts) - len(scored), "dropped": len(keep) - len(passed),
+                             "mean_score": round(sum(scored) / len(scored), 3) if scored else None,
+                             "new_calls": jb.stats["calls"], "cached_calls": jb.stats["cached"]})
+                keep = passed
+            if c.self_consistency and keep:
+                tb = backend(cfg.teacher, "consistency")
+                agree = judging.consistent(tb, cfg.task, keep, c.consistency_samples)
+                passed = []
+                for ex, ok in zip(keep, agree):
+                    if ok or forced(ex):
+                        passed.append(ex)
+                    else:
+                        drop(ex, f"the teacher does not give this output again ({c.consistency_samples} samples)")
+                info["self_consistency"] = {"checked": len(keep), "dropped": len(keep) - len(passed),
+                                            "samples": c.consistency_samples}
+                keep = passed
+        finally:
+            for b in opened.values():
+                b.close()
+    return keep, info
+
+
 def review_store(ctx: Context) -> Path:
     return ctx.ws.state / "review.jsonl"
 
@@ -172,6 +231,9 @@ def run(cfg: Config, ctx: Context) -> dict:
     use_embed = cfg.curate.embed if cfg.curate.embed is not None else cfg.ingest.embed
     settings = {k: cfg.section(k) for k in ("task", "curate")} | {"seed": cfg.seed, "embed": use_embed,
                                                                    "embed_model": cfg.ingest.embed_model}
+    if cfg.curate.judge == "teacher" or cfg.curate.self_consistency:
+        settings["teacher"] = {k: v for k, v in cfg.section("teacher").items()
+                               if k in ("backend", "model", "base_url", "json_mode", "n_ctx")}
     store = review_store(ctx)
     inputs = upstream(ctx, "generate") | {"gold": sha256_file(gold_path) if gold_path.exists() else None,
                                           "review": sha256_file(store) if store.exists() else None}
@@ -179,6 +241,7 @@ def run(cfg: Config, ctx: Context) -> dict:
     def body(out: Path) -> dict:
         task = tasks.get(cfg.task)
         ttype = cfg.task.type
+        filt = cfg.curate.filters  # off: a baseline that trains on everything the teacher wrote
         generated = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
         gold = load_gold(cfg, gold_path)
         rejected: list[dict] = []
@@ -200,9 +263,9 @@ def run(cfg: Config, ctx: Context) -> dict:
         lang = expected_language(cfg)
         valid = []
         for ex in raw:
-            reason = None if ex["id"] in forced_keep else \
+            reason = None if ex["id"] in forced_keep or not filt else \
                 task.validate(cfg.task, ex, cfg.curate.min_words, cfg.curate.max_words)
-            if reason is None and lang and ex["id"] not in forced_keep:
+            if reason is None and lang and filt and ex["id"] not in forced_keep:
                 got = curation.language_of(f"{ex['input']} {tasks.output_text(ex['output'])}")
                 if got is not None and got != lang:
                     reason = f"not in the task's language ({got}, expected {lang})"
@@ -228,13 +291,14 @@ def run(cfg: Config, ctx: Context) -> dict:
         # 3. unique: exact, near and semantic duplicates; the best-grounded of a group stays
         order = sorted(range(len(valid)), key=lambda i: (-valid[i]["grounding"], i))
         dups = curation.dedup(order, [ex["input"] for ex in valid], vecs, cfg.curate.near_dup, cfg.curate.semantic_dup)
-        dups = {i: d for i, d in dups.items() if valid[i]["id"] not in forced_keep}
+        dups = {i: d for i, d in dups.items() if valid[i]["id"] not in forced_keep and filt}
         for i, (kind, of) in dups.items():
             drop(valid[i], f"{kind} (of {valid[of]['id']})")
         unique = [i for i in range(len(valid)) if i not in dups]
 
         # 4. grounded: supported enough by the cited source
         floor = cfg.curate.min_grounding if cfg.curate.min_grounding is not None else GROUNDING_DEFAULT[ttype]
+        floor = floor if filt else 0.0
         grounded = []
         for i in unique:
             if valid[i]["grounding"] + 1e-9 < floor and valid[i]["id"] not in forced_keep:
@@ -242,8 +306,13 @@ def run(cfg: Config, ctx: Context) -> dict:
             else:
                 grounded.append(i)
 
-        # 5. split by source document, then decontaminate train against eval and gold
-        kept = [valid[i] for i in grounded]
+        # 5. judged: the LLM judge's rubric and the teacher's self-consistency, where configured
+        judged, judge_info = judge_and_check(cfg, ctx, [valid[i] for i in grounded], src, drop,
+                                             lambda ex: ex["id"] in forced_keep) if filt else \
+            ([valid[i] for i in grounded], None)
+
+        # 6. split by source document, then decontaminate train against eval and gold
+        kept = judged
         train, evals, split_info = split(cfg, kept)
         pos = {id(ex): i for i, ex in enumerate(valid)}
         blocked = [ex["input"] for ex in evals] + [str(r["input"]) for r in gold]
@@ -255,9 +324,9 @@ def run(cfg: Config, ctx: Context) -> dict:
             drop(train[j], reason)
         clean = [ex for j, ex in enumerate(train) if j not in dirty]
 
-        # 6. selected: label-balanced, diverse, down to the target size
+        # 7. selected: label-balanced, diverse, down to the target size
         n_before = len(clean)
-        if cfg.curate.target_size and len(clean) > cfg.curate.target_size:
+        if filt and cfg.curate.target_size and len(clean) > cfg.curate.target_size:
             idx = [pos[id(ex)] for ex in clean]
             keep = set(curation.select(idx, cfg.curate.target_size, lambda i: str(valid[i].get("label", "")),
                                        vecs if vecs is not None else None, lambda i: valid[i]["grounding"]))
@@ -267,7 +336,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                     drop(ex, "redundant (diversity selection)")
             clean = [ex for ex in clean if pos[id(ex)] in keep]
 
-        # 7. PII scrubbing of what will be trained and evaluated on
+        # 8. PII scrubbing of what will be trained and evaluated on
         pii_counts: Counter = Counter()
         if cfg.curate.pii:
             from .. import pii
@@ -297,6 +366,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                                "reason": r["reason"]})
         funnel = [{"step": "generated", "count": len(generated)}, {"step": "valid", "count": len(valid)},
                   {"step": "unique", "count": len(unique)}, {"step": "grounded", "count": len(grounded)},
+                  {"step": "judged", "count": len(judged)},
                   {"step": f"train after split by {split_info['unit']} and decontamination", "count": n_before},
                   {"step": "selected for training", "count": len(clean)},
                   {"step": f"eval (held-out {split_info['unit']}s)", "count": len(evals)}]
@@ -316,13 +386,13 @@ def run(cfg: Config, ctx: Context) -> dict:
             ctx.console.print(f"[yellow]curate: {len(stale)} review decision(s) were made about examples that have "
                               f"since been re-generated with other text and were not applied: {', '.join(stale[:5])}[/]")
         return {"review": human, "counts": {"generated": len(generated), "valid": len(valid), "unique": len(unique), "grounded": len(grounded),
-                           "train": len(clean), "eval": len(evals), "rejected": len(rejected),
+                           "judged": len(judged), "train": len(clean), "eval": len(evals), "rejected": len(rejected),
                            "decontaminated": len(dirty), "redundant": n_before - len(clean)},
                 "rejections": dict(reasons.most_common()), "rejected_samples": samples, "funnel": funnel,
                 "split": split_info, "labels": labels, "topics": topics, "language": lang,
                 "grounding": {"min": floor, "mean_kept": round(sum(scores) / len(scores), 4),
                               "embeddings": embedder is not None},
-                "pii": dict(pii_counts) if cfg.curate.pii else None,
+                "pii": dict(pii_counts) if cfg.curate.pii else None, "judge": judge_info,
                 "outputs": ["train.jsonl", "eval.jsonl", "rejected.jsonl"]}
 
     return run_stage(ctx, "curate", settings, inputs, body)
@@ -330,4 +400,6 @@ def run(cfg: Config, ctx: Context) -> dict:
 
 def _reason_kind(reason: str) -> str:
     """A rejection reason without its particulars ('near duplicate (of gen-00012-0)' -> 'near duplicate')."""
-    return re.sub(r"\s*\((of|score|[a-z]{2}, expected)[^)]*\)$", "", reason)
+    if reason.startswith("judge score"):
+        return "judge score below the threshold"
+    return re.sub(r"\s*\((of |score |[a-z]{2}, expected|\d+ samples)[^)]*\)$", "", reason)
