@@ -272,3 +272,24 @@ def test_filters_off_keeps_everything_but_contamination(workspace):
     m = curate.run(cfg, ctx)
     assert m["counts"]["train"] + m["counts"]["eval"] >= len(rows) - 1
     assert set(m["rejections"]) <= {"overlaps eval or gold (n-gram)", "overlaps eval or gold (paraphrase)"}
+
+
+def test_eval_set_is_fixed_across_rounds(workspace):
+    cfg, ctx, chunks = ingested(workspace, **{"curate.min_grounding": "0"})
+    rows = [cited(i, q, lab, chunks[(3 * i) % len(chunks)]) for i, (lab, q) in
+            enumerate((lab, q) for lab, qs in QUESTIONS.items() for q in qs)]
+    fake_generate(ctx, rows)
+    m0 = curate.run(cfg, ctx)
+    eval0 = (ctx.stage_dir("curate") / "eval.jsonl").read_text()
+    ctx1 = Context(cfg, console=Console(stderr=True, quiet=True), round=1)
+    more = [cited(100 + i, f"{r['input'][:-1]} again, round two?", r["label"], chunks[(3 * i) % len(chunks)])
+            for i, r in enumerate(rows)]
+    fake_generate(ctx1, more)
+    m1 = curate.run(cfg, ctx1)
+    assert (ctx1.stage_dir("curate") / "eval.jsonl").read_text() == eval0
+    assert m1["split"]["fixed_from_round"] == 0
+    unit = m0["split"]["unit"]
+    held = set(m0["split"]["held_out_units"])
+    key = curate.SPLIT_UNITS[unit]
+    train1 = [json.loads(x) for x in (ctx1.stage_dir("curate") / "train.jsonl").read_text().splitlines()]
+    assert train1 and not any(key(ex) in held for ex in train1)

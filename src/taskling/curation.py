@@ -90,12 +90,15 @@ def grounding(task_type: str, ex: dict, source: str, similarity: float | None = 
     return round(0.5 * lex + 0.5 * max(0.0, similarity), 4)
 
 
-def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: float, semantic: float
-          ) -> dict[int, tuple[str, int]]:
-    """Duplicates among items visited in `order` (best first): index -> (kind, index of the kept item)."""
+def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: float, semantic: float,
+          groups: list | None = None) -> dict[int, tuple[str, int]]:
+    """Duplicates among items visited in `order` (best first): index -> (kind, index of the kept item).
+
+    Semantic duplicates are looked for within an item's group (its label or
+    topic): that keeps the check linear in practice on 100k candidates."""
     seen: dict[str, int] = {}
     index = DedupIndex(threshold=near)
-    kept: list[int] = []
+    kept_by_group: dict = {}
     out: dict[int, tuple[str, int]] = {}
     for i in order:
         key = normalise(texts[i])
@@ -106,6 +109,7 @@ def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: 
         if dup is not None:
             out[i] = ("near duplicate", dup.of)
             continue
+        kept = kept_by_group.setdefault(groups[i] if groups is not None else None, [])
         if vectors is not None and kept:
             sims = vectors[kept] @ vectors[i]
             j = int(np.argmax(sims))

@@ -23,7 +23,7 @@ from ..config import Config
 from ..embed import Embedder, from_blob
 from ..errors import TasklingError
 from ..pile import Pile
-from ..workspace import Context, read_jsonl, run_stage, sha256_file, upstream, write_jsonl
+from ..workspace import Context, read_jsonl, read_manifest, run_stage, sha256_file, upstream, write_jsonl
 
 
 def load_gold(cfg: Config, path: Path) -> list[dict]:
@@ -96,6 +96,7 @@ def split(cfg: Config, examples: list[dict]) -> tuple[list[dict], list[dict], di
                 "label_coverage": f"{len(covered)}/{len(labels)}" if labels else None}
         if fallback:
             info["fallback_reason"] = fallback
+        info["held_out_units"] = sorted(held)
         if evals and (not labels or 2 * len(covered) >= len(labels)):
             break
         fallback = ("held-out documents would leave no eval set" if not evals else
@@ -290,7 +291,9 @@ def run(cfg: Config, ctx: Context) -> dict:
 
         # 3. unique: exact, near and semantic duplicates; the best-grounded of a group stays
         order = sorted(range(len(valid)), key=lambda i: (-valid[i]["grounding"], i))
-        dups = curation.dedup(order, [ex["input"] for ex in valid], vecs, cfg.curate.near_dup, cfg.curate.semantic_dup)
+        groups = [str(ex.get("label")) if ttype == "classify" else str((ex.get("arm") or [None])[0]) for ex in valid]
+        dups = curation.dedup(order, [ex["input"] for ex in valid], vecs, cfg.curate.near_dup, cfg.curate.semantic_dup,
+                              groups)
         dups = {i: d for i, d in dups.items() if valid[i]["id"] not in forced_keep and filt}
         for i, (kind, of) in dups.items():
             drop(valid[i], f"{kind} (of {valid[of]['id']})")
@@ -313,7 +316,18 @@ def run(cfg: Config, ctx: Context) -> dict:
 
         # 6. split by source document, then decontaminate train against eval and gold
         kept = judged
-        train, evals, split_info = split(cfg, kept)
+        first = read_manifest(ctx.stage_dir("curate", 0)) if ctx.round > 0 else None
+        if first:  # later rounds keep round 0's eval set and never train on its source units
+            unit = first["split"]["unit"]
+            held = set(first["split"]["held_out_units"])
+            train = [ex for ex in kept if SPLIT_UNITS[unit](ex) not in held]
+            for ex in kept:
+                if SPLIT_UNITS[unit](ex) in held:
+                    drop(ex, f"its {unit} is held out for evaluation (round 0)")
+            evals = read_jsonl(ctx.stage_dir("curate", 0) / "eval.jsonl")
+            split_info = {**first["split"], "fixed_from_round": 0}
+        else:
+            train, evals, split_info = split(cfg, kept)
         pos = {id(ex): i for i, ex in enumerate(valid)}
         blocked = [ex["input"] for ex in evals] + [str(r["input"]) for r in gold]
         bvecs = embedder.encode(blocked) if embedder and blocked else None
