@@ -34,6 +34,11 @@ def full_report() -> dict:
         "funnel": [{"step": "generated", "count": 180}, {"step": "valid", "count": 160},
                    {"step": "unique", "count": 150}, {"step": "train", "count": 120}, {"step": "eval", "count": 30}],
         "rejections": {"input shorter than 3 words": 4, "duplicate": 10},
+        "curation": {"rejected_samples": {"near duplicate": [{"id": "gen-00007-0", "input": "How do I json?",
+                                                              "reason": "near duplicate (of gen-00001-0)"}]},
+                     "labels": {"train": {"sqlite": 60, "node": 60}, "eval": {"sqlite": 15, "node": 15}},
+                     "topics": {"3": 40, "7": 80}, "grounding": {"min": 0.1, "mean_kept": 0.42, "embeddings": True},
+                     "judge": None, "pii": {"email": 2}, "review": None, "language": "en"},
         "results": {
             "gold": {"student": row(0.71, 0.58, 0.82), "base": row(0.22, 0.12, 0.35, mb=513.0),
                      "teacher": row(0.93, 0.83, 0.97, ips=1.9, mb=None)},
@@ -109,12 +114,13 @@ def test_full_report_has_every_section_and_number():
                    "0.22 [0.12, 0.35]", "12.5", "538.0", "The student scores 0.71 on gold vs 0.22 for its base.",
                    "sqlite", "0.80", "tokens/s", "210.0", "4,000,000", "input shorter than 3 words",
                    "documents=6, chunks=900", "gold-049", "merged safetensors", "3/3 greedy outputs match",
-                   "80,000", "prompt tokens", "2.13.0"]:
+                   "80,000", "prompt tokens", "2.13.0", "gen-00007-0", "near duplicate (of gen-00001-0)",
+                   "labels kept", "mean_kept=0.42", "email=2"]:
         assert needle in text, needle
     # Only the first 50 failures are listed.
     assert "gold-050" not in text and "first 50 of 60" in text
     # Sections come in the documented order.
-    heads = [h for h in ("Results", "Per label", "Training", "Data funnel", "Stages", "Failures", "Export",
+    heads = [h for h in ("Results", "Per label", "Training", "Curation", "Stages", "Failures", "Export",
                          "Teacher calls", "Versions")]
     pos = [html.index(f"<h2>{h}</h2>") for h in heads]
     assert pos == sorted(pos)

@@ -33,7 +33,10 @@ def build(ctx: Context) -> dict:
     if "curate" in manifests:
         rep["funnel"] = manifests["curate"].get("funnel", [])
         rep["rejections"] = manifests["curate"].get("rejections", {})
-        rep["split"] = manifests["curate"].get("split", {})
+        rep["split"] = {k: v for k, v in manifests["curate"].get("split", {}).items() if k != "held_out_units"}
+        c = manifests["curate"]
+        rep["curation"] = {k: c.get(k) for k in ("rejected_samples", "labels", "topics", "grounding", "judge", "pii",
+                                                 "review", "language")}
     if "train" in manifests:
         t = manifests["train"]
         loss = {}

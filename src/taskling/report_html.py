@@ -346,7 +346,30 @@ def _funnel(rep: dict) -> str:
     if isinstance(rej, dict) and rej:
         rows = [[_e(k), _fmt(v)] for k, v in sorted(rej.items(), key=lambda kv: -(_num(kv[1]) or 0))]
         out.append("<h3>rejections</h3>" + _table(["reason", "count"], rows, (1,), cls="narrow"))
-    return "<section><h2>Data funnel</h2>" + "".join(out) + "</section>" if out else ""
+    cur = rep.get("curation") if isinstance(rep.get("curation"), dict) else {}
+    samples = cur.get("rejected_samples")
+    if isinstance(samples, dict) and samples:
+        rows = [[_e(reason), _e(x.get("id", "")), _e(x.get("input", "")), _e(x.get("reason", ""))]
+                for reason, xs in samples.items() if isinstance(xs, list) for x in xs if isinstance(x, dict)]
+        out.append("<h3>dropped examples, a few per reason</h3>" + _table(["reason", "id", "input", "detail"], rows))
+    labels = cur.get("labels")
+    if isinstance(labels, dict) and labels.get("train"):
+        names = sorted(set(labels.get("train", {})) | set(labels.get("eval", {})))
+        rows = [[_e(n), _fmt(labels["train"].get(n, 0)), _fmt((labels.get("eval") or {}).get(n, 0))] for n in names]
+        out.append("<h3>labels kept</h3>" + _table(["label", "train", "eval"], rows, (1, 2), cls="narrow"))
+    topics = cur.get("topics")
+    if isinstance(topics, dict) and topics:
+        rows = [[_e(k), _fmt(v)] for k, v in list(topics.items())[:30]]
+        out.append("<h3>topics of the training examples</h3>" + _table(["topic", "examples"], rows, (1,), cls="narrow"))
+    facts = {}
+    for key, title in (("grounding", "grounding"), ("judge", "judge"), ("pii", "PII scrubbed"), ("review", "human review"),
+                       ("language", "language")):
+        if cur.get(key) not in (None, {}, ""):
+            facts[title] = cur[key] if not isinstance(cur[key], dict) else ", ".join(
+                f"{k}={v}" for k, v in cur[key].items() if not isinstance(v, (dict, list)))
+    if facts:
+        out.append(_kv(facts))
+    return "<section><h2>Curation</h2>" + "".join(out) + "</section>" if out else ""
 
 
 def _stages(rep: dict) -> str:
