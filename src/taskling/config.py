@@ -131,7 +131,7 @@ class CurateCfg(Section):
     min_words: int = Field(3, ge=1)
     max_words: int = Field(200, ge=1)
     language: str | None = "auto"        # inputs must be in this language ("auto": the task examples'; null: any)
-    min_grounding: float | None = Field(None, ge=0, le=1)  # default by task: extract 1.0, answer/generate 0.3, classify 0.1
+    min_grounding: float | None = Field(None, ge=0, le=1)  # default by task: extract 1.0, answer/generate 0.3, classify 0 (scored, not dropped)
     near_dup: float = Field(0.8, gt=0, le=1)          # MinHash Jaccard of inputs
     semantic_dup: float = Field(0.95, gt=0, le=1)     # embedding cosine of inputs
     decontam_cosine: float = Field(0.9, gt=0, le=1)   # a train input this close to an eval/gold input is dropped
