@@ -17,12 +17,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import TasklingError
-from .workspace import read_jsonl
+from .workspace import atomic_write_text, read_jsonl
 
 # Read-only context first, then what the reviewer fills in.
 COLUMNS = [
@@ -116,18 +115,7 @@ def export_review(path: Path, examples: list[dict], decisions: dict[str, dict] |
             _cell(spans[0].get("text") if spans else ""),
             decision, fixed_input, fixed_output, note,
         ])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(path), "\ufeff" + buf.getvalue())  # the BOM tells Excel it is UTF-8
     return len(examples)
 
 
