@@ -15,13 +15,13 @@
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Callable
 
 import numpy as np
 
 from .dedup import DedupIndex
+from .tasks import words
 
 STOP = {
     "en": "the and of to in is that it for on with as are this be by or from at an not was which you can".split(),
@@ -34,10 +34,6 @@ STOP = {
 }
 STOP_SETS = {k: set(v) for k, v in STOP.items()}
 CONTENT_STOP = STOP_SETS["en"] | set("how what when where why who does do did can could should would use using i my me we".split())
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"\w+", str(text).lower())
 
 
 def normalise(text: str) -> str:

@@ -220,8 +220,8 @@ def topic_pools(pile: Pile, min_words: int = 20) -> dict[tuple, list[Chunk]]:
     return pools
 
 
-def words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
+def words(text) -> list[str]:
+    return re.findall(r"\w+", str(text).lower())
 
 
 def token_f1(pred: str, gold: str) -> float:
