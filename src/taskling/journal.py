@@ -39,15 +39,17 @@ class Journal:
     def __contains__(self, key: str) -> bool:
         return key in self.records
 
-    def add_batch(self, records: list[dict]) -> None:
+    def add_batch(self, records: list[dict]) -> list[dict]:
+        """Append the records whose key is new; returns those."""
         fresh = [r for r in records if r["key"] not in self.records]
         if not fresh:
-            return
+            return fresh
         self.f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
         self.f.flush()
         os.fsync(self.f.fileno())
         for r in fresh:
             self.records[r["key"]] = r
+        return fresh
 
     def close(self) -> None:
         self.f.close()

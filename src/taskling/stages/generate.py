@@ -70,15 +70,22 @@ class Generation:
         self.teacher = Logged(open_backend(cfg.teacher, ctx.threads), self.log, purpose="generate", price=price)
         self.model_id = self.teacher.describe()
         self.journal = Journal(out / "journal.jsonl")
+        self.sums = {"jobs": 0, "examples": 0, "tokens": 0, "cost": 0.0, "failed": 0}
+        self._count(self.journal.records.values())
         caps = self.teacher.capabilities
         self.batch = max(4, 4 * caps.concurrency) if caps.concurrency > 1 else (8 if caps.batching else 4)
 
-    # -- totals over what the journal holds -------------------------------------------------------------------
+    # -- totals over what the journal holds (kept up to date as batches are journaled) --------------------------
+    def _count(self, records) -> None:
+        for r in records:
+            self.sums["jobs"] += 1
+            self.sums["examples"] += len(r["examples"])
+            self.sums["tokens"] += r["tokens"]
+            self.sums["cost"] += r["cost"]
+            self.sums["failed"] += r["failure"] is not None
+
     def totals(self) -> dict:
-        recs = self.journal.records.values()
-        return {"jobs": len(recs), "examples": sum(len(r["examples"]) for r in recs),
-                "tokens": sum(r["tokens"] for r in recs), "cost": sum(r["cost"] for r in recs),
-                "failed": sum(r["failure"] is not None for r in recs)}
+        return dict(self.sums)
 
     def request(self, job: dict) -> Request:
         chunks = [self.chunk_of[k] for k in job["chunks"]]
@@ -161,7 +168,7 @@ class Generation:
 
         results = self.teacher.generate(reqs, on_result=done) if reqs else []
         records += [self.record(job, req, res) for job, req, res in zip(live, reqs, results)]
-        self.journal.add_batch(records)
+        self._count(self.journal.add_batch(records))
 
     def pending(self) -> list[dict]:
         return [j for j in self.jobs if f"job-{j['index']:05d}" not in self.journal]
