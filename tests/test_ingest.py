@@ -182,6 +182,9 @@ def test_duplicates_embeddings_and_topics(workspace):
         hits = pile.nearest(__import__("taskling.embed", fromlist=["Embedder"]).Embedder().encode(
             ["hash data with a digest"])[0], limit=3)
         assert hits[0][0].path == "docs/node.html"
+        ids, blobs = pile.embeddings()
+        some = ids[::3][::-1]
+        assert pile.embeddings(some) == (sorted(some), [blobs[ids.index(i)] for i in sorted(some)])
 
 
 def test_kill_9_during_ingest_leaves_a_consistent_pile(tmp_path, tiny_model_dir):

@@ -246,10 +246,18 @@ class Pile:
         with self.transaction() as db:
             db.executemany("UPDATE chunks SET embedding=? WHERE id=?", [(b, i) for i, b in rows])
 
-    def embeddings(self) -> tuple[list[int], list[bytes]]:
-        rows = self.db.execute(
-            "SELECT c.id, c.embedding FROM chunks c JOIN documents d ON d.id=c.doc_id"
-            " WHERE d.status='ok' AND c.embedding IS NOT NULL ORDER BY c.id").fetchall()
+    def embeddings(self, ids: list[int] | None = None) -> tuple[list[int], list[bytes]]:
+        """(chunk ids, embedding blobs) of live chunks, all of them or only `ids`."""
+        sql = ("SELECT c.id, c.embedding FROM chunks c JOIN documents d ON d.id=c.doc_id"
+               " WHERE d.status='ok' AND c.embedding IS NOT NULL")
+        if ids is None:
+            rows = self.db.execute(sql + " ORDER BY c.id").fetchall()
+        else:
+            rows = []
+            for i in range(0, len(ids), 900):
+                part = ids[i:i + 900]
+                rows += self.db.execute(sql + f" AND c.id IN ({','.join('?' * len(part))})", part).fetchall()
+            rows.sort(key=lambda r: r[0])
         return [r[0] for r in rows], [r[1] for r in rows]
 
     def texts(self, ids: list[int]) -> list[str]:

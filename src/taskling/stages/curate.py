@@ -127,10 +127,8 @@ class Sources:
         self.vectors: dict[str, np.ndarray] = {}
         if dim:
             by_id = {c.id: k for k, c in self.chunks.items()}
-            ids, blobs = pile.embeddings()
-            for i, b in zip(ids, blobs):
-                if i in by_id:
-                    self.vectors[by_id[i]] = from_blob(b, dim)
+            for i, b in zip(*pile.embeddings(list(by_id))):
+                self.vectors[by_id[i]] = from_blob(b, dim)
 
     def text(self, ex: dict) -> str:
         return "\n".join(self.chunks[k].text for k in ex.get("chunks", []) if k in self.chunks)
