@@ -1,6 +1,6 @@
 """Benchmark the curate stage: how fast it is at scale, and what it buys the student.
 
-    .venv/bin/python bench/curate.py [--candidates 100000] [--embed-candidates 20000] [--only scale|quality]
+    .venv/bin/python bench/curate.py [--candidates 100000] [--embed-candidates 20000] [--only scale|quality] [--seeds 3]
 
 1. scale: `taskling curate --json` (no judge) on synthetic candidates put where
    generate writes them, citing the real chunks of examples/devdocs-router:
@@ -10,10 +10,11 @@
    questions from 8-20 words of the cited chunk, ~10% exact duplicates
    (case/punctuation changed), ~10% near duplicates (one or two words changed),
    ~5% ungrounded, ~3% too short, ~1% copies of gold.jsonl inputs.
-2. quality: `taskling run` twice in one copy of the shipped example, curated
+2. quality: `taskling run` in one copy of the shipped example, curated
    (defaults) and uncurated (`--set curate.filters=false`: only split and
-   decontamination), the second on cached teacher calls (same budget): gold
-   accuracy of student, base and teacher side by side.
+   decontamination) on the same teacher calls (cached after the first run:
+   same budget), each trained with --seeds training seeds (train.seed): gold
+   accuracy of student, base and teacher side by side, mean over seeds.
 
 Each measurement waits (up to 15 min) until no other heavy job (demo, pytest,
 taskling run/train/generate/evaluate) uses the shared CPU.
@@ -190,23 +191,41 @@ def run_summary(ws: Path, run_id: str, measured: dict, waited: float) -> dict:
             "gold": scores.get("gold"), "eval_set": scores.get("eval")}
 
 
-def bench_quality(base: Path) -> dict:
+def bench_quality(base: Path, seeds: int) -> dict:
+    """Curated and uncurated runs on the same teacher calls, trained with `seeds` training seeds each
+    (train.seed; the data, the split and gold are the same): base and teacher are evaluated once."""
     ws = copy_example(base / "quality")
-    runs = {}
-    for name, extra in (("curated", []), ("uncurated", ["--run", "uncurated", "--set", "curate.filters=false"])):
-        waited = wait_idle()
-        r = run_measured([TASKLING, "run", "--json", *extra], ws)
-        runs[name] = run_summary(ws, r["json"]["run_id"], r, waited)
-        print(f"quality, {name}", json.dumps({k: runs[name][k] for k in ("train", "eval", "new_calls")}), flush=True)
-    diff = runs["curated"]["gold"]["student"]["metric"] - runs["uncurated"]["gold"]["student"]["metric"]
-    return {"command": f"taskling run --json; taskling run --json --run uncurated --set curate.filters=false "
-                       f"(one copy of {EXAMPLE.name})",
-            "compared": ("the same generate calls (the uncurated run's come from the call cache: same teacher "
-                         "tokens, new_calls 0) and the same training settings; train.steps is derived from the "
-                         "train size (about three passes), so the step counts differ. The eval sets are held out "
-                         "from different curated data and differ in size, so gold.jsonl (the same items for both) "
-                         "is the comparable number. One seed each: read the CIs before the difference."),
-            "runs": runs, "student_gold_curated_minus_uncurated": round(diff, 4)}
+    runs: dict = {"curated": [], "uncurated": []}
+    for k in range(seeds):
+        only_student = ["--set", "evaluate.models=[student]"] if k else []
+        for name, extra in (("curated", []), ("uncurated", ["--set", "curate.filters=false"])):
+            waited = wait_idle()
+            run_id = f"{name}-seed{k}"
+            r = run_measured([TASKLING, "run", "--json", "--run", run_id, "--set", f"train.seed={k}", *extra,
+                              *only_student], ws)
+            runs[name].append(run_summary(ws, r["json"]["run_id"], r, waited))
+            print(f"quality, {run_id}", json.dumps({key: runs[name][-1][key] for key in ("train", "eval", "new_calls")}
+                                                   | {"gold": runs[name][-1]["gold"]["student"]["metric"]}), flush=True)
+    summary = {}
+    for name, rs in runs.items():
+        vals = [r["gold"]["student"]["metric"] for r in rs]
+        mean = sum(vals) / len(vals)
+        sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else None
+        summary[name] = {"student_gold": [round(v, 4) for v in vals], "mean": round(mean, 4),
+                         "sd": round(sd, 4) if sd is not None else None, "train": rs[0]["train"],
+                         "train_steps": rs[0]["train_steps"]}
+    diffs = [c - u for c, u in zip(summary["curated"]["student_gold"], summary["uncurated"]["student_gold"])]
+    return {"command": f"taskling run --json --run {{curated,uncurated}}-seedK --set train.seed=K "
+                       f"[--set curate.filters=false] for K in 0..{seeds - 1} (one copy of {EXAMPLE.name})",
+            "compared": ("the same generate calls (every run after the first takes them from the call cache: same "
+                         "teacher tokens, new_calls 0), the same training settings and training seeds; uncurated "
+                         "(curate.filters=false) keeps everything parsed except what the split and decontamination "
+                         "remove. train.steps follows the train size, so step counts differ. The eval sets are held "
+                         "out from different curated data, so gold.jsonl (the same items for all) is the comparable "
+                         "number; base and teacher are evaluated in the seed-0 runs only."),
+            "runs": runs, "summary": summary,
+            "student_gold_curated_minus_uncurated": {"per_seed": [round(d, 4) for d in diffs],
+                                                     "mean": round(sum(diffs) / len(diffs), 4)}}
 
 
 def main() -> None:
@@ -214,6 +233,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=100_000)
     ap.add_argument("--embed-candidates", type=int, default=20_000)
     ap.add_argument("--only", choices=["scale", "quality"])
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per arm in the quality comparison")
     args = ap.parse_args()
     dest = ROOT / "bench" / "results" / "curate.json"
     res = json.loads(dest.read_text()) if dest.exists() and args.only else {}
@@ -224,7 +244,7 @@ def main() -> None:
         if args.only in (None, "scale"):
             res["scale"] = bench_scale(Path(tmp), args.candidates, args.embed_candidates)
         if args.only in (None, "quality"):
-            res["quality"] = bench_quality(Path(tmp))
+            res["quality"] = bench_quality(Path(tmp), args.seeds)
     dest.write_text(json.dumps(res, indent=2) + "\n")
     if "scale" in res:
         off, on = res["scale"]["embeddings_off"], res["scale"]["embeddings_on"]
@@ -237,11 +257,16 @@ def main() -> None:
                   f"{r['counts']['rejected']} rejected; duplicate pairs both kept: "
                   + ", ".join(f"{k} {v['both_kept']}/{v['pairs']}" for k, v in r["duplicate_pairs_both_kept"].items()))
     if "quality" in res:
-        for name, r in res["quality"]["runs"].items():
-            g = r["gold"]
-            print(f"quality: {name:9s} train {r['train']:4d} eval {r['eval']:4d} | gold " + "  ".join(
+        q = res["quality"]
+        for name, rs in q["runs"].items():
+            g = rs[0]["gold"]
+            print(f"quality: {name:9s} train {rs[0]['train']:4d} eval {rs[0]['eval']:4d} | seed 0 gold " + "  ".join(
                 f"{who} {v['metric']:.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]" for who, v in g.items()))
-        print(f"         student gold, curated - uncurated: {res['quality']['student_gold_curated_minus_uncurated']:+.3f}")
+            sm = q["summary"][name]
+            print(f"         {name:9s} student gold over {len(rs)} training seeds: {sm['student_gold']} "
+                  f"mean {sm['mean']:.3f}" + (f" sd {sm['sd']:.3f}" if sm["sd"] is not None else ""))
+        print(f"         student gold, curated - uncurated: {q['student_gold_curated_minus_uncurated']['mean']:+.3f} "
+              f"(per seed {q['student_gold_curated_minus_uncurated']['per_seed']})")
     print(f"wrote {dest}")
 
 

@@ -80,6 +80,12 @@ QUESTIONS = {  # label -> questions a developer could ask, grounded in the tiny 
 }
 
 
+def generated_kept(out) -> list[dict]:
+    """Train and eval examples the teacher wrote (not the task's own examples)."""
+    rows = [json.loads(x) for name in ("train.jsonl", "eval.jsonl") for x in (out / name).read_text().splitlines()]
+    return [ex for ex in rows if ex.get("source") != "task example"]
+
+
 def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace):
     cfg, ctx, chunks = ingested(workspace, **{"curate.embed": "true", "curate.eval_fraction": "0.2",
                                               "curate.min_grounding": "0.1"})
@@ -104,6 +110,7 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
         "paraphrase": cited(905, "With node, how can I read a file using readFile?", "node",  # a paraphrase of gold[2]
                             home["node"][1]),
         "ungrounded": cited(906, "Which Kubernetes operator reconciles Helm release objects?", "sqlite", c0),
+        "seed copy": cited(907, cfg.task.examples[0].input.lower(), cfg.task.examples[0].output, c0),
     }
     rows += list(planted.values())
     fake_generate(ctx, rows)
@@ -121,7 +128,11 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
     assert rejected["gen-00906"].startswith("not grounded")
     assert any(r.startswith(("near duplicate", "semantic duplicate")) for r in rejected.values())
     assert all(t["grounding"] >= 0.1 for t in train)  # the floor set above
-    assert len(train) + len(evals) + m["counts"]["rejected"] == len(rows)
+    # the task's own examples train too, and a generated copy of one is its duplicate
+    seeds = {f"task-example-{k}" for k in range(1, len(cfg.task.examples) + 1)}
+    assert seeds <= train_ids and m["counts"]["task_examples"] == len(seeds)
+    assert rejected["gen-00907"] == "exact duplicate (of task-example-1)"
+    assert len(train) - len(seeds) + len(evals) + m["counts"]["rejected"] == len(rows)
     assert [f["step"] for f in m["funnel"]][:4] == ["generated", "valid", "unique", "grounded"]
     assert 1 <= len(m["rejected_samples"]["not grounded in its source"]) <= 3
     assert m["grounding"]["embeddings"] is True and m["labels"]["train"]
@@ -161,7 +172,7 @@ def test_curate_with_nothing_left_says_what_to_do(workspace):
     fake_generate(ctx, [example(i, "hi", "sqlite", "a.md") for i in range(5)])
     from taskling.errors import TasklingError
 
-    with pytest.raises(TasklingError, match="no training example survived"):
+    with pytest.raises(TasklingError, match="no generated training example survived"):
         curate.run(cfg, ctx)
 
 
@@ -208,7 +219,7 @@ def test_pii_is_scrubbed_before_training_when_asked(workspace):
     fake_generate(ctx, rows)
     m = curate.run(cfg, ctx)
     out = ctx.stage_dir("curate")
-    kept = [json.loads(x) for name in ("train.jsonl", "eval.jsonl") for x in (out / name).read_text().splitlines()]
+    kept = generated_kept(out)
     assert kept and all("@example.com" not in ex["input"] and "[EMAIL]" in ex["input"] for ex in kept)
     assert m["pii"]["email"] == len(kept) and m["pii"]["phone"] == len(kept)
 
@@ -232,7 +243,7 @@ def test_judge_drops_low_scores_with_its_reason_and_is_cached(workspace):
         m = curate.run(cfg, ctx)
         out = ctx.stage_dir("curate")
         rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
-        kept = [json.loads(x) for name in ("train.jsonl", "eval.jsonl") for x in (out / name).read_text().splitlines()]
+        kept = generated_kept(out)
         for b in bad:
             assert rejected[b]["reason"] == "judge score 1.667 < 3: off task"
         assert all(k["judge"] == 4.667 for k in kept)

@@ -155,3 +155,27 @@ def test_logged_reports_each_result_and_never_caches_failures(tmp_path):
         assert t.generate([req])[0].cached and inner.calls == 2
         assert seen == [""]
         assert log.totals()["calls"] == 1 and log.totals()["failed"] == 0
+
+
+def test_classify_parse_drops_an_echoed_field_label_and_validate_reads_the_input():
+    from taskling.config import TaskCfg
+    from taskling.tasks import classify
+
+    task = TaskCfg(name="t", description="Route a question.", type="classify", input_noun="developer question",
+                   labels={"sqlite-fts": "FTS5", "node-fs": "fs"})
+    c = chunk("k:0", "FTS5 tables answer MATCH queries and snippet() shows an excerpt around each match.")
+    job = {"n": 1, "label": "sqlite-fts", "index": 0}
+    got = classify.parse_teacher(task, job, "Developer question: How do I rank MATCH results?\nmore", [c])
+    assert got[0]["input"] == "How do I rank MATCH results?"
+    many = {"n": 2, "label": "node-fs", "index": 0}
+    reply = '{"examples": [{"input": "1. Question: How do I watch a folder?"}, {"input": "\\"Is readFile async?\\""}]}'
+    assert [e["input"] for e in classify.parse_teacher(task, many, reply, [c])] == \
+        ["How do I watch a folder?", "Is readFile async?"]
+
+    def check(text):
+        return classify.validate(task, {"input": text, "output": "sqlite-fts"}, 4, 200)
+    # a real question may say "excerpt"; talk about the prompt may not
+    assert check("How do I show a short excerpt around the matching text?") is None
+    assert check("The excerpt above answers how FTS5 ranks results") == "input talks about the prompt instead of the task"
+    assert check("Write a developer question about FTS5 ranking") == "input talks about the prompt instead of the task"
+    assert check("Here is an example of an FTS5 query:") == "reads like an answer, not an input"

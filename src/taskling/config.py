@@ -142,6 +142,7 @@ class CurateCfg(Section):
     self_consistency: bool = False                    # keep examples whose output the teacher gives again, twice
     consistency_samples: int = Field(2, ge=1, le=8)
     embed: bool | None = None                         # semantic checks with embeddings (default: ingest.embed)
+    task_examples: bool = True                        # train on task.examples too; generated copies of them are duplicates
 
 
 class LoraCfg(Section):
@@ -159,6 +160,7 @@ class TrainCfg(Section):
     max_seq_len: int = Field(384, ge=32)
     warmup_steps: int = Field(3, ge=0)
     checkpoint_every: int = Field(10, ge=1)
+    seed: int | None = None              # training's own seed (LoRA init, batch order); default: the top-level seed
     lora: LoraCfg = LoraCfg()
 
 

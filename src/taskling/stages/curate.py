@@ -197,6 +197,21 @@ def judge_and_check(cfg: Config, ctx: Context, examples: list[dict], src: Source
     return keep, info
 
 
+def seed_examples(cfg: Config) -> list[dict]:
+    """The task's own examples (taskling.yaml task.examples) as training examples: written by a
+    person, so no filter drops them, and a generated copy of one counts as its duplicate."""
+    out = []
+    for n, shot in enumerate(cfg.task.examples, 1):
+        ex = {"id": f"task-example-{n}", "input": shot.input, "output": shot.output, "source": "task example",
+              "chunks": [], "spans": [], "grounding": 1.0,
+              "provenance": [{"chunk": f"task.examples[{n - 1}]", "path": "taskling.yaml", "format": "yaml",
+                              "locator": f"task.examples[{n - 1}]"}]}
+        if cfg.task.type == "classify":
+            ex["label"] = shot.output
+        out.append(ex)
+    return out
+
+
 def review_store(ctx: Context) -> Path:
     return ctx.ws.state / "review.jsonl"
 
@@ -208,7 +223,8 @@ def candidates(ctx: Context) -> list[dict]:
         raise TasklingError("curate has not finished yet; run 'taskling curate' before exporting a review file")
     rows = [{**ex, "status": "kept"} for name in ("train.jsonl", "eval.jsonl") for ex in read_jsonl(out / name)]
     rows += [{**ex, "status": "dropped"} for ex in read_jsonl(out / "rejected.jsonl")]
-    return sorted(rows, key=lambda ex: ex["id"])
+    # the task's own examples are edited in taskling.yaml, not here
+    return sorted((ex for ex in rows if ex.get("source") != "task example"), key=lambda ex: ex["id"])
 
 
 def export_review(ctx: Context, path: Path) -> dict:
@@ -291,14 +307,20 @@ def run(cfg: Config, ctx: Context) -> dict:
             sim = float(claims[i] @ sv) if claims is not None and sv is not None and ttype != "extract" else None
             ex["grounding"] = curation.grounding(ttype, ex, src.text(ex), sim)
 
-        # 3. unique: exact, near and semantic duplicates; the best-grounded of a group stays
-        order = sorted(range(len(valid)), key=lambda i: (-valid[i]["grounding"], i))
-        groups = [str(ex.get("label")) if ttype == "classify" else str((ex.get("arm") or [None])[0]) for ex in valid]
-        dups = curation.dedup(order, [ex["input"] for ex in valid], vecs, cfg.curate.near_dup, cfg.curate.semantic_dup,
+        # 3. unique: exact, near and semantic duplicates; the best-grounded of a group stays. The task's own
+        # examples come first, so a generated copy of one is a duplicate of it (the teacher parrots them).
+        seeds = seed_examples(cfg) if cfg.curate.task_examples else []
+        svecs = embedder.encode([ex["input"] for ex in seeds]) if embedder and seeds else None
+        n_s = len(seeds)
+        both = seeds + valid
+        order = list(range(n_s)) + sorted(range(n_s, len(both)), key=lambda i: (-both[i]["grounding"], i))
+        groups = [str(ex.get("label")) if ttype == "classify" else str((ex.get("arm") or [None])[0]) for ex in both]
+        dvecs = np.vstack([svecs, vecs]) if svecs is not None and vecs is not None else (vecs if not seeds else None)
+        dups = curation.dedup(order, [ex["input"] for ex in both], dvecs, cfg.curate.near_dup, cfg.curate.semantic_dup,
                               groups)
-        dups = {i: d for i, d in dups.items() if valid[i]["id"] not in forced_keep and filt}
+        dups = {i - n_s: d for i, d in dups.items() if i >= n_s and both[i]["id"] not in forced_keep and filt}
         for i, (kind, of) in dups.items():
-            drop(valid[i], f"{kind} (of {valid[of]['id']})")
+            drop(valid[i], f"{kind} (of {both[of]['id']})")
         unique = [i for i in range(len(valid)) if i not in dups]
 
         # 4. grounded: supported enough by the cited source
@@ -339,18 +361,26 @@ def run(cfg: Config, ctx: Context) -> dict:
         for j, reason in dirty.items():
             drop(train[j], reason)
         clean = [ex for j, ex in enumerate(train) if j not in dirty]
+        if seeds:  # never held out (the base and the teacher see them in their prompts), but decontaminated too
+            dirty_seeds = curation.contaminated([ex["input"] for ex in seeds], svecs, blocked, bvecs,
+                                                cfg.curate.decontam_cosine)
+            for j, reason in dirty_seeds.items():
+                drop(seeds[j], reason)
+            seeds = [ex for j, ex in enumerate(seeds) if j not in dirty_seeds]
 
         # 7. selected: label-balanced, diverse, down to the target size
-        n_before = len(clean)
-        if filt and cfg.curate.target_size and len(clean) > cfg.curate.target_size:
+        n_before = len(clean) + len(seeds)
+        room = max(0, (cfg.curate.target_size or 0) - len(seeds))
+        if filt and cfg.curate.target_size and len(clean) > room:
             idx = [pos[id(ex)] for ex in clean]
-            keep = set(curation.select(idx, cfg.curate.target_size, lambda i: str(valid[i].get("label", "")),
+            keep = set(curation.select(idx, room, lambda i: str(valid[i].get("label", "")),
                                        vecs if vecs is not None else None, lambda i: valid[i]["grounding"]))
             keep |= {pos[id(ex)] for ex in clean if ex["id"] in forced_keep}
             for ex in clean:
                 if pos[id(ex)] not in keep:
                     drop(ex, "redundant (diversity selection)")
             clean = [ex for ex in clean if pos[id(ex)] in keep]
+        clean = seeds + clean
 
         # 8. PII scrubbing of what will be trained and evaluated on
         pii_counts: Counter = Counter()
@@ -366,9 +396,9 @@ def run(cfg: Config, ctx: Context) -> dict:
                 return res
             clean, evals = scrubbed(clean), scrubbed(evals)
 
-        if not clean:
+        if len(clean) == len(seeds):  # the task's own examples alone are not a training set
             reasons = Counter(r["reason"] for r in rejected)
-            raise TasklingError("curate: no training example survived curation "
+            raise TasklingError("curate: no generated training example survived curation "
                                 f"({dict(reasons)}); see {out / 'rejected.jsonl'} and raise budget.examples")
         write_jsonl(out / "train.jsonl", clean)
         write_jsonl(out / "eval.jsonl", evals)
@@ -383,16 +413,17 @@ def run(cfg: Config, ctx: Context) -> dict:
         funnel = [{"step": "generated", "count": len(generated)}, {"step": "valid", "count": len(valid)},
                   {"step": "unique", "count": len(unique)}, {"step": "grounded", "count": len(grounded)},
                   {"step": "judged", "count": len(judged)},
-                  {"step": f"train after split by {split_info['unit']} and decontamination", "count": n_before},
+                  {"step": f"train after split by {split_info['unit']} and decontamination"
+                           + (f" (with {len(seeds)} task examples)" if seeds else ""), "count": n_before},
                   {"step": "selected for training", "count": len(clean)},
                   {"step": f"eval (held-out {split_info['unit']}s)", "count": len(evals)}]
         labels = {"train": dict(Counter(str(e.get("label")) for e in clean)),
                   "eval": dict(Counter(str(e.get("label")) for e in evals))} if ttype == "classify" else {}
-        topics = dict(Counter(str((e.get("arm") or [None])[0]) for e in clean).most_common())
+        topics = dict(Counter(str(e["arm"][0]) if e.get("arm") else str(e.get("source")) for e in clean).most_common())
         scores = [ex["grounding"] for ex in clean]
         ctx.console.print(
             f"curate: {len(generated)} generated -> {len(valid)} valid -> {len(unique)} unique -> {len(grounded)} grounded "
-            f"-> {len(clean)} train, {len(evals)} eval held out by {split_info['unit']} "
+            f"-> {len(clean)} train" + (f" (incl. {len(seeds)} task examples)" if seeds else "") + f", {len(evals)} eval held out by {split_info['unit']} "
             f"({len(rejected)} rejected: {dict(reasons.most_common())})"
             + (f"; PII scrubbed: {dict(pii_counts)}" if cfg.curate.pii else ""))
         human = {"accepted": sum(d.get("decision") == "accept" for d in decisions.values()),
@@ -403,7 +434,8 @@ def run(cfg: Config, ctx: Context) -> dict:
                               f"since been re-generated with other text and were not applied: {', '.join(stale[:5])}[/]")
         return {"review": human, "counts": {"generated": len(generated), "valid": len(valid), "unique": len(unique), "grounded": len(grounded),
                            "judged": len(judged), "train": len(clean), "eval": len(evals), "rejected": len(rejected),
-                           "decontaminated": len(dirty), "redundant": n_before - len(clean)},
+                           "decontaminated": len(dirty), "redundant": n_before - len(clean),
+                           "task_examples": len(seeds)},
                 "rejections": dict(reasons.most_common()), "rejected_samples": samples, "funnel": funnel,
                 "split": split_info, "labels": labels, "topics": topics, "language": lang,
                 "grounding": {"min": floor, "mean_kept": round(sum(scores) / len(scores), 4),

@@ -123,9 +123,10 @@ def run(cfg: Config, ctx: Context) -> dict:
         from peft.utils import load_peft_weights
 
         infer.set_threads(ctx.threads)
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
         tc = cfg.train
+        seed = cfg.seed if tc.seed is None else tc.seed
+        torch.manual_seed(seed)
+        random.seed(seed)
         task = tasks.get(cfg.task)
         system = task.system_prompt(cfg.task)
         model, tok = load_causal_lm(resolve_hf(cfg.student.model))
@@ -137,7 +138,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             raise TasklingError(f"train: no example fits train.max_seq_len={tc.max_seq_len} tokens; raise it")
         steps = tc.steps or default_steps(len(data), tc.batch_size * tc.grad_accum)
         order = batch_order(len(data), tc.batch_size, steps * tc.grad_accum, [len(d["input_ids"]) for d in data],
-                            cfg.seed)
+                            seed)
         lora = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
                           target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)

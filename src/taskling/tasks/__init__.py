@@ -35,17 +35,27 @@ def excerpt(chunk: Chunk, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def first_line(text: str, prefixes: tuple[str, ...] = ("input", "question", "answer", "output", "text")) -> str:
+LINE_LABELS = ("input", "question", "answer", "output", "text")
+
+
+def unlabel(line: str, prefixes: tuple[str, ...] = LINE_LABELS) -> str:
+    """A line without list markers, an echoed field label ("Question: ...",
+    "Developer question: ...": a weak teacher repeats the prompt's last words)
+    and surrounding quotes."""
+    line = line.strip().strip("-*•").strip()
+    line = re.sub(r"^\d+[.)]\s*", "", line)
+    low = line.lower()
+    for p in sorted(prefixes, key=len, reverse=True):
+        if low.startswith(p.lower() + ":"):
+            line = line[len(p) + 1:].strip()
+            break
+    return line.strip('"“”\'` ')
+
+
+def first_line(text: str, prefixes: tuple[str, ...] = LINE_LABELS) -> str:
     """The first meaningful line of a teacher reply, without labels and quotes."""
     for line in text.strip().splitlines():
-        line = line.strip().strip("-*•").strip()
-        line = re.sub(r"^\d+[.)]\s*", "", line)
-        low = line.lower()
-        for p in prefixes:
-            if low.startswith(p + ":"):
-                line = line[len(p) + 1:].strip()
-                break
-        line = line.strip('"“”\'` ')
+        line = unlabel(line, prefixes)
         if line:
             return line
     return ""

@@ -13,8 +13,8 @@ import re
 from ..config import TaskCfg
 from ..errors import TeacherOutputError
 from ..pile import Chunk, Pile
-from . import (DATA_RULE, diversity_line, document_block, example_items, examples_schema, first_line,
-               object_schema, spans_for, token_f1)
+from . import (DATA_RULE, LINE_LABELS, diversity_line, document_block, example_items, examples_schema, first_line,
+               object_schema, spans_for, unlabel)
 
 METRIC = "accuracy"
 MAX_NEW_TOKENS = 16
@@ -75,14 +75,15 @@ def teacher_messages(task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict
 
 
 def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk], finish_reason: str = "stop") -> list[dict]:
+    labels = (task.input_noun, *LINE_LABELS)
     if job["n"] == 1:
-        line = first_line(text)
+        line = first_line(text, labels)
         if not line:
             raise TeacherOutputError("the teacher's reply is empty", kind="empty")
         return [{"input": line, "output": job["label"], "spans": spans_for(chunks, line)}]
     out = []
     for item in example_items(text, finish_reason):
-        line = str(item.get("input") or "").strip()
+        line = unlabel(str(item.get("input") or ""), labels)
         if line:
             out.append({"input": line, "output": job["label"], "spans": spans_for(chunks, item.get("quote"), line)})
     if not out:
@@ -95,6 +96,13 @@ ANSWER_LIKE = re.compile(
     r"this (answer|question|function|example)|```|\w{1,3}:|answer\b|note\b)", re.I)
 
 
+# The prompt's own words: "the excerpt", "this part of the document", "write a developer question".
+# Not a bare "excerpt" (a legitimate question can ask how to show one).
+PROMPT_TALK = re.compile(
+    r"\b((the|this|above|given|following) (excerpt|passage)|(above|given|following) (text|document)|"
+    r"part of (a|the) document|the document (says|answers|above)|new input|write an? [\w ]{0,30}question)\b", re.I)
+
+
 def validate(task: TaskCfg, ex: dict, min_words: int, max_words: int) -> str | None:
     if ex["output"] not in task.labels:
         return "label not in the label set"
@@ -104,14 +112,11 @@ def validate(task: TaskCfg, ex: dict, min_words: int, max_words: int) -> str | N
         return f"input shorter than {min_words} words"
     if n > max_words:
         return f"input longer than {max_words} words"
-    if re.search(r"\b(excerpt|part of (a|the) document|new input)\b", text, re.I):
+    if PROMPT_TALK.search(text):
         return "input talks about the prompt instead of the task"
     if ANSWER_LIKE.match(text):
         return "reads like an answer, not an input"
-    for shot in task.examples:
-        if token_f1(text, shot.input) > 0.7:
-            return "copies a task example"
-    return None
+    return None  # copies of the task's own examples are duplicates of them (curate adds them to train)
 
 
 def parse_output(task: TaskCfg, text: str) -> str | None:
