@@ -36,11 +36,24 @@ def test_run_produces_every_artifact(finished):
         assert m and m["fingerprint"] and m["versions"]["torch"] and m["seconds"] >= 0
     assert read_manifest(run / "export")["counts"]["checked"] > 0
     assert (run / "round-0" / "train" / "checkpoints" / "step-000006" / "state.pt").exists()
-    assert set(result["results"]["gold"]) == {"student", "base", "teacher"}
+    assert set(result["results"]["gold"]) == {"student", "base", "base-fewshot", "teacher", "student-constrained",
+                                              "base-constrained"}
     gold = result["results"]["gold"]["teacher"]
     assert gold["n"] == 6 and 0 <= gold["metric"] <= 1 and gold["ci_low"] <= gold["metric"] <= gold["ci_high"]
+    for who, r in result["results"]["gold"].items():
+        assert set(r["metrics"]) == {"accuracy", "macro_f1"} and r["latency_ms"]["p95"] >= r["latency_ms"]["p50"]
+        assert r["tokens"]["prompt"] > 0 and sum(map(sum, r["confusion"]["matrix"])) == 6
+    # constrained decoding always answers with a label
+    assert result["results"]["gold"]["student-constrained"]["unparsed"] == 0
     rep = json.loads((run / "report.json").read_text())
     assert rep["results"]["gold"]["student"]["n"] == 6 and rep["training"]["loss"]
+    assert rep["evaluation"]["confusion"]["gold"]["student"]["labels"] == ["sqlite", "node", "python"]
+    assert rep["evaluation"]["constrained"]["gold"]["student"]["constrained"] is not None
+    rates = rep["evaluation"]["error_rates"]
+    assert sum(r["n"] for r in rates["label"]["gold"]) == 6 and rates["topic"]["gold"]
+    assert rep["costs"]["teacher"]["calls"] > 0 and rep["costs"]["total_seconds"] > 0
+    failures = [json.loads(x) for x in (run / "round-0" / "evaluate" / "failures.jsonl").read_text().splitlines()]
+    assert all("topic" in f and f["student"] != f["expected"] for f in failures)
     assert rep["split"]["unit"] in ("document", "chunk")
     html = (run / "report.html").read_text()
     assert "<svg" in html and "http" not in html.split("<body", 1)[1].replace("http://www.w3.org", "")

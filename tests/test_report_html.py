@@ -6,6 +6,7 @@ import math
 import re
 import shutil
 import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,6 +20,50 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 def row(metric, lo, hi, n=54, ips=12.5, mb=538.0):
     return {"metric": metric, "ci_low": lo, "ci_high": hi, "n": n, "items_per_s": ips, "size_mb": mb}
+
+
+def system(metric, lo, hi, n=54, ips=12.5, mb=538.0, p50=75.0, prompt=212.4, cost=None):
+    """A results row as evaluate writes it now: every metric, latency, tokens and cost."""
+    f1 = round(metric - 0.04, 2)
+    return row(metric, lo, hi, n, ips, mb) | {
+        "unparsed": 0, "metrics": {"accuracy": metric, "macro_f1": f1},
+        "cis": {"accuracy": [lo, hi], "macro_f1": [round(lo - 0.05, 2), round(hi - 0.03, 2)]},
+        "latency_ms": {"mean": p50 * 1.1, "p50": p50, "p95": p50 * 1.9},
+        "tokens": {"prompt": prompt, "completion": 3.2},
+        "cost_per_1k": cost, "cpu_seconds_per_1k": None if cost else 1000 / ips}
+
+
+LABELS = ["sqlite", "node", "python", "postgres"]
+TOPICS = ["installing", "foreign keys", "the event loop", "streams", "virtual environments", "indexes",
+          "transactions and locking in a write-ahead-log database under concurrent writers", "packaging",
+          "buffers", "type hints", "vacuum", "npm scripts", "asyncio", "replication", "pragmas", "workers",
+          "full-text search", "decorators"]
+
+
+def evaluation() -> dict:
+    def confusion(hit):
+        return {"labels": LABELS, "predicted_labels": LABELS + ["(none)"],
+                "matrix": [[hit if j == i else (2 if j == (i + 1) % 4 else 0) for j in range(4)] + [1]
+                           for i in range(4)]}
+
+    def scores(f1):
+        return {lab: {"precision": f1 + 0.05, "recall": f1 - 0.05, "f1": round(f1 - 0.1 * i, 2), "support": 12 + i}
+                for i, lab in enumerate(LABELS)}
+
+    return {
+        "confusion": {"gold": {"student": confusion(9), "base": confusion(2), "teacher": confusion(11)}},
+        "per_class": {"gold": {"student": scores(0.8), "base": scores(0.3), "teacher": scores(0.95)},
+                      "eval": {"student": scores(0.85)}},
+        "per_field": {"gold": {"student": {"vendor": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 54},
+                                           "total": {"precision": 0.7, "recall": 0.6, "f1": 0.65, "support": 50}}}},
+        "error_rates": {
+            "topic": {"gold": [{"topic": t, "n": 10 + i % 3, "errors": i % 7, "error_rate": (i % 7) / (10 + i % 3)}
+                               for i, t in enumerate(TOPICS)]},
+            "label": {"gold": [{"label": lab, "n": 12 + i, "errors": 3 - i % 3, "error_rate": (3 - i % 3) / (12 + i)}
+                               for i, lab in enumerate(LABELS)]}},
+        "constrained": {"gold": {"student": {"free": 0.71, "constrained": 0.74, "metric": "accuracy"},
+                                 "base": {"free": 0.22, "constrained": 0.31, "metric": "accuracy"}}},
+    }
 
 
 def full_report() -> dict:
@@ -40,17 +85,27 @@ def full_report() -> dict:
                      "topics": {"3": 40, "7": 80}, "grounding": {"min": 0.1, "mean_kept": 0.42, "embeddings": True},
                      "judge": None, "pii": {"email": 2}, "review": None, "language": "en"},
         "results": {
-            "gold": {"student": row(0.71, 0.58, 0.82), "base": row(0.22, 0.12, 0.35, mb=513.0),
-                     "teacher": row(0.93, 0.83, 0.97, ips=1.9, mb=None)},
-            "eval": {"student": row(0.77, 0.6, 0.88, n=30), "base": row(0.3, 0.15, 0.48, n=30),
-                     "teacher": row(0.9, 0.74, 0.97, n=30)},
+            "gold": {"student": system(0.71, 0.58, 0.82), "base": system(0.22, 0.12, 0.35, mb=513.0),
+                     "base-fewshot": system(0.41, 0.29, 0.55, ips=6.1, mb=513.0, prompt=1180.0),
+                     "teacher": system(0.93, 0.83, 0.97, ips=1.9, mb=None, p50=820.0, cost=0.0042),
+                     "student-constrained": system(0.74, 0.61, 0.85, ips=11.0, p50=90.0),
+                     "base-constrained": system(0.31, 0.19, 0.44, ips=11.0, mb=513.0, p50=90.0)},
+            "eval": {"student": system(0.77, 0.6, 0.88, n=30), "base": system(0.3, 0.15, 0.48, n=30),
+                     "teacher": system(0.9, 0.74, 0.97, n=30, cost=0.0042)},
         },
+        "evaluation": evaluation(),
         "per_label": {"gold": {"student": {"sqlite": 0.8, "node": 0.5}, "base": {"sqlite": 0.25, "node": 0.125}}},
         "training": {"loss": [[i, 2.3 - 0.05 * i] for i in range(1, 31)],
-                     "eval_loss": [[10, 1.9], [20, 1.7], [30, 1.6]],
-                     "steps": 30, "tokens_per_s": 210.0, "seconds": 120.0, "trainable_params": 4000000},
+                     "eval_loss": [[10, 1.9], [20, 1.6], [30, 1.7]],
+                     "steps": 30, "tokens_per_s": 210.0, "seconds": 120.0, "trainable_params": 4000000,
+                     "best_step": 20, "stopped_early": True, "stop_reason": "eval loss did not improve for 2 evals",
+                     "lr": 2e-4, "precision": "bf16", "device": "cpu", "mode": "lora"},
+        "costs": {"teacher": {"calls": 200, "cached": 40, "input_tokens": 80000, "output_tokens": 6000, "money": 0.42},
+                  "judge": None, "train_seconds": 120.0, "evaluate_seconds": 35.5, "total_seconds": 410.2,
+                  "money_total": 0.42},
         "failures": [{"set": "gold", "id": f"gold-{i:03d}", "input": f"question number {i}", "expected": "sqlite",
-                      "student": "node", "base": "python", "teacher": "sqlite", "source": "docs/x.html"}
+                      "student": "node", "base": "python", "teacher": "sqlite", "source": "docs/x.html",
+                      "topic": TOPICS[i % len(TOPICS)], "label": "sqlite"}
                      for i in range(60)],
         "export": {"dir": "runs/r/export", "verified": "3/3 greedy outputs match",
                    "artifacts": [{"name": "merged safetensors", "path": "runs/r/export/model.safetensors",
@@ -105,6 +160,26 @@ def parse(html: str) -> Checker:
     return c
 
 
+def table_after(html: str, marker: str) -> list[list[str]]:
+    """The cell texts, row by row (header first), of the first table after `marker`."""
+    table = re.search(r"<table.*?</table>", html[html.index(marker):], re.S).group(0)
+    cells = r"<t[hd][^>]*>(.*?)</t[hd]>"
+    return [[unescape(re.sub(r"<[^>]+>", "", c)).replace("\xa0", " ") for c in re.findall(cells, tr)]
+            for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+
+
+def svg_tags(page: Checker, label: str) -> list[tuple[str, dict]]:
+    """The tags inside the chart whose aria-label starts with `label`."""
+    start = next(i for i, (t, a) in enumerate(page.tags) if t == "svg" and a["aria-label"].startswith(label))
+    end = next((i for i, (t, _) in enumerate(page.tags) if t == "svg" and i > start), len(page.tags))
+    return page.tags[start:end]
+
+
+def svg_texts(page: Checker, label: str) -> list[str]:
+    svgs = [a for t, a in page.tags if t == "svg"]
+    return page.svg_text[next(i for i, a in enumerate(svgs) if a["aria-label"].startswith(label))]
+
+
 def test_full_report_has_every_section_and_number():
     html = render_html(full_report())
     page = parse(html)
@@ -115,13 +190,19 @@ def test_full_report_has_every_section_and_number():
                    "sqlite", "0.80", "tokens/s", "210.0", "4,000,000", "input shorter than 3 words",
                    "documents=6, chunks=900", "gold-049", "merged safetensors", "3/3 greedy outputs match",
                    "80,000", "prompt tokens", "2.13.0", "gen-00007-0", "near duplicate (of gen-00001-0)",
-                   "labels kept", "mean_kept=0.42", "email=2"]:
+                   "labels kept", "mean_kept=0.42", "email=2",
+                   # the new sections: metrics, latency, cost, confusion, per field, constrained, training, costs
+                   "macro_f1", "75 / 142", "1,180 / 3", "0.0042", "local", "base-fewshot", "student-constrained",
+                   "confusion · gold", "(none)", "vendor", "constrained decoding: free vs constrained", "+0.09",
+                   "student error rate by topic · gold (the 15 highest of 18)", "student error rate by label · gold",
+                   "best step", "20", "stopped early", "yes", "eval loss did not improve for 2 evals", "0.0002",
+                   "bf16", "lora", "calls by", "40", "35.5", "410.2", "money total", "0.42", "virtual environments"]:
         assert needle in text, needle
     # Only the first 50 failures are listed.
     assert "gold-050" not in text and "first 50 of 60" in text
     # Sections come in the documented order.
-    heads = [h for h in ("Results", "Per label", "Training", "Curation", "Stages", "Failures", "Export",
-                         "Teacher calls", "Versions")]
+    heads = [h for h in ("Results", "Per label", "Per field", "Errors", "Training", "Curation", "Stages", "Costs",
+                         "Failures", "Export", "Teacher calls", "Versions")]
     pos = [html.index(f"<h2>{h}</h2>") for h in heads]
     assert pos == sorted(pos)
     # The bar chart is on a 0..1 axis for an accuracy metric, with a legend naming each model.
@@ -130,6 +211,89 @@ def test_full_report_has_every_section_and_number():
     assert {"student", "base", "teacher", "gold", "eval"} <= set(bars)
     # A missing value is a dash, not "None".
     assert "None" not in text
+    # Self-contained: nothing is fetched; the only URL is the SVG namespace.
+    assert not re.search(r"\b(src|href)=|url\(|@import", html, re.I)
+    assert html.count("http") == html.count('xmlns="http://www.w3.org/2000/svg"')
+
+
+def test_results_table_has_every_system_and_column():
+    html = render_html(full_report())
+    rows = table_after(html, "<h3>gold</h3>")
+    assert rows[0] == ["system", "accuracy [95% CI]", "macro_f1", "n", "items/s", "latency ms p50 / p95",
+                       "tokens in / out", "size MB", "cost per 1k items", "CPU s per 1k items"]
+    assert [r[0] for r in rows[1:]] == ["student", "student-constrained", "base", "base-fewshot", "base-constrained",
+                                        "teacher"]
+    student, teacher = rows[1], rows[-1]
+    assert student[1:3] == ["0.71 [0.58, 0.82]", "0.67"] and student[5:9] == ["75 / 142", "212 / 3", "538.0", "local"]
+    assert teacher[5] == "820 / 1,558" and teacher[7:] == ["—", "0.0042", "—"]
+    assert 'title="95% CI 0.53 to 0.79"' in html  # a secondary metric's CI is on hover
+    # Columns no system has a value for are left out rather than filled with dashes.
+    old = render_html({"run_id": "r", "task": {"metric": "accuracy"},
+                       "results": {"gold": {"student": row(0.5, 0.4, 0.6)}}})
+    assert table_after(old, "<h3>gold</h3>")[0] == ["system", "accuracy [95% CI]", "n", "items/s", "size MB"]
+
+
+def test_bar_chart_holds_six_systems_and_wraps_a_long_legend():
+    page = parse(render_html(full_report()))
+    tags = svg_tags(page, "accuracy per set")
+    bars = [a for t, a in tags if t == "rect" and "rx" not in a]
+    assert len(bars) == 6 + 3  # gold has six systems, eval three: no empty slots
+    assert len({a["fill"] for a in bars[:6]}) == 6
+    assert {"student", "student-constrained", "base", "base-fewshot", "base-constrained", "teacher"} <= set(
+        svg_texts(page, "accuracy per set"))
+    many = {f"a-system-with-a-rather-long-name-{i}": row(0.1 * i, 0.1 * i - 0.05, 0.1 * i + 0.05) for i in range(1, 9)}
+    page = parse(render_html({"run_id": "r", "results": {"gold": many}}))
+    tags = svg_tags(page, "metric per set")
+    width = float(tags[0][1]["viewbox"].split()[2])
+    keys = [a for t, a in tags if t == "rect" and "rx" in a]
+    assert len({a["y"] for a in keys}) > 1, "the legend should wrap onto a second row"
+    assert all(float(a["x"]) + 18 + 7 * len(next(iter(many))) <= width for a in keys)
+    plot_top = min(float(a["y"]) for t, a in tags if t == "rect" and "rx" not in a)
+    assert plot_top > max(float(a["y"]) for a in keys) + 12, "bars overlap the legend"
+
+
+def test_confusion_matrix_is_a_row_normalised_heat_map():
+    html = render_html(full_report())
+    tables = re.findall(r'<table class="cm">.*?</table>', html)
+    assert len(tables) == 2  # student and base; the teacher's is left out
+    rows = [re.findall(r'<t[dh](?: class="([^"]*)")?>(.*?)</t[dh]>', tr)
+            for tr in re.findall(r"<tr>(.*?)</tr>", tables[0])]
+    assert [c for _, c in rows[0]][-2:] == ["(none)", "n"]  # columns are predicted labels, then the row total
+    # sqlite: 9 right, 2 as node, 1 unparsed, of 12; the shade is the row share, the diagonal is outlined.
+    assert rows[1] == [("rl", "sqlite"), ("q8 hi d", "9"), ("q2", "2"), ("", "0"), ("", "0"), ("q1", "1"), ("t", "12")]
+    assert sum(" d" in f" {k}" for r in rows for k, _ in r) == 4
+
+
+def test_topic_chart_shows_the_worst_topics_first():
+    page = parse(render_html(full_report()))
+    texts = svg_texts(page, "student error rate per topic")
+    values = [float(t.split(" · ")[0]) for t in texts if " · " in t]
+    assert len(values) == 15 and values == sorted(values, reverse=True)
+    names = [t for t in texts if " · " not in t and not re.fullmatch(r"[\d.]+|error rate", t)]
+    assert len(names) == 15 and names[0].startswith("transactions and locking") and names[0].endswith("…")
+    assert TOPICS[6] in " ".join(page.text)  # the full name is in the bar's tooltip
+    assert not {"installing", "packaging", "pragmas"} & set(names)  # the three with no errors fall below the cut
+
+
+def test_best_step_is_marked_on_the_loss_chart():
+    page = parse(render_html(full_report()))
+    tags = svg_tags(page, "loss against training step")
+    dashed = [a for t, a in tags if t == "line" and "stroke-dasharray" in a]
+    evals = [a for t, a in tags if t == "circle"]
+    assert len(dashed) == 1 and dashed[0]["x1"] == evals[1]["cx"]  # at the step-20 eval point
+    assert "best step 20" in svg_texts(page, "loss against training step")
+    for best in (None, 999, "x"):
+        html = render_html({"run_id": "r", "training": {"loss": [[1, 2.0], [10, 1.0]], "best_step": best}})
+        assert "stroke-dasharray" not in html and not any("best step" in x for x in parse(html).svg_text[0])
+
+
+def test_failures_have_a_topic_and_a_column_per_system():
+    rep = full_report()
+    rep["failures"][0]["base-fewshot"] = "sqlite"
+    rows = table_after(render_html(rep), "<h2>Failures</h2>")
+    assert rows[0] == ["item", "topic", "input", "expected", "student", "base", "base-fewshot", "teacher", "source"]
+    first, second = (dict(zip(rows[0], r)) for r in rows[1:3])
+    assert first["topic"] == "installing" and first["base-fewshot"] == "sqlite" and second["base-fewshot"] == "—"
 
 
 def test_hostile_strings_are_escaped():
@@ -142,6 +306,19 @@ def test_hostile_strings_are_escaped():
     rep["stages"][0]["counts"][HOSTILE] = HOSTILE
     rep["results"][HOSTILE] = {HOSTILE: row(0.5, 0.4, 0.6)}
     rep["versions"][HOSTILE] = HOSTILE
+    gold, ev = rep["results"]["gold"], rep["evaluation"]
+    gold["student"]["metrics"][HOSTILE] = 0.5
+    gold["teacher"].update(latency_ms={"p50": HOSTILE}, tokens={"prompt": HOSTILE}, cost_per_1k=HOSTILE)
+    ev["confusion"]["gold"]["student"]["labels"][0] = HOSTILE
+    ev["confusion"]["gold"]["student"]["predicted_labels"][1] = HOSTILE
+    ev["per_class"]["gold"]["student"][HOSTILE] = {"f1": 0.5, "support": HOSTILE}
+    ev["per_field"]["gold"][HOSTILE] = {HOSTILE: {"f1": HOSTILE}}
+    ev["error_rates"]["topic"]["gold"][6]["topic"] = HOSTILE
+    ev["error_rates"]["label"]["gold"][0]["label"] = HOSTILE
+    ev["constrained"]["gold"][HOSTILE] = {"free": 0.1, "constrained": 0.2, "metric": HOSTILE}
+    rep["training"].update(stop_reason=HOSTILE, device=HOSTILE, mode=HOSTILE, precision=HOSTILE, lr=HOSTILE)
+    rep["costs"].update(judge={"calls": HOSTILE, "money": HOSTILE}, money_total=HOSTILE)
+    rep["failures"][0]["topic"] = HOSTILE
     html = render_html(rep)
     assert "<script" not in html.lower()
     assert "<img" not in html.lower()
@@ -163,11 +340,49 @@ def test_minimal_report_renders():
 
 
 @pytest.mark.parametrize("key", ["task", "summary", "stages", "funnel", "rejections", "results", "per_label",
-                                 "training", "failures", "export", "teacher_calls", "versions", "generated_at"])
+                                 "training", "failures", "export", "teacher_calls", "versions", "generated_at",
+                                 "evaluation", "costs"])
 def test_report_missing_one_key_renders(key):
     rep = full_report()
     del rep[key]
     parse(render_html(rep))
+
+
+PARTIAL = {
+    "empty evaluation": {"evaluation": {}},
+    "evaluation parts None": {"evaluation": {"confusion": {"gold": None}, "per_class": {"gold": {"student": None}},
+                                             "per_field": [], "error_rates": {"topic": {"gold": None}, "label": None},
+                                             "constrained": {"gold": {"student": {}}}}},
+    "evaluation half filled": {"evaluation": {
+        "confusion": {"gold": {"student": {"labels": ["a", "b"], "matrix": [[1], "x"], "predicted_labels": None}}},
+        "per_class": {"gold": {"student": {"a": {"f1": math.nan}, "b": 0.5}}},
+        "error_rates": {"topic": {"gold": [{"topic": "t"}, {"topic": "u", "error_rate": math.nan}, "junk"]},
+                        "label": {"gold": [{"label": "a"}, None]}},
+        "constrained": {"gold": {"student": {"free": 0.5}}}}},
+    "costs None": {"costs": None},
+    "costs half filled": {"costs": {"teacher": {"calls": 3}, "judge": None, "money_total": math.inf}},
+    "training half filled": {"training": {"best_step": 5, "stopped_early": None, "lr": "auto", "loss": [[1, 2.0]]}},
+    "results half filled": {"results": {"gold": {"student": {
+        "metric": 0.5, "metrics": None, "cis": {"macro_f1": [None, 1]}, "latency_ms": {"p50": 3}, "tokens": None,
+        "cost_per_1k": math.nan}}}},
+}
+
+
+@pytest.mark.parametrize("case", PARTIAL)
+def test_new_sections_render_when_partly_filled(case):
+    html = render_html(full_report() | PARTIAL[case])
+    page = parse(html)
+    text = " ".join(page.text).replace("(none)", "")
+    assert not re.search(r"\b(nan|inf|None)\b", text, re.I)
+    assert not any(re.search(r"nan|inf", a, re.I) for a in page.attrs)
+
+
+def test_empty_new_sections_are_left_out():
+    rep = full_report() | {"evaluation": {"per_class": {}, "error_rates": {"topic": {"gold": []}}}, "costs": {}}
+    html = render_html(rep)
+    for h in ("Per field", "Errors", "Costs", "constrained decoding"):
+        assert h not in html
+    assert "<h2>Per label</h2>" in html  # falls back to the older per_label key
 
 
 def test_nan_none_and_degenerate_series():
@@ -178,11 +393,13 @@ def test_nan_none_and_degenerate_series():
     html = render_html(rep)
     page = parse(html)
     text = " ".join(page.text)
-    assert not re.search(r"\b(nan|inf|None)\b", text, re.I)
+    assert not re.search(r"\b(nan|inf|None)\b", text.replace("(none)", ""), re.I)
     assert not any(re.search(r"nan|inf", a, re.I) for a in page.attrs), "NaN leaked into SVG coordinates"
     assert "No loss recorded yet." in text
-    base_row = re.search(r"<tr><td><span[^>]*></span>base</td>(.*?)</tr>", html).group(1)
-    assert base_row.count("—") == 3 and "538.0" in base_row  # metric, n, items/s
+    head, *rows = table_after(html, "<h3>gold</h3>")
+    base = dict(zip(head, next(r for r in rows if r[0] == "base")))
+    assert base["accuracy [95% CI]"] == base["n"] == base["items/s"] == base["latency ms p50 / p95"] == "—"
+    assert base["size MB"] == "538.0"
     # A single loss point is still drawn, as a marker.
     one = render_html({"run_id": "r", "training": {"loss": [[1, 2.5]]}})
     assert "<circle" in one and "No loss recorded yet." not in one
@@ -223,12 +440,13 @@ def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 def test_chromium_renders_page(tmp_path):
     page = tmp_path / "report.html"
     page.write_text(render_html(full_report()), encoding="utf-8")
-    dom = chromium(["--dump-dom", page.as_uri()], tmp_path)
+    dom = chromium(["--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()], tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
+    assert ":CONSOLE" not in dom.stderr, [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln][:5]
     assert "Route questions to manuals" in dom.stdout
     assert "0.71 [0.58, 0.82]" in dom.stdout
-    png = tmp_path / "report.png"
-    shot = chromium([f"--screenshot={png}", "--window-size=1200,2400", page.as_uri()], tmp_path)
+    png = tmp_path / "report.png"  # pytest keeps it under its basetemp for a look
+    shot = chromium([f"--screenshot={png}", "--window-size=1200,5600", page.as_uri()], tmp_path)
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert png.exists() and png.stat().st_size > 20_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -153,19 +153,26 @@ class LoraCfg(Section):
 
 
 class TrainCfg(Section):
-    steps: int | None = Field(None, ge=1)
-    lr: float = Field(5e-4, gt=0)
+    steps: int | None = Field(None, ge=1)        # default: chosen from the data size (train.default_steps)
+    lr: float | None = Field(None, gt=0)         # default: 5e-4 for LoRA, 5e-5 for full fine-tuning
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_seq_len: int = Field(384, ge=32)
     warmup_steps: int = Field(3, ge=0)
     checkpoint_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(None, ge=1)   # held-out loss every N steps (default: about 8 times per run)
+    patience: int | None = Field(3, ge=1)        # stop after this many evaluations without a better held-out loss (null: never)
+    best_checkpoint: bool = True                 # keep the adapter from the step with the lowest held-out loss
+    full_finetune: bool = False                  # train every weight instead of a LoRA adapter (tiny students)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int | None = None              # training's own seed (LoRA init, batch order); default: the top-level seed
     lora: LoraCfg = LoraCfg()
 
 
 class EvaluateCfg(Section):
-    models: list[Literal["student", "base", "teacher"]] = ["student", "base", "teacher"]
+    # base: the untuned student with the same prompt (zero-shot); base-fewshot: with the task's examples as turns
+    models: list[Literal["student", "base", "base-fewshot", "teacher"]] = ["student", "base", "base-fewshot", "teacher"]
+    constrained: bool = True              # classify: also score student and base with answers limited to the labels
     max_items: int = Field(200, ge=1)
     batch_size: int = Field(8, ge=1)
 

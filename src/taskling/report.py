@@ -46,27 +46,58 @@ def build(ctx: Context) -> dict:
 
             loss = json.loads(lp.read_text())
         rep["training"] = {"loss": loss.get("loss", []), "eval_loss": loss.get("eval_loss", []),
-                           "steps": t["counts"].get("steps"), "tokens_per_s": t.get("tokens_per_s"),
-                           "seconds": t.get("train_seconds"), "trainable_params": t["counts"].get("trainable_params")}
+                           "steps": t["counts"].get("steps"), "planned_steps": t["counts"].get("planned_steps"),
+                           "tokens_per_s": t.get("tokens_per_s"), "seconds": t.get("train_seconds"),
+                           "trainable_params": t["counts"].get("trainable_params"),
+                           **{k: t.get(k) for k in ("best_step", "best_eval_loss", "stopped_early", "stop_reason",
+                                                    "lr", "precision", "device", "mode")}}
     if "evaluate" in manifests:
-        res = manifests["evaluate"].get("results", {})
-        rep["results"] = {s: {w: {k: v for k, v in r.items() if k != "per_label"} for w, r in per.items()}
+        ev = manifests["evaluate"]
+        res = ev.get("results", {})
+        detail = ("per_label", "per_class", "confusion", "per_field")
+        rep["results"] = {s: {w: {k: v for k, v in r.items() if k not in detail} for w, r in per.items()}
                           for s, per in res.items()}
         rep["per_label"] = {s: {w: r.get("per_label", {}) for w, r in per.items() if r.get("per_label")}
                             for s, per in res.items()}
+        rep["evaluation"] = {k: {s: {w: r[k] for w, r in per.items() if r.get(k)} for s, per in res.items()}
+                             for k in ("confusion", "per_class", "per_field")}
+        rep["evaluation"].update({"error_rates": ev.get("error_rates"), "constrained": ev.get("constrained"),
+                                  "systems": ev.get("systems")})
         rep["failures"] = read_jsonl(ctx.stage_dir("evaluate") / "failures.jsonl")[:200]
         rep["summary"] = summary(res, rep["task"]["metric"])
     if "export" in manifests:
         e = manifests["export"]
         rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.get("artifacts", []),
                          "verified": e.get("verified")}
-    if ctx.ws.calls_db.exists():
-        log = CallLog(ctx.ws.calls_db)
-        rep["teacher_calls"] = log.totals()
-        log.close()
+    log = CallLog(ctx.ws.calls_db) if ctx.ws.calls_db.exists() else None
+    try:
+        if log is not None:
+            rep["teacher_calls"] = log.totals()
+        rep["costs"] = costs(log, manifests)
+    finally:
+        if log is not None:
+            log.close()
     if manifests:
         rep["versions"] = list(manifests.values())[-1].get("versions", {})
     return rep
+
+
+def costs(log: CallLog | None, manifests: dict) -> dict:
+    """What the run cost: teacher and judge calls (tokens, money; cached replies are free and not
+    counted) and the seconds of each stage."""
+    def spent(purposes):
+        if log is None:
+            return None
+        rows = [log.totals(p) for p in purposes]
+        out = {k: sum(r[k] for r in rows) for k in ("calls", "prompt_tokens", "completion_tokens", "cost", "failed")}
+        return {"calls": out["calls"], "input_tokens": out["prompt_tokens"], "output_tokens": out["completion_tokens"],
+                "money": round(out["cost"], 6), "failed": out["failed"]} if out["calls"] else None
+    seconds = {s: m.get("seconds") for s, m in manifests.items()}
+    teacher, judge = spent(("generate", "evaluate")), spent(("judge", "consistency"))
+    return {"teacher": teacher, "judge": judge, "train_seconds": manifests.get("train", {}).get("train_seconds"),
+            "evaluate_seconds": seconds.get("evaluate"), "stage_seconds": seconds,
+            "total_seconds": round(sum(v for v in seconds.values() if v), 1),
+            "money_total": round(sum((x or {}).get("money") or 0 for x in (teacher, judge)), 6)}
 
 
 def summary(results: dict, metric: str) -> str:

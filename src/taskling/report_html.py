@@ -11,11 +11,13 @@ import math
 from html import escape
 
 DASH = "—"
-MODELS = ("student", "base", "teacher")
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
-COLOURS = {"student": "#0072B2", "base": "#E69F00", "teacher": "#009E73"}
-EXTRA_COLOURS = ("#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+MODELS = ("student", "student-constrained", "base", "base-fewshot", "base-constrained", "teacher")
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies; a variant shares its system's hue family.
+COLOURS = {"student": "#0072B2", "student-constrained": "#56B4E9", "base": "#E69F00", "base-fewshot": "#D55E00",
+           "base-constrained": "#CC79A7", "teacher": "#009E73"}
+EXTRA_COLOURS = ("#000000", "#F0E442", "#999999")
 FAILURE_ROWS = 50
+TOPIC_BARS = 15
 CELL_CHARS = 600  # long documents would make the failure table unreadable
 
 CSS = """
@@ -38,18 +40,27 @@ th,td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertic
 th{background:var(--soft);font-weight:600}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.student td{font-weight:600}
+.res th.n{white-space:normal}.res td:first-child{white-space:nowrap}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
 .funnel td:last-child{width:45%}
 .bar{height:12px;background:var(--accent);border-radius:2px;min-width:1px}
 .failures{table-layout:fixed}.failures td{white-space:pre-wrap;overflow-wrap:break-word;font-size:12px}
-.failures th{width:11%}.failures th:first-child{width:10%}.failures th:nth-child(2){width:30%}
+.failures th{width:11%}.failures th:first-child{width:10%}.failures th:nth-child(2){width:13%}
+.failures th:nth-child(3){width:26%}
 .failures th:last-child{width:16%}.failures td:first-child{color:var(--muted)}
 .failures td.bad{background:#fdecea}
 .failures td.ok{background:#e9f6ee}
 .narrow{width:auto;min-width:50%}.kv{width:auto}.kv th{font-weight:500;color:var(--muted);background:none}
 .note{color:var(--muted);font-size:12px}
+.cms{display:flex;flex-wrap:wrap;gap:8px 32px;align-items:flex-start}.cms>div{overflow-x:auto;max-width:100%}
+.cm{width:auto;font-size:12px}.cm td{text-align:center;min-width:36px;border:1px solid #fff}
+.cm thead th{vertical-align:bottom}.cm thead th.p{writing-mode:vertical-rl;transform:rotate(180deg);
+ max-height:140px;text-align:left;padding:8px 4px}
+.cm td.rl{text-align:left;font-weight:600;background:var(--soft)}
+.cm td.d{outline:2px solid #1f2328;outline-offset:-2px}.cm td.hi{color:#fff}.cm td.t{color:var(--muted)}
 figure{margin:8px 0 16px}svg{display:block;width:100%;height:auto}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;font-size:12px;fill:#1f2328}
+""" + "".join(f".cm td.q{i}{{background:rgba(0,114,178,{i / 10:.1f})}}" for i in range(1, 11)) + """
 @media print{body{font-size:11px}.wrap{max-width:none;padding:0}
  *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
  figure,tr{break-inside:avoid}h2{break-after:avoid}thead{display:table-header-group}}
@@ -77,7 +88,7 @@ def _fmt(x, nd: int = 2) -> str:
         return DASH if isinstance(x, (int, float)) else _e(x)
     if isinstance(x, int):
         return f"{x:,}"
-    return f"{v:,.{nd}f}"
+    return f"{round(v, nd) + 0.0:,.{nd}f}"  # + 0.0: no "-0.00" for a tiny negative
 
 
 def _ci(r: dict) -> str:
@@ -86,8 +97,26 @@ def _ci(r: dict) -> str:
     return m if m == DASH or lo is None or hi is None else f"{m} [{lo:.2f}, {hi:.2f}]"
 
 
+def _money(x) -> str:
+    """Money with two significant digits below 1 (0.0042), cents above."""
+    v = _num(x)
+    if v is None or v == 0:
+        return _fmt(v)
+    return f"{v:,.{min(6, max(2, 1 - math.floor(math.log10(abs(v)))))}f}"
+
+
+def _dict(x) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _short(s, n: int) -> str:
+    s = str(s)
+    return s if len(s) <= n else s[:n].rstrip() + " …"
+
+
 def _colour(model: str, order: list[str]) -> str:
-    return COLOURS.get(model) or EXTRA_COLOURS[order.index(model) % len(EXTRA_COLOURS)]
+    extra = [m for m in order if m not in COLOURS]
+    return COLOURS.get(model) or EXTRA_COLOURS[extra.index(model) % len(EXTRA_COLOURS)]
 
 
 def _models(per: dict) -> list[str]:
@@ -148,21 +177,43 @@ def _axes(W, H, L, R, T, B, yt, nd, y) -> list[str]:
     return out
 
 
+def _xaxis(xt: list[float], nd: int, x, T, H, B, grid: bool = False) -> list[str]:
+    out = []
+    for t in xt:
+        if grid:
+            out.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{T}" y2="{H - B}" stroke="#e5e9ee"/>')
+        out.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{H - B}" y2="{H - B + 4}" stroke="#59636e"/>')
+        out.append(f'<text x="{x(t):.1f}" y="{H - B + 17}" text-anchor="middle">{t:,.{nd}f}</text>')
+    return out
+
+
 def _svg(W: int, H: int, label: str, parts: list[str]) -> str:
     return (f'<figure><svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
             f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>{"".join(parts)}</svg></figure>')
 
 
-def _legend(items: list[tuple[str, str]], x: float, y: float, marker: str = "rect") -> list[str]:
+def _legend_at(names: list[str], x: float, right: float) -> list[tuple[float, int]]:
+    """(x, row) of each legend entry, wrapping to a new row before `right`."""
+    out, cx, row = [], x, 0
+    for name in names:
+        w = 30 + 7 * len(str(name))
+        if cx > x and cx + w > right:
+            cx, row = x, row + 1
+        out.append((cx, row))
+        cx += w
+    return out
+
+
+def _legend(items: list[tuple[str, str]], x: float, y: float, marker: str = "rect", right: float = 1e9) -> list[str]:
     out = []
-    for name, col in items:
+    for (name, col), (lx, row) in zip(items, _legend_at([n for n, _ in items], x, right)):
+        ly = y + 18 * row
         if marker == "rect":
-            out.append(f'<rect x="{x:.1f}" y="{y - 9}" width="12" height="12" rx="2" fill="{col}"/>')
+            out.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="12" height="12" rx="2" fill="{col}"/>')
         else:
-            out.append(f'<line x1="{x:.1f}" x2="{x + 14:.1f}" y1="{y - 3}" y2="{y - 3}" '
+            out.append(f'<line x1="{lx:.1f}" x2="{lx + 14:.1f}" y1="{ly - 3}" y2="{ly - 3}" '
                        f'stroke="{col}" stroke-width="2"/>')
-        out.append(f'<text x="{x + 18:.1f}" y="{y + 1}">{_e(name)}</text>')
-        x += 30 + 7 * len(str(name))
+        out.append(f'<text x="{lx + 18:.1f}" y="{ly + 1}">{_e(name)}</text>')
     return out
 
 
@@ -181,7 +232,9 @@ def bar_chart(results: dict, metric: str) -> str:
         yt, nd = [i / 5 for i in range(6)], 1
     else:
         yt, nd = _ticks(min(0.0, *vals), max(0.0, *vals))
-    W, H, L, R, T, B = 1000, 340, 60, 16, 40, 44
+    W, L, R, B = 1000, 60, 16, 44
+    rows = _legend_at(models, L + 4, W - R)[-1][1] + 1  # the legend may wrap; the plot keeps its height
+    H, T = 322 + 18 * rows, 22 + 18 * rows
     lo, hi = yt[0], yt[-1]
     y = lambda v: T + (hi - max(lo, min(hi, v))) / (hi - lo) * (H - T - B)  # noqa: E731
     parts = _axes(W, H, L, R, T, B, yt, nd, y)
@@ -192,14 +245,13 @@ def bar_chart(results: dict, metric: str) -> str:
     gw = (W - L - R) / len(sets)
     bw = min(56.0, gw * 0.75 / max(1, len(models)))
     for i, s in enumerate(sets):
-        x0 = L + i * gw + (gw - bw * len(models)) / 2
+        shown = [m for m in models if _num(_dict(results[s].get(m)).get("metric")) is not None]
+        x0 = L + i * gw + (gw - bw * len(shown)) / 2
         parts.append(f'<text x="{L + (i + 0.5) * gw:.1f}" y="{H - B + 20}" text-anchor="middle" '
                      f'font-weight="600">{_e(s)}</text>')
-        for j, m in enumerate(models):
-            r = results[s].get(m)
-            v = _num(r.get("metric")) if isinstance(r, dict) else None
-            if v is None:
-                continue
+        for j, m in enumerate(shown):
+            r = results[s][m]
+            v = _num(r["metric"])
             x, base = x0 + j * bw, y(max(lo, min(hi, 0.0)))
             top = min(y(v), base)
             parts.append(f'<rect x="{x + 2:.1f}" y="{top:.1f}" width="{bw - 4:.1f}" height="{abs(base - y(v)):.1f}" '
@@ -212,7 +264,7 @@ def bar_chart(results: dict, metric: str) -> str:
             ty = min(max(ends) + 14, H - B - 2) if v < 0 else max(min(ends) - 5, T - 4)  # clear of bar and whisker
             parts.append(f'<text x="{cx:.1f}" y="{ty:.1f}" text-anchor="middle" '
                          f'font-size="11">{v:.2f}</text>')
-    parts += _legend([(m, _colour(m, models)) for m in models], L + 4, 18)
+    parts += _legend([(m, _colour(m, models)) for m in models], L + 4, 18, right=W - R)
     return _svg(W, H, f"{metric} per set and model with 95% confidence intervals", parts)
 
 
@@ -224,8 +276,8 @@ def _points(series) -> list[tuple[float, float]]:
     return pts
 
 
-def line_chart(loss, eval_loss) -> str:
-    """Training loss (line) and eval loss (line with markers) against step."""
+def line_chart(loss, eval_loss, best_step=None) -> str:
+    """Training loss (line) and eval loss (line with markers) against step; a dashed line at the best step."""
     series = [(n, c, pts) for n, c, pts in (("train loss", "#0072B2", _points(loss)),
                                             ("eval loss", "#D55E00", _points(eval_loss))) if pts]
     if not series:
@@ -237,10 +289,7 @@ def line_chart(loss, eval_loss) -> str:
     W, H, L, R, T, B = 1000, 300, 60, 16, 36, 44
     y = lambda v: T + (yt[-1] - v) / (yt[-1] - yt[0]) * (H - T - B)  # noqa: E731
     x = lambda v: L + (v - xt[0]) / (xt[-1] - xt[0]) * (W - L - R)  # noqa: E731
-    parts = _axes(W, H, L, R, T, B, yt, nd, y)
-    for t in xt:
-        parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{H - B}" y2="{H - B + 4}" stroke="#59636e"/>')
-        parts.append(f'<text x="{x(t):.1f}" y="{H - B + 17}" text-anchor="middle">{t:,.{xnd}f}</text>')
+    parts = _axes(W, H, L, R, T, B, yt, nd, y) + _xaxis(xt, xnd, x, T, H, B)
     parts.append(f'<text x="{(L + W - R) / 2:.0f}" y="{H - 6}" text-anchor="middle">step</text>')
     parts.append(f'<text x="14" y="{(T + H - B) / 2:.0f}" text-anchor="middle" '
                  f'transform="rotate(-90 14 {(T + H - B) / 2:.0f})">loss</text>')
@@ -252,8 +301,37 @@ def line_chart(loss, eval_loss) -> str:
         if name == "eval loss" or len(pts) == 1:
             parts += [f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3.5" fill="{col}">'
                       f'<title>step {a:g}: {b:.4f}</title></circle>' for a, b in pts]
+    best = _num(best_step)
+    if best is not None and xt[0] <= best <= xt[-1]:
+        bx, end = x(best), x(best) > W - R - 140
+        parts.append(f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{T}" y2="{H - B}" stroke="#59636e" '
+                     'stroke-dasharray="5 4"/>')
+        parts.append(f'<text x="{bx - 6 if end else bx + 6:.1f}" y="{T + 12}" stroke="#fff" stroke-width="4" '
+                     f'paint-order="stroke" text-anchor="{"end" if end else "start"}">best step {best:,.0f}</text>')
     parts += _legend([(n, c) for n, c, _ in series], L + 4, 16, marker="line")
     return _svg(W, H, "loss against training step", parts)
+
+
+def topic_chart(rows: list, title: str) -> str:
+    """Horizontal bars of the error rate per topic, highest first, at most TOPIC_BARS."""
+    rows = [r for r in rows or [] if isinstance(r, dict) and _num(r.get("error_rate")) is not None]
+    if not rows:
+        return ""
+    rows = sorted(rows, key=lambda r: (-r["error_rate"], -(_num(r.get("errors")) or 0)))[:TOPIC_BARS]
+    names = [_short(r.get("topic", ""), 40) for r in rows]
+    W, L, R, T, B, rh = 1000, min(330, 16 + 7 * max(map(len, names))), 110, 8, 40, 24
+    H = T + rh * len(rows) + B
+    x = lambda v: L + max(0.0, min(1.0, v)) * (W - L - R)  # noqa: E731
+    parts = _axes(W, H, L, R, T, B, [], 0, None) + _xaxis([i / 5 for i in range(6)], 1, x, T, H, B, grid=True)
+    parts.append(f'<text x="{(L + W - R) / 2:.0f}" y="{H - 4}" text-anchor="middle">error rate</text>')
+    for i, (r, name) in enumerate(zip(rows, names)):
+        y, v = T + i * rh, r["error_rate"]
+        count = f"{_fmt(r.get('errors'))} of {_fmt(r.get('n'))}"
+        parts.append(f'<text x="{L - 6}" y="{y + rh / 2 + 4:.1f}" text-anchor="end">{_e(name)}</text>')
+        parts.append(f'<rect x="{L}" y="{y + 4}" width="{x(v) - L:.1f}" height="{rh - 8}" fill="{COLOURS["student"]}">'
+                     f'<title>{_e(r.get("topic", ""))}: {v:.2f} ({count})</title></rect>')
+        parts.append(f'<text x="{x(v) + 6:.1f}" y="{y + rh / 2 + 4:.1f}" font-size="11">{v:.2f} · {count}</text>')
+    return _svg(W, H, title, parts)
 
 
 # ---- sections -------------------------------------------------------------
@@ -276,6 +354,32 @@ def _header(rep: dict) -> str:
     return "".join(out) + "</header>"
 
 
+def _pair(d: dict, a: str, b: str) -> str:
+    x, y = _fmt(d.get(a), 0), _fmt(d.get(b), 0)
+    return DASH if x == y == DASH else f"{x} / {y}"
+
+
+def _metric_cell(r: dict, name: str) -> str:
+    """A secondary metric; its 95% CI, when known, shows on hover to keep the table narrow."""
+    v, ci = _fmt(_dict(r.get("metrics")).get(name)), _dict(r.get("cis")).get(name)
+    lo, hi = (_num(c) for c in ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    return v if v == DASH or lo is None or hi is None else f'<span title="95% CI {lo:.2f} to {hi:.2f}">{v}</span>'
+
+
+def _cost(r: dict) -> str:
+    return "local" if "cost_per_1k" in r and r["cost_per_1k"] is None else _money(r.get("cost_per_1k"))
+
+
+def _result_columns(metric: str, others: list[str]) -> list:
+    """(header, cell(row) -> HTML) for one set's results table."""
+    return ([(f"{_e(metric)} [95%&nbsp;CI]", _ci)] + [(_e(o), lambda r, o=o: _metric_cell(r, o)) for o in others] +
+            [("n", lambda r: _fmt(r.get("n"))), ("items/s", lambda r: _fmt(r.get("items_per_s"), 1)),
+             ("latency ms p50&nbsp;/&nbsp;p95", lambda r: _pair(_dict(r.get("latency_ms")), "p50", "p95")),
+             ("tokens in&nbsp;/&nbsp;out", lambda r: _pair(_dict(r.get("tokens")), "prompt", "completion")),
+             ("size MB", lambda r: _fmt(r.get("size_mb"), 1)), ("cost per 1k items", _cost),
+             ("CPU s per 1k items", lambda r: _fmt(r.get("cpu_seconds_per_1k"), 1))])
+
+
 def _results(rep: dict) -> str:
     res = {s: per for s, per in (rep.get("results") or {}).items() if isinstance(per, dict) and per}
     if not res:
@@ -284,39 +388,127 @@ def _results(rep: dict) -> str:
     out = ["<section><h2>Results</h2>"]
     for s in _sets(res):
         models = _models(res[s])
-        rows = []
-        for m in models:
-            r = res[s][m] if isinstance(res[s][m], dict) else {}
-            sw = f'<span class="swatch" style="background:{_colour(m, models)}"></span>'
-            rows.append([sw + _e(m), _ci(r), _fmt(r.get("n")), _fmt(r.get("items_per_s"), 1),
-                         _fmt(r.get("size_mb"), 1)])
-        out.append(f"<h3>{_e(s)}</h3>")
-        out.append(_table(["model", f"{_e(metric)} [95% CI]", "n", "items/s", "size MB"], rows, (1, 2, 3, 4),
-                          row_cls=["student" if m == "student" else "" for m in models]))
-    out.append(bar_chart(res, metric))
+        recs = [_dict(res[s][m]) for m in models]
+        others = list(dict.fromkeys(k for r in recs for k in _dict(r.get("metrics")) if k != metric))
+        # A column no system has a value for (no latency recorded, say) is left out.
+        cols = [c for i, c in enumerate(_result_columns(metric, others))
+                if i == 0 or any(c[1](r) != DASH for r in recs)]
+        rows = [[f'<span class="swatch" style="background:{_colour(m, models)}"></span>{_e(m)}'] +
+                [cell(r) for _, cell in cols] for m, r in zip(models, recs)]
+        out.append(f"<h3>{_e(s)}</h3>" + _table(["system"] + [h for h, _ in cols], rows, range(1, len(cols) + 1), "res",
+                                                ["student" if m == "student" else "" for m in models]))
+    out += [bar_chart(res, metric), _constrained(rep)]
     return "".join(out) + "</section>"
 
 
-def _per_label(rep: dict) -> str:
+def _constrained(rep: dict) -> str:
+    c = _dict(_dict(rep.get("evaluation")).get("constrained"))
+    rows = []
+    for s in _sets(c):
+        per = _dict(c[s])
+        for m in _models(per):
+            r = _dict(per[m])
+            free, con = _num(r.get("free")), _num(r.get("constrained"))
+            delta = f"{con - free:+.2f}" if free is not None and con is not None else DASH
+            if r:
+                rows.append([_e(s), _e(m), _fmt(r.get("metric")), _fmt(r.get("free")), _fmt(r.get("constrained")),
+                             delta])
+    return ("<h3>constrained decoding: free vs constrained</h3>" +
+            _table(["set", "system", "metric", "free", "constrained", "change"], rows, (3, 4, 5), cls="narrow")
+            if rows else "")
+
+
+def _f1_tables(by_set, first: str) -> list[str]:
+    """Per set, one row per label (or field) and one column per system: a number, or the F1 of
+    {precision, recall, f1, support}, with the support column when any row has one."""
     out = []
-    for s, per in (rep.get("per_label") or {}).items():
-        per = {m: v for m, v in (per or {}).items() if isinstance(v, dict) and v}
+    for s in _sets(_dict(by_set)):
+        per = {m: v for m, v in _dict(by_set[s]).items() if isinstance(v, dict) and v}
         if not per:
             continue
         models = _models(per)
         labels = list(dict.fromkeys(lab for m in models for lab in per[m]))
-        rows = [[_e(lab)] + [_fmt(per[m].get(lab)) for m in models] for lab in labels]
-        out.append(f"<h3>{_e(s)}</h3>" + _table(["label"] + [_e(m) for m in models], rows,
-                                                range(1, len(models) + 1), cls="narrow"))
-    return "<section><h2>Per label</h2>" + "".join(out) + "</section>" if out else ""
+        val = {(m, lab): _dict(v).get("f1") if isinstance(v, dict) else v for m in models for lab, v in per[m].items()}
+        sup = [next((x for m in models if (x := _dict(per[m].get(lab)).get("support")) is not None), None)
+               for lab in labels]
+        has_sup = any(x is not None for x in sup)
+        rows = [[_e(lab)] + [_fmt(val.get((m, lab))) for m in models] + ([_fmt(x)] if has_sup else [])
+                for lab, x in zip(labels, sup)]
+        head = [first] + [_e(m) for m in models] + (["support"] if has_sup else [])
+        out.append(f"<h3>{_e(s)}</h3>" + _table(head, rows, range(1, len(head)), cls="narrow"))
+    return out
+
+
+def _per_label(rep: dict) -> str:
+    ev = _dict(rep.get("evaluation"))
+    out = _f1_tables(ev.get("per_class"), "label")
+    note = '<p class="note">F1 per label; support is the number of items expected to have it.</p>' if out else ""
+    out = out or _f1_tables(rep.get("per_label"), "label")
+    return f"<section><h2>Per label</h2>{note}{''.join(out)}</section>" if out else ""
+
+
+def _per_field(rep: dict) -> str:
+    out = _f1_tables(_dict(rep.get("evaluation")).get("per_field"), "field")
+    return ('<section><h2>Per field</h2><p class="note">F1 per extracted field; support is the number of items '
+            f"expected to have it.</p>{''.join(out)}</section>" if out else "")
+
+
+def _confusion(c: dict) -> str:
+    """Rows are expected labels, columns predicted ones; a cell's shade is its share of the row."""
+    labels, mat, pred = c.get("labels"), c.get("matrix"), c.get("predicted_labels")
+    if not (isinstance(labels, list) and labels and isinstance(mat, list) and mat):
+        return ""
+    pred = pred if isinstance(pred, list) and pred else labels
+    rows = []
+    for lab, row in zip(labels, mat):
+        vals = [row[j] if isinstance(row, list) and j < len(row) else None for j in range(len(pred))]
+        total = sum(_num(v) or 0 for v in vals)
+        cells = [("rl", _e(lab))]
+        for p, v in zip(pred, vals):
+            q = round(10 * (_num(v) or 0) / total) if total else 0
+            cls = [f"q{q}" if q else "", "hi" if q >= 6 else "", "d" if p == lab else ""]
+            cells.append((" ".join(filter(None, cls)), _fmt(v)))
+        rows.append(cells + [("t", _fmt(int(total)))])
+    head = ["expected ↓ predicted →"] + [("p", _e(p)) for p in pred] + [("t", "n")]
+    return _table(head, rows, cls="cm")
+
+
+def _errors(rep: dict) -> str:
+    ev, out = _dict(rep.get("evaluation")), []
+    conf = _dict(ev.get("confusion"))
+    for s in _sets(conf):
+        mats = [f'<div><p class="note">{_e(m)}</p>{t}</div>' for m in ("student", "base")
+                if (t := _confusion(_dict(_dict(conf[s]).get(m))))]
+        if mats:
+            out.append(f"<h3>confusion · {_e(s)}</h3><div class=\"cms\">{''.join(mats)}</div>")
+    rates = _dict(ev.get("error_rates"))
+    topics = _dict(rates.get("topic"))
+    for s in _sets(topics):
+        chart = topic_chart(topics[s], f"student error rate per topic on {s}")
+        n = len(topics[s]) if isinstance(topics[s], list) else 0
+        more = f" (the {TOPIC_BARS} highest of {n})" if n > TOPIC_BARS else ""
+        out.append(f"<h3>student error rate by topic · {_e(s)}{more}</h3>{chart}" if chart else "")
+    labels = _dict(rates.get("label"))
+    for s in _sets(labels):
+        rs = [r for r in labels[s] if isinstance(r, dict)] if isinstance(labels[s], list) else []
+        rows = [[_e(r.get("label", "")), _fmt(r.get("n")), _fmt(r.get("errors")), _fmt(r.get("error_rate"))]
+                for r in sorted(rs, key=lambda r: -(_num(r.get("error_rate")) or 0))]
+        out.append(f"<h3>student error rate by label · {_e(s)}</h3>" +
+                   _table(["label", "n", "errors", "error rate"], rows, (1, 2, 3), cls="narrow") if rows else "")
+    return "<section><h2>Errors</h2>" + "".join(out) + "</section>" if "".join(out) else ""
 
 
 def _training(rep: dict) -> str:
     t = rep.get("training")
     if not isinstance(t, dict) or not t:
         return ""
-    chart = line_chart(t.get("loss"), t.get("eval_loss")) or '<p class="note">No loss recorded yet.</p>'
-    facts = {"steps": t.get("steps"), "tokens/s": t.get("tokens_per_s"), "seconds": t.get("seconds"),
+    chart = (line_chart(t.get("loss"), t.get("eval_loss"), t.get("best_step"))
+             or '<p class="note">No loss recorded yet.</p>')
+    lr = t.get("lr")
+    facts = {"mode": t.get("mode"), "steps": t.get("steps"), "best step": t.get("best_step"),
+             "stopped early": t.get("stopped_early"), "stop reason": t.get("stop_reason"),
+             "learning rate": f"{lr:g}" if _num(lr) is not None else lr, "precision": t.get("precision"),
+             "device": t.get("device"), "tokens/s": t.get("tokens_per_s"), "seconds": t.get("seconds"),
              "trainable params": t.get("trainable_params")}
     facts = {k: v for k, v in facts.items() if v is not None}
     return f"<section><h2>Training</h2>{chart}{_kv(facts) if facts else ''}</section>"
@@ -387,9 +579,24 @@ def _stages(rep: dict) -> str:
                                                 (1, 2)) + "</section>"
 
 
+def _costs(rep: dict) -> str:
+    c = _dict(rep.get("costs"))
+    callers = [(k, _dict(c.get(k))) for k in ("teacher", "judge") if _dict(c.get(k))]
+    out = []
+    if callers:
+        rows = [[_e(k)] + [_fmt(v.get(f)) for f in ("calls", "cached", "input_tokens", "output_tokens")] +
+                [_money(v.get("money"))] for k, v in callers]
+        out.append(_table(["calls by", "calls", "cached", "input tokens", "output tokens", "money"], rows,
+                          range(1, 6), cls="narrow"))
+    facts = {"train seconds": _fmt(c.get("train_seconds"), 1), "evaluate seconds": _fmt(c.get("evaluate_seconds"), 1),
+             "total seconds": _fmt(c.get("total_seconds"), 1), "money total": _money(c.get("money_total"))}
+    facts = {k: v for k, v in facts.items() if v != DASH}
+    out.append(_kv(facts) if facts else "")
+    return "<section><h2>Costs</h2>" + "".join(out) + "</section>" if "".join(out) else ""
+
+
 def _cell(x) -> str:
-    s = DASH if x is None else str(x)
-    return _e(s if len(s) <= CELL_CHARS else s[:CELL_CHARS] + " …")
+    return _e(DASH if x is None else _short(x, CELL_CHARS))
 
 
 def _failures(rep: dict) -> str:
@@ -397,16 +604,19 @@ def _failures(rep: dict) -> str:
     if not fs:
         return ""
     rows, note = [], f"showing the first {FAILURE_ROWS} of {len(fs)}" if len(fs) > FAILURE_ROWS else f"{len(fs)} items"
+    systems = [m for m in MODELS if any(m in f for f in fs)] or ["student"]
     for f in fs[:FAILURE_ROWS]:
         exp = f.get("expected")
-        cells = [f"{_e(f.get('set', ''))}<br>{_e(f.get('id', ''))}", _cell(f.get("input")), _cell(exp)]
-        for m in MODELS:
+        cells = [f"{_e(f.get('set', ''))}<br>{_e(f.get('id', ''))}", _e(_short(f.get("topic") or DASH, 80)),
+                 _cell(f.get("input")),
+                 _cell(exp)]
+        for m in systems:
             v = f.get(m)
             mark = "" if v is None or exp is None else ("ok" if str(v).strip() == str(exp).strip() else "bad")
             cells.append((mark, _cell(v)))
         cells.append(_cell(f.get("source")))
         rows.append(cells)
-    html = _table(["item", "input", "expected", "student", "base", "teacher", "source"], rows, cls="failures")
+    html = _table(["item", "topic", "input", "expected"] + [_e(m) for m in systems] + ["source"], rows, cls="failures")
     return (f'<section><h2>Failures</h2><p class="note">Items the student got wrong ({note}); '
             f"green cells match the expected answer, red cells do not.</p>{html}</section>")
 
@@ -431,8 +641,9 @@ def _kv_section(rep: dict, key: str, title: str, pretty: bool = True) -> str:
 
 def render_html(report: dict) -> str:
     """The whole report as one self-contained HTML page (a str)."""
-    body = [_results(report), _per_label(report), _training(report), _funnel(report), _stages(report),
-            _failures(report), _export(report), _kv_section(report, "teacher_calls", "Teacher calls"),
+    body = [_results(report), _per_label(report), _per_field(report), _errors(report), _training(report),
+            _funnel(report), _stages(report), _costs(report), _failures(report), _export(report),
+            _kv_section(report, "teacher_calls", "Teacher calls"),
             _kv_section(report, "versions", "Versions", pretty=False)]
     body = [b for b in body if b] or ['<p class="note">No stage has finished yet.</p>']
     title = (report.get("task") or {}).get("name") or report.get("run_id", "")

@@ -1,65 +1,148 @@
-"""evaluate: the task's metric for the tuned student, its base and the teacher,
-on the held-out set and on gold.jsonl, with 95% bootstrap intervals.
+"""evaluate: the tuned student, its base and the teacher on the held-out set
+and on gold.jsonl, every metric of the task type with 95% bootstrap intervals.
 
-Student and base run through the same transformers code path (infer.py) with
-the student's prompt; the teacher is asked through its backend few-shot, as
-it would be used without taskling. Predictions per model and set are saved
-as they finish, so a re-run after a kill redoes only the unfinished ones.
+Systems (evaluate.models):
+  student       the tuned student with its prompt
+  base          the untuned student with the same prompt (zero-shot)
+  base-fewshot  the untuned student with the task's examples as earlier turns
+  teacher       the teacher through its backend, few-shot, as it would be used without taskling
+and, for classify with evaluate.constrained, student-constrained and
+base-constrained: the answer is the label the model finds most likely
+(infer.choose), so it is always a label.
+
+Student and base run through the same transformers code path (infer.py).
+Predictions per system and set are saved as they finish (with latency and
+tokens), so a re-run after a kill redoes only the unfinished ones. Every
+wrong student answer goes to failures.jsonl with its source and topic; error
+rates per topic and label are what the next round's allocation reads.
 """
 from __future__ import annotations
 
-import random
+import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
+from .. import infer, metrics, tasks
 from ..backends import Logged, Request, open_backend
 from ..calls import CallLog
-from ..config import Config
-from .. import infer, tasks
+from ..config import Config, Price
 from ..models import dir_size_mb, load_causal_lm, model_size_mb, resolve_gguf, resolve_hf
+from ..pile import Pile
 from ..workspace import Context, atomic_write_json, read_jsonl, run_stage, sha256_file, upstream, write_jsonl
 from .curate import load_gold
+from .train import load_trained, trained_dir
 
 
-def bootstrap_ci(scores: list[float], seed: int = 0, reps: int = 2000) -> tuple[float, float]:
-    if not scores:
-        return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    n = len(scores)
-    means = sorted(sum(scores[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+def systems(cfg: Config) -> list[str]:
+    out = list(cfg.evaluate.models)
+    if cfg.task.type == "classify" and cfg.evaluate.constrained:
+        out += [f"{w}-constrained" for w in ("student", "base") if w in cfg.evaluate.models]
+    return out
 
 
-def predict_hf(model, tok, system: str, items: list[dict], task, cfg: Config) -> tuple[list[str], float]:
-    convs = [tasks.student_messages(system, it["input"]) for it in items]
-    t0 = time.perf_counter()
-    outs = infer.generate(model, tok, convs, max_new_tokens=task.MAX_NEW_TOKENS, batch_size=cfg.evaluate.batch_size)
-    return [o["text"] for o in outs], time.perf_counter() - t0
+def conversations(cfg: Config, task, who: str, items: list[dict]) -> list[list[dict]]:
+    if who.startswith("base-fewshot") or who == "teacher":
+        return [task.teacher_eval_messages(cfg.task, it["input"]) for it in items]
+    return [tasks.student_messages(task.system_prompt(cfg.task), it["input"]) for it in items]
 
 
-def predict_teacher(backend, items: list[dict], task, cfg: Config) -> tuple[list[str], float]:
-    reqs = [Request(task.teacher_eval_messages(cfg.task, it["input"]), max_tokens=task.MAX_NEW_TOKENS,
-                    temperature=0.0) for it in items]
-    t0 = time.perf_counter()
-    res = backend.generate(reqs)
-    # Cached replies cost nothing now; report the speed of the original calls.
-    secs = sum(r.latency_s for r in res) or (time.perf_counter() - t0)
-    return [r.text if r.error is None else "" for r in res], secs
+def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Config) -> list[dict]:
+    if who.endswith("-constrained"):
+        return infer.choose(model, tok, convs, list(cfg.task.labels), batch_size=cfg.evaluate.batch_size)
+    return infer.generate(model, tok, convs, max_new_tokens=task.MAX_NEW_TOKENS, batch_size=cfg.evaluate.batch_size)
 
 
-def score_set(task, cfg: Config, items: list[dict], texts: list[str], seconds: float, seed: int) -> dict:
-    preds = [task.parse_output(cfg.task, t) for t in texts]
-    scores = [task.score(cfg.task, p, it["output"]) for p, it in zip(preds, items)]
-    lo, hi = bootstrap_ci(scores, seed)
+def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:
+    reqs = [Request(c, max_tokens=task.MAX_NEW_TOKENS, temperature=0.0) for c in convs]
+    # Cached replies cost nothing now; latency is that of the original call.
+    return [{"text": r.text if r.error is None else "", "prompt_tokens": r.prompt_tokens,
+             "completion_tokens": r.completion_tokens, "latency_s": r.latency_s, "cost": r.cost}
+            for r in backend.generate(reqs)]
+
+
+def score_set(task, cfg: Config, items: list[dict], rows: list[dict], sources: list[str | None], seed: int) -> dict:
+    preds = [task.parse_output(cfg.task, r["output"]) for r in rows]
+    expected = [it["output"] for it in items]
+    kind = cfg.task.type
+    extra = {"labels": list(cfg.task.labels)} if kind == "classify" else {}
+    if kind == "extract":
+        extra["fields"] = list(task.fields(cfg.task)) or None
+    if kind == "answer":
+        extra["sources"] = sources
+    summ = metrics.summarize(kind, expected, preds, seed=seed, **extra)
+    scores = metrics.item_scores(kind, expected, preds, **({"fields": extra["fields"]} if kind == "extract" else {}))
+    head = task.METRIC
+    lo, hi = summ["cis"].get(head, [None, None])
+    lat = sorted(r.get("seconds", 0.0) * 1000 for r in rows)
+    secs = sum(r.get("seconds", 0.0) for r in rows)
+    n = len(rows)
     per_label: dict[str, list[float]] = {}
-    if cfg.task.type == "classify":
+    if kind == "classify":
         for it, s in zip(items, scores):
             per_label.setdefault(it["output"], []).append(s)
-    return {"metric": round(sum(scores) / len(scores), 4) if scores else None, "ci_low": round(lo, 4),
-            "ci_high": round(hi, 4), "n": len(items), "items_per_s": round(len(items) / max(seconds, 1e-9), 2),
-            "unparsed": sum(p is None for p in preds),
-            "per_label": {k: round(sum(v) / len(v), 4) for k, v in sorted(per_label.items())},
-            "_preds": preds, "_scores": scores}
+    out = {"metric": summ.get(head), "ci_low": lo, "ci_high": hi, "n": n,
+           "metrics": {k: v for k, v in summ.items() if isinstance(v, (int, float)) and k != "n"},
+           "cis": summ["cis"], "unparsed": sum(p is None for p in preds),
+           "items_per_s": round(n / max(secs, 1e-9), 2) if n else None,
+           "latency_ms": {"mean": round(statistics.fmean(lat), 1), "p50": round(lat[n // 2], 1),
+                          "p95": round(lat[min(n - 1, int(0.95 * n))], 1)} if n else None,
+           "tokens": {"prompt": round(statistics.fmean(r.get("prompt_tokens", 0) for r in rows), 1),
+                      "completion": round(statistics.fmean(r.get("completion_tokens", 0) for r in rows), 1)}
+           if n else None,
+           "cpu_seconds_per_1k": round(1000 * secs / n, 1) if n else None,
+           "per_label": {k: round(sum(v) / len(v), 4) for k, v in sorted(per_label.items())},
+           "_preds": preds, "_scores": scores}
+    for k in ("per_class", "confusion", "per_field"):
+        if summ.get(k):
+            out[k] = summ[k]
+    return out
+
+
+def rounded(x, nd: int = 4):
+    """Floats to `nd` places all through a JSON-like structure."""
+    if isinstance(x, float):
+        return round(x, nd)
+    if isinstance(x, dict):
+        return {k: rounded(v, nd) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rounded(v, nd) for v in x]
+    return x
+
+
+def error_rates(failed: list[dict], items: list[dict], key: str) -> list[dict]:
+    n = Counter(str(it.get(key)) for it in items)
+    bad = Counter(str(f.get(key)) for f in failed)
+    rows = [{key: k, "n": n[k], "errors": bad[k], "error_rate": round(bad[k] / n[k], 4)} for k in n]
+    return sorted(rows, key=lambda r: (-r["error_rate"], -r["n"], r[key]))
+
+
+def topics_of(ctx: Context, items: list[dict]) -> list[str | None]:
+    """Each item's topic: the one its example was generated for, else (gold) the topic of the chunk the
+    pile's search ranks first for its input."""
+    if not ctx.ws.pile_db.exists():
+        return [None] * len(items)
+    with Pile(ctx.ws.pile_db) as pile:
+        names = {t["id"]: t["label"] for t in pile.topics()}
+        out = []
+        for it in items:
+            tid = (it.get("arm") or [None])[0]
+            if tid is None:
+                hits = pile.search(str(it["input"]), limit=1)
+                tid = hits[0][0].topic_id if hits else None
+            out.append(names.get(tid, f"topic {tid}") if tid is not None else None)
+    return out
+
+
+def sources_of(ctx: Context, items: list[dict]) -> list[str | None]:
+    if not ctx.ws.pile_db.exists():
+        return [None] * len(items)
+    with Pile(ctx.ws.pile_db) as pile:
+        out = []
+        for it in items:
+            texts = [c.text for k in it.get("chunks", []) if (c := pile.chunk(k)) is not None]
+            out.append("\n".join(texts) if texts else None)
+    return out
 
 
 def run(cfg: Config, ctx: Context) -> dict:
@@ -70,69 +153,90 @@ def run(cfg: Config, ctx: Context) -> dict:
     def body(out: Path) -> dict:
         infer.set_threads(ctx.threads)
         task = tasks.get(cfg.task)
-        system = task.system_prompt(cfg.task)
         sets = {"eval": read_jsonl(ctx.stage_dir("curate") / "eval.jsonl")[: cfg.evaluate.max_items],
                 "gold": load_gold(cfg, gold_path)[: cfg.evaluate.max_items]}
         sets = {k: v for k, v in sets.items() if v}
-        results: dict = {name: {} for name in sets}
-        adapter = ctx.stage_dir("train") / "adapter"
-        sizes = {"student": model_size_mb(cfg.student.model) + dir_size_mb(adapter / "adapter_model.safetensors"),
-                 "base": model_size_mb(cfg.student.model)}
-        for who in cfg.evaluate.models:
-            pending = [s for s in sets if not (out / f"pred-{who}-{s}.jsonl").exists()]
-            if pending:
-                if who == "teacher":
-                    log = CallLog(ctx.ws.calls_db)
-                    backend = Logged(open_backend(cfg.teacher, ctx.threads), log, purpose="evaluate")
-                    runner = lambda items: predict_teacher(backend, items, task, cfg)  # noqa: E731
-                else:
-                    model, tok = load_causal_lm(resolve_hf(cfg.student.model))
-                    if who == "student":
-                        from peft import PeftModel
-
-                        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-                    model.eval()
-                    runner = lambda items: predict_hf(model, tok, system, items, task, cfg)  # noqa: E731
-                for s in pending:
-                    ctx.console.print(f"evaluate: {who} on {s} ({len(sets[s])} items)")
-                    texts, secs = runner(sets[s])
-                    write_jsonl(out / f"pred-{who}-{s}.jsonl",
-                                [{"id": it.get("id"), "output": t, "seconds": secs / len(texts)}
-                                 for it, t in zip(sets[s], texts)])
-                if who == "teacher":
+        t_start = time.perf_counter()
+        trained = trained_dir(ctx)
+        base_mb = model_size_mb(cfg.student.model)
+        sizes = {"student": dir_size_mb(trained / "model.safetensors") if trained.name == "model" else
+                 base_mb + dir_size_mb(trained / "adapter_model.safetensors"), "base": base_mb}
+        sizes["teacher"] = dir_size_mb(resolve_gguf(cfg.teacher.model)) if cfg.teacher.backend == "llamacpp" else None
+        names = systems(cfg)
+        for model_name in ("student", "base", "teacher"):
+            todo = [(w, s) for w in names if w.split("-")[0] == model_name for s in sets
+                    if not (out / f"pred-{w}-{s}.jsonl").exists()]
+            if not todo:
+                continue
+            if model_name == "teacher":
+                log = CallLog(ctx.ws.calls_db)
+                backend = Logged(open_backend(cfg.teacher, ctx.threads), log, purpose="evaluate",
+                                 price=cfg.budget.prices.get(cfg.teacher.model, Price()))
+                runner = lambda w, convs: predict_teacher(backend, convs, task)  # noqa: E731
+            else:
+                model, tok = (load_trained(ctx, cfg.student.model) if model_name == "student" else
+                              load_causal_lm(resolve_hf(cfg.student.model)))
+                model.eval()
+                runner = lambda w, convs: predict_local(model, tok, w, convs, task, cfg)  # noqa: E731
+            try:
+                for w, s in todo:
+                    ctx.console.print(f"evaluate: {w} on {s} ({len(sets[s])} items)")
+                    res = runner(w, conversations(cfg, task, w, sets[s]))
+                    write_jsonl(out / f"pred-{w}-{s}.jsonl",
+                                [{"id": it.get("id"), "output": r["text"], "seconds": r["latency_s"],
+                                  "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
+                                  "cost": r.get("cost", 0.0)} for it, r in zip(sets[s], res)])
+            finally:
+                if model_name == "teacher":
                     backend.close()
                     log.close()
-                    path = resolve_gguf(cfg.teacher.model) if cfg.teacher.backend == "llamacpp" else None
-                    sizes["teacher"] = dir_size_mb(path) if path else None
-                else:
-                    del model
-            if who == "teacher" and "teacher" not in sizes:
-                sizes["teacher"] = (dir_size_mb(resolve_gguf(cfg.teacher.model))
-                                    if cfg.teacher.backend == "llamacpp" else None)
-            for s, items in sets.items():
-                rows = read_jsonl(out / f"pred-{who}-{s}.jsonl")
-                texts = [r["output"] for r in rows]
-                r = score_set(task, cfg, items, texts, sum(x["seconds"] for x in rows), cfg.seed)
-                r["size_mb"] = sizes.get(who)
-                results[s][who] = r
-        failures = []
+        teacher_price = cfg.budget.prices.get(cfg.teacher.model)
+        results: dict = {s: {} for s in sets}
+        topics = {s: topics_of(ctx, items) for s, items in sets.items()}
+        sources = {s: sources_of(ctx, items) if cfg.task.type == "answer" else None for s, items in sets.items()}
         for s, items in sets.items():
-            said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in results[s]}
+            for w in names:
+                rows = read_jsonl(out / f"pred-{w}-{s}.jsonl")
+                r = score_set(task, cfg, items, rows, sources[s] or [None] * len(items), cfg.seed)
+                r["size_mb"] = sizes.get(w.split("-")[0])
+                r["cost_per_1k"] = (round(1000 * sum(x.get("cost", 0.0) for x in rows) / len(rows), 4)
+                                    if w == "teacher" and teacher_price else None)
+                results[s][w] = r
+        failures, rates = [], {"topic": {}, "label": {}}
+        for s, items in sets.items():
+            said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in names}
+            student = results[s].get("student")
+            if not student:
+                continue
+            rows = [{"topic": topics[s][i], "label": str(it["output"]) if cfg.task.type == "classify" else None}
+                    for i, it in enumerate(items)]
+            wrong = []
             for i, it in enumerate(items):
-                row = results[s].get("student")
-                if row and row["_scores"][i] < 1.0:
+                if student["_scores"][i] < 1.0:
+                    wrong.append(rows[i])
                     failures.append({"set": s, "id": it.get("id"), "input": it["input"],
-                                     "expected": tasks.output_text(it["output"]),
-                                     **{w: said[w][i] for w in said},
+                                     "expected": tasks.output_text(it["output"]), **{w: said[w][i] for w in said},
+                                     "score": round(student["_scores"][i], 4), **rows[i],
                                      "source": (it.get("provenance") or [{}])[0].get("path", "gold.jsonl")})
+            rates["topic"][s] = error_rates(wrong, rows, "topic")
+            if cfg.task.type == "classify":
+                rates["label"][s] = error_rates(wrong, rows, "label")
         write_jsonl(out / "failures.jsonl", failures)
-        clean = {s: {w: {k: v for k, v in r.items() if not k.startswith("_")} for w, r in per.items()}
-                 for s, per in results.items()}
-        atomic_write_json(out / "metrics.json", {"metric": task.METRIC, "results": clean})
+        clean = rounded({s: {w: {k: v for k, v in r.items() if not k.startswith("_")} for w, r in per.items()}
+                         for s, per in results.items()})
+        constrained = {s: {w: {"free": per[w]["metric"], "constrained": per[f"{w}-constrained"]["metric"],
+                               "metric": task.METRIC}
+                           for w in ("student", "base") if f"{w}-constrained" in per and w in per}
+                       for s, per in clean.items()}
+        atomic_write_json(out / "metrics.json", {"metric": task.METRIC, "results": clean, "error_rates": rates,
+                                                 "constrained": constrained})
         for s, per in clean.items():
-            line = ", ".join(f"{w} {r['metric']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for w, r in per.items())
+            line = ", ".join(f"{w} {r['metric']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for w, r in per.items()
+                             if r["metric"] is not None)
             ctx.console.print(f"evaluate ({s}, n={len(sets[s])}, {task.METRIC}): {line}")
         return {"counts": {s: len(v) for s, v in sets.items()} | {"failures": len(failures)},
-                "metric": task.METRIC, "results": clean, "outputs": ["metrics.json", "failures.jsonl"]}
+                "metric": task.METRIC, "systems": names, "results": clean, "error_rates": rates,
+                "constrained": constrained, "evaluate_seconds": round(time.perf_counter() - t_start, 1),
+                "outputs": ["metrics.json", "failures.jsonl"]}
 
     return run_stage(ctx, "evaluate", settings, inputs, body)

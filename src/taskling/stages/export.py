@@ -17,7 +17,8 @@ from pathlib import Path
 from ..config import Config
 from .. import infer, tasks
 from ..errors import TasklingError
-from ..models import dir_size_mb, load_causal_lm, resolve_hf
+from ..models import dir_size_mb
+from .train import load_trained, trained_dir
 from ..workspace import Context, atomic_write_json, read_jsonl, run_stage, upstream
 
 VERIFY_ITEMS = 8
@@ -28,14 +29,12 @@ def run(cfg: Config, ctx: Context) -> dict:
     inputs = upstream(ctx, "train", "evaluate")
 
     def body(out: Path) -> dict:
-        from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         infer.set_threads(ctx.threads)
         task = tasks.get(cfg.task)
-        adapter_src = ctx.stage_dir("train") / "adapter"
-        model, tok = load_causal_lm(resolve_hf(cfg.student.model))
-        merged_model = PeftModel.from_pretrained(model, adapter_src).merge_and_unload()
+        trained = trained_dir(ctx)
+        merged_model, tok = load_trained(ctx, cfg.student.model)
         merged = out / "merged"
         shutil.rmtree(merged, ignore_errors=True)
         merged_model.save_pretrained(merged, safe_serialization=True)
@@ -46,7 +45,8 @@ def run(cfg: Config, ctx: Context) -> dict:
         atomic_write_json(merged / "task.json", info)
         adapter = out / "adapter"
         shutil.rmtree(adapter, ignore_errors=True)
-        shutil.copytree(adapter_src, adapter)
+        if trained.name == "adapter":  # full fine-tuning has no adapter: the merged model is the model
+            shutil.copytree(trained, adapter)
 
         # Verify with a fresh, plain transformers load: what a user would do.
         ev = ctx.stage_dir("evaluate")
@@ -67,7 +67,8 @@ def run(cfg: Config, ctx: Context) -> dict:
                                 "checked item; the export is not trustworthy")
         artifacts = [{"name": "merged model (safetensors, transformers)", "path": str(merged),
                       "size_mb": dir_size_mb(merged)},
-                     {"name": "LoRA adapter (PEFT)", "path": str(adapter), "size_mb": dir_size_mb(adapter)}]
+                     *([{"name": "LoRA adapter (PEFT)", "path": str(adapter), "size_mb": dir_size_mb(adapter)}]
+                       if adapter.exists() else [])]
         ctx.console.print(f"export: {merged} ({artifacts[0]['size_mb']} MB), adapter {adapter}; "
                           f"verified {same}/{len(expected)} greedy answers")
         return {"counts": {"verified": same, "checked": len(expected)}, "artifacts": artifacts,

@@ -1,0 +1,94 @@
+"""train: early stopping on held-out loss, the best checkpoint kept, resume
+after an early stop, full fine-tuning, and the device check; on the tiny
+random Llama."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import safetensors.torch as st
+from rich.console import Console
+
+from taskling.config import load_config
+from taskling.errors import TasklingError
+from taskling.stages import train
+from taskling.workspace import Context, atomic_write_json, fingerprint, write_jsonl
+
+QUIET = dict(console=Console(stderr=True, quiet=True))
+
+
+def fake_curate(ctx: Context, train_rows: list[dict], eval_rows: list[dict]) -> None:
+    out = ctx.stage_dir("curate")
+    write_jsonl(out / "train.jsonl", train_rows)
+    write_jsonl(out / "eval.jsonl", eval_rows)
+    atomic_write_json(out / "manifest.json", {"fingerprint": fingerprint([train_rows, eval_rows]), "digest": "x"})
+
+
+def rows(label: str, n: int) -> list[dict]:
+    return [{"id": f"{label}-{i}", "input": f"question number {i} about {label} things", "output": label}
+            for i in range(n)]
+
+
+def diverging(workspace, **sets):
+    """Train says every question is 'sqlite', held-out says 'node': the more it
+    learns, the worse the held-out loss, so early stopping must fire."""
+    cfg = load_config(workspace, [f"{k}={v}" for k, v in sets.items()])
+    ctx = Context(cfg, **QUIET)
+    fake_curate(ctx, rows("sqlite", 16), rows("node", 8))
+    return cfg, ctx
+
+
+def test_early_stopping_keeps_the_best_step(workspace):
+    cfg, ctx = diverging(workspace, **{"train.steps": 40, "train.lr": 0.01, "train.eval_every": 2,
+                                       "train.patience": 2, "train.checkpoint_every": 4})
+    m = train.run(cfg, ctx)
+    out = ctx.stage_dir("train")
+    assert m["stopped_early"] is True and "did not improve for 2 evaluations" in m["stop_reason"]
+    assert m["counts"]["steps"] < m["counts"]["planned_steps"] == 40
+    losses = json.loads((out / "loss.json").read_text())
+    evals = dict(map(tuple, losses["eval_loss"]))
+    assert m["best_step"] == min(evals, key=evals.get) == losses["best_step"]
+    assert m["counts"]["steps"] == max(evals)  # stopped at the evaluation that ran out of patience
+    kept = st.load_file(out / "adapter" / "adapter_model.safetensors")
+    best = st.load_file(out / "checkpoints" / "best" / "adapter_model.safetensors")
+    assert kept.keys() == best.keys() and all((kept[k] == best[k]).all() for k in kept)
+    # A re-run after the manifest is lost resumes from the last checkpoint and trains no further.
+    (out / "manifest.json").unlink()
+    again = train.run(cfg, Context(cfg, **QUIET))
+    assert again["counts"]["steps"] == m["counts"]["steps"] and again["best_step"] == m["best_step"]
+    assert json.loads((out / "loss.json").read_text()) == losses
+
+
+def test_without_patience_it_trains_every_step_and_keeps_the_last(workspace):
+    cfg, ctx = diverging(workspace, **{"train.steps": 8, "train.lr": 0.01, "train.eval_every": 2,
+                                       "train.patience": "null", "train.best_checkpoint": "false"})
+    m = train.run(cfg, ctx)
+    assert m["stopped_early"] is False and m["counts"]["steps"] == 8 and m["best_step"] == 8
+    assert len(json.loads((ctx.stage_dir("train") / "loss.json").read_text())["eval_loss"]) == 4
+
+
+def test_default_budget_follows_the_data_size():
+    assert train.default_steps(10, 8) == 30            # a floor: small sets are not under-trained
+    assert train.default_steps(200, 8) == 100          # about four passes
+    assert train.default_steps(100_000, 8) == 300      # a ceiling: early stopping decides the rest
+    assert train.default_eval_every(30) == 4 and train.default_eval_every(4) == 1
+
+
+def test_full_finetune_trains_every_weight_and_loads_as_one_model(workspace):
+    cfg, ctx = diverging(workspace, **{"train.steps": 4, "train.full_finetune": "true", "train.eval_every": 2})
+    m = train.run(cfg, ctx)
+    out = ctx.stage_dir("train")
+    assert m["mode"] == "full" and m["lr"] == 5e-5 and (out / "model" / "model.safetensors").exists()
+    assert not (out / "adapter").exists() and train.trained_dir(ctx) == out / "model"
+    model, tok = train.load_trained(ctx, cfg.student.model)
+    assert m["counts"]["trainable_params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_cuda_asked_for_without_a_gpu_says_so(workspace):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg, ctx = diverging(workspace, **{"train.device": "cuda"})
+    with pytest.raises(TasklingError, match="no CUDA GPU"):
+        train.run(cfg, ctx)
