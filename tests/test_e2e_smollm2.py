@@ -48,8 +48,9 @@ def finished(tmp_path_factory, tiny_model_dir):
 def test_run_end_to_end_on_smollm2(finished):
     root, result, stderr = finished
     gold = result["results"]["gold"]
-    assert set(gold) == {"student", "base", "teacher"}
+    assert set(gold) == {"student", "base", "base-fewshot", "teacher", "student-constrained", "base-constrained"}
     assert all(r["n"] == 6 and 0 <= r["metric"] <= 1 for r in gold.values())
+    assert gold["student-constrained"]["unparsed"] == gold["base-constrained"]["unparsed"] == 0
     assert gold["student"]["size_mb"] > 100
     assert "student vs base vs teacher" in stderr
     assert Path(result["report"]).exists() and (Path(result["model"]) / "model.safetensors").exists()

@@ -92,3 +92,25 @@ def test_cuda_asked_for_without_a_gpu_says_so(workspace):
     cfg, ctx = diverging(workspace, **{"train.device": "cuda"})
     with pytest.raises(TasklingError, match="no CUDA GPU"):
         train.run(cfg, ctx)
+
+
+def test_a_student_without_a_chat_template_gets_one_used_everywhere(tmp_path, tiny_model_dir):
+    import shutil
+
+    from taskling import infer
+    from taskling.models import load_causal_lm
+
+    plain = tmp_path / "plain-model"
+    shutil.copytree(tiny_model_dir, plain)
+    cfg_path = plain / "tokenizer_config.json"
+    tc = json.loads(cfg_path.read_text())
+    tc.pop("chat_template", None)
+    cfg_path.write_text(json.dumps(tc))
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    model, tok = load_causal_lm(plain)
+    msgs = [{"role": "system", "content": "Route it."}, {"role": "user", "content": "How do I hash?"}]
+    text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert text == "System: Route it.\nUser: How do I hash?\nAssistant:" and infer.chat_ids(tok, msgs)
+    enc = train.encode(tok, "Route it.", {"input": "How do I hash?", "output": "node"}, 128)
+    completion = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100]
+    assert tok.decode(completion).strip().startswith("node") and tok.eos_token_id in completion[-2:]

@@ -152,12 +152,26 @@ def quiet_stderr():
         os.close(devnull)
 
 
+# For base models that ship without a chat template (Gemma 3 270M base, GPT-2 style models): plain
+# role-prefixed turns, the assistant's ended by the end-of-sequence token, so training, evaluation,
+# export (saved with the tokenizer) and serving all prompt the model the same way.
+PLAIN_TEMPLATE = ("{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}"
+                  "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+                  "{% if add_generation_prompt %}Assistant:{% endif %}")
+
+
+def ensure_chat_template(tok) -> None:
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = PLAIN_TEMPLATE
+
+
 def load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve_hf(model))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    ensure_chat_template(tok)
     return tok
 
 
@@ -184,6 +198,7 @@ def load_causal_lm(path: str | Path, dtype=None):
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    ensure_chat_template(tok)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     model.eval()
     return model, tok
