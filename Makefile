@@ -28,3 +28,5 @@ bench: setup
 	$(BIN)/python bench/bench_demo.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/train.py

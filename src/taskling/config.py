@@ -173,6 +173,7 @@ class EvaluateCfg(Section):
     # base: the untuned student with the same prompt (zero-shot); base-fewshot: with the task's examples as turns
     models: list[Literal["student", "base", "base-fewshot", "teacher"]] = ["student", "base", "base-fewshot", "teacher"]
     constrained: bool = True              # classify: also score student and base with answers limited to the labels
+    judge: Union[Literal["teacher"], ModelCfg, None] = None  # answer/generate: judge score and win rate against the teacher
     max_items: int = Field(200, ge=1)
     batch_size: int = Field(8, ge=1)
 

@@ -397,7 +397,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             clean, evals = scrubbed(clean), scrubbed(evals)
 
         if len(clean) == len(seeds):  # the task's own examples alone are not a training set
-            reasons = Counter(r["reason"] for r in rejected)
+            reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
             raise TasklingError("curate: no generated training example survived curation "
                                 f"({dict(reasons)}); see {out / 'rejected.jsonl'} and raise budget.examples")
         write_jsonl(out / "train.jsonl", clean)

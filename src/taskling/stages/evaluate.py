@@ -134,15 +134,45 @@ def topics_of(ctx: Context, items: list[dict]) -> list[str | None]:
     return out
 
 
-def sources_of(ctx: Context, items: list[dict]) -> list[str | None]:
+def chunks_of(ctx: Context, items: list[dict]) -> list[list]:
+    """The chunks each item cites (none for gold items)."""
     if not ctx.ws.pile_db.exists():
-        return [None] * len(items)
+        return [[] for _ in items]
     with Pile(ctx.ws.pile_db) as pile:
-        out = []
-        for it in items:
-            texts = [c.text for k in it.get("chunks", []) if (c := pile.chunk(k)) is not None]
-            out.append("\n".join(texts) if texts else None)
-    return out
+        return [[c for k in it.get("chunks", []) if (c := pile.chunk(k)) is not None] for it in items]
+
+
+def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, out: Path) -> dict | None:
+    """answer/generate with evaluate.judge: a 1-5 judge score for every system's answers and the
+    student's (and base's) win rate against the teacher, into each system's metrics."""
+    if cfg.evaluate.judge is None or cfg.task.type not in ("answer", "generate"):
+        return None
+    from .. import judge as judging
+
+    jcfg = cfg.teacher if cfg.evaluate.judge == "teacher" else cfg.evaluate.judge
+    log = CallLog(ctx.ws.calls_db)
+    backend = Logged(open_backend(jcfg, ctx.threads), log, purpose="judge",
+                     price=cfg.budget.prices.get(jcfg.model, Price()))
+    try:
+        for s, items in sets.items():
+            by_id = {id(it): ch for it, ch in zip(items, chunks[s])}
+            cited = lambda it: by_id.get(id(it), [])  # noqa: E731
+            said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in results[s]}
+            for w, r in results[s].items():
+                scores = [x for x in judging.rate(backend, cfg.task, items, said[w], cited) if x is not None]
+                if scores:
+                    r["metrics"]["judge_score"] = sum(scores) / len(scores)
+                    r["cis"]["judge_score"] = list(metrics.mean_ci(scores, seed=cfg.seed))
+                if w != "teacher" and "teacher" in said:
+                    wins = [x for x in judging.compare(backend, cfg.task, items, said[w], said["teacher"], cited)
+                            if x is not None]
+                    if wins:
+                        r["metrics"]["win_rate_vs_teacher"] = sum(wins) / len(wins)
+                        r["cis"]["win_rate_vs_teacher"] = list(metrics.mean_ci(wins, seed=cfg.seed))
+        return {"model": jcfg.model, "new_calls": backend.stats["calls"], "cached_calls": backend.stats["cached"]}
+    finally:
+        backend.close()
+        log.close()
 
 
 def run(cfg: Config, ctx: Context) -> dict:
@@ -193,15 +223,17 @@ def run(cfg: Config, ctx: Context) -> dict:
         teacher_price = cfg.budget.prices.get(cfg.teacher.model)
         results: dict = {s: {} for s in sets}
         topics = {s: topics_of(ctx, items) for s, items in sets.items()}
-        sources = {s: sources_of(ctx, items) if cfg.task.type == "answer" else None for s, items in sets.items()}
+        chunks = {s: chunks_of(ctx, items) for s, items in sets.items()}
         for s, items in sets.items():
+            sources = [("\n".join(c.text for c in ch) or None) for ch in chunks[s]]
             for w in names:
                 rows = read_jsonl(out / f"pred-{w}-{s}.jsonl")
-                r = score_set(task, cfg, items, rows, sources[s] or [None] * len(items), cfg.seed)
+                r = score_set(task, cfg, items, rows, sources, cfg.seed)
                 r["size_mb"] = sizes.get(w.split("-")[0])
                 r["cost_per_1k"] = (round(1000 * sum(x.get("cost", 0.0) for x in rows) / len(rows), 4)
                                     if w == "teacher" and teacher_price else None)
                 results[s][w] = r
+        judge_info = judged(cfg, ctx, sets, chunks, results, out)
         failures, rates = [], {"topic": {}, "label": {}}
         for s, items in sets.items():
             said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in names}
@@ -236,7 +268,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             ctx.console.print(f"evaluate ({s}, n={len(sets[s])}, {task.METRIC}): {line}")
         return {"counts": {s: len(v) for s, v in sets.items()} | {"failures": len(failures)},
                 "metric": task.METRIC, "systems": names, "results": clean, "error_rates": rates,
-                "constrained": constrained, "evaluate_seconds": round(time.perf_counter() - t_start, 1),
+                "constrained": constrained, "judge": judge_info, "evaluate_seconds": round(time.perf_counter() - t_start, 1),
                 "outputs": ["metrics.json", "failures.jsonl"]}
 
     return run_stage(ctx, "evaluate", settings, inputs, body)
