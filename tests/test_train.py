@@ -114,3 +114,18 @@ def test_a_student_without_a_chat_template_gets_one_used_everywhere(tmp_path, ti
     enc = train.encode(tok, "Route it.", {"input": "How do I hash?", "output": "node"}, 128)
     completion = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100]
     assert tok.decode(completion).strip().startswith("node") and tok.eos_token_id in completion[-2:]
+
+
+def test_completion_loss_equals_the_full_logits_loss(tiny_model_dir):
+    import torch
+
+    from taskling.models import load_causal_lm
+
+    model, tok = load_causal_lm(tiny_model_dir)
+    data = [train.encode(tok, "Route it.", {"input": f"question {i} about hashing", "output": ["sqlite", "node"][i % 2]},
+                         128) for i in range(4)]
+    batch = train.collate(data, tok.pad_token_id)
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        ours = train.completion_loss(model, batch)
+    assert abs(float(full) - float(ours)) < 1e-5

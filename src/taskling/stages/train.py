@@ -118,6 +118,29 @@ class Stopper:
         return {"best_loss": self.best_loss, "best_step": self.best_step, "since": self.since}
 
 
+def completion_loss(model, batch: dict) -> torch.Tensor:
+    """Mean cross-entropy over the completion tokens only. The output head runs
+    on just those positions (a few per example for classify), not on every
+    position of the vocabulary-wide logits: the same loss for a fraction of the
+    head's compute and memory. Models without a separate decoder fall back to
+    full logits."""
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if decoder is None or head is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                                 targets.reshape(-1), ignore_index=-100)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    logits = head(hidden[:, :-1][keep]).float()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:
+        logits = cap * torch.tanh(logits / cap)
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+
 @torch.no_grad()
 def eval_loss(model, data: list[dict], pad_id: int, batch_size: int) -> float | None:
     """Mean completion-token loss over `data` (the held-out set)."""
@@ -129,9 +152,9 @@ def eval_loss(model, data: list[dict], pad_id: int, batch_size: int) -> float | 
     for b in range(0, len(data), batch_size):
         batch = {k: v.to(device) for k, v in collate(data[b:b + batch_size], pad_id).items()}
         with infer.autocast():
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            loss = completion_loss(model, batch)
         n = int((batch["labels"][:, 1:] != -100).sum())
-        total += float(out.loss) * n
+        total += float(loss) * n
         count += n
     model.train()
     return total / max(count, 1)
@@ -257,11 +280,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                         batch = collate([data[i] for i in order[(step - 1) * tc.grad_accum + micro]], pad)
                         batch = {k: v.to(device) for k, v in batch.items()}
                         with infer.autocast():
-                            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                        # Completion-only loss: shift, and count only unmasked targets.
-                        targets = batch["labels"][:, 1:]
-                        loss = torch.nn.functional.cross_entropy(
-                            logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+                            loss = completion_loss(model, batch)  # only the completion tokens count
                         (loss / tc.grad_accum).backward()
                         loss_sum += float(loss.detach()) / tc.grad_accum
                         ntok += int(batch["attention_mask"].sum())
