@@ -24,9 +24,10 @@ The student is the embedded SmolLM2-135M-Instruct.
    through transformers batched generation (taskling.infer.generate) and the embedded teacher through
    its default llama.cpp backend (taskling.backends.open_backend).
 
-Before each measured phase the bench waits until no other heavy job runs (bench/curate.py's
-wait_idle) and it records the CPU that other processes used while the phase ran.
-Writes bench/results/train.json.
+Every measured phase runs in its own process, after waiting (up to --idle-limit seconds) until no other
+heavy job runs (bench/curate.py's wait_idle) and the machine is quiet; the CPU other processes used
+meanwhile is recorded, and a phase they disturbed is measured once more. On 2 cores the measured phases
+take about 25 minutes (the two trainers about 11 and 8). Writes bench/results/train.json.
 """
 from __future__ import annotations
 

@@ -28,13 +28,13 @@ def run(ctx: Context) -> dict:
 
 
 def summary_table(results: dict, metric: str) -> Table:
+    """The headline metric per set and system; every other figure is in report.json and report.html."""
     t = Table(title="student vs base vs teacher")
-    for col in ("set", "model", metric, "95% CI", "other metrics", "n", "items/s", "p50 ms", "size MB"):
-        t.add_column(col, justify="left" if col in ("set", "model", "other metrics") else "right")
+    for col in ("set", "model", metric, "95% CI", "n", "items/s", "p50 ms", "size MB"):
+        t.add_column(col, justify="left" if col in ("set", "model") else "right", no_wrap=True)
     for s, per in results.items():
         for who, r in per.items():
-            other = ", ".join(f"{k} {v:.3f}" for k, v in (r.get("metrics") or {}).items() if k != metric)
-            t.add_row(s, who, f"{r['metric']:.3f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", other, str(r["n"]),
+            t.add_row(s, who, f"{r['metric']:.3f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", str(r["n"]),
                       f"{r['items_per_s']:.1f}", f"{(r.get('latency_ms') or {}).get('p50', float('nan')):.0f}",
                       "—" if r.get("size_mb") is None else f"{r['size_mb']:.0f}")
     return t
