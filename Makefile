@@ -25,6 +25,7 @@ test: setup
 	$(BIN)/python -m pytest -x -q --timeout=1800
 
 bench: setup
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python bench/bench_demo.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/generate.py
