@@ -305,3 +305,22 @@ def test_eval_set_is_fixed_across_rounds(workspace):
     key = curate.SPLIT_UNITS[unit]
     train1 = [json.loads(x) for x in (ctx1.stage_dir("curate") / "train.jsonl").read_text().splitlines()]
     assert train1 and not any(key(ex) in held for ex in train1)
+
+
+def test_eval_items_that_overlap_a_task_example_leave_eval(workspace):
+    from taskling import curation
+
+    cfg, ctx, chunks = ingested(workspace, **{"curate.min_grounding": "0", "curate.eval_fraction": "0.5"})
+    seed = cfg.task.examples[0].input  # "How do I change a key with json_set?"
+    rows = [cited(i, q, lab, chunks[(3 * i) % len(chunks)]) for i, (lab, q) in
+            enumerate((lab, q) for lab, qs in QUESTIONS.items() for q in qs)]
+    rows += [cited(200 + k, f"{seed[:-1]} {tail}?", "sqlite", chunks[(7 * k) % len(chunks)]) for k, tail in
+             enumerate(["inside a nested array", "for many rows at once", "without rewriting the whole document",
+                        "and keep the other members", "from a trigger", "using a parameter for the path"])]
+    fake_generate(ctx, rows)
+    m = curate.run(cfg, ctx)
+    out = ctx.stage_dir("curate")
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert not curation.contaminated([e["input"] for e in evals], None, [seed], None, 0.9)
+    assert m["rejections"]["eval item overlaps a task example"] >= 1
+    assert "task-example-1" in {json.loads(x)["id"] for x in (out / "train.jsonl").read_text().splitlines()}

@@ -353,6 +353,15 @@ def run(cfg: Config, ctx: Context) -> dict:
         else:
             train, evals, split_info = split(cfg, kept)
         pos = {id(ex): i for i, ex in enumerate(valid)}
+        if seeds and not first:
+            # Every system sees the task's examples (in training or in its prompt): an eval item that
+            # overlaps one measures recall of the prompt, not the task. It leaves eval; the example stays.
+            evecs = vecs[[pos[id(ex)] for ex in evals]] if vecs is not None and evals else None
+            near_seed = curation.contaminated([ex["input"] for ex in evals], evecs, [x["input"] for x in seeds],
+                                              svecs, cfg.curate.decontam_cosine)
+            for j in near_seed:
+                drop(evals[j], "eval item overlaps a task example")
+            evals = [ex for j, ex in enumerate(evals) if j not in near_seed]
         blocked = [ex["input"] for ex in evals] + [str(r["input"]) for r in gold]
         bvecs = embedder.encode(blocked) if embedder and blocked else None
         tvecs = vecs[[pos[id(ex)] for ex in train]] if vecs is not None and train else None
@@ -361,8 +370,10 @@ def run(cfg: Config, ctx: Context) -> dict:
         for j, reason in dirty.items():
             drop(train[j], reason)
         clean = [ex for j, ex in enumerate(train) if j not in dirty]
-        if seeds:  # never held out (the base and the teacher see them in their prompts), but decontaminated too
-            dirty_seeds = curation.contaminated([ex["input"] for ex in seeds], svecs, blocked, bvecs,
+        if seeds:  # never held out (the base and the teacher see them in their prompts); checked against gold
+            gold_in = [str(r["input"]) for r in gold]
+            dirty_seeds = curation.contaminated([ex["input"] for ex in seeds], svecs, gold_in,
+                                                bvecs[len(evals):] if bvecs is not None else None,
                                                 cfg.curate.decontam_cosine)
             for j, reason in dirty_seeds.items():
                 drop(seeds[j], reason)
