@@ -119,22 +119,9 @@ def resolve_gguf(model: str) -> Path:
 
 
 def _requantize_f16(src: Path, final: Path) -> None:
-    import llama_cpp
+    from .gguf import quantize  # gguf imports this module
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
-    params.allow_requantize = True
-    params.nthread = os.cpu_count() or 1
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with quiet_stderr():  # llama.cpp prints a line per tensor
-            rc = llama_cpp.llama_model_quantize(str(src).encode(), tmp.encode(), params)
-        if rc != 0:
-            raise TasklingError(f"{src}: llama.cpp could not convert it to f16 (code {rc})")
-        os.replace(tmp, final)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    quantize(src, final, "f16")
 
 
 @contextlib.contextmanager
