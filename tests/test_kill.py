@@ -35,7 +35,8 @@ def snapshot(root: Path) -> dict:
     for name in ("generate/examples.jsonl", "curate/train.jsonl", "curate/eval.jsonl", "train/loss.json"):
         out[name] = (run / "round-0" / name).read_text()
     metrics = json.loads((run / "round-0" / "evaluate" / "metrics.json").read_text())["results"]
-    out["metrics"] = {s: {w: {k: v for k, v in r.items() if k != "items_per_s"} for w, r in per.items()}
+    timing = ("items_per_s", "latency_ms", "cpu_seconds_per_1k")  # wall-clock figures differ run to run
+    out["metrics"] = {s: {w: {k: v for k, v in r.items() if k not in timing} for w, r in per.items()}
                       for s, per in metrics.items()}
     out["export"] = json.loads((run / "export" / "manifest.json").read_text())["counts"]
     out["calls"] = sqlite3.connect(root / ".taskling" / "calls.db").execute("SELECT count(*) FROM calls").fetchone()[0]
