@@ -67,6 +67,42 @@ def test_without_patience_it_trains_every_step_and_keeps_the_last(workspace):
     assert len(json.loads((ctx.stage_dir("train") / "loss.json").read_text())["eval_loss"]) == 4
 
 
+def test_nothing_needing_a_curve_means_one_held_out_loss_at_the_end(workspace):
+    cfg, ctx = diverging(workspace, **{"train.steps": 6, "train.lr": 0.01,
+                                       "train.patience": "null", "train.best_checkpoint": "false"})
+    m = train.run(cfg, ctx)
+    assert json.loads((ctx.stage_dir("train") / "loss.json").read_text())["eval_loss"] == [[6, m["eval_loss"]]]
+    assert m["compiled"] is False  # 6 steps: compiling would cost more than it saves
+
+
+def test_compiled_decoder_trains_the_same_curve_as_eager(workspace):
+    sets = {"train.steps": 4, "train.lr": 0.01, "train.patience": "null", "train.best_checkpoint": "false"}
+    cfg, ctx = diverging(workspace, **sets)
+    eager = train.run(cfg, ctx)
+    eager_loss = json.loads((ctx.stage_dir("train") / "loss.json").read_text())
+    cfg, ctx = diverging(workspace, **sets, **{"train.compile": "true"})
+    compiled = train.run(cfg, ctx)
+    assert compiled["compiled"] is True and compiled["compile_seconds"] > 0
+    got = json.loads((ctx.stage_dir("train") / "loss.json").read_text())
+    assert [s for s, _ in got["loss"]] == [1, 2, 3, 4]
+    assert [v for _, v in got["loss"]] == pytest.approx([v for _, v in eager_loss["loss"]], rel=0.05)
+    assert compiled["eval_loss"] == pytest.approx(eager["eval_loss"], rel=0.05)
+
+
+def test_a_failing_compile_falls_back_to_eager(workspace, monkeypatch):
+    import torch
+
+    def broken(fn, *a, **k):
+        def call(*args, **kwargs):
+            raise RuntimeError("inductor: no working C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    cfg, ctx = diverging(workspace, **{"train.steps": 2, "train.compile": "true", "train.patience": "null"})
+    m = train.run(cfg, ctx)
+    assert m["compiled"] is False and m["counts"]["steps"] == 2 and m["final_loss"] is not None
+
+
 def test_default_budget_follows_the_data_size():
     assert train.default_steps(10, 8) == 30            # a floor: small sets are not under-trained
     assert train.default_steps(200, 8) == 100          # about four passes

@@ -6,9 +6,10 @@ Systems (evaluate.models):
   base          the untuned student with the same prompt (zero-shot)
   base-fewshot  the untuned student with the task's examples as earlier turns
   teacher       the teacher through its backend, few-shot, as it would be used without taskling
-and, for classify with evaluate.constrained, student-constrained and
-base-constrained: the answer is the label the model finds most likely
-(infer.choose), so it is always a label.
+and, with evaluate.constrained, student-constrained and base-constrained:
+for classify the answer is the label the model finds most likely
+(infer.choose), so it is always a label; for extract decoding is limited to
+JSON valid against the task's schema (infer.SchemaConstraint, llguidance).
 
 Student and base run through the same transformers code path (infer.py).
 Predictions per system and set are saved as they finish (with latency and
@@ -36,7 +37,7 @@ from .train import load_trained, trained_dir
 
 def systems(cfg: Config) -> list[str]:
     out = list(cfg.evaluate.models)
-    if cfg.task.type == "classify" and cfg.evaluate.constrained:
+    if cfg.task.type in ("classify", "extract") and cfg.evaluate.constrained:
         out += [f"{w}-constrained" for w in ("student", "base") if w in cfg.evaluate.models]
     return out
 
@@ -48,9 +49,11 @@ def conversations(cfg: Config, task, who: str, items: list[dict]) -> list[list[d
 
 
 def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Config) -> list[dict]:
-    if who.endswith("-constrained"):
+    if who.endswith("-constrained") and cfg.task.type == "classify":
         return infer.choose(model, tok, convs, list(cfg.task.labels), batch_size=cfg.evaluate.batch_size)
-    return infer.generate(model, tok, convs, max_new_tokens=task.MAX_NEW_TOKENS, batch_size=cfg.evaluate.batch_size)
+    schema = task.student_schema(cfg.task) if who.endswith("-constrained") else None
+    return infer.generate(model, tok, convs, max_new_tokens=task.MAX_NEW_TOKENS, batch_size=cfg.evaluate.batch_size,
+                          json_schema=schema)
 
 
 def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:

@@ -45,6 +45,21 @@ def _fields_schema(task: TaskCfg) -> dict:
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
+NUMBER_BOUND = 10**15  # a weak model can write digits forever; constrained numbers stay within this
+
+
+def student_schema(task: TaskCfg) -> dict:
+    """The student's output for constrained decoding: every field (null when absent), keys
+    sorted as the student was trained (tasks.output_text)."""
+    schema = _fields_schema(task)
+    props = {}
+    for name, spec in sorted(schema["properties"].items()):
+        if {"integer", "number"} & set(spec["type"]) and "maximum" not in spec and "minimum" not in spec:
+            spec = {**spec, "minimum": -NUMBER_BOUND, "maximum": NUMBER_BOUND}  # no endless digits
+        props[name] = spec
+    return {**schema, "properties": props, "required": sorted(schema["required"])}
+
+
 def teacher_schema(task: TaskCfg, job: dict) -> dict | None:
     if len(job["chunks"]) == 1:
         return _fields_schema(task)
