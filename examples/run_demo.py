@@ -67,6 +67,9 @@ def main() -> None:
     print(f"\ndemo finished in {result['wall_seconds']:.0f} s ({stages})")
     print(f"report: {result['report']}")
     print(f"model:  {result['model']}")
+    for g in result.get("gguf", []):
+        print(f"        {g}")
+    print(f"model card: {result.get('model_card')}")
     print(f"serve it: cd {args.workspace} && ../../.venv/bin/taskling serve")
     print(f"figures:  {out}")
 

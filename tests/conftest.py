@@ -114,6 +114,8 @@ def write_workspace(root: Path, model_dir: Path, teacher: str = "echo-question",
         "generate": {"pool_per_label": 6},
         "train": {"steps": 6, "batch_size": 4, "checkpoint_every": 2, "max_seq_len": 128},
         "evaluate": {"max_items": 8, "batch_size": 4},
+        # The tiny tokenizer is not one llama.cpp's converter knows: GGUF export is tested on the real student.
+        "export": {"gguf": [], "lora_gguf": False, "ollama": None},
         "seed": 1,
     }
     for dotted, value in extra.items():

@@ -38,11 +38,42 @@ def finished(tmp_path_factory, tiny_model_dir):
     cfg["curate"] = {"min_words": 3}
     cfg["train"] = {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "max_seq_len": 192}
     cfg["evaluate"] = {"max_items": 6, "batch_size": 6}
+    cfg["export"] = {"verify_items": 6}  # every artefact: f16, q8_0, q4_k_m, the LoRA GGUF, the Modelfile
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = subprocess.run([TASKLING, "run", "--json"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, json.loads(proc.stdout), proc.stderr
+
+
+def test_every_exported_artifact_loads_in_its_consumer_and_answers_as_trained(finished):
+    from taskling import gguf
+
+    root, result, stderr = finished
+    exp = root / "runs" / "tiny-router" / "export"
+    m = json.loads((exp / "manifest.json").read_text())
+    arts = {a["file"]: a for a in m["artifacts"]}
+    assert set(arts) == {"merged", "adapter", "gguf/tiny-router-f16.gguf", "gguf/tiny-router-q8_0.gguf",
+                         "gguf/tiny-router-q4_k_m.gguf", "gguf/tiny-router-lora-f16.gguf"}
+    for f, a in arts.items():
+        assert (exp / f).exists() and a["size_mb"] > 0
+        if f != "adapter":
+            assert a["status"] != "failed" and a["items"] == 6 and a["tokens_per_s"] > 0, a
+    # the lossless ones give the evaluated student's greedy answers (a flipped near-tie must not change the metric)
+    for f in ("merged", "gguf/tiny-router-f16.gguf", "gguf/tiny-router-lora-f16.gguf"):
+        assert arts[f]["status"] in ("match", "near-ties flipped") and arts[f]["metric"] >= m["student_metric"]
+    assert arts["gguf/tiny-router-q4_k_m.gguf"]["size_mb"] < arts["gguf/tiny-router-q8_0.gguf"]["size_mb"] \
+        < arts["gguf/tiny-router-f16.gguf"]["size_mb"]
+    mf = gguf.parse_modelfile((exp / "Modelfile").read_text())
+    assert mf["from"] == "./gguf/tiny-router-q8_0.gguf" and (exp / mf["from"]).exists()
+    assert mf["template"] == gguf.CHATML_GO and any(v == "<|im_end|>" for _, v in mf["parameters"])
+    task = json.loads((exp / "gguf" / "task.json").read_text())
+    assert mf["system"] == task["system_prompt"] and task["chat_template_kind"] == "chatml"
+    card = (exp / "README.md").read_text()
+    assert "Apache-2.0" in card and "## Data lineage" in card and "| gold | student |" in card
+    assert "ollama create tiny-router" in card
+    html = Path(result["report"]).read_text()
+    assert "tiny-router-q4_k_m.gguf" in html and "same answers" in html
 
 
 def test_run_end_to_end_on_smollm2(finished):

@@ -34,7 +34,10 @@ def test_run_produces_every_artifact(finished):
     for stage in ("ingest", "generate", "curate", "train", "evaluate"):
         m = read_manifest(run / "round-0" / stage)
         assert m and m["fingerprint"] and m["versions"]["torch"] and m["seconds"] >= 0
-    assert read_manifest(run / "export")["counts"]["checked"] > 0
+    exp = read_manifest(run / "export")
+    assert exp["counts"]["checked_items"] > 0 and exp["failed"] == []
+    assert [a["status"] for a in exp["artifacts"]][0] in ("match", "near-ties flipped")
+    assert (run / "export" / "README.md").read_text().startswith("# tiny-router")
     assert (run / "round-0" / "train" / "checkpoints" / "step-000006" / "state.pt").exists()
     assert set(result["results"]["gold"]) == {"student", "base", "base-fewshot", "teacher", "student-constrained",
                                               "base-constrained"}
@@ -85,6 +88,29 @@ def test_exported_model_loads_in_plain_transformers(finished):
     assert model.config.num_hidden_layers == 2 and tok.chat_template
     assert json.loads((merged / "task.json").read_text())["labels"] == ["sqlite", "node", "python"]
     assert (path.parent / "runs" / "tiny-router" / "export" / "adapter" / "adapter_config.json").exists()
+
+
+def test_bundle_packs_one_artifact_with_its_prompt_and_checksums(finished):
+    import hashlib
+    import tarfile
+
+    from taskling.errors import TasklingError
+    from taskling.stages import export
+
+    path, _ = finished
+    ctx = Context(load_config(path), run_id="tiny-router", **QUIET)
+    tar_path = export.bundle(ctx, ctx.cfg, "merged")
+    assert tar_path.name == "tiny-router-merged.bundle.tar"
+    with tarfile.open(tar_path) as tar:
+        data = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert {"task.json", "serve.json", "SHA256SUMS", "model/config.json", "model/model.safetensors"} <= set(data)
+    sums = dict(reversed(line.split("  ", 1)) for line in data["SHA256SUMS"].decode().splitlines())
+    assert set(sums) == set(data) - {"SHA256SUMS"}
+    assert all(hashlib.sha256(data[name]).hexdigest() == digest for name, digest in sums.items())
+    assert json.loads(data["serve.json"]) == {"backend": "transformers", "model": "model"}
+    assert json.loads(data["task.json"])["system_prompt"]
+    with pytest.raises(TasklingError, match="bundle one of: merged"):
+        export.bundle(ctx, ctx.cfg, "q8_0")  # this workspace exports no GGUF
 
 
 def test_rerun_skips_and_force_reruns(finished, capsys):

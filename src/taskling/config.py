@@ -183,9 +183,24 @@ class EvaluateCfg(Section):
     batch_size: int = Field(8, ge=1)
 
 
+class ExportCfg(Section):
+    gguf: list[Literal["f16", "q8_0", "q4_k_m", "q5_k_m", "q4_0"]] = ["f16", "q8_0", "q4_k_m"]  # [] for none
+    lora_gguf: bool = True             # the LoRA adapter as GGUF too (llama.cpp --lora), with the base's f16 GGUF
+    ollama: Literal["f16", "q8_0", "q4_k_m", "q5_k_m", "q4_0"] | None = "q8_0"  # the GGUF the Modelfile points at
+    verify_items: int = Field(16, ge=1)  # held-out items each artefact is run on
+    tolerance: float = Field(0.05, ge=0, le=1)  # quantized GGUFs: largest allowed drop of the task metric
+
+
 class ServeCfg(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    backend: Literal["llama.cpp", "transformers"] = "llama.cpp"  # GGUF through llama.cpp, or the merged folder
+    quant: Literal["f16", "q8_0", "q4_k_m", "q5_k_m", "q4_0"] = "q8_0"  # which exported GGUF llama.cpp serves
+    api_key: str | None = None          # required when host is not a loopback address (or $TASKLING_API_KEY)
+    queue: int = Field(16, ge=1)        # requests waiting beyond this get 503
+    timeout_s: float = Field(120, gt=0)  # per request
+    max_tokens: int = Field(1024, ge=1)  # cap on max_tokens
+    max_request_kb: int = Field(256, ge=1)  # request bodies above this get 413
 
 
 class Config(Section):
@@ -199,6 +214,7 @@ class Config(Section):
     curate: CurateCfg = CurateCfg()
     train: TrainCfg = TrainCfg()
     evaluate: EvaluateCfg = EvaluateCfg()
+    export: ExportCfg = ExportCfg()
     serve: ServeCfg = ServeCfg()
     seed: int = 0
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -281,6 +282,36 @@ def quantize(src: Path, out: Path, qtype: str) -> Path:
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def greedy(path: Path, prompts: list[list[int]], max_tokens: int, stop_ids: list[int], *,
+           lora: Path | None = None, n_ctx: int = 2048, threads: int | None = None) -> list[dict]:
+    """Greedy completions of token-id prompts by llama.cpp (llama-cpp-python),
+    optionally with a GGUF LoRA adapter applied: the real consumer of an exported
+    GGUF. Each: the completion's token ids, their count and seconds."""
+    from llama_cpp import Llama
+
+    try:
+        with quiet_stderr():
+            llm = Llama(model_path=str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
+                        n_threads=threads or os.cpu_count(), verbose=False, seed=0)
+    except (ValueError, RuntimeError) as e:
+        raise TasklingError(f"{lora or path}: llama.cpp could not load it ({e})") from None
+    out = []
+    try:
+        for prompt in prompts:
+            t0 = time.perf_counter()
+            ids: list[int] = []
+            if len(prompt) + max_tokens > n_ctx:
+                raise TasklingError(f"{path}: a prompt of {len(prompt)} tokens does not fit n_ctx={n_ctx}")
+            for tok in llm.generate(prompt, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                if tok in stop_ids or len(ids) >= max_tokens:
+                    break
+                ids.append(tok)
+            out.append({"ids": ids, "completion_tokens": len(ids), "seconds": time.perf_counter() - t0})
+    finally:
+        llm.close()
     return out
 
 

@@ -22,9 +22,13 @@ def run(ctx: Context) -> dict:
     json_path, html_path = report.write(ctx)
     results = ctx.manifest("evaluate")["results"]
     ctx.console.print(summary_table(results, ctx.manifest("evaluate")["metric"]))
-    ctx.console.print(f"report: {html_path}\nmodel:  {ctx.stage_dir('export') / 'merged'}")
+    exp = ctx.stage_dir("export")
+    ggufs = sorted(str(p) for p in (exp / "gguf").glob("*.gguf"))
+    ctx.console.print(f"report: {html_path}\nmodel:  {exp / 'merged'}" + "".join(f"\n        {g}" for g in ggufs)
+                      + (f"\nollama: {exp / 'Modelfile'}" if (exp / "Modelfile").exists() else ""))
     return {"run_id": ctx.run_id, "stages": timings, "results": results, "report": str(html_path),
-            "report_json": str(json_path), "model": str(ctx.stage_dir("export") / "merged")}
+            "report_json": str(json_path), "model": str(exp / "merged"), "gguf": ggufs,
+            "export": str(exp), "model_card": str(exp / "README.md")}
 
 
 def summary_table(results: dict, metric: str) -> Table:

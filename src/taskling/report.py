@@ -68,7 +68,8 @@ def build(ctx: Context) -> dict:
     if "export" in manifests:
         e = manifests["export"]
         rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.get("artifacts", []),
-                         "verified": e.get("verified")}
+                         "verified": e.get("verified_on"), "tolerance": e.get("tolerance"),
+                         "student_metric": e.get("student_metric"), "failed": e.get("failed")}
     log = CallLog(ctx.ws.calls_db) if ctx.ws.calls_db.exists() else None
     try:
         if log is not None:

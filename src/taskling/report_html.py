@@ -50,6 +50,7 @@ tr.student td{font-weight:600}
 .failures th:last-child{width:16%}.failures td:first-child{color:var(--muted)}
 .failures td.bad{background:#fdecea}
 .failures td.ok{background:#e9f6ee}
+span.bad{color:#b3261e;font-weight:600}span.good{color:#1e7b3c}
 .narrow{width:auto;min-width:50%}.kv{width:auto}.kv th{font-weight:500;color:var(--muted);background:none}
 .note{color:var(--muted);font-size:12px}
 .cms{display:flex;flex-wrap:wrap;gap:8px 32px;align-items:flex-start}.cms>div{overflow-x:auto;max-width:100%}
@@ -625,12 +626,20 @@ def _export(rep: dict) -> str:
     e = rep.get("export")
     if not isinstance(e, dict) or not e:
         return ""
-    out = ["<section><h2>Export</h2>", _kv({k: e[k] for k in ("dir", "verified") if e.get(k) is not None})]
+    out = ["<section><h2>Export</h2>", _kv({k: e[k] for k in ("dir", "verified", "student_metric", "tolerance")
+                                           if e.get(k) is not None}),
+           '<p class="note">Each artefact loaded by its real consumer and run greedily on the same held-out items: '
+           "lossless ones must give the student's answers, quantized ones keep the metric within the tolerance.</p>"]
     arts = [a for a in e.get("artifacts") or [] if isinstance(a, dict)]
     if arts:
-        rows = [[_e(a.get("name", "")), f"<code>{_e(a.get('path', ''))}</code>", _fmt(a.get("size_mb"), 1)]
-                for a in arts]
-        out.append(_table(["artefact", "path", "size MB"], rows, (2,)))
+        def status(a: dict) -> str:
+            s = str(a.get("status", ""))
+            return f'<span class="{"bad" if s == "failed" else "good"}">{_e(s)}</span>'
+        rows = [[_e(a.get("name", "")), f"<code>{_e(a.get('file') or a.get('path', ''))}</code>",
+                 _fmt(a.get("size_mb"), 1), _e(a.get("consumer", "")), _fmt(a.get("metric")),
+                 _e(a.get("matches", "")), _fmt(a.get("tokens_per_s"), 1), status(a)] for a in arts]
+        out.append(_table(["artefact", "file", "size MB", "loaded by", "metric", "same answers", "tokens/s",
+                           "check"], rows, (2, 4, 6)))
     return "".join(out) + "</section>"
 
 
