@@ -93,7 +93,7 @@ def stage_command(name: str, example: str):
             ctx = make_ctx(config, set_, run, force, threads)
             stage = importlib.import_module(f"taskling.stages.{name}")
             m = stage.run(ctx.cfg, ctx)
-            if name in ("evaluate", "export"):
+            if name == "evaluate":
                 from . import report
 
                 report.write(ctx)
@@ -102,7 +102,6 @@ def stage_command(name: str, example: str):
     command.__doc__ = {
         "train": "LoRA-tune the student on the curated examples (resumable).",
         "evaluate": "Score the student, its base and the teacher on the held-out set and gold.jsonl.",
-        "export": "Write the merged model (safetensors) and the LoRA adapter under runs/<id>/export.",
     }[name] + f"\n\nExample: {example}"
     app.command(name)(command)
 
@@ -186,9 +185,36 @@ def curate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
 
 for _name, _example in (
                         ("train", "taskling train --set train.steps=40"),
-                        ("evaluate", "taskling evaluate --json"),
-                        ("export", "taskling export")):
+                        ("evaluate", "taskling evaluate --json")):
     stage_command(_name, _example)
+
+
+@app.command()
+def export(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
+           force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None,
+           bundle: Annotated[bool, typer.Option("--bundle", help="Also pack one artefact into a tar that "
+                                                "'taskling serve BUNDLE' runs offline.")] = False,
+           artifact: Annotated[Optional[str], typer.Option(help="What --bundle packs: a GGUF type (default "
+                                                          "serve.quant) or 'merged'.")] = None) -> None:
+    """Write the model the user owns under runs/<id>/export: merged safetensors, the LoRA
+    adapter, GGUF (f16 and quantized) and the adapter as GGUF, an Ollama Modelfile and a
+    model card, each artefact checked by loading it in transformers or llama.cpp.
+
+    Example: taskling export --bundle --artifact q8_0
+    """
+    def go():
+        from . import report
+        from .stages import export as stage
+
+        ctx = make_ctx(config, set_, run, force, threads)
+        m = stage.run(ctx.cfg, ctx)
+        report.write(ctx)
+        if bundle:
+            path = stage.bundle(ctx, ctx.cfg, artifact)
+            err.print(f"bundle: {path} ({path.stat().st_size / 2**20:.1f} MB); run it with: taskling serve {path}")
+            m = {**m, "bundle": str(path)}
+        emit(m, as_json)
+    guarded(go)
 
 
 @app.command("run")
