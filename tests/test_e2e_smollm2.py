@@ -58,7 +58,13 @@ def test_every_exported_artifact_loads_in_its_consumer_and_answers_as_trained(fi
     for f, a in arts.items():
         assert (exp / f).exists() and a["size_mb"] > 0
         if f != "adapter":
-            assert a["status"] != "failed" and a["items"] == 6 and a["tokens_per_s"] > 0, a
+            assert a["items"] == m["counts"]["checked_items"] >= 1 and a["tokens_per_s"] > 0, a
+    # quantized types are judged by the metric: q4_k_m may fail on a 135M model (the demo's did), and says so
+    for q in ("q8_0", "q4_k_m"):
+        a = arts[f"gguf/tiny-router-{q}.gguf"]
+        ok = a["status"] == "match" or a["metric_drop"] <= m["tolerance"]
+        assert a["status"] in ("match", "within tolerance", "failed") and (a["status"] == "failed") == (not ok), a
+        assert (a["name"] in m["failed"]) == (a["status"] == "failed")
     # the lossless ones give the evaluated student's greedy answers (a flipped near-tie must not change the metric)
     for f in ("merged", "gguf/tiny-router-f16.gguf", "gguf/tiny-router-lora-f16.gguf"):
         assert arts[f]["status"] in ("match", "near-ties flipped") and arts[f]["metric"] >= m["student_metric"]

@@ -165,3 +165,36 @@ def test_completion_loss_equals_the_full_logits_loss(tiny_model_dir):
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
         ours = train.completion_loss(model, batch)
     assert abs(float(full) - float(ours)) < 1e-5
+
+
+def test_exact_answers_from_the_loss_pass_are_what_greedy_decoding_writes(tiny_model_dir):
+    import torch
+
+    from taskling import infer, tasks
+    from taskling.models import load_causal_lm
+
+    model, tok = load_causal_lm(tiny_model_dir)
+    rows = [{"input": f"question {i} about hashing", "output": "sqlite"} for i in range(3)]
+    greedy = infer.generate(model, tok, [tasks.student_messages("Route it.", r["input"]) for r in rows],
+                            max_new_tokens=8)
+    # the model's own greedy answers are exact by construction; the fixed label is not (random weights)
+    mine = [train.encode(tok, "Route it.", {"input": r["input"], "output": g["text"]}, 128)
+            for r, g in zip(rows, greedy) if g["finish_reason"] == "stop"]
+    fixed = [train.encode(tok, "Route it.", r, 128) for r in rows]
+    for data, want in ((mine, True), (fixed, False)):
+        if not data:
+            continue
+        exact: list = []
+        with torch.no_grad():
+            train.completion_loss(model, train.collate(data, tok.pad_token_id), exact)
+        assert exact == [want] * len(data)
+
+
+def test_the_best_step_is_chosen_by_exact_answers_then_loss():
+    s = train.Stopper(patience=2)
+    assert s.update(4, 0.30, 0.5) and s.best_step == 4
+    assert s.update(8, 0.45, 0.7) and s.best_step == 8      # more answers right, though the loss rose
+    assert not s.update(12, 0.20, 0.6) and s.since == 1     # lower loss, fewer answers right: not better
+    assert s.update(16, 0.40, 0.7) and s.best_step == 16    # as many right, lower loss
+    restored = train.Stopper(2, s.state())
+    assert (restored.best_step, restored.best_exact, restored.best_loss) == (16, 0.7, 0.40)

@@ -91,21 +91,33 @@ def pick_device(want: str) -> torch.device:
 
 
 class Stopper:
-    """Early stopping on held-out loss: remembers the best step and counts
-    evaluations since it; saved in every checkpoint so a resume decides the same."""
+    """Early stopping and best-step choice on the held-out set: first by how many
+    held-out answers greedy decoding would get exactly right (every completion
+    token the model's top choice, from the same forward pass as the loss), then
+    by loss. Loss alone misleads on small sets: it rises with overconfidence
+    while answers still improve (the demo's 11 held-out items chose step 12 of 24
+    by loss: gold accuracy 0.39, against 0.59 at step 24). Remembers the best step
+    and counts evaluations since it; saved in every checkpoint so a resume decides
+    the same."""
 
     def __init__(self, patience: int | None, state: dict | None = None):
         self.patience = patience
         self.best_loss: float | None = None
+        self.best_exact: float | None = None
         self.best_step: int | None = None
         self.since = 0
         if state:
             self.best_loss, self.best_step, self.since = state["best_loss"], state["best_step"], state["since"]
+            self.best_exact = state.get("best_exact")
 
-    def update(self, step: int, loss: float) -> bool:
-        """Record `loss` at `step`; True when it is a new best."""
-        if self.best_loss is None or loss < self.best_loss - 1e-4:
-            self.best_loss, self.best_step, self.since = loss, step, 0
+    def update(self, step: int, loss: float, exact: float | None = None) -> bool:
+        """Record the held-out `loss` (and exact-answer rate) at `step`; True when it is a new best."""
+        better = self.best_loss is None or (
+            exact is not None and self.best_exact is not None and exact > self.best_exact + 1e-9) or (
+            (exact is None or self.best_exact is None or abs(exact - self.best_exact) <= 1e-9)
+            and loss < self.best_loss - 1e-4)
+        if better:
+            self.best_loss, self.best_exact, self.best_step, self.since = loss, exact, step, 0
             return True
         self.since += 1
         return False
@@ -115,15 +127,17 @@ class Stopper:
         return self.patience is not None and self.since >= self.patience
 
     def state(self) -> dict:
-        return {"best_loss": self.best_loss, "best_step": self.best_step, "since": self.since}
+        return {"best_loss": self.best_loss, "best_exact": self.best_exact, "best_step": self.best_step,
+                "since": self.since}
 
 
-def completion_loss(model, batch: dict) -> torch.Tensor:
+def completion_loss(model, batch: dict, exact: list | None = None) -> torch.Tensor:
     """Mean cross-entropy over the completion tokens only. The output head runs
     on just those positions (a few per example for classify), not on every
     position of the vocabulary-wide logits: the same loss for a fraction of the
     head's compute and memory. Models without a separate decoder fall back to
-    full logits."""
+    full logits. With `exact` (a list), appends per example whether every
+    completion token is the model's top choice: greedy decoding's exact answer."""
     targets = batch["labels"][:, 1:]
     keep = targets != -100
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -131,6 +145,9 @@ def completion_loss(model, batch: dict) -> torch.Tensor:
     head = base.get_output_embeddings()
     if decoder is None or head is None:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if exact is not None:
+            hit = (logits[:, :-1].argmax(-1) == targets) | ~keep
+            exact.extend(bool(h) for h in hit.all(dim=1))
         return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
                                                  targets.reshape(-1), ignore_index=-100)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -138,28 +155,33 @@ def completion_loss(model, batch: dict) -> torch.Tensor:
     cap = getattr(base.config, "final_logit_softcapping", None)
     if cap:
         logits = cap * torch.tanh(logits / cap)
+    if exact is not None:
+        hit = torch.ones_like(targets, dtype=torch.bool)
+        hit[keep] = logits.argmax(-1) == targets[keep]
+        exact.extend(bool(h) for h in hit.all(dim=1))
     return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
 @torch.no_grad()
-def eval_loss(model, data: list[dict], pad_id: int, batch_size: int) -> float | None:
-    """Mean completion-token loss over `data` (the held-out set)."""
+def eval_loss(model, data: list[dict], pad_id: int, batch_size: int) -> tuple[float, float] | None:
+    """Mean completion-token loss over `data` (the held-out set), and the share
+    of its examples greedy decoding would answer exactly."""
     if not data:
         return None
     device = next(model.parameters()).device
     model.eval()
-    total, count = 0.0, 0
+    total, count, exact = 0.0, 0, []
     data = sorted(data, key=lambda e: len(e["input_ids"]))  # similar lengths together: little padding
     for b in range(0, len(data), batch_size):
         batch = {k: v.to(device) for k, v in collate(data[b:b + batch_size], pad_id).items()}
         # A compiled decoder would compile a second, inference-only graph for this: not worth it.
         with infer.autocast(), torch.compiler.set_stance("force_eager"):
-            loss = completion_loss(model, batch)
+            loss = completion_loss(model, batch, exact)
         n = int((batch["labels"][:, 1:] != -100).sum())
         total += float(loss) * n
         count += n
     model.train()
-    return total / max(count, 1)
+    return total / max(count, 1), sum(exact) / len(exact)
 
 
 COMPILE_MIN_STEPS = 150  # compiling costs ~2 min here and saves ~15-30% a step: worth it from about here
@@ -346,15 +368,17 @@ def run(cfg: Config, ctx: Context) -> dict:
                     history["seconds"] += time.perf_counter() - t0
                     history["loss"].append([step, round(loss_sum, 5)])
                     if held and ((curve and step % every == 0) or step == steps):
-                        el = eval_loss(model, held, pad, tc.batch_size)
+                        el, ex = eval_loss(model, held, pad, tc.batch_size)
                         history["eval_loss"].append([step, round(el, 5)])
-                        if stopper.update(step, el) and tc.best_checkpoint:
+                        history.setdefault("eval_exact", []).append([step, round(ex, 4)])
+                        if stopper.update(step, el, ex) and tc.best_checkpoint:
                             save_dir(model, ckdir / "best")
                         history["stopper"] = stopper.state()
                     if step % tc.checkpoint_every == 0 or step == steps or stopper.stop:
                         save_checkpoint(ckdir, step, model, opt, sched, history)
                     tps = history["tokens"] / max(history["seconds"], 1e-9)
-                    best = f"  best eval {stopper.best_loss:.3f} @ {stopper.best_step}" if stopper.best_step else ""
+                    best = (f"  best eval {stopper.best_exact:.0%} exact, loss {stopper.best_loss:.3f} @ "
+                            f"{stopper.best_step}" if stopper.best_step else "")
                     progress.update(ptask, completed=step, info=f"loss {loss_sum:.3f}  {tps:.0f} tok/s{best}")
                     if stopper.stop:
                         break
@@ -365,7 +389,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             raise
         last = history["loss"][-1][0] if history["loss"] else 0
         if stopper.stop:
-            stop_reason = (f"held-out loss did not improve for {tc.patience} evaluations after step "
+            stop_reason = (f"held-out answers and loss did not improve for {tc.patience} evaluations after step "
                            f"{stopper.best_step}; stopped at step {last} of {steps}")
         final_dir = out / ("model" if tc.full_finetune else "adapter")
         use_best = tc.best_checkpoint and stopper.best_step is not None and (ckdir / "best").exists()
@@ -378,16 +402,20 @@ def run(cfg: Config, ctx: Context) -> dict:
         tps = history["tokens"] / max(history["seconds"], 1e-9)
         kept_step = stopper.best_step if use_best else last
         atomic_write_json(out / "loss.json", {"loss": history["loss"], "eval_loss": history["eval_loss"],
+                                              "eval_exact": history.get("eval_exact", []),
                                               "best_step": kept_step})
         final = history["loss"][-1][1] if history["loss"] else None
         ctx.console.print(f"train: {last} steps on {len(data)} examples, final loss {final}, {tps:.0f} tokens/s"
-                          + (f"; kept step {kept_step} (held-out loss {stopper.best_loss:.4f})" if use_best else "")
+                          + (f"; kept step {kept_step} (held-out: {stopper.best_exact:.0%} exact answers, loss "
+                             f"{stopper.best_loss:.4f})" if use_best else "")
                           + (f"; {stop_reason}" if stop_reason else ""))
         precision = "bf16-autocast" if infer.bf16_supported() and os.environ.get("TASKLING_FP32") != "1" else "fp32"
         return {"counts": {"steps": last, "planned_steps": steps, "examples": len(data),
                            "skipped_too_long": len(enc) - len(data), "trainable_params": trainable},
                 "final_loss": final, "eval_loss": history["eval_loss"][-1][1] if history["eval_loss"] else None,
-                "best_step": kept_step, "best_eval_loss": stopper.best_loss, "stopped_early": stopper.stop,
+                "best_step": kept_step, "best_eval_loss": stopper.best_loss, "best_eval_exact": stopper.best_exact,
+                "eval_exact": history["eval_exact"][-1][1] if history.get("eval_exact") else None,
+                "stopped_early": stopper.stop,
                 "stop_reason": stop_reason, "eval_every": every, "lr": lr, "device": str(device),
                 "mode": "full" if tc.full_finetune else "lora", "compiled": compiled,
                 "compile_seconds": round(compile_s, 1),
