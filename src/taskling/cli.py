@@ -231,40 +231,63 @@ def run_all(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run:
     guarded(go)
 
 
-@app.command()
-def serve(target: Annotated[Optional[str], typer.Argument(help="A run id or an exported model folder.")] = None,
-          config: ConfigOpt = Path("taskling.yaml"),
-          host: Annotated[Optional[str], typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
-          port: Annotated[Optional[int], typer.Option(help="Port (default 8000).")] = None) -> None:
-    """Serve the tuned student behind an OpenAI-compatible API (/v1/chat/completions).
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="llama.cpp (a GGUF, the default) or "
+                                                   "transformers (the merged folder); default serve.backend.")]
+ModelArg = "A run id, a .gguf file, an HF model folder or a bundle .tar (default: the newest exported run)."
 
-    Example: taskling serve devdocs-router --port 8000
+
+@app.command()
+def serve(target: Annotated[Optional[str], typer.Argument(help=ModelArg)] = None,
+          config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None,
+          host: Annotated[Optional[str], typer.Option(help="Interface to bind (default 127.0.0.1; any other "
+                                                      "needs an API key).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port (default 8000).")] = None,
+          backend: BackendOpt = None,
+          quant: Annotated[Optional[str], typer.Option(help="Which exported GGUF a run serves: f16, q8_0, "
+                                                       "q4_k_m... (default serve.quant).")] = None,
+          api_key: Annotated[Optional[str], typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' "
+                                                         "(or set TASKLING_API_KEY, which ps does not show).")] = None,
+          threads: ThreadsOpt = None) -> None:
+    """Serve the tuned student behind an OpenAI-compatible API: /v1/chat/completions,
+    /v1/completions, /v1/task (the task's parsed answer), /v1/models, /health, /metrics.
+
+    Example: taskling serve devdocs-router --port 8000; taskling serve runs/x/export/x-q8_0.bundle.tar
     """
     def go():
         from . import serve as srv
 
-        root, h, p = Path.cwd(), "127.0.0.1", 8000
-        if config.exists():
-            cfg = load_config(config)
-            root, h, p = cfg.root, cfg.serve.host, cfg.serve.port
-        srv.serve(target, root, host or h, port if port is not None else p, console=err)
+        sets = list(set_ or []) + [f"serve.{k}={v}" for k, v in (("host", host), ("port", port), ("quant", quant))
+                                   if v is not None]
+        if backend is not None and backend not in ("llama.cpp", "transformers"):
+            raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
+        cfg, root = srv.serve_config(config, sets)
+        srv.serve(target, root, cfg, backend=backend, api_key=api_key, threads=threads, console=err)
     guarded(go)
 
 
 @app.command()
 def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' column) or JSONL ({'input': ...}).")],
-            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write.")] = None,
-            model: Annotated[Optional[str], typer.Option(help="A run id or model folder.")] = None,
-            config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
-    """Run the tuned student over a CSV or JSONL file of inputs.
+            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write (default "
+                                                           "FILE.predictions.csv/.jsonl); continued if it exists.")] = None,
+            model: Annotated[Optional[str], typer.Option(help=ModelArg)] = None,
+            config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, backend: BackendOpt = None,
+            batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per batch (each batch is "
+                                                    "written to disk before the next).")] = 16,
+            threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+    """Answer every row of a CSV or JSONL file with the task (as /v1/task does), writing the
+    same format with prediction columns added. Resumable: run it again to continue.
 
-    Example: taskling predict tickets.csv -o predictions.jsonl
+    Example: taskling predict tickets.csv -o tickets.predicted.csv --json
     """
     def go():
         from .predict import predict_file
+        from .serve import serve_config
 
-        root = load_config(config).root if config.exists() else Path.cwd()
-        emit(predict_file(file, output, model, root, err), as_json)
+        if backend is not None and backend not in ("llama.cpp", "transformers"):
+            raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
+        cfg, root = serve_config(config, set_)
+        emit(predict_file(file, output, model, root, err, cfg=cfg, backend=backend, batch_size=batch_size,
+                          threads=threads), as_json)
     guarded(go)
 
 
