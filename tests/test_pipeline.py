@@ -165,9 +165,12 @@ def test_predict_over_csv_and_jsonl(finished, tmp_path):
     csv_in = tmp_path / "in.csv"
     csv_in.write_text('id,input\n1,"How do I read a file in node?"\n2,"How do I use strftime?"\n')
     res = predict_file(csv_in, None, "tiny-router", path.parent, Console(stderr=True, quiet=True))
-    rows = [json.loads(x) for x in (tmp_path / "in.predictions.jsonl").read_text().splitlines()]
+    import csv
+
+    with open(tmp_path / "in.predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))  # CSV in, CSV out, with the predictions added
     assert res["rows"] == 2 and [r["id"] for r in rows] == ["1", "2"]
-    assert all("raw" in r and (r["prediction"] in (None, "sqlite", "node", "python")) for r in rows)
+    assert all(r["prediction"] in ("sqlite", "node", "python") and 0 <= float(r["probability"]) <= 1 for r in rows)
     bad = tmp_path / "bad.csv"
     bad.write_text("text\nhello\n")
     with pytest.raises(TasklingError, match="row 1 has no 'input'"):
