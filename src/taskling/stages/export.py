@@ -38,7 +38,8 @@ from .. import gguf, infer, tasks
 from ..config import Config
 from ..errors import TasklingError
 from ..models import EMBEDDED, cache_dir, dir_size_mb, resolve_gguf, resolve_hf
-from ..workspace import Context, atomic_write_json, read_jsonl, run_stage, sha256_file, upstream
+from ..workspace import Context, atomic_write_json, read_jsonl, read_manifest, run_stage, sha256_file, upstream
+from .curate import load_gold
 from .train import load_trained, trained_dir
 
 LICENCES = {"smollm2-135m-instruct": "Apache-2.0 (SmolLM2 by Hugging Face)"}
@@ -58,7 +59,7 @@ def verify_set(ctx: Context, n: int) -> tuple[list[dict], list[dict], str]:
     src = "eval" if (ev / "pred-student-eval.jsonl").exists() else "gold"
     expected = read_jsonl(ev / f"pred-student-{src}.jsonl")[:n]
     items = (read_jsonl(ctx.stage_dir("curate") / "eval.jsonl") if src == "eval"
-             else [json.loads(x) for x in ctx.ws.gold.read_text().splitlines() if x.strip()])[:len(expected)]
+             else load_gold(ctx.cfg, ctx.ws.gold))[:len(expected)]
     return items, expected, src
 
 
@@ -105,7 +106,7 @@ def run_gguf(path: Path, tok, prompts: list[list[int]], max_new: int, lora: Path
 def base_f16(student: str) -> Path:
     """The untuned student as f16 GGUF, the base a LoRA GGUF is applied to."""
     if student in EMBEDDED or student.endswith(".gguf"):
-        return resolve_gguf(student) if student in EMBEDDED else Path(student)
+        return resolve_gguf(student)
     hf = resolve_hf(student)
     out = cache_dir() / f"{hf.name}-{hashlib.sha256(str(hf).encode()).hexdigest()[:10]}-f16.gguf"
     return out if out.exists() else gguf.hf_to_gguf(hf, out)
@@ -113,11 +114,7 @@ def base_f16(student: str) -> Path:
 
 def model_card(cfg: Config, ctx: Context, info: dict, artifacts: list[dict], modelfile: str | None) -> str:
     """README.md of the export: what the model does, where it came from, how good it is, how to run it."""
-    def manifest(stage: str) -> dict:
-        p = ctx.stage_dir(stage) / "manifest.json"
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    ing, cur, tr, ev = manifest("ingest"), manifest("curate"), manifest("train"), manifest("evaluate")
+    ing, cur, tr, ev = (read_manifest(ctx.stage_dir(s)) or {} for s in ("ingest", "curate", "train", "evaluate"))
     name = cfg.task.name
     lines = [f"# {name}", "", f"A small model for one job: {cfg.task.description.strip()}", "",
              f"- task type: {cfg.task.type}" + (f"; labels: {', '.join(info['labels'])}" if info["labels"] else ""),

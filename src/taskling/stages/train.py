@@ -131,6 +131,11 @@ class Stopper:
                 "since": self.since}
 
 
+def _base(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def completion_loss(model, batch: dict, exact: list | None = None) -> torch.Tensor:
     """Mean cross-entropy over the completion tokens only. The output head runs
     on just those positions (a few per example for classify), not on every
@@ -140,7 +145,7 @@ def completion_loss(model, batch: dict, exact: list | None = None) -> torch.Tens
     completion token is the model's top choice: greedy decoding's exact answer."""
     targets = batch["labels"][:, 1:]
     keep = targets != -100
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     head = base.get_output_embeddings()
     if decoder is None or head is None:
@@ -196,7 +201,7 @@ def compile_decoder(model, want: bool | None, steps: int, device: torch.device, 
     if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
         console.print("train: train.compile skipped: torch.compile needs a C++ compiler on CPU (apt install g++)")
         return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     if decoder is None:
         return False
@@ -216,8 +221,7 @@ def warm_compiled(model, batch: dict, console) -> tuple[float, bool]:
         with infer.autocast():
             completion_loss(model, batch).backward()
     except Exception as e:  # a compiler or backend failure: train without it
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.get_decoder()._compiled_call_impl = None
+        _base(model).get_decoder()._compiled_call_impl = None
         ok = False
         console.print(f"train: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                       "training without it")
