@@ -541,8 +541,6 @@ class HFEngine:
         self.stops = infer.stop_token_ids(self.tok)
         self.n_ctx = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self.batch_size = batch_size
-        vocab = self.tok.get_vocab()
-        self.end_id = vocab["<|im_end|>"] if "<|im_end|>" in vocab else self.stops[0]
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         from . import infer
@@ -582,21 +580,10 @@ class HFEngine:
         return [Generation(o["text"], o["prompt_tokens"], o["completion_tokens"], o["finish_reason"]) for o in outs]
 
     def label_logprobs(self, ids: list[int], labels: list[str]) -> list[float]:
-        """log P(label, then the end of the turn | prompt): one right-padded forward pass."""
-        import torch
-
+        """log P(label, then the end of the turn | prompt), as the evaluate stage scores it."""
         from . import infer
 
-        tails = [self.tok(lab, add_special_tokens=False)["input_ids"] + [self.end_id] for lab in labels]
-        width = len(ids) + max(len(t) for t in tails)
-        batch = torch.full((len(tails), width), self.stops[0], dtype=torch.long)
-        mask = torch.zeros_like(batch)
-        for i, t in enumerate(tails):
-            batch[i, :len(ids) + len(t)] = torch.tensor(ids + t)
-            mask[i, :len(ids) + len(t)] = 1
-        with torch.inference_mode(), infer.autocast():
-            logp = torch.log_softmax(self.model(input_ids=batch, attention_mask=mask).logits.float(), dim=-1)
-        return [float(sum(logp[i, len(ids) - 1 + k, tok] for k, tok in enumerate(t))) for i, t in enumerate(tails)]
+        return infer.label_logprobs(self.model, self.tok, ids, labels, batch_size=max(len(labels), 1))
 
     def close(self) -> None:
         pass

@@ -145,36 +145,43 @@ def generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 
 
 
 @torch.inference_mode()
-def choose(model, tok, conversations: list[list[dict]], choices: list[str], batch_size: int = 8) -> list[dict]:
-    """Constrained decoding for a closed set: each conversation's answer is the
-    choice whose tokens (and the end of the turn) the model finds most likely,
-    so it is always one of `choices`. Sum of token log-probs, one forward pass
-    per (conversation, choice), right-padded in batches."""
+def label_logprobs(model, tok, prompt: list[int], choices: list[str], batch_size: int = 8) -> list[float]:
+    """log P(choice, then the end of the turn | prompt) for each choice: sum of its
+    token log-probs, one forward pass per choice, right-padded in batches."""
     device = next(model.parameters()).device
     end = stop_token_ids(tok)
     end_id = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else end[0]
     tails = [tok(c, add_special_tokens=False)["input_ids"] + [end_id] for c in choices]
     pad = tok.pad_token_id if tok.pad_token_id is not None else end[0]
+    scores = []
+    for b in range(0, len(tails), batch_size):
+        seqs = [prompt + t for t in tails[b:b + batch_size]]
+        width = max(len(x) for x in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, x in enumerate(seqs):
+            ids[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = 1
+        with autocast():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        for i, t in enumerate(tails[b:b + batch_size]):
+            pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(t), device=logp.device)
+            scores.append(float(logp[i, pos, torch.tensor(t, device=logp.device)].sum()))
+    return scores
+
+
+def choose(model, tok, conversations: list[list[dict]], choices: list[str], batch_size: int = 8) -> list[dict]:
+    """Constrained decoding for a closed set: each conversation's answer is the
+    choice whose tokens (and the end of the turn) the model finds most likely
+    (label_logprobs), so it is always one of `choices`."""
     results = []
     for conv in conversations:
         prompt = chat_ids(tok, conv)
         t0 = time.perf_counter()
-        scores = []
-        for b in range(0, len(tails), batch_size):
-            seqs = [prompt + t for t in tails[b:b + batch_size]]
-            width = max(len(x) for x in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, x in enumerate(seqs):
-                ids[i, :len(x)] = torch.tensor(x)
-                mask[i, :len(x)] = 1
-            with autocast():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            for i, t in enumerate(tails[b:b + batch_size]):
-                pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(t), device=logp.device)
-                scores.append(float(logp[i, pos, torch.tensor(t, device=logp.device)].sum()))
+        scores = label_logprobs(model, tok, prompt, choices, batch_size)
         best = max(range(len(choices)), key=lambda k: scores[k])
-        results.append({"text": choices[best], "prompt_tokens": len(prompt), "completion_tokens": len(tails[best]),
+        results.append({"text": choices[best], "prompt_tokens": len(prompt),
+                        "completion_tokens": len(tok(choices[best], add_special_tokens=False)["input_ids"]) + 1,
                         "latency_s": time.perf_counter() - t0, "finish_reason": "stop"})
     return results
