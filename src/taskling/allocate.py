@@ -8,10 +8,24 @@ stopped early by a budget still covers every arm.
     class Policy(Protocol):
         def weights(self, sizes, feedback) -> {arm: weight}
 
-`sizes` is the number of chunks per arm; `feedback` maps an arm to what the last round learned about it (for example
-{"items": 40, "errors": 12}); the self-improving loop passes it to spend the
-next round where the student fails. `uniform` ignores it: every label gets
-the same share.
+`sizes` is the number of chunks per arm; `feedback` maps an arm to what the
+last rounds learned about it: {"items", "errors"} (the student on the dev set),
+"uncertainty" (0..1, the student on unlabelled chunks of the arm), {"tried",
+"kept"} (teacher jobs and the examples curation kept from them). The
+self-improving loop (loop.py, stages/analyse.py) passes it to spend the next
+round where the student fails. `uniform` ignores it.
+
+The learning policies value an arm as its expected error mass per teacher job:
+
+    value = share of the task (uniform weight) x ((1-w) x error + w x uncertainty) x keep rate
+
+with a Beta posterior on the error (its prior pooled over the arm's label, so
+an arm seen on two dev items borrows strength from its label) and on the
+teacher's keep rate. `thompson` gives each arm its expected share of value
+over posterior draws (each job goes where a fresh draw puts the most error
+mass); `ucb` uses posterior means plus an exploration bonus that shrinks with
+the items seen. Both keep a floor: every arm gets at least `floor` of an equal
+share, so an arm never starves on one unlucky estimate.
 """
 from __future__ import annotations
 
@@ -64,10 +78,119 @@ class Uniform:
         return out
 
 
-def get_policy(name: str) -> Policy:
+class Learning:
+    """What thompson and ucb share: the arm posteriors and the floor."""
+
+    def __init__(self, seed: int = 0, floor: float = 0.25, uncertainty_weight: float = 0.5, prior_strength: float = 2.0):
+        self.seed, self.floor, self.w, self.s = seed, floor, uncertainty_weight, prior_strength
+
+    def posteriors(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, dict]:
+        """Per arm: task share, error Beta(a, b), keep-rate Beta(a, b), uncertainty (or None)."""
+        mass = Uniform().weights(sizes, feedback)
+        by_group: dict = {}
+        for arm, f in feedback.items():
+            g = by_group.setdefault(arm[1], [0, 0])
+            g[0] += f.get("errors", 0)
+            g[1] += f.get("items", 0)
+        out = {}
+        for arm in sizes:
+            f = feedback.get(arm, {})
+            ge, gn = by_group.get(arm[1], (0, 0))
+            m = (ge + 1) / (gn + 2)  # the label's pooled error rate, Laplace-smoothed
+            e, n = f.get("errors", 0), f.get("items", 0)
+            kept, tried = f.get("kept", 0), f.get("tried", 0)
+            out[arm] = {"mass": mass[arm], "err": (self.s * m + e, self.s * (1 - m) + n - e),
+                        "keep": (1 + kept, 1 + max(tried - kept, 0)), "unc": f.get("uncertainty"), "n": n}
+        return out
+
+    def mix(self, err: float, unc: float | None) -> float:
+        return err if unc is None else (1 - self.w) * err + self.w * unc
+
+    def floored(self, shares: dict[Arm, float]) -> dict[Arm, float]:
+        total = sum(shares.values())
+        n = len(shares)
+        if n == 0:
+            return {}
+        if total <= 0:
+            return {a: 1.0 / n for a in shares}
+        return {a: self.floor / n + (1 - self.floor) * v / total for a, v in shares.items()}
+
+
+@register("thompson")
+class Thompson(Learning):
+    draws = 2000
+
+    def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]:
+        import numpy as np
+
+        post = self.posteriors(sizes, feedback)
+        arms = sorted(post, key=str)
+        if not arms:
+            return {}
+        rng = np.random.default_rng(self.seed)
+        value = np.empty((self.draws, len(arms)))
+        for j, a in enumerate(arms):
+            p = post[a]
+            err = rng.beta(*p["err"], size=self.draws)
+            keep = rng.beta(*p["keep"], size=self.draws)
+            value[:, j] = p["mass"] * self.mix(err, p["unc"]) * keep
+        shares = (value / np.maximum(value.sum(axis=1, keepdims=True), 1e-12)).mean(axis=0)
+        return self.floored({a: float(shares[j]) for j, a in enumerate(arms)})
+
+
+@register("ucb")
+class UCB(Learning):
+    c = 0.5
+
+    def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]:
+        post = self.posteriors(sizes, feedback)
+        total = sum(p["n"] for p in post.values())
+        shares = {}
+        for a, p in post.items():
+            (ea, eb), (ka, kb) = p["err"], p["keep"]
+            err = min(1.0, ea / (ea + eb) + self.c * math.sqrt(math.log(total + 2) / (p["n"] + 1)))
+            shares[a] = p["mass"] * self.mix(err, p["unc"]) * ka / (ka + kb)
+        return self.floored(shares)
+
+
+class Fixed:
+    """Weights decided elsewhere (the loop's analysis of the last round)."""
+
+    def __init__(self, weights: dict[Arm, float]):
+        self.w = weights
+
+    def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]:
+        return {a: self.w.get(a, 0.0) for a in sizes}
+
+
+def get_policy(name: str, key: str = "generate.policy", **options) -> Policy:
+    """A policy by name (`key`: where the user set it); `options` (seed, floor, uncertainty_weight)
+    reach the learning policies."""
     if name not in POLICIES:
-        raise TasklingError(f"generate.policy '{name}' is unknown; use one of {', '.join(sorted(POLICIES))}")
-    return POLICIES[name]()
+        raise TasklingError(f"{key} '{name}' is unknown; use one of {', '.join(sorted(POLICIES))}")
+    cls = POLICIES[name]
+    return cls(**options) if issubclass(cls, Learning) else cls()
+
+
+def split_random(total: int, weights: dict[Arm, float], rng: random.Random) -> dict[Arm, int]:
+    """Whole job counts per arm, unbiased: each arm gets the floor of its exact
+    share and the rest is dealt by systematic sampling on the fractions, so an
+    arm whose share is below one job still gets one now and then (over rounds it
+    receives its share; largest remainder would starve it every time)."""
+    wsum = sum(max(w, 0.0) for w in weights.values())
+    arms = sorted(weights, key=str)
+    if total <= 0 or wsum <= 0:
+        return {a: 0 for a in arms}
+    exact = {a: total * max(weights[a], 0.0) / wsum for a in arms}
+    counts = {a: math.floor(exact[a]) for a in arms}
+    rest = total - sum(counts.values())
+    u, acc, j = rng.random(), 0.0, 0
+    for a in arms:
+        acc += exact[a] - counts[a]
+        while j < rest and acc > u + j:
+            counts[a] += 1
+            j += 1
+    return counts
 
 
 def split(total: int, weights: dict[Arm, float]) -> dict[Arm, int]:
@@ -85,19 +208,26 @@ def split(total: int, weights: dict[Arm, float]) -> dict[Arm, int]:
 
 def plan_jobs(pools: dict[Arm, list[Chunk]], n_jobs: int, per_call: int, policy: Policy,
               rng: random.Random, personas: list[str], difficulties: list[str], chunks_per_job: int = 1,
-              feedback: dict[Arm, dict] | None = None) -> list[dict]:
+              feedback: dict[Arm, dict] | None = None, counts: dict[Arm, int] | None = None,
+              used: set[str] | None = None) -> list[dict]:
     """n_jobs teacher jobs: arm, chunk keys, persona, difficulty, examples wanted.
 
-    Chunks are drawn without replacement within an arm until it runs out;
-    arms are interleaved so any prefix of the list is spread over all arms."""
+    Chunks are drawn without replacement within an arm until it runs out
+    (chunks in `used`, drawn by earlier rounds, last); arms are interleaved so
+    any prefix of the list is spread over all arms. `counts` (jobs per arm)
+    overrides the policy."""
     arms = sorted((a for a, cs in pools.items() if cs), key=str)
     if not arms:
         return []
-    counts = split(n_jobs, policy.weights({a: len(pools[a]) for a in arms}, feedback or {}))
+    if counts is None:
+        counts = split(n_jobs, policy.weights({a: len(pools[a]) for a in arms}, feedback or {}))
+    counts = {a: counts.get(a, 0) for a in arms}
     decks = {}
     for a in arms:
         deck = list(pools[a])
         rng.shuffle(deck)
+        if used:
+            deck.sort(key=lambda c: c.key in used)  # stable: fresh chunks first, each group still shuffled
         decks[a] = deck
     queues: dict[Arm, list[list[str]]] = {}
     for a in arms:

@@ -203,6 +203,23 @@ class ServeCfg(Section):
     max_request_kb: int = Field(256, ge=1)  # request bodies above this get 413
 
 
+class LoopCfg(Section):
+    """The self-improving loop (loop.py): rounds of analyse -> allocate -> generate -> curate -> train -> evaluate."""
+    rounds: int = Field(1, ge=1, le=100)            # rounds at most, round 0 included (1: a single pass)
+    policy: str = "thompson"                        # how later rounds split their budget: thompson | ucb | uniform
+    round_examples: int | None = Field(None, ge=1)  # examples per round (default: budget.examples / rounds)
+    failure_share: float = Field(0.3, ge=0, le=1)   # share of a later round's jobs seeded by the student's failures
+    floor: float = Field(0.25, ge=0, le=1)          # every arm keeps at least this fraction of an equal share
+    uncertainty_weight: float = Field(0.5, ge=0, le=1)  # arm score: (1-w) * error rate + w * student uncertainty
+    probe_chunks: int = Field(48, ge=0)             # unlabelled pile chunks the student is probed on per round
+    dev_fraction: float = Field(0.5, gt=0, lt=1)    # share of round 0's held-out units that become the dev set
+    train: Literal["retrain", "continue"] = "retrain"  # later rounds: from the base on all data, or from the last adapter
+    continue_steps: int | None = Field(None, ge=1)  # continue: steps per round (default: from the new examples)
+    target: float | None = None                     # stop when the student's held-out metric reaches this
+    patience: int = Field(2, ge=1)                  # stop after this many rounds without a significant gain
+    confidence: float = Field(0.9, gt=0.5, lt=1)    # a gain is significant when this central interval is above 0
+
+
 class Config(Section):
     task: TaskCfg
     sources: list[str] = Field(min_length=1)
@@ -216,6 +233,7 @@ class Config(Section):
     evaluate: EvaluateCfg = EvaluateCfg()
     export: ExportCfg = ExportCfg()
     serve: ServeCfg = ServeCfg()
+    loop: LoopCfg = LoopCfg()
     seed: int = 0
 
     # Set by load_config, not by the user: where the file lives (sources are
@@ -389,6 +407,12 @@ evaluate:
 serve:
   host: 127.0.0.1
   port: 8000
+
+loop:                            # the self-improving loop: later rounds spend the teacher where the student fails
+  rounds: 1                      # 1: one pass; e.g. 4: up to three more rounds after the first
+  policy: thompson               # thompson | ucb | uniform
+  # target: 0.9                  # stop once the held-out metric reaches this
+  # train: retrain               # retrain from the base on all data, or continue from the last adapter
 
 seed: 0
 """

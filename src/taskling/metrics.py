@@ -69,6 +69,20 @@ def mean_ci(scores: list[float], reps: int = 1000, seed: int = 0) -> tuple[float
     return bootstrap_ci(len(arr), lambda idx: arr[idx].mean(), reps, seed)
 
 
+def paired_diff_ci(new: list[float], old: list[float], confidence: float = 0.95, reps: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """Mean of new - old over the same items and its central bootstrap interval (items resampled
+    in pairs, so the shared difficulty of an item cancels): (difference, low, high)."""
+    a, b = np.asarray(new, dtype=float), np.asarray(old, dtype=float)
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired_diff_ci needs two equally long, non-empty score lists ({len(a)} vs {len(b)})")
+    d = a - b
+    means = [d[idx].mean() for idx in _resamples(len(d), reps, seed)]
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(d.mean()), float(lo), float(hi)
+
+
 def _intervals(n: int, stats: dict[str, Callable], reps: int, seed: int) -> dict[str, tuple[float, float]]:
     """Several stats on the same resamples: one pass, items resampled jointly."""
     if n == 0 or reps <= 0:

@@ -3,6 +3,7 @@
     taskling.yaml, gold.jsonl
     .taskling/pile.db, .taskling/calls.db
     runs/<run-id>/round-<k>/<stage>/manifest.json   (written last, atomically)
+    runs/<run-id>/round-0/ingest, runs/<run-id>/export (one per run, not per round)
 
 `run_stage` skips a stage whose manifest has the same fingerprint, clears a
 stage directory whose partial state belongs to other settings, and otherwise
@@ -153,6 +154,7 @@ class Context:
     force: bool = False
     console: Console = field(default_factory=lambda: Console(stderr=True))
     threads: int | None = None  # operational: not part of any fingerprint
+    deadline: float | None = None  # time.monotonic() by which generation stops (the run's wall-time budget)
 
     def __post_init__(self) -> None:
         self.ws = Workspace(self.cfg.root)
@@ -166,6 +168,8 @@ class Context:
     def stage_dir(self, stage: str, round: int | None = None) -> Path:
         if stage == "export":  # the run's deliverable lives at runs/<id>/export
             return self.run_dir / "export"
+        if stage == "ingest":  # one pile per workspace: its stage lives in round 0 and serves every round
+            return self.run_dir / "round-0" / "ingest"
         return self.run_dir / f"round-{self.round if round is None else round}" / stage
 
     def manifest(self, stage: str) -> dict:
@@ -253,6 +257,20 @@ def run_stage(ctx: Context, stage: str, settings: dict, inputs: dict, body: Stag
     }
     atomic_write_json(out / "manifest.json", manifest)
     return {**manifest, "skipped": False}
+
+
+def earlier(ctx: Context, *stages: str) -> dict:
+    """Fingerprint inputs from the previous round's finished stages (nothing in round 0)."""
+    if ctx.round == 0:
+        return {}
+    out = {}
+    for s in stages:
+        m = read_manifest(ctx.stage_dir(s, ctx.round - 1))
+        if m is None:
+            raise TasklingError(f"round {ctx.round} needs the {s} stage of round {ctx.round - 1}, which has not "
+                                f"finished; run 'taskling run' to go through the rounds in order")
+        out[f"{s}@{ctx.round - 1}"] = {"fingerprint": m["fingerprint"], "digest": m.get("digest")}
+    return out
 
 
 def upstream(ctx: Context, *stages: str) -> dict:

@@ -12,6 +12,7 @@ filters themselves are in curation.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,8 @@ from ..config import Config
 from ..embed import Embedder, from_blob
 from ..errors import TasklingError
 from ..pile import Pile
-from ..workspace import Context, read_jsonl, read_manifest, run_stage, sha256_file, upstream, write_jsonl
+from ..workspace import (Context, earlier, read_jsonl, read_manifest, run_stage, sha256_file, upstream,
+                         write_jsonl)
 
 
 def load_gold(cfg: Config, path: Path) -> list[dict]:
@@ -74,6 +76,20 @@ def _held_out(cfg: Config, examples: list[dict], unit: str) -> set[str]:
         held_per_label = trial
         n_held += per_group[g]
     return held
+
+
+def split_dev(cfg: Config, evals: list[dict], unit: str) -> tuple[list[dict], list[dict], list[str]]:
+    """Round 0's held-out examples cut again by source unit: eval (the honest figures, fixed for the
+    whole run) and dev (what the loop's analysis reads and seeds generation from; it grows by the
+    later rounds' examples from its units). Never trained on, either of them."""
+    key = SPLIT_UNITS[unit]
+    units = sorted({key(ex) for ex in evals}, key=lambda g: hashlib.sha256(f"{cfg.seed}:dev:{g}".encode()).hexdigest())
+    if len(units) < 2:
+        return evals, [], []
+    n_dev = min(len(units) - 1, max(1, round(cfg.loop.dev_fraction * len(units))))
+    dev_units = set(units[:n_dev])
+    return ([ex for ex in evals if key(ex) not in dev_units], [ex for ex in evals if key(ex) in dev_units],
+            sorted(dev_units))
 
 
 def split(cfg: Config, examples: list[dict]) -> tuple[list[dict], list[dict], dict]:
@@ -253,9 +269,12 @@ def run(cfg: Config, ctx: Context) -> dict:
     if cfg.curate.judge == "teacher" or cfg.curate.self_consistency:
         settings["teacher"] = {k: v for k, v in cfg.section("teacher").items()
                                if k in ("backend", "model", "base_url", "json_mode", "n_ctx")}
+    if cfg.loop.rounds > 1:
+        settings["dev_fraction"] = cfg.loop.dev_fraction
     store = review_store(ctx)
     inputs = upstream(ctx, "generate") | {"gold": sha256_file(gold_path) if gold_path.exists() else None,
                                           "review": sha256_file(store) if store.exists() else None}
+    inputs |= earlier(ctx, "curate")
 
     def body(out: Path) -> dict:
         task = tasks.get(cfg.task)
@@ -309,7 +328,10 @@ def run(cfg: Config, ctx: Context) -> dict:
 
         # 3. unique: exact, near and semantic duplicates; the best-grounded of a group stays. The task's own
         # examples come first, so a generated copy of one is a duplicate of it (the teacher parrots them).
-        seeds = seed_examples(cfg) if cfg.curate.task_examples else []
+        # A later round of the loop puts everything earlier rounds trained on first instead: the training
+        # set grows, and a new example that repeats an old one is its duplicate.
+        prior = read_jsonl(ctx.stage_dir("curate", ctx.round - 1) / "train.jsonl") if ctx.round > 0 else None
+        seeds = prior if prior is not None else (seed_examples(cfg) if cfg.curate.task_examples else [])
         svecs = embedder.encode([ex["input"] for ex in seeds]) if embedder and seeds else None
         n_s = len(seeds)
         both = seeds + valid
@@ -341,17 +363,26 @@ def run(cfg: Config, ctx: Context) -> dict:
         # 6. split by source document, then decontaminate train against eval and gold
         kept = judged
         first = read_manifest(ctx.stage_dir("curate", 0)) if ctx.round > 0 else None
+        new_dev: list[dict] = []
         if first:  # later rounds keep round 0's eval set and never train on its source units
             unit = first["split"]["unit"]
             held = set(first["split"]["held_out_units"])
+            dev_units = set(first["split"].get("dev_units", []))
             train = [ex for ex in kept if SPLIT_UNITS[unit](ex) not in held]
             for ex in kept:
-                if SPLIT_UNITS[unit](ex) in held:
+                u = SPLIT_UNITS[unit](ex)
+                if u in dev_units:  # the dev set grows with each round; the eval set never changes
+                    new_dev.append(ex)
+                elif u in held:
                     drop(ex, f"its {unit} is held out for evaluation (round 0)")
             evals = read_jsonl(ctx.stage_dir("curate", 0) / "eval.jsonl")
+            dev = read_jsonl(ctx.stage_dir("curate", ctx.round - 1) / "dev.jsonl") + new_dev
             split_info = {**first["split"], "fixed_from_round": 0}
         else:
             train, evals, split_info = split(cfg, kept)
+            dev = []
+            if cfg.loop.rounds > 1:  # the loop probes the student on a dev set; eval stays for honest figures
+                evals, dev, split_info["dev_units"] = split_dev(cfg, evals, split_info["unit"])
         pos = {id(ex): i for i, ex in enumerate(valid)}
         if seeds and not first:
             # Every system sees the task's examples (in training or in its prompt): an eval item that
@@ -362,7 +393,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             for j in near_seed:
                 drop(evals[j], "eval item overlaps a task example")
             evals = [ex for j, ex in enumerate(evals) if j not in near_seed]
-        blocked = [ex["input"] for ex in evals] + [str(r["input"]) for r in gold]
+        blocked = [ex["input"] for ex in evals] + [str(r["input"]) for r in gold] + [ex["input"] for ex in dev]
         bvecs = embedder.encode(blocked) if embedder and blocked else None
         tvecs = vecs[[pos[id(ex)] for ex in train]] if vecs is not None and train else None
         dirty = curation.contaminated([ex["input"] for ex in train], tvecs, blocked, bvecs, cfg.curate.decontam_cosine)
@@ -373,7 +404,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         if seeds:  # never held out (the base and the teacher see them in their prompts); checked against gold
             gold_in = [str(r["input"]) for r in gold]
             dirty_seeds = curation.contaminated([ex["input"] for ex in seeds], svecs, gold_in,
-                                                bvecs[len(evals):] if bvecs is not None else None,
+                                                bvecs[len(evals):len(evals) + len(gold)] if bvecs is not None else None,
                                                 cfg.curate.decontam_cosine)
             for j, reason in dirty_seeds.items():
                 drop(seeds[j], reason)
@@ -407,12 +438,18 @@ def run(cfg: Config, ctx: Context) -> dict:
                 return res
             clean, evals = scrubbed(clean), scrubbed(evals)
 
-        if len(clean) == len(seeds):  # the task's own examples alone are not a training set
+        new_kept = [ex for ex in clean[len(seeds):]] + (evals + dev if not first else new_dev)
+        kept_by_arm = Counter(json.dumps(ex["arm"]) for ex in new_kept if ex.get("arm"))
+        if len(clean) == len(seeds) and first:
+            ctx.console.print(f"[yellow]curate: no new training example survived round {ctx.round}; the student "
+                              f"trains on the {len(seeds)} of earlier rounds[/]")
+        elif len(clean) == len(seeds):  # the task's own examples alone are not a training set
             reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
             raise TasklingError("curate: no generated training example survived curation "
                                 f"({dict(reasons)}); see {out / 'rejected.jsonl'} and raise budget.examples")
         write_jsonl(out / "train.jsonl", clean)
         write_jsonl(out / "eval.jsonl", evals)
+        write_jsonl(out / "dev.jsonl", dev)
         write_jsonl(out / "rejected.jsonl", rejected)
         reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
         samples: dict[str, list[dict]] = {}
@@ -428,6 +465,8 @@ def run(cfg: Config, ctx: Context) -> dict:
                            + (f" (with {len(seeds)} task examples)" if seeds else ""), "count": n_before},
                   {"step": "selected for training", "count": len(clean)},
                   {"step": f"eval (held-out {split_info['unit']}s)", "count": len(evals)}]
+        if dev or first:
+            funnel.append({"step": "dev (held out, read by the loop's analysis)", "count": len(dev)})
         labels = {"train": dict(Counter(str(e.get("label")) for e in clean)),
                   "eval": dict(Counter(str(e.get("label")) for e in evals))} if ttype == "classify" else {}
         topics = dict(Counter(str(e["arm"][0]) if e.get("arm") else str(e.get("source")) for e in clean).most_common())
@@ -446,13 +485,15 @@ def run(cfg: Config, ctx: Context) -> dict:
         return {"review": human, "counts": {"generated": len(generated), "valid": len(valid), "unique": len(unique), "grounded": len(grounded),
                            "judged": len(judged), "train": len(clean), "eval": len(evals), "rejected": len(rejected),
                            "decontaminated": len(dirty), "redundant": n_before - len(clean),
-                           "task_examples": len(seeds)},
+                           "task_examples": len(seeds) if not first else 0, "dev": len(dev),
+                           "earlier_rounds": len(seeds) if first else 0, "new_train": len(clean) - len(seeds)},
+                "kept_by_arm": dict(sorted(kept_by_arm.items())),
                 "rejections": dict(reasons.most_common()), "rejected_samples": samples, "funnel": funnel,
                 "split": split_info, "labels": labels, "topics": topics, "language": lang,
                 "grounding": {"min": floor, "mean_kept": round(sum(scores) / len(scores), 4),
                               "embeddings": embedder is not None},
                 "pii": dict(pii_counts) if cfg.curate.pii else None, "judge": judge_info,
-                "outputs": ["train.jsonl", "eval.jsonl", "rejected.jsonl"]}
+                "outputs": ["train.jsonl", "eval.jsonl", "dev.jsonl", "rejected.jsonl"]}
 
     return run_stage(ctx, "curate", settings, inputs, body)
 

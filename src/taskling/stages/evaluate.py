@@ -19,6 +19,7 @@ rates per topic and label are what the next round's allocation reads.
 """
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from collections import Counter
@@ -158,6 +159,8 @@ def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, o
                      price=cfg.budget.prices.get(jcfg.model, Price()))
     try:
         for s, items in sets.items():
+            if s == "dev":  # the loop's probe set: error rates are enough there
+                continue
             by_id = {id(it): ch for it, ch in zip(items, chunks[s])}
             cited = lambda it: by_id.get(id(it), [])  # noqa: E731
             said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in results[s]}
@@ -188,6 +191,8 @@ def run(cfg: Config, ctx: Context) -> dict:
         task = tasks.get(cfg.task)
         sets = {"eval": read_jsonl(ctx.stage_dir("curate") / "eval.jsonl")[: cfg.evaluate.max_items],
                 "gold": load_gold(cfg, gold_path)[: cfg.evaluate.max_items]}
+        # The loop's dev set: only the student is run on it (the analysis reads where it fails).
+        sets["dev"] = read_jsonl(ctx.stage_dir("curate") / "dev.jsonl")[: cfg.evaluate.max_items]
         sets = {k: v for k, v in sets.items() if v}
         t_start = time.perf_counter()
         trained = trained_dir(ctx)
@@ -196,8 +201,16 @@ def run(cfg: Config, ctx: Context) -> dict:
                  base_mb + dir_size_mb(trained / "adapter_model.safetensors"), "base": base_mb}
         sizes["teacher"] = dir_size_mb(resolve_gguf(cfg.teacher.model)) if cfg.teacher.backend == "llamacpp" else None
         names = systems(cfg)
+        runs = {s: [w for w in names if s != "dev" or w == "student"] for s in sets}
+        if ctx.round > 0:  # eval and gold never change across rounds: base and teacher answers carry over
+            prev = ctx.stage_dir("evaluate", ctx.round - 1)
+            for s, ws in runs.items():
+                for w in ws:
+                    if not w.startswith("student") and (prev / f"pred-{w}-{s}.jsonl").exists() \
+                            and not (out / f"pred-{w}-{s}.jsonl").exists():
+                        shutil.copyfile(prev / f"pred-{w}-{s}.jsonl", out / f"pred-{w}-{s}.jsonl")
         for model_name in ("student", "base", "teacher"):
-            todo = [(w, s) for w in names if w.split("-")[0] == model_name for s in sets
+            todo = [(w, s) for s in sets for w in runs[s] if w.split("-")[0] == model_name
                     if not (out / f"pred-{w}-{s}.jsonl").exists()]
             if not todo:
                 continue
@@ -229,7 +242,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         chunks = {s: chunks_of(ctx, items) for s, items in sets.items()}
         for s, items in sets.items():
             sources = [("\n".join(c.text for c in ch) or None) for ch in chunks[s]]
-            for w in names:
+            for w in runs[s]:
                 rows = read_jsonl(out / f"pred-{w}-{s}.jsonl")
                 r = score_set(task, cfg, items, rows, sources, cfg.seed)
                 r["size_mb"] = sizes.get(w.split("-")[0])
@@ -239,7 +252,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         judge_info = judged(cfg, ctx, sets, chunks, results, out)
         failures, rates = [], {"topic": {}, "label": {}}
         for s, items in sets.items():
-            said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in names}
+            said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in runs[s]}
             student = results[s].get("student")
             if not student:
                 continue
@@ -257,6 +270,9 @@ def run(cfg: Config, ctx: Context) -> dict:
             if cfg.task.type == "classify":
                 rates["label"][s] = error_rates(wrong, rows, "label")
         write_jsonl(out / "failures.jsonl", failures)
+        # Per-item scores (same items in every round): what the loop's paired comparisons of rounds read.
+        atomic_write_json(out / "scores.json", {s: {w: [round(x, 4) for x in r["_scores"]] for w, r in per.items()}
+                                                for s, per in results.items()})
         clean = rounded({s: {w: {k: v for k, v in r.items() if not k.startswith("_")} for w, r in per.items()}
                          for s, per in results.items()})
         constrained = {s: {w: {"free": per[w]["metric"], "constrained": per[f"{w}-constrained"]["metric"],
@@ -272,6 +288,6 @@ def run(cfg: Config, ctx: Context) -> dict:
         return {"counts": {s: len(v) for s, v in sets.items()} | {"failures": len(failures)},
                 "metric": task.METRIC, "systems": names, "results": clean, "error_rates": rates,
                 "constrained": constrained, "judge": judge_info, "evaluate_seconds": round(time.perf_counter() - t_start, 1),
-                "outputs": ["metrics.json", "failures.jsonl"]}
+                "outputs": ["metrics.json", "failures.jsonl", "scores.json"]}
 
     return run_stage(ctx, "evaluate", settings, inputs, body)

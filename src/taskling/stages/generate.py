@@ -14,6 +14,7 @@ sample and estimates tokens, cost and time of the whole stage first.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -28,7 +29,13 @@ from ..errors import TasklingError, TeacherOutputError
 from ..journal import Journal
 from ..pile import Pile
 from ..progress import bar
-from ..workspace import Context, atomic_write_json, open_stage_dir, run_stage, upstream, write_jsonl
+from ..workspace import (Context, atomic_write_json, open_stage_dir, read_jsonl, read_manifest, run_stage, upstream,
+                         write_jsonl)
+
+
+def arm_key(arm) -> str:
+    """An arm as a JSON-safe dictionary key."""
+    return json.dumps(list(arm))
 
 # Teacher settings that change how calls are made, not what is asked: not fingerprinted.
 OPERATIONAL = ("concurrency", "timeout_s", "max_retries", "down_after_s", "allow_remote")
@@ -55,16 +62,28 @@ class Generation:
         self.cfg, self.ctx, self.out = cfg, ctx, out
         self.task = tasks.get(cfg.task)
         self.k = per_call(cfg)
-        rng = random.Random(cfg.seed)
-        n_jobs = math.ceil(cfg.budget.examples * cfg.generate.max_calls_factor / self.k)
+        self.limits = limits(cfg, ctx)
+        # Round 0 keeps the seed it always had (its cached calls stay valid); later rounds draw afresh.
+        rng = random.Random(cfg.seed if ctx.round == 0 else f"{cfg.seed}:round-{ctx.round}")
+        n_jobs = math.ceil(self.limits["examples"] * cfg.generate.max_calls_factor / self.k)
         chunks_per_job = self.k if getattr(self.task, "ONE_INPUT_PER_CHUNK", False) else cfg.generate.chunks_per_example
+        plan = read_manifest(ctx.stage_dir("analyse")) if ctx.round > 0 else None
         with Pile(ctx.ws.pile_db) as pile:
             pools = self.task.pools(cfg.task, pile, cfg.generate.pool_per_label)
-            self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, allocate.get_policy(cfg.generate.policy), rng,
-                                           cfg.generate.personas, cfg.generate.difficulties, chunks_per_job)
+            if plan is None:
+                self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, allocate.get_policy(cfg.generate.policy), rng,
+                                               cfg.generate.personas, cfg.generate.difficulties, chunks_per_job)
+            else:  # a later round: the analysis of the last one decided the jobs per arm and the failure seeds
+                seeded = plan["allocation"]["seeded"]
+                counts = {tuple(a["arm"]): a["jobs"] for a in plan["arms"]}
+                self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, allocate.Fixed({}), rng,
+                                               cfg.generate.personas, cfg.generate.difficulties, chunks_per_job,
+                                               counts=counts, used=used_chunks(ctx))
+                self.jobs = interleave(self.jobs, seeded, self.k, cfg.generate.personas, cfg.generate.difficulties)
             wanted = {k for j in self.jobs for k in j["chunks"]}
             self.chunk_of = {c.key: c for c in pile.chunks() if c.key in wanted}
         self.arms = len(pools)
+        self.pool_arms = sorted((list(a) for a, cs in pools.items() if cs), key=str)
         price = cfg.budget.prices.get(cfg.teacher.model, Price())
         self.log = CallLog(ctx.ws.calls_db)
         self.teacher = Logged(open_backend(cfg.teacher, ctx.threads), self.log, purpose="generate", price=price)
@@ -93,7 +112,8 @@ class Generation:
         schema = self.task.teacher_schema(self.cfg.task, job) if self.cfg.teacher.json_mode else None
         return Request(self.task.teacher_messages(self.cfg.task, job, chunks),
                        max_tokens=min(self.cfg.teacher.max_tokens * job["n"], cap),
-                       temperature=self.cfg.teacher.temperature, seed=self.cfg.seed * 100_003 + job["index"],
+                       temperature=self.cfg.teacher.temperature,
+                       seed=self.cfg.seed * 100_003 + self.ctx.round * 1_000_003 + job["index"],
                        json_schema=schema)
 
     def record(self, job: dict, req: Request | None, res: Result | None, failure: dict | None = None) -> dict:
@@ -116,38 +136,41 @@ class Generation:
                             "chunks": used, "spans": pair["spans"],
                             "provenance": [self.chunk_of[k].provenance() for k in used],
                             "arm": job["arm"], "persona": job["persona"], "difficulty": job["difficulty"],
+                            "round": self.ctx.round, **({"seeded_by": job["of"]} if "of" in job else {}),
                             "teacher": self.model_id["model"], "call": call_key(self.model_id, req.as_dict())[:16]})
         if failure is not None and res is not None:
             failure["text"] = res.text[:2000]
-        return {"key": f"job-{job['index']:05d}", "index": job["index"], "examples": examples, "failure": failure,
+        return {"key": f"job-{job['index']:05d}", "index": job["index"], "arm": job["arm"], "asked": job["n"],
+                "seeded": "like" in job, "examples": examples, "failure": failure,
                 "tokens": (res.prompt_tokens + res.completion_tokens) if res else 0, "cost": res.cost if res else 0.0,
                 "cached": bool(res and res.cached), "latency_s": res.latency_s if res else 0.0}
 
     def stop_reason(self, t0: float) -> str | None:
-        t, b = self.totals(), self.cfg.budget
-        if t["examples"] >= b.examples:
+        t, b = self.totals(), self.limits
+        if t["examples"] >= b["examples"]:
             return "example budget reached"
-        if t["tokens"] >= b.teacher_tokens:
+        if t["tokens"] >= b["teacher_tokens"]:
             return "teacher token budget reached"
-        if b.money is not None and t["cost"] >= b.money:
+        if b["money"] is not None and t["cost"] >= b["money"]:
             return "money budget reached"
-        if time.monotonic() - t0 > b.wall_time_minutes * 60:
+        if time.monotonic() - t0 > self.cfg.budget.wall_time_minutes * 60 or (
+                self.ctx.deadline is not None and time.monotonic() > self.ctx.deadline):
             return "wall-time budget reached"
         return None
 
     def room(self) -> int:
         """Jobs that fit in what is left of the budgets, from the averages so far."""
-        t, b = self.totals(), self.cfg.budget
+        t, b = self.totals(), self.limits
         if not t["jobs"]:  # a first, small batch measures what a job costs
             return min(self.batch, max(self.teacher.capabilities.concurrency, 4))
         per_job = {"examples": t["examples"] / t["jobs"], "tokens": t["tokens"] / t["jobs"], "cost": t["cost"] / t["jobs"]}
         room = [self.batch]
         if per_job["examples"] > 0:
-            room.append(math.ceil((b.examples - t["examples"]) / per_job["examples"]))
+            room.append(math.ceil((b["examples"] - t["examples"]) / per_job["examples"]))
         if per_job["tokens"] > 0:
-            room.append(math.ceil((b.teacher_tokens - t["tokens"]) / per_job["tokens"]))
-        if b.money is not None and per_job["cost"] > 0:
-            room.append(math.ceil((b.money - t["cost"]) / per_job["cost"]))
+            room.append(math.ceil((b["teacher_tokens"] - t["tokens"]) / per_job["tokens"]))
+        if b["money"] is not None and per_job["cost"] > 0:
+            room.append(math.ceil((b["money"] - t["cost"]) / per_job["cost"]))
         return max(1, min(room))
 
     def run_batch(self, batch: list[dict], on_done=None) -> None:
@@ -181,6 +204,63 @@ class Generation:
             self.log.close()
 
 
+def round_examples(cfg: Config) -> int:
+    """Examples one round asks for: the whole budget in a single pass, else an equal part of it per round."""
+    if cfg.loop.rounds == 1:
+        return cfg.budget.examples
+    return cfg.loop.round_examples or math.ceil(cfg.budget.examples / cfg.loop.rounds)
+
+
+def spent_before(ctx: Context) -> dict:
+    """What earlier rounds of this run spent (their finished generate manifests)."""
+    out = {"examples": 0, "teacher_tokens": 0, "cost": 0.0}
+    for r in range(ctx.round):
+        m = read_manifest(ctx.stage_dir("generate", r)) or {}
+        for k in out:
+            out[k] += (m.get("counts") or {}).get(k, 0)
+    return out
+
+
+def limits(cfg: Config, ctx: Context) -> dict:
+    """This round's share of the budgets: its examples, and what is left of the run's tokens and money."""
+    b, spent = cfg.budget, spent_before(ctx)
+    return {"examples": max(0, min(round_examples(cfg), b.examples - spent["examples"])),
+            "teacher_tokens": b.teacher_tokens - spent["teacher_tokens"],
+            "money": None if b.money is None else b.money - spent["cost"]}
+
+
+def used_chunks(ctx: Context) -> set[str]:
+    """Chunks earlier rounds already wrote examples from (drawn last in a later round)."""
+    out: set[str] = set()
+    for r in range(ctx.round):
+        for ex in read_jsonl(ctx.stage_dir("generate", r) / "examples.jsonl"):
+            out.update(ex.get("chunks", []))
+    return out
+
+
+def interleave(jobs: list[dict], seeded: list[dict], k: int, personas: list[str], difficulties: list[str]) -> list[dict]:
+    """The policy's jobs with the failure-seeded ones spread evenly among them, renumbered."""
+    out: list[dict] = []
+    total = len(jobs) + len(seeded)
+    si = ji = 0
+    for i in range(total):
+        take_seed = si < len(seeded) and (ji >= len(jobs) or (si + 1) * total <= (i + 1) * len(seeded))
+        if take_seed:
+            s = seeded[si]
+            si += 1
+            job = {"arm": s["arm"], "chunks": s["chunks"], "n": k, "like": s["like"], "of": s["of"],
+                   "persona": personas[i % len(personas)] if personas else "a typical user",
+                   "difficulty": difficulties[i % len(difficulties)] if difficulties else "medium"}
+            if s["arm"][1] is not None:
+                job["label"] = s["arm"][1]
+        else:
+            job = dict(jobs[ji])
+            ji += 1
+        job["index"] = i
+        out.append(job)
+    return out
+
+
 def failures_by_kind(records) -> dict[str, int]:
     return dict(Counter(r["failure"]["kind"] for r in records if r["failure"]).most_common())
 
@@ -188,6 +268,9 @@ def failures_by_kind(records) -> dict[str, int]:
 def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
     settings = settings_of(cfg)
     inputs = upstream(ctx, "ingest")
+    if ctx.round > 0:
+        settings["round"] = {"round": ctx.round, "limits": limits(cfg, ctx)}
+        inputs |= upstream(ctx, "analyse")
     if dry_run:
         return estimate(cfg, ctx, open_stage_dir(ctx, "generate", settings, inputs, keep_done=True))
 
@@ -198,12 +281,13 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
         stopped = "jobs exhausted"
         try:
             with bar(ctx.console) as progress:
-                ptask = progress.add_task("generate", total=cfg.budget.examples, info="")
+                ptask = progress.add_task("generate" if ctx.round == 0 else f"generate (round {ctx.round})",
+                                          total=gen.limits["examples"], info="")
 
                 def show(res: Result | None = None) -> None:
                     t = gen.totals()
                     el = max(time.monotonic() - t0, 1e-9)
-                    progress.update(ptask, completed=min(t["examples"], cfg.budget.examples), info=(
+                    progress.update(ptask, completed=min(t["examples"], gen.limits["examples"]), info=(
                         f"{gen.teacher.stats['completion_tokens'] / el:.0f} tok/s · spent {t['cost']:.4f} · "
                         f"{t['failed']} failed"))
 
@@ -223,9 +307,9 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
             stats = dict(gen.teacher.stats)
             health = gen.teacher.inner.health() if hasattr(gen.teacher.inner, "health") else {}
             records = sorted(gen.journal.records.values(), key=lambda r: r["index"])
-            jobs_planned, arms = len(gen.jobs), gen.arms
+            jobs_planned, arms, quota, pool_arms = len(gen.jobs), gen.arms, gen.limits["examples"], gen.pool_arms
             gen.close()
-        examples = [e for r in records for e in r["examples"]][:cfg.budget.examples]
+        examples = [e for r in records for e in r["examples"]][:quota]
         failures = [{"job": r["index"], **r["failure"]} for r in records if r["failure"]]
         write_jsonl(out / "failures.jsonl", failures)
         kinds = failures_by_kind(records)
@@ -239,11 +323,22 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
         tokens = sum(r["tokens"] for r in records)
         seconds = time.monotonic() - t0
         by_arm = Counter(allocate.arm_name(tuple(e["arm"])) for e in examples)
+        jobs_by_arm: dict[str, dict] = {}
+        for r in records:
+            if "arm" in r:
+                row = jobs_by_arm.setdefault(arm_key(r["arm"]), {"arm": r["arm"], "jobs": 0, "asked": 0,
+                                                                  "examples": 0, "seeded_jobs": 0})
+                row["jobs"] += 1
+                row["asked"] += r.get("asked", 1)
+                row["seeded_jobs"] += bool(r.get("seeded"))
+        for e in examples:
+            if arm_key(e["arm"]) in jobs_by_arm:
+                jobs_by_arm[arm_key(e["arm"])]["examples"] += 1
         counts = {"examples": len(examples), "jobs": len(records), "jobs_planned": jobs_planned, "failed_jobs": len(failures),
                   "teacher_tokens": tokens, "cost": round(sum(r["cost"] for r in records), 6),
                   "new_calls": stats["calls"], "cached_calls": stats["cached"], "retries": stats["retries"],
                   "failed_calls": stats["failed"], "arms": arms, "arms_covered": len(by_arm),
-                  "examples_per_call": gen.k}
+                  "examples_per_call": gen.k, "quota": quota}
         rates = {"examples_per_s": round(len(examples) / max(seconds, 1e-9), 3),
                  "new_tokens_per_s": round((stats["prompt_tokens"] + stats["completion_tokens"]) / max(fresh["seconds"], 1e-9), 1)
                  if fresh["seconds"] else None,
@@ -256,6 +351,8 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
                           f"failures by kind: {summary}")
         return {"counts": counts, "rates": rates, "failures_by_kind": kinds, "stopped": stopped,
                 "examples_by_arm": dict(by_arm.most_common()), "teacher_health": health,
+                "jobs_by_arm": sorted(jobs_by_arm.values(), key=lambda r: str(r["arm"])),
+                "seeded_examples": sum(1 for e in examples if "seeded_by" in e), "pool_arms": pool_arms,
                 "teacher": {k: v for k, v in cfg.teacher.model_dump(mode="json").items()},
                 "outputs": ["examples.jsonl", "failures.jsonl"]}
 

@@ -23,7 +23,7 @@ from .. import infer, tasks
 from ..errors import TasklingError
 from ..models import load_causal_lm, resolve_hf
 from ..progress import bar
-from ..workspace import Context, atomic_write_json, read_jsonl, run_stage, upstream
+from ..workspace import Context, atomic_write_json, earlier, read_jsonl, run_stage, upstream
 
 
 def encode(tok, system: str, ex: dict, max_len: int) -> dict | None:
@@ -261,15 +261,15 @@ def save_checkpoint(ckdir: Path, step: int, model, opt, sched, history: dict) ->
         shutil.rmtree(old, ignore_errors=True)  # keep the newest two
 
 
-def trained_dir(ctx: Context) -> Path:
+def trained_dir(ctx: Context, round: int | None = None) -> Path:
     """The train stage's result: a LoRA adapter folder, or a whole model after full fine-tuning."""
-    out = ctx.stage_dir("train")
+    out = ctx.stage_dir("train", round)
     return out / "model" if (out / "model" / "config.json").exists() else out / "adapter"
 
 
-def load_trained(ctx: Context, base_model: str):
+def load_trained(ctx: Context, base_model: str, round: int | None = None):
     """The tuned student as one plain transformers model (LoRA merged in) and its tokenizer."""
-    path = trained_dir(ctx)
+    path = trained_dir(ctx, round)
     if path.name == "model":
         return load_causal_lm(path)
     from peft import PeftModel
@@ -281,6 +281,11 @@ def load_trained(ctx: Context, base_model: str):
 def run(cfg: Config, ctx: Context) -> dict:
     settings = {k: cfg.section(k) for k in ("task", "student", "train")} | {"seed": cfg.seed}
     inputs = upstream(ctx, "curate")
+    resume_from = None  # the loop's `continue`: start from the last round's adapter, train on the new examples' worth
+    if ctx.round > 0 and cfg.loop.train == "continue" and not cfg.train.full_finetune:
+        settings["loop"] = {"train": "continue", "continue_steps": cfg.loop.continue_steps}
+        inputs |= earlier(ctx, "train", "curate")
+        resume_from = trained_dir(ctx, ctx.round - 1)
 
     def body(out: Path) -> dict:
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -303,6 +308,9 @@ def run(cfg: Config, ctx: Context) -> dict:
         if not data:
             raise TasklingError(f"train: no example fits train.max_seq_len={tc.max_seq_len} tokens; raise it")
         steps = tc.steps or default_steps(len(data), tc.batch_size * tc.grad_accum)
+        if resume_from is not None:
+            new = len(data) - len(read_jsonl(ctx.stage_dir("curate", ctx.round - 1) / "train.jsonl"))
+            steps = cfg.loop.continue_steps or max(10, min(steps, math.ceil(4 * max(new, 1) / (tc.batch_size * tc.grad_accum))))
         every = tc.eval_every or default_eval_every(steps)
         lr = tc.lr or (5e-5 if tc.full_finetune else 5e-4)
         order = batch_order(len(data), tc.batch_size, steps * tc.grad_accum, [len(d["input_ids"]) for d in data],
@@ -313,6 +321,9 @@ def run(cfg: Config, ctx: Context) -> dict:
             lora = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
                               target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
             model = get_peft_model(model, lora)
+            if resume_from is not None:
+                set_peft_model_state_dict(model, load_peft_weights(str(resume_from)))
+                ctx.console.print(f"train: continuing from round {ctx.round - 1}'s adapter")
         model.to(device)
         model.train()
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -422,6 +433,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                 "stopped_early": stopper.stop,
                 "stop_reason": stop_reason, "eval_every": every, "lr": lr, "device": str(device),
                 "mode": "full" if tc.full_finetune else "lora", "compiled": compiled,
+                "continued_from": str(resume_from) if resume_from is not None else None,
                 "compile_seconds": round(compile_s, 1),
                 "tokens_per_s": round(tps, 1), "train_seconds": round(history["seconds"], 1),
                 "precision": precision, "base_model": str(resolve_hf(cfg.student.model)),

@@ -35,11 +35,18 @@ def teacher_schema(task: TaskCfg, job: dict) -> dict | None:
     return examples_schema(item, job["n"])
 
 
+def like_line(job: dict, noun: str) -> str:
+    """Failure-seeded jobs (the loop): a {noun} the student still gets wrong, to write more like it."""
+    return f"A model still answers this {noun} badly; write yours in a similar vein: {job['like']}\n" \
+        if job.get("like") else ""
+
+
 def pair_messages(task: TaskCfg, job: dict, chunks: list[Chunk], first: str, second: str) -> list[dict]:
     system = f"You write realistic, varied training data.\n{DATA_RULE}"
     if job["n"] == 1:
         shots = "\n\n".join(f"{first}: {ex.input}\n{second}: {output_text(ex.output)}" for ex in task.examples[:2])
         user = (f"Documentation excerpt:\n{document_block(chunks)}\n\nTask: {task.description.strip()}\n"
+                + like_line(job, first.lower()) +
                 f"Write one {first.lower()} that the excerpt answers, as {job['persona']} would ask it, "
                 f"and its {second.lower()}, in this format:\n\n"
                 f"{shots or f'{first}: ...' + chr(10) + f'{second}: ...'}")
@@ -50,6 +57,7 @@ def pair_messages(task: TaskCfg, job: dict, chunks: list[Chunk], first: str, sec
             f"Write {job['n']} different training examples for this task, each answered by the document(s) above: "
             f"an {first.lower()} ('input'), its {second.lower()} ('output') using only what the documents say, and "
             f"the sentence of a document that supports it, copied exactly ('quote'). {diversity_line(job, first.lower())}\n"
+            + like_line(job, first.lower())
             + (f"Examples:\n{shots}\n" if shots else "")
             + 'Reply with JSON only: {"examples": [{"input": "...", "output": "...", "quote": "..."}, ...]}')
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

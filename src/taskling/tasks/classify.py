@@ -50,6 +50,8 @@ def teacher_schema(task: TaskCfg, job: dict) -> dict | None:
 def teacher_messages(task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict]:
     label = job["label"]
     shots = [ex.input for ex in task.examples if ex.output == label] or [ex.input for ex in task.examples]
+    if job.get("like"):  # failure-seeded (the loop): the style example is one the student got wrong
+        shots = [job["like"]]
     noun = task.input_noun
     if job["n"] == 1:
         # Short and concrete: a 135M teacher follows this shape far better than a
