@@ -1,7 +1,7 @@
 """Benchmark the self-improving loop: at an equal teacher budget, does the loop's allocation beat uniform?
 
-    .venv/bin/python bench/loop.py [--tasks devdocs bbc] [--seeds 0 1 2] [--rounds 3] [--round-examples 40]
-                                   [--steps 30] [--continue-variant]
+    .venv/bin/python bench/loop.py [--tasks devdocs bbc] [--seeds 0 1 2] [--rounds 2] [--round-examples 40]
+                                   [--steps 16] [--continue-variant]
 
 Two tasks built from real public documents, both with labels a person (or the
 data set) gave for gold:
@@ -16,7 +16,8 @@ For each task and seed, both systems run `taskling run` with the same budget
 embedded SmolLM2-135M), the same student and the same seeds:
   uniform  loop.policy=uniform, loop.failure_share=0: every round splits its
            budget evenly over the arms (what taskling did before the loop)
-  loop     loop.policy=thompson with failure-seeded jobs (the defaults)
+  loop     loop.policy=thompson with failure-seeded jobs (the defaults), the
+           student probed on 24 unlabelled chunks per round
 Round 0 is identical for both (it is run once and copied). The plateau and
 target rules are off so both spend the whole budget. --continue-variant adds
 the loop with loop.train=continue (from the last adapter) on the first seed.
@@ -47,7 +48,8 @@ EXAMPLE = ROOT / "examples" / "devdocs-router"
 RESULTS = ROOT / "bench" / "results" / "loop.json"
 WORK = ROOT / ".cache" / "bench-loop"
 TASKLING = str(Path(sys.executable).parent / "taskling")
-SYSTEMS = {"uniform": ["loop.policy=uniform", "loop.failure_share=0"], "loop": ["loop.policy=thompson"]}
+SYSTEMS = {"uniform": ["loop.policy=uniform", "loop.failure_share=0", "loop.probe_chunks=0"],
+           "loop": ["loop.policy=thompson", "loop.probe_chunks=24"]}
 
 BBC_YAML = """task:
   name: bbc-news
@@ -178,9 +180,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", nargs="+", default=["devdocs", "bbc"], choices=sorted(TASKS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--round-examples", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--continue-variant", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="remove earlier workspaces (else finished runs are reused)")
     a = ap.parse_args()

@@ -121,3 +121,32 @@ def test_served_export_answers_through_openai_client(finished):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_two_short_loop_rounds_on_the_real_models(tmp_path, tiny_model_dir):
+    """The loop on the real teacher and student: round 1 is planned by the analysis of round 0 (the
+    real student probed on unlabelled chunks), trains on the grown set and is measured on the same eval."""
+    path = write_workspace(tmp_path, tiny_model_dir)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["teacher"] = {"backend": "llamacpp", "model": "smollm2-135m-instruct", "temperature": 0.8}
+    cfg["student"] = {"model": "smollm2-135m-instruct"}
+    cfg["budget"] = {"examples": 24}
+    cfg["ingest"] = {"chunk_tokens": 128}
+    cfg["curate"] = {"min_words": 3}
+    cfg["train"] = {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "max_seq_len": 192}
+    cfg["evaluate"] = {"max_items": 6, "batch_size": 6, "models": ["student"], "constrained": False}
+    cfg["loop"] = {"rounds": 2, "probe_chunks": 6}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run([TASKLING, "run", "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert [r["round"] for r in result["rounds"]] == [0, 1] and result["stop"]["rule"] in ("rounds", "budget")
+    run = tmp_path / "runs" / "tiny-router"
+    a = json.loads((run / "round-1" / "analyse" / "analysis.json").read_text())
+    assert a["uncertainty"]["probed"] > 0 and a["allocation"]["jobs"] > 0
+    assert all(0 <= r["uncertainty"] <= 1 for r in a["arms"] if r["uncertainty"] is not None)
+    r0, r1 = (json.loads((run / f"round-{k}" / "curate" / "manifest.json").read_text())["counts"] for k in (0, 1))
+    assert r1["train"] >= r0["train"] and r1["earlier_rounds"] == r0["train"]
+    assert (run / "round-0" / "curate" / "eval.jsonl").read_text() == (run / "round-1" / "curate" / "eval.jsonl").read_text()
+    assert "Rounds" in (run / "report.html").read_text()

@@ -161,10 +161,11 @@ def parse(html: str) -> Checker:
 
 
 def table_after(html: str, marker: str) -> list[list[str]]:
-    """The cell texts, row by row (header first), of the first table after `marker`."""
+    """The cell texts, row by row (header first), of the first table after `marker`; a <br> reads as a space."""
     table = re.search(r"<table.*?</table>", html[html.index(marker):], re.S).group(0)
     cells = r"<t[hd][^>]*>(.*?)</t[hd]>"
-    return [[unescape(re.sub(r"<[^>]+>", "", c)).replace("\xa0", " ") for c in re.findall(cells, tr)]
+    return [[unescape(re.sub(r"<[^>]+>", "", re.sub(r"<br>", " ", c))).replace("\xa0", " ")
+             for c in re.findall(cells, tr)]
             for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
 
 
@@ -439,14 +440,207 @@ def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_chromium_renders_page(tmp_path):
     page = tmp_path / "report.html"
-    page.write_text(render_html(full_report()), encoding="utf-8")
+    page.write_text(render_html(full_report() | {"loop": loop_report()}), encoding="utf-8")
     dom = chromium(["--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()], tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert ":CONSOLE" not in dom.stderr, [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln][:5]
     assert "Route questions to manuals" in dom.stdout
     assert "0.71 [0.58, 0.82]" in dom.stdout
+    assert "<h2>Rounds</h2>" in dom.stdout and "student accuracy per round" in dom.stdout
+    assert "+0.081 [+0.021, +0.140] vs round 0" in dom.stdout
     png = tmp_path / "report.png"  # pytest keeps it under its basetemp for a look
     shot = chromium([f"--screenshot={png}", "--window-size=1200,5600", page.as_uri()], tmp_path)
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert png.exists() and png.stat().st_size > 20_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+ARMS = ["sqlite / transactions", "node / streams", "python / packaging", "all topics / postgres"]
+
+
+def loop_round(k: int, student: float, gain=None) -> dict:
+    """One round of loop.json as loop.py writes it."""
+    def res(m, lo, hi, n):
+        return {"metric": m, "ci_low": lo, "ci_high": hi, "n": n}
+    arms = [{"arm": [i, ARMS[i].split(" / ")[1]], "name": ARMS[i], "jobs": 10 + 5 * k * (i == 0),
+             "seeded_jobs": 3 * k if i == 0 else 0, "examples": 9 + 5 * k * (i == 0) - i, "kept": 8}
+            for i in range(3 if k < 2 else 4)]
+    why = [f"{ARMS[i]} gets {14 - 4 * i} of 40 jobs (dev {3 - i}/5 wrong, posterior error 0.{6 - i}0)"
+           for i in range(3)] if k else []
+    return {"round": k, "metric": "accuracy", "examples": 40, "teacher_tokens": 21000 + k, "cost": 0.012,
+            "seeded_examples": 3 * k, "train_size": 120 + 30 * k, "new_train": 30, "dev_size": 12, "steps": 30 + k,
+            "continued": k == 2, "seconds": 95.5 + k,
+            "results": {"eval": {"student": res(student, student - 0.1, student + 0.08, 30),
+                                 "base": res(0.3, 0.15, 0.48, 30), "teacher": res(0.9, 0.74, 0.97, 30)},
+                        "gold": {"student": res(student - 0.05, student - 0.17, student + 0.06, 54),
+                                 "teacher": res(0.93, 0.83, 0.97, 54)},
+                        "dev": {"student": res(0.5, 0.2, 0.8, 12)}},
+            "arms": arms,
+            "allocation": {"policy": "thompson" if k else "uniform", "why": why,
+                           "dev": {"items": 12, "errors": 6 - k, "error_rate": (6 - k) / 12} if k else None,
+                           "uncertainty": {"probed": 20, "mean": 0.0123} if k else None,
+                           "new_arms": [ARMS[3]] if k == 2 else []},
+            "gain": gain,
+            "analysis_arms": [{"name": ARMS[i], "dev_items": 5, "dev_errors": 3 - i, "error_mean": 0.6 - 0.1 * i,
+                               "uncertainty": 0.0123, "keep_rate": 0.8, "weight": 0.5 - 0.1 * i,
+                               "jobs_total": 14 - 4 * i, "new": i == 3} for i in range(4 if k == 2 else 3)]
+            if k else None}
+
+
+def loop_report() -> dict:
+    gain1 = {"vs_round": 0, "diff": 0.081, "low": 0.021, "high": 0.14, "significant": True, "confidence": 0.9}
+    gain2 = {"vs_round": 1, "diff": 0.012, "low": -0.04, "high": 0.06, "significant": False, "confidence": 0.9}
+    rounds = [loop_round(0, 0.62), loop_round(1, 0.71, gain1), loop_round(2, 0.73, gain2)]
+    return {"policy": "thompson", "rounds_max": 4, "train": "retrain", "failure_share": 0.3, "stop_set": "eval",
+            "rounds": rounds,
+            "stop": {"rule": "plateau",
+                     "reason": "no significant gain in the last 1 rounds (best: +0.012 vs round 1)"},
+            "kept": {"round": 2, "why": "the last round; no earlier round is significantly better"},
+            "budget": {"examples": 600, "teacher_tokens": 300000, "money": None, "wall_time_minutes": 60},
+            "spent": {"examples": 120, "teacher_tokens": 63003, "cost": 0.036, "seconds": 289.5},
+            "remaining_failures": [{"set": "eval", "id": f"gen-{i:05d}-0", "input": f"still wrong {i}",
+                                    "expected": "sqlite", "student": "node", "topic": "transactions"}
+                                   for i in range(25)]}
+
+
+def test_rounds_section_shows_every_round():
+    html = render_html(full_report() | {"loop": loop_report()})
+    page = parse(html)
+    text = " ".join(page.text)
+    heads = [h for h in ("Results", "Rounds", "Per label")]
+    pos = [html.index(f"<h2>{h}</h2>") for h in heads]
+    assert pos == sorted(pos), "Rounds comes right after Results"
+    for needle in ["Policy thompson", "3 of 4 rounds done", "stopped by the plateau rule",
+                   "no significant gain in the last 1 rounds", "Round 2 is exported",
+                   "no earlier round is significantly better", "120 examples (budget 600)", "63,003 teacher tokens",
+                   "289.5 seconds", "new arms: all topics / postgres", "dev errors 5 of 12",
+                   "mean uncertainty 0.0123 over 20 probed", "sqlite / transactions gets 14 of 40 jobs"]:
+        assert needle in text, needle
+    rows = table_after(html, "<h2>Rounds</h2>")
+    assert rows[0][:6] == ["round", "examples", "train size", "steps", "eval [95% CI]", "gold [95% CI]"]
+    r0, r1, r2 = (dict(zip(rows[0], r)) for r in rows[1:])
+    assert (r0["eval [95% CI]"], r1["eval [95% CI]"], r2["eval [95% CI]"]) == (
+        "0.62 [0.52, 0.70]", "0.71 [0.61, 0.79]", "0.73 [0.63, 0.81]")
+    assert r2["gold [95% CI]"] == "0.68 [0.56, 0.79]"
+    assert r0["gain vs best earlier"] == "—"
+    assert r1["gain vs best earlier"] == "+0.081 [+0.021, +0.140] vs round 0 significant"
+    assert r2["gain vs best earlier"].endswith("not significant")
+    assert r1["examples"] == "40 (3 seeded)" and r2["steps"] == "32 continued" and r0["steps"] == "30"
+    assert r2["round"] == "2 (exported)" and r0["round"] == "0" and r1["seconds"] == "96.5"
+    # The chart: one point per round and set, the teacher as a dashed line per set, the metric on the y axis.
+    tags = svg_tags(page, "student accuracy per round")
+    assert len([a for t, a in tags if t == "circle"]) == 6
+    assert len([a for t, a in tags if t == "line" and a.get("stroke-dasharray") and "x2" in a
+                and float(a["x2"]) - float(a["x1"]) > 100]) == 2
+    labels = svg_texts(page, "student accuracy per round")
+    assert {"accuracy", "0", "1", "2 (exported)", "round", "student · eval", "student · gold", "teacher eval 0.90",
+            "teacher gold 0.93"} <= set(labels)
+    assert not any(re.search(r"nan|inf", a, re.I) for a in page.attrs)
+    # The heat map: a row per arm (most examples first), a column per round, an arm new in round 2 only there.
+    heat = table_after(html, "examples per arm and round")
+    assert heat[0] == ["arm ↓ round →", "0", "1", "2", "total"]
+    assert [r[0] for r in heat[1:]] == ARMS
+    assert heat[1][1:] == ["9", "14 3 seeded", "19 6 seeded", "42"] and heat[4][1:3] == ["—", "—"]
+    cm = re.search(r'<table class="cm">.*?</table>', html[html.index("examples per arm"):]).group(0)
+    assert 'class="q10 hi">19<br><small>6 seeded' in cm  # the largest cell has the darkest shade
+    # The last round's arms as the analyse stage weighed them, highest weight first.
+    arms = table_after(html, "arms weighed for round 2")
+    assert arms[0][:8] == ["arm", "dev items", "dev errors", "error mean", "uncertainty", "keep rate", "weight",
+                           "jobs"]
+    assert [r[0] for r in arms[1:]] == ARMS and arms[4][-1] == "new" and arms[1][6] == "0.50"
+    # The failures left: the first 20 of 25.
+    fails = table_after(html, "failures left after the last round")
+    assert "the first 20 of 25" in text and len(fails) == 21 and fails[1][1:4] == ["still wrong 0", "sqlite", "node"]
+
+
+def test_rounds_section_escapes_hostile_strings():
+    lp = loop_report()
+    lp["policy"] = lp["stop"]["reason"] = lp["kept"]["why"] = HOSTILE
+    r = lp["rounds"][2]
+    r["arms"][0]["name"] = HOSTILE
+    r["allocation"]["why"][0] = HOSTILE
+    r["allocation"]["new_arms"] = [HOSTILE]
+    r["analysis_arms"][0]["name"] = HOSTILE
+    for x in lp["rounds"]:
+        x["metric"] = HOSTILE  # the y axis label and the chart's title
+    lp["remaining_failures"][0].update(input=HOSTILE, expected=HOSTILE, student=HOSTILE, topic=HOSTILE, id=HOSTILE)
+    html = render_html({"run_id": "r", "loop": lp})
+    assert "<script" not in html.lower() and "<img" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    page = parse(html)
+    assert not any(t in ("script", "img") for t, _ in page.tags)
+    assert not any(k.startswith("on") for _, a in page.tags for k in a)
+    # The text survives escaping: policy, stop reason, why kept, new arm, why, analysis arm, five failure cells.
+    assert sum(t.count(HOSTILE) for t in page.text) >= 11
+    assert HOSTILE in [r[0] for r in table_after(html, "examples per arm and round")]
+    assert HOSTILE in svg_texts(page, "student " + HOSTILE)
+
+
+PARTIAL_LOOPS = {
+    "one bare round": {"rounds": [{"round": 0}]},
+    "None everywhere": {"policy": None, "rounds_max": None, "stop": None, "kept": None, "budget": None, "spent": None,
+                        "remaining_failures": None,
+                        "rounds": [{"round": None, "results": None, "arms": None, "allocation": None, "gain": None,
+                                    "analysis_arms": None, "metric": None},
+                                   {"round": 1, "results": {"eval": None, "gold": {"student": None}},
+                                    "arms": [None, {"arm": None}, {"arm": [None, None], "examples": None}],
+                                    "allocation": {"why": None, "dev": {}, "uncertainty": {"mean": None},
+                                                   "new_arms": [None]},
+                                    "gain": {"diff": None}, "analysis_arms": [None, {"name": None}]}]},
+    "junk types": {"rounds": [None, "x", {"round": "one", "results": {"eval": {"student": {"metric": math.nan}}},
+                                          "gain": {"diff": math.inf, "significant": "maybe"}, "seconds": "slow",
+                                          "arms": "many", "allocation": {"why": "because", "new_arms": "all"},
+                                          "analysis_arms": "some"},
+                              {"round": 2.0, "results": {"eval": {"student": {"metric": 0.5, "ci_low": None}}},
+                               "arms": [{"name": "a", "examples": math.nan, "seeded_jobs": "x"}],
+                               "gain": {"diff": 0.1, "low": math.nan, "high": 0.2, "confidence": None}}],
+                   "stop": {"rule": None}, "kept": {"round": "last"}, "spent": {"examples": math.inf},
+                   "remaining_failures": [None, {"input": None}]},
+    "rounds not a list": {"rounds": {"0": {}}},
+}
+
+
+@pytest.mark.parametrize("case", PARTIAL_LOOPS)
+def test_rounds_section_renders_when_partly_filled(case):
+    html = render_html(full_report() | {"loop": PARTIAL_LOOPS[case]})
+    page = parse(html)
+    text = " ".join(page.text).replace("(none)", "")
+    assert not re.search(r"\b(nan|inf|None)\b", text, re.I)
+    assert not any(re.search(r"nan|inf", a, re.I) for a in page.attrs)
+    assert ("<h2>Rounds</h2>" in html) == (case != "rounds not a list")
+
+
+def test_rounds_section_is_absent_without_a_loop():
+    for rep in (full_report(), full_report() | {"loop": None}, full_report() | {"loop": {"rounds": []}}):
+        html = render_html(rep)
+        assert "<h2>Rounds</h2>" not in html and "per round" not in html
+
+
+def test_report_reads_loop_json_and_each_rounds_analysis(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from taskling.report import loop_rounds
+
+    ctx = SimpleNamespace(run_dir=tmp_path, stage_dir=lambda s, k=None: tmp_path / f"round-{k}" / s)
+    assert loop_rounds(ctx) is None  # no loop.json: a single-pass run
+    lp = loop_report()
+    for r in lp["rounds"]:
+        del r["analysis_arms"]
+    (tmp_path / "loop.json").write_text(json.dumps(lp | {"rounds": lp["rounds"][:1]}))
+    assert loop_rounds(ctx) is None  # one round: the rest of the report says it all
+    (tmp_path / "loop.json").write_text(json.dumps(lp))
+    (tmp_path / "round-1" / "analyse").mkdir(parents=True)
+    (tmp_path / "round-1" / "analyse" / "analysis.json").write_text(json.dumps(
+        {"round": 1, "arms": [{"name": "node / streams", "weight": 0.4, "jobs_total": 12, "asked": 9, "new": False},
+                              "junk"]}))
+    (tmp_path / "round-2" / "analyse").mkdir(parents=True)
+    (tmp_path / "round-2" / "analyse" / "analysis.json").write_text('{"round": 2, "arms": [')  # half written
+    got = loop_rounds(ctx)
+    assert [r["round"] for r in got["rounds"]] == [0, 1, 2] and got["stop"]["rule"] == "plateau"
+    arm = got["rounds"][1]["analysis_arms"][0]
+    assert len(got["rounds"][1]["analysis_arms"]) == 1 and "asked" not in arm
+    assert arm["name"] == "node / streams" and arm["weight"] == 0.4 and arm["dev_items"] is None
+    assert "analysis_arms" not in got["rounds"][0] and "analysis_arms" not in got["rounds"][2]
+    (tmp_path / "loop.json").write_text("{")
+    assert loop_rounds(ctx) is None

@@ -209,13 +209,14 @@ def split(total: int, weights: dict[Arm, float]) -> dict[Arm, int]:
 def plan_jobs(pools: dict[Arm, list[Chunk]], n_jobs: int, per_call: int, policy: Policy,
               rng: random.Random, personas: list[str], difficulties: list[str], chunks_per_job: int = 1,
               feedback: dict[Arm, dict] | None = None, counts: dict[Arm, int] | None = None,
-              used: set[str] | None = None) -> list[dict]:
+              used: set[str] | None = None, seen: set[str] | None = None) -> list[dict]:
     """n_jobs teacher jobs: arm, chunk keys, persona, difficulty, examples wanted.
 
-    Chunks are drawn without replacement within an arm until it runs out
-    (chunks in `used`, drawn by earlier rounds, last); arms are interleaved so
-    any prefix of the list is spread over all arms. `counts` (jobs per arm)
-    overrides the policy."""
+    Chunks are drawn without replacement within an arm until it runs out; in a
+    later round, chunks new to the pile (not in `seen`, the earlier rounds'
+    pools) come first and chunks earlier rounds wrote from (`used`) last. Arms
+    are interleaved so any prefix of the list is spread over all arms.
+    `counts` (jobs per arm) overrides the policy."""
     arms = sorted((a for a, cs in pools.items() if cs), key=str)
     if not arms:
         return []
@@ -226,8 +227,8 @@ def plan_jobs(pools: dict[Arm, list[Chunk]], n_jobs: int, per_call: int, policy:
     for a in arms:
         deck = list(pools[a])
         rng.shuffle(deck)
-        if used:
-            deck.sort(key=lambda c: c.key in used)  # stable: fresh chunks first, each group still shuffled
+        if used or seen:  # stable sort: each group stays shuffled
+            deck.sort(key=lambda c: (seen is not None and c.key in seen, used is not None and c.key in used))
         decks[a] = deck
     queues: dict[Arm, list[list[str]]] = {}
     for a in arms:

@@ -301,6 +301,7 @@ def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_jso
         from . import report as rep
 
         ctx = make_ctx(config, None, run)
+        ctx.round = rep.kept_round(ctx) or 0  # after the loop: the round it exported
         j, h = rep.write(ctx)
         err.print(f"report: {h}")
         emit(json.loads(j.read_text()), as_json)

@@ -8,10 +8,11 @@
 
 Each stage is skipped when its inputs and settings are unchanged, so running
 it again after a crash or kill continues where it stopped, in the right round
-and stage. A round that a later round has built on is finished and kept as it
-is (a run with other settings belongs under another --run id); with
-loop.rounds = 1 the single round re-runs whatever its settings changed, as
-any stage does.
+and stage. A round the loop has recorded as finished (loop.json) is kept as it
+is: more rounds or another budget continue the run, and other settings apply
+from the next round on (to redo finished rounds, use --force or another
+--run id). With loop.rounds = 1 the single round re-runs whatever its
+settings changed, as any stage does.
 
 Stop rules, checked after every round, first match wins:
   target    the student's held-out (eval) metric reached loop.target
@@ -32,7 +33,9 @@ import time
 from rich.table import Table
 
 from . import allocate, metrics, report
+from .pile import Pile
 from .stages import analyse, curate, evaluate, export, generate, ingest, train
+from .stages.analyse import arm_label
 from .workspace import Context, atomic_write_json, read_jsonl, read_manifest
 
 ROUND_STAGES = ("analyse", "generate", "curate", "train", "evaluate")
@@ -47,14 +50,15 @@ def run(ctx: Context) -> dict:
     ctx.round = 0
     m = ingest.run(cfg, ctx)
     timings["ingest"] = {"seconds": m["seconds"], "skipped": m["skipped"]}
-    spent_s = sum(r["seconds"] for r in rounds_so_far(ctx))
+    recorded = rounds_so_far(ctx)  # what earlier invocations finished (read once: loop.json is rewritten below)
+    spent_s = sum(r["seconds"] for r in recorded)
     ctx.deadline = time.monotonic() + max(0.0, cfg.budget.wall_time_minutes * 60 - spent_s)
     history: list[dict] = []
     stop = None
     k = 0
     while stop is None:
         ctx.round = k
-        if not finished(ctx, k):
+        if not finished(ctx, k, recorded):
             for name, stage in (("analyse", analyse), ("generate", generate), ("curate", curate),
                                 ("train", train), ("evaluate", evaluate)):
                 if name == "analyse" and k == 0:
@@ -88,12 +92,12 @@ def run(ctx: Context) -> dict:
             "rounds": history, "stop": stop, "kept_round": best, "loop": str(ctx.run_dir / "loop.json")}
 
 
-def finished(ctx: Context, k: int) -> bool:
-    """Round k is kept as it is: a later round has started on it (never with --force, never for a
-    single-round run, where settings changes re-run stages as usual)."""
+def finished(ctx: Context, k: int, recorded: list[dict]) -> bool:
+    """Round k is kept as it is: it finished and the loop recorded it in loop.json (never with --force,
+    never for a single-round run, where settings changes re-run stages as usual)."""
     if ctx.force or ctx.cfg.loop.rounds == 1:
         return False
-    return (ctx.run_dir / f"round-{k + 1}").exists() and read_manifest(ctx.stage_dir("evaluate", k)) is not None
+    return any(r["round"] == k for r in recorded) and read_manifest(ctx.stage_dir("evaluate", k)) is not None
 
 
 def rounds_so_far(ctx: Context) -> list[dict]:
@@ -121,11 +125,12 @@ def round_record(ctx: Context, k: int) -> dict:
     per_set = {s: {w: {x: r.get(x) for x in ("metric", "ci_low", "ci_high", "n")} for w, r in per.items()
                    if w in ("student", "student-constrained", "base", "teacher")} for s, per in res.items()}
     kept = c.get("kept_by_arm") or {}
+    topics = topic_names(ctx)
     arms = []
     for row in g.get("jobs_by_arm", []):
         key = json.dumps(row["arm"])
-        arms.append({"arm": row["arm"], "jobs": row["jobs"], "seeded_jobs": row.get("seeded_jobs", 0),
-                     "examples": row["examples"], "kept": kept.get(key, 0)})
+        arms.append({"arm": row["arm"], "name": arm_label(tuple(row["arm"]), topics), "jobs": row["jobs"],
+                     "seeded_jobs": row.get("seeded_jobs", 0), "examples": row["examples"], "kept": kept.get(key, 0)})
     a = man["analyse"]
     return {"round": k, "results": per_set, "metric": e.get("metric"),
             "examples": (g.get("counts") or {}).get("examples", 0),
@@ -141,6 +146,13 @@ def round_record(ctx: Context, k: int) -> dict:
                                          "uncertainty": a.get("uncertainty"), "new_arms": a.get("new_arms", [])}
             if a else {"policy": ctx.cfg.generate.policy, "why": [], "dev": None, "uncertainty": None,
                        "new_arms": []}}
+
+
+def topic_names(ctx: Context) -> dict:
+    if not ctx.ws.pile_db.exists():
+        return {}
+    with Pile(ctx.ws.pile_db) as pile:
+        return {t["id"]: t["label"] for t in pile.topics()}
 
 
 def headline(rec: dict, s: str = STOP_SET) -> float | None:

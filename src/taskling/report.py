@@ -5,14 +5,28 @@ files under runs/<id>/. `taskling report` rebuilds them at any time.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .calls import CallLog
 from .workspace import STAGES, Context, atomic_write_json, atomic_write_text, read_jsonl, read_manifest
 
+# What the report keeps of each arm an analyse stage weighed (analysis.json has more).
+ARM_FIELDS = ("name", "dev_items", "dev_errors", "error_mean", "uncertainty", "keep_rate", "weight", "jobs_total",
+              "new")
+
+
+def kept_round(ctx: Context) -> int | None:
+    """The round the loop exported (loop.json), if the run went through the loop."""
+    loop = _read_json(ctx.run_dir / "loop.json")
+    kept = loop.get("kept") if isinstance(loop, dict) else None
+    return kept.get("round") if isinstance(kept, dict) and isinstance(kept.get("round"), int) else None
+
 
 def build(ctx: Context) -> dict:
+    """Everything the finished stages of `ctx.round` wrote (a run rebuilt by `taskling report` shows
+    the round the loop exported), and the loop's rounds."""
     cfg = ctx.cfg
     from . import tasks
 
@@ -42,8 +56,6 @@ def build(ctx: Context) -> dict:
         loss = {}
         lp = ctx.stage_dir("train") / "loss.json"
         if lp.exists():
-            import json
-
             loss = json.loads(lp.read_text())
         rep["training"] = {"loss": loss.get("loss", []), "eval_loss": loss.get("eval_loss", []),
                            "steps": t["counts"].get("steps"), "planned_steps": t["counts"].get("planned_steps"),
@@ -70,6 +82,9 @@ def build(ctx: Context) -> dict:
         rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.get("artifacts", []),
                          "verified": e.get("verified_on"), "tolerance": e.get("tolerance"),
                          "student_metric": e.get("student_metric"), "failed": e.get("failed")}
+    loop = loop_rounds(ctx)
+    if loop is not None:
+        rep["loop"] = loop
     log = CallLog(ctx.ws.calls_db) if ctx.ws.calls_db.exists() else None
     try:
         if log is not None:
@@ -81,6 +96,31 @@ def build(ctx: Context) -> dict:
     if manifests:
         rep["versions"] = list(manifests.values())[-1].get("versions", {})
     return rep
+
+
+def _read_json(path: Path):
+    """A JSON file's content, or None when it is missing or half written (reports are built mid-run)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def loop_rounds(ctx: Context) -> dict | None:
+    """loop.json once the loop has done more than one round, each later round with the arms its analyse
+    stage weighed (`analysis_arms`); None for a single-round run."""
+    loop = _read_json(ctx.run_dir / "loop.json")
+    if not isinstance(loop, dict) or not isinstance(loop.get("rounds"), list) or len(loop["rounds"]) < 2:
+        return None
+    for r in loop["rounds"]:
+        k = r.get("round") if isinstance(r, dict) else None
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            continue
+        analysis = _read_json(ctx.stage_dir("analyse", k) / "analysis.json")
+        arms = analysis.get("arms") if isinstance(analysis, dict) else None
+        if isinstance(arms, list):
+            r["analysis_arms"] = [{f: a.get(f) for f in ARM_FIELDS} for a in arms if isinstance(a, dict)]
+    return loop
 
 
 def costs(log: CallLog | None, manifests: dict) -> dict:

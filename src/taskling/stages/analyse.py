@@ -31,7 +31,6 @@ from ..config import Config
 from ..pile import Chunk, Pile
 from ..progress import bar
 from ..workspace import Context, atomic_write_json, earlier, read_jsonl, read_manifest, run_stage, upstream
-from .curate import SPLIT_UNITS
 from .generate import limits, per_call
 from .train import load_trained
 
@@ -210,7 +209,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         for a in sorted(pools, key=str):
             e, kp = errors.get(a, {}), kept.get(a, {})
             ea, eb = post[a]["err"] if post else (1 + e.get("errors", 0), 1 + e.get("items", 0) - e.get("errors", 0))
-            rows.append({"arm": list(a), "name": allocate.arm_name(a),
+            rows.append({"arm": list(a), "name": arm_label(a, names),
                          "topic": names.get(a[0], f"topic {a[0]}") if a[0] is not None else None, "label": a[1],
                          "chunks": sizes[a], "dev_items": e.get("items", 0), "dev_errors": round(e.get("errors", 0.0), 3),
                          "error_mean": round(ea / (ea + eb), 4),
@@ -248,6 +247,13 @@ def run(cfg: Config, ctx: Context) -> dict:
     return run_stage(ctx, "analyse", settings, inputs, body)
 
 
+def arm_label(arm, topics: dict) -> str:
+    """An arm in words: its topic's label (or number) and its label."""
+    topic, label = arm
+    t = topics.get(topic, f"topic {topic}") if topic is not None else "all topics"
+    return f"{t} / {label}" if label is not None else t
+
+
 def explain(rows: list[dict], top: int = 3) -> list[str]:
     """The arms that gained most against an equal-per-task-share split, in words."""
     total_jobs = sum(r["jobs_total"] for r in rows) or 1
@@ -261,6 +267,6 @@ def explain(rows: list[dict], top: int = 3) -> list[str]:
             bits.append(f"teacher kept {r['kept']}/{r['asked']}")
         if r["new"]:
             bits.append("new in the pile")
-        out.append(f"{r['name']} gets {r['jobs_total']} of {total_jobs} jobs ({', '.join(bits)})")
+        out.append(f"{r['name']}: {r['jobs_total']} of {total_jobs} planned jobs ({', '.join(bits)})")
     return out
 

@@ -78,12 +78,14 @@ class Generation:
                 counts = {tuple(a["arm"]): a["jobs"] for a in plan["arms"]}
                 self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, allocate.Fixed({}), rng,
                                                cfg.generate.personas, cfg.generate.difficulties, chunks_per_job,
-                                               counts=counts, used=used_chunks(ctx))
+                                               counts=counts, used=used_chunks(ctx), seen=seen_chunks(ctx))
                 self.jobs = interleave(self.jobs, seeded, self.k, cfg.generate.personas, cfg.generate.difficulties)
             wanted = {k for j in self.jobs for k in j["chunks"]}
             self.chunk_of = {c.key: c for c in pile.chunks() if c.key in wanted}
         self.arms = len(pools)
         self.pool_arms = sorted((list(a) for a, cs in pools.items() if cs), key=str)
+        # which chunks this round could draw from: a later round puts chunks new to the pile first
+        atomic_write_json(out / "pool.json", sorted({c.key for cs in pools.values() for c in cs}))
         price = cfg.budget.prices.get(cfg.teacher.model, Price())
         self.log = CallLog(ctx.ws.calls_db)
         self.teacher = Logged(open_backend(cfg.teacher, ctx.threads), self.log, purpose="generate", price=price)
@@ -235,6 +237,16 @@ def used_chunks(ctx: Context) -> set[str]:
     for r in range(ctx.round):
         for ex in read_jsonl(ctx.stage_dir("generate", r) / "examples.jsonl"):
             out.update(ex.get("chunks", []))
+    return out
+
+
+def seen_chunks(ctx: Context) -> set[str]:
+    """Chunks that were in earlier rounds' pools (a chunk not among them is new to the pile)."""
+    out: set[str] = set()
+    for r in range(ctx.round):
+        path = ctx.stage_dir("generate", r) / "pool.json"
+        if path.exists():
+            out.update(json.loads(path.read_text()))
     return out
 
 
