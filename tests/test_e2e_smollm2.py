@@ -29,6 +29,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("e2e")
+    # every artefact: f16, q8_0, q4_k_m, the LoRA GGUF, the Modelfile
+    return root, *run_real(root, tiny_model_dir, export={"verify_items": 6})
+
+
+def run_real(root, tiny_model_dir, **sections) -> tuple[dict, str]:
+    """`taskling run --json` on the tiny task with the real embedded teacher and student."""
     path = write_workspace(root, tiny_model_dir)
     cfg = yaml.safe_load(path.read_text())
     cfg["teacher"] = {"backend": "llamacpp", "model": "smollm2-135m-instruct", "temperature": 0.8}
@@ -38,12 +44,12 @@ def finished(tmp_path_factory, tiny_model_dir):
     cfg["curate"] = {"min_words": 3}
     cfg["train"] = {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "max_seq_len": 192}
     cfg["evaluate"] = {"max_items": 6, "batch_size": 6}
-    cfg["export"] = {"verify_items": 6}  # every artefact: f16, q8_0, q4_k_m, the LoRA GGUF, the Modelfile
+    cfg.update(sections)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = subprocess.run([TASKLING, "run", "--json"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root, json.loads(proc.stdout), proc.stderr
+    return json.loads(proc.stdout), proc.stderr
 
 
 def test_every_exported_artifact_loads_in_its_consumer_and_answers_as_trained(finished):
@@ -126,21 +132,8 @@ def test_served_export_answers_through_openai_client(finished):
 def test_two_short_loop_rounds_on_the_real_models(tmp_path, tiny_model_dir):
     """The loop on the real teacher and student: round 1 is planned by the analysis of round 0 (the
     real student probed on unlabelled chunks), trains on the grown set and is measured on the same eval."""
-    path = write_workspace(tmp_path, tiny_model_dir)
-    cfg = yaml.safe_load(path.read_text())
-    cfg["teacher"] = {"backend": "llamacpp", "model": "smollm2-135m-instruct", "temperature": 0.8}
-    cfg["student"] = {"model": "smollm2-135m-instruct"}
-    cfg["budget"] = {"examples": 24}
-    cfg["ingest"] = {"chunk_tokens": 128}
-    cfg["curate"] = {"min_words": 3}
-    cfg["train"] = {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "max_seq_len": 192}
-    cfg["evaluate"] = {"max_items": 6, "batch_size": 6, "models": ["student"], "constrained": False}
-    cfg["loop"] = {"rounds": 2, "probe_chunks": 6}
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = subprocess.run([TASKLING, "run", "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    result, _ = run_real(tmp_path, tiny_model_dir, budget={"examples": 16}, loop={"rounds": 2, "probe_chunks": 6},
+                         evaluate={"max_items": 6, "batch_size": 6, "models": ["student"], "constrained": False})
     assert [r["round"] for r in result["rounds"]] == [0, 1] and result["stop"]["rule"] in ("rounds", "budget")
     run = tmp_path / "runs" / "tiny-router"
     a = json.loads((run / "round-1" / "analyse" / "analysis.json").read_text())

@@ -168,15 +168,20 @@ def test_eval_dev_and_gold_never_reach_training(three_rounds):
         assert (run / "round-2" / "evaluate" / name).read_text() == (run / "round-0" / "evaluate" / name).read_text()
 
 
-def test_a_finished_loop_is_not_redone_and_more_rounds_continue_it(three_rounds, tmp_path):
+def test_a_finished_loop_is_not_redone_and_more_rounds_continue_it(three_rounds, tmp_path, cli):
     root, first = three_rounds
     ws = tmp_path / "copy"
     shutil.copytree(root, ws)
     again = run_loop(ws / "taskling.yaml")
     assert all(v["skipped"] for k, v in again["stages"].items() if k != "export")
     assert again["rounds"] == first["rounds"]
-    more = run_loop(ws / "taskling.yaml", "loop.rounds=4", "budget.examples=80", "loop.round_examples=20",
-                    "loop.patience=10")
+    sets = ["loop.rounds=4", "budget.examples=80", "loop.round_examples=20", "loop.patience=10"]
+    # `taskling analyse` plans the next round and shows why; the loop then goes on from that plan
+    res = cli("analyse", *[x for s in sets for x in ("--set", s)], cwd=ws)
+    assert res.exit_code == 0, res.output
+    assert "teacher jobs by thompson" in res.output and "dev wrong" in res.output
+    more = run_loop(ws / "taskling.yaml", *sets)
+    assert more["stages"]["analyse@3"]["skipped"]
     assert [r["round"] for r in more["rounds"]] == [0, 1, 2, 3]
     assert more["rounds"][:3] == first["rounds"][:3]  # finished rounds are kept as they are
     assert (rounds_of(ws) / "round-3" / "analyse" / "manifest.json").exists()

@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 from .config import TEMPLATE, load_config  # noqa: E402
 from .errors import TasklingError  # noqa: E402
@@ -217,12 +218,41 @@ def export(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
     guarded(go)
 
 
+@app.command("analyse")
+def analyse_cmd(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
+                force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
+    """Analyse the last finished round and plan the next one's teacher budget per arm (the loop's next step).
+
+    Example: taskling analyse --set loop.policy=ucb
+    """
+    def go():
+        from . import loop
+        from .stages import analyse
+
+        ctx = make_ctx(config, set_, run, force, threads)
+        done = [r["round"] for r in loop.rounds_so_far(ctx)]
+        if not done:
+            raise TasklingError(f"run '{ctx.run_id}' has no finished round yet; run 'taskling run' first")
+        ctx.round = max(done) + 1
+        m = analyse.run(ctx.cfg, ctx)
+        table = Table(title=f"round {ctx.round}: {m['allocation']['jobs']} teacher jobs by {ctx.cfg.loop.policy}")
+        for col in ("arm", "dev wrong", "error", "uncertainty", "keep rate", "weight", "jobs", "seeded"):
+            table.add_column(col, justify="left" if col == "arm" else "right")
+        for a in sorted(m["arms"], key=lambda a: -a["jobs_total"]):
+            table.add_row(a["name"], f"{a['dev_errors']:g}/{a['dev_items']}", f"{a['error_mean']:.2f}",
+                          "—" if a["uncertainty"] is None else f"{a['uncertainty']:.2f}", f"{a['keep_rate']:.2f}",
+                          f"{a['weight']:.3f}", str(a["jobs"]), str(a["seeded_jobs"]))
+        err.print(table)
+        emit(m, as_json)
+    guarded(go)
+
+
 @app.command("run")
 def run_all(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
             force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
-    """Run the whole loop: ingest, generate, curate, train, evaluate, export, report. Resumable.
+    """Run the whole loop: ingest, then rounds of (analyse,) generate, curate, train, evaluate; export, report.
 
-    Example: taskling run --set budget.examples=60
+    Resumable at the round and stage it stopped in. Example: taskling run --set loop.rounds=4
     """
     def go():
         from . import loop
@@ -325,7 +355,6 @@ def log(key: Annotated[Optional[str], typer.Argument(help="Show one call in full
     Example: taskling log --purpose generate --grep invoice --limit 5; taskling log 3fa2c1
     """
     def go():
-        from rich.table import Table
         from rich.text import Text
 
         from .calls import CallLog
@@ -387,7 +416,6 @@ def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fal
     Example: taskling pile stats --json
     """
     def go():
-        from rich.table import Table
 
         from .pile import Pile
 
@@ -417,7 +445,6 @@ def pile_topics(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fa
     Example: taskling pile topics --examples 2
     """
     def go():
-        from rich.table import Table
 
         from .pile import Pile
 

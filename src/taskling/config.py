@@ -87,6 +87,7 @@ class StudentCfg(Section):
 
 
 class BudgetCfg(Section):
+    """What the whole run may spend, over all rounds of the loop (each round gets loop.round_examples)."""
     examples: int = Field(120, ge=4)
     teacher_tokens: int = Field(300_000, ge=100)
     wall_time_minutes: float = Field(60, gt=0)
@@ -374,9 +375,9 @@ student:                         # the small model that is tuned
   model: smollm2-135m-instruct   # embedded default, an HF model directory or a .gguf file
 
 budget:
-  examples: 120                  # training examples to generate (before curation)
+  examples: 120                  # training examples to generate (before curation), over all rounds
   teacher_tokens: 300000         # stop generating when the teacher has produced this many
-  wall_time_minutes: 60
+  wall_time_minutes: 60          # the loop starts no new round after this
   # money: 5.00                  # stop when the teacher's spend reaches this
   # prices: {gpt-4o-mini: {input_per_mtok: 0.15, output_per_mtok: 0.60}}
 
