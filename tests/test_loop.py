@@ -69,7 +69,7 @@ def test_learning_policies_favour_the_arm_that_fails_and_keep_a_floor():
     w3 = allocate.get_policy("ucb", uncertainty_weight=1.0).weights(SIZES, fb3)
     assert max(w3, key=w3.get) == (0, "b")
     # an arm seen on few items borrows its label's error rate (pooled prior)
-    post = allocate.Thompson().posteriors(SIZES, {(0, "a"): {"items": 40, "errors": 36}})
+    post = allocate.posteriors(SIZES, {(0, "a"): {"items": 40, "errors": 36}})
     a, b = post[(1, "a")]["err"]
     assert a / (a + b) > 0.8
     with pytest.raises(Exception, match="loop.policy 'greedy' is unknown"):

@@ -78,52 +78,54 @@ class Uniform:
         return out
 
 
-class Learning:
-    """What thompson and ucb share: the arm posteriors and the floor."""
+def posteriors(sizes: dict[Arm, int], feedback: dict[Arm, dict], prior_strength: float = 2.0) -> dict[Arm, dict]:
+    """Per arm: task share (`mass`), error Beta(a, b) with a prior pooled over the arm's label, keep-rate
+    Beta(a, b), uncertainty (or None) and dev items seen (`n`)."""
+    mass = Uniform().weights(sizes, feedback)
+    by_group: dict = {}
+    for arm, f in feedback.items():
+        g = by_group.setdefault(arm[1], [0, 0])
+        g[0] += f.get("errors", 0)
+        g[1] += f.get("items", 0)
+    out = {}
+    for arm in sizes:
+        f = feedback.get(arm, {})
+        ge, gn = by_group.get(arm[1], (0, 0))
+        m = (ge + 1) / (gn + 2)  # the label's pooled error rate, Laplace-smoothed
+        e, n = f.get("errors", 0), f.get("items", 0)
+        kept, tried = f.get("kept", 0), f.get("tried", 0)
+        out[arm] = {"mass": mass[arm], "err": (prior_strength * m + e, prior_strength * (1 - m) + n - e),
+                    "keep": (1 + kept, 1 + max(tried - kept, 0)), "unc": f.get("uncertainty"), "n": n}
+    return out
 
-    def __init__(self, seed: int = 0, floor: float = 0.25, uncertainty_weight: float = 0.5, prior_strength: float = 2.0):
-        self.seed, self.floor, self.w, self.s = seed, floor, uncertainty_weight, prior_strength
 
-    def posteriors(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, dict]:
-        """Per arm: task share, error Beta(a, b), keep-rate Beta(a, b), uncertainty (or None)."""
-        mass = Uniform().weights(sizes, feedback)
-        by_group: dict = {}
-        for arm, f in feedback.items():
-            g = by_group.setdefault(arm[1], [0, 0])
-            g[0] += f.get("errors", 0)
-            g[1] += f.get("items", 0)
-        out = {}
-        for arm in sizes:
-            f = feedback.get(arm, {})
-            ge, gn = by_group.get(arm[1], (0, 0))
-            m = (ge + 1) / (gn + 2)  # the label's pooled error rate, Laplace-smoothed
-            e, n = f.get("errors", 0), f.get("items", 0)
-            kept, tried = f.get("kept", 0), f.get("tried", 0)
-            out[arm] = {"mass": mass[arm], "err": (self.s * m + e, self.s * (1 - m) + n - e),
-                        "keep": (1 + kept, 1 + max(tried - kept, 0)), "unc": f.get("uncertainty"), "n": n}
-        return out
+def mix(err, unc: float | None, w: float):
+    """An arm's failure signal: the error, blended with the student's uncertainty where it was probed."""
+    return err if unc is None else (1 - w) * err + w * unc
 
-    def mix(self, err: float, unc: float | None) -> float:
-        return err if unc is None else (1 - self.w) * err + self.w * unc
 
-    def floored(self, shares: dict[Arm, float]) -> dict[Arm, float]:
-        total = sum(shares.values())
-        n = len(shares)
-        if n == 0:
-            return {}
-        if total <= 0:
-            return {a: 1.0 / n for a in shares}
-        return {a: self.floor / n + (1 - self.floor) * v / total for a, v in shares.items()}
+def floored(shares: dict[Arm, float], floor: float) -> dict[Arm, float]:
+    """Shares normalised so that every arm gets at least `floor` of an equal share."""
+    total, n = sum(shares.values()), len(shares)
+    if n == 0:
+        return {}
+    if total <= 0:
+        return {a: 1.0 / n for a in shares}
+    return {a: floor / n + (1 - floor) * v / total for a, v in shares.items()}
 
 
 @register("thompson")
-class Thompson(Learning):
+class Thompson:
     draws = 2000
+    learns = True  # reads feedback: get_policy passes it the options below
+
+    def __init__(self, seed: int = 0, floor: float = 0.25, uncertainty_weight: float = 0.5):
+        self.seed, self.floor, self.w = seed, floor, uncertainty_weight
 
     def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]:
         import numpy as np
 
-        post = self.posteriors(sizes, feedback)
+        post = posteriors(sizes, feedback)
         arms = sorted(post, key=str)
         if not arms:
             return {}
@@ -133,24 +135,28 @@ class Thompson(Learning):
             p = post[a]
             err = rng.beta(*p["err"], size=self.draws)
             keep = rng.beta(*p["keep"], size=self.draws)
-            value[:, j] = p["mass"] * self.mix(err, p["unc"]) * keep
+            value[:, j] = p["mass"] * mix(err, p["unc"], self.w) * keep
         shares = (value / np.maximum(value.sum(axis=1, keepdims=True), 1e-12)).mean(axis=0)
-        return self.floored({a: float(shares[j]) for j, a in enumerate(arms)})
+        return floored({a: float(shares[j]) for j, a in enumerate(arms)}, self.floor)
 
 
 @register("ucb")
-class UCB(Learning):
+class UCB:
     c = 0.5
+    learns = True
+
+    def __init__(self, seed: int = 0, floor: float = 0.25, uncertainty_weight: float = 0.5):
+        self.floor, self.w = floor, uncertainty_weight
 
     def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]:
-        post = self.posteriors(sizes, feedback)
+        post = posteriors(sizes, feedback)
         total = sum(p["n"] for p in post.values())
         shares = {}
         for a, p in post.items():
             (ea, eb), (ka, kb) = p["err"], p["keep"]
             err = min(1.0, ea / (ea + eb) + self.c * math.sqrt(math.log(total + 2) / (p["n"] + 1)))
-            shares[a] = p["mass"] * self.mix(err, p["unc"]) * ka / (ka + kb)
-        return self.floored(shares)
+            shares[a] = p["mass"] * mix(err, p["unc"], self.w) * ka / (ka + kb)
+        return floored(shares, self.floor)
 
 
 class Fixed:
@@ -169,7 +175,7 @@ def get_policy(name: str, key: str = "generate.policy", **options) -> Policy:
     if name not in POLICIES:
         raise TasklingError(f"{key} '{name}' is unknown; use one of {', '.join(sorted(POLICIES))}")
     cls = POLICIES[name]
-    return cls(**options) if issubclass(cls, Learning) else cls()
+    return cls(**options) if getattr(cls, "learns", False) else cls()
 
 
 def split_random(total: int, weights: dict[Arm, float], rng: random.Random) -> dict[Arm, int]:

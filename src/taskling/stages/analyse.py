@@ -204,11 +204,11 @@ def run(cfg: Config, ctx: Context) -> dict:
         before = read_manifest(ctx.stage_dir("analyse", prev)) if prev > 0 else None
         known = ({tuple(a["arm"]) for a in before["arms"]} if before else
                  {tuple(a) for a in (read_manifest(ctx.stage_dir("generate", 0)) or {}).get("pool_arms", [])})
-        post = policy.posteriors(sizes, feedback) if isinstance(policy, allocate.Learning) else None
+        post = allocate.posteriors(sizes, feedback)
         rows = []
         for a in sorted(pools, key=str):
             e, kp = errors.get(a, {}), kept.get(a, {})
-            ea, eb = post[a]["err"] if post else (1 + e.get("errors", 0), 1 + e.get("items", 0) - e.get("errors", 0))
+            ea, eb = post[a]["err"]
             rows.append({"arm": list(a), "name": arm_label(a, names),
                          "topic": names.get(a[0], f"topic {a[0]}") if a[0] is not None else None, "label": a[1],
                          "chunks": sizes[a], "dev_items": e.get("items", 0), "dev_errors": round(e.get("errors", 0.0), 3),
