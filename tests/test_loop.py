@@ -175,6 +175,9 @@ def test_a_finished_loop_is_not_redone_and_more_rounds_continue_it(three_rounds,
     again = run_loop(ws / "taskling.yaml")
     assert all(v["skipped"] for k, v in again["stages"].items() if k != "export")
     assert again["rounds"] == first["rounds"]
+    res = cli("export", cwd=ws)  # a stage command after the loop acts on the round the loop exported
+    assert res.exit_code == 0, res.output
+    assert json.loads((rounds_of(ws) / "export" / "manifest.json").read_text())["round"] == first["kept_round"]
     sets = ["loop.rounds=4", "budget.examples=80", "loop.round_examples=20", "loop.patience=10"]
     # `taskling analyse` plans the next round and shows why; the loop then goes on from that plan
     res = cli("analyse", *[x for s in sets for x in ("--set", s)], cwd=ws)

@@ -76,8 +76,12 @@ def guarded(fn: Callable[[], object]) -> object:
 
 def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
              threads: Optional[int] = None) -> Context:
+    from .report import kept_round
+
     cfg = load_config(config, sets or [])
-    return Context(cfg, run_id=run_id, force=force, console=err, threads=threads)
+    ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads)
+    ctx.round = kept_round(ctx) or 0  # after the loop, a stage command acts on the round it exported
+    return ctx
 
 
 def emit(obj: dict, as_json: bool) -> None:
@@ -331,7 +335,6 @@ def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_jso
         from . import report as rep
 
         ctx = make_ctx(config, None, run)
-        ctx.round = rep.kept_round(ctx) or 0  # after the loop: the round it exported
         j, h = rep.write(ctx)
         err.print(f"report: {h}")
         emit(json.loads(j.read_text()), as_json)
