@@ -29,6 +29,7 @@ share, so an arm never starves on one unlucky estimate.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import Callable, Protocol
@@ -37,6 +38,11 @@ from .errors import TasklingError
 from .pile import Chunk
 
 Arm = tuple  # (topic_id | None, label | None)
+
+
+def arm_key(arm) -> str:
+    """An arm as a JSON-safe dictionary key (manifests count by it; json.loads gives the arm back)."""
+    return json.dumps(list(arm))
 
 
 def arm_name(arm: Arm) -> str:
@@ -159,16 +165,6 @@ class UCB:
         return floored(shares, self.floor)
 
 
-class Fixed:
-    """Weights decided elsewhere (the loop's analysis of the last round)."""
-
-    def __init__(self, weights: dict[Arm, float]):
-        self.w = weights
-
-    def weights(self, sizes: dict[Arm, int], feedback: dict[Arm, dict]) -> dict[Arm, float]:
-        return {a: self.w.get(a, 0.0) for a in sizes}
-
-
 def get_policy(name: str, key: str = "generate.policy", **options) -> Policy:
     """A policy by name (`key`: where the user set it); `options` (seed, floor, uncertainty_weight)
     reach the learning policies."""
@@ -212,7 +208,7 @@ def split(total: int, weights: dict[Arm, float]) -> dict[Arm, int]:
     return counts
 
 
-def plan_jobs(pools: dict[Arm, list[Chunk]], n_jobs: int, per_call: int, policy: Policy,
+def plan_jobs(pools: dict[Arm, list[Chunk]], n_jobs: int, per_call: int, policy: Policy | None,
               rng: random.Random, personas: list[str], difficulties: list[str], chunks_per_job: int = 1,
               feedback: dict[Arm, dict] | None = None, counts: dict[Arm, int] | None = None,
               used: set[str] | None = None, seen: set[str] | None = None) -> list[dict]:
@@ -222,7 +218,8 @@ def plan_jobs(pools: dict[Arm, list[Chunk]], n_jobs: int, per_call: int, policy:
     later round, chunks new to the pile (not in `seen`, the earlier rounds'
     pools) come first and chunks earlier rounds wrote from (`used`) last. Arms
     are interleaved so any prefix of the list is spread over all arms.
-    `counts` (jobs per arm) overrides the policy."""
+    `counts` (jobs per arm, decided elsewhere: the loop's analysis) replaces
+    the policy, which may then be None."""
     arms = sorted((a for a, cs in pools.items() if cs), key=str)
     if not arms:
         return []

@@ -101,13 +101,9 @@ def finished(ctx: Context, k: int, recorded: list[dict]) -> bool:
 
 
 def rounds_so_far(ctx: Context) -> list[dict]:
-    path = ctx.run_dir / "loop.json"
-    if not path.exists():
-        return []
-    try:
-        return json.loads(path.read_text())["rounds"]
-    except (json.JSONDecodeError, KeyError):
-        return []
+    """The rounds earlier invocations recorded in loop.json."""
+    rounds = (report.loop_state(ctx) or {}).get("rounds")
+    return rounds if isinstance(rounds, list) else []
 
 
 def scores(ctx: Context, k: int, s: str = STOP_SET, who: str = "student") -> list[float] | None:
@@ -128,7 +124,7 @@ def round_record(ctx: Context, k: int) -> dict:
     topics = topic_names(ctx)
     arms = []
     for row in g.get("jobs_by_arm", []):
-        key = json.dumps(row["arm"])
+        key = allocate.arm_key(row["arm"])
         arms.append({"arm": row["arm"], "name": arm_label(tuple(row["arm"]), topics), "jobs": row["jobs"],
                      "seeded_jobs": row.get("seeded_jobs", 0), "examples": row["examples"], "kept": kept.get(key, 0)})
     a = man["analyse"]

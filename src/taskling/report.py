@@ -17,10 +17,17 @@ ARM_FIELDS = ("name", "dev_items", "dev_errors", "error_mean", "uncertainty", "k
               "new")
 
 
+def loop_state(ctx: Context) -> dict | None:
+    """runs/<id>/loop.json (the loop's rounds, stop rule and kept round), or None when there is none
+    or it is half written."""
+    state = _read_json(ctx.run_dir / "loop.json")
+    return state if isinstance(state, dict) else None
+
+
 def kept_round(ctx: Context) -> int | None:
     """The round the loop exported (loop.json), if the run went through the loop."""
-    loop = _read_json(ctx.run_dir / "loop.json")
-    kept = loop.get("kept") if isinstance(loop, dict) else None
+    loop = loop_state(ctx) or {}
+    kept = loop.get("kept")
     return kept.get("round") if isinstance(kept, dict) and isinstance(kept.get("round"), int) else None
 
 
@@ -109,8 +116,8 @@ def _read_json(path: Path):
 def loop_rounds(ctx: Context) -> dict | None:
     """loop.json once the loop has done more than one round, each later round with the arms its analyse
     stage weighed (`analysis_arms`); None for a single-round run."""
-    loop = _read_json(ctx.run_dir / "loop.json")
-    if not isinstance(loop, dict) or not isinstance(loop.get("rounds"), list) or len(loop["rounds"]) < 2:
+    loop = loop_state(ctx)
+    if loop is None or not isinstance(loop.get("rounds"), list) or len(loop["rounds"]) < 2:
         return None
     for r in loop["rounds"]:
         k = r.get("round") if isinstance(r, dict) else None

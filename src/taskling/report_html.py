@@ -176,6 +176,11 @@ def _ticks(lo: float, hi: float, n: int = 5, min_step: float = 0.0) -> tuple[lis
     return [0.0 if abs(t) < step * 1e-9 else t for t in ticks], nd
 
 
+def _metric_axis(lo: float, hi: float) -> tuple[list[float], int]:
+    """Y ticks for a metric: 0..1 in fifths when the values fit (most metrics are rates), else nice ticks."""
+    return ([i / 5 for i in range(6)], 1) if lo >= 0 and hi <= 1 else _ticks(lo, hi)
+
+
 def _axes(W, H, L, R, T, B, yt, nd, y) -> list[str]:
     out = []
     for t in yt:
@@ -237,10 +242,7 @@ def bar_chart(results: dict, metric: str) -> str:
     vals = [v for v in vals if v is not None]
     if not vals:
         return ""
-    if min(vals) >= 0 and max(vals) <= 1:
-        yt, nd = [i / 5 for i in range(6)], 1
-    else:
-        yt, nd = _ticks(min(0.0, *vals), max(0.0, *vals))
+    yt, nd = _metric_axis(min(0.0, *vals), max(0.0, *vals))
     W, L, R, B = 1000, 60, 16, 44
     rows = _legend_at(models, L + 4, W - R)[-1][1] + 1  # the legend may wrap; the plot keeps its height
     H, T = 322 + 18 * rows, 22 + 18 * rows
@@ -343,7 +345,6 @@ def topic_chart(rows: list, title: str) -> str:
     return _svg(W, H, title, parts)
 
 
-
 # ---- sections -------------------------------------------------------------
 
 def _header(rep: dict) -> str:
@@ -426,7 +427,6 @@ def _constrained(rep: dict) -> str:
     return ("<h3>constrained decoding: free vs constrained</h3>" +
             _table(["set", "system", "metric", "free", "constrained", "change"], rows, (3, 4, 5), cls="narrow")
             if rows else "")
-
 
 
 def _f1_tables(by_set, first: str) -> list[str]:

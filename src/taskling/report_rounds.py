@@ -7,7 +7,8 @@ Like report_html, everything is escaped and any key may be missing.
 """
 from __future__ import annotations
 
-from .report_html import (DASH, _axes, _cell, _ci, _dict, _e, _fmt, _legend_at, _list, _money, _num, _short, _svg, _table, _ticks)
+from .report_html import (DASH, _axes, _cell, _ci, _dict, _e, _fmt, _legend_at, _list, _metric_axis, _money, _num,
+                          _short, _svg, _table)
 
 ROUND_SETS = ("eval", "gold")
 SET_COLOURS = {"eval": "#0072B2", "gold": "#D55E00"}
@@ -42,10 +43,7 @@ def rounds_chart(rounds: list[dict], metric: str, kept=None) -> str:
             teacher[s] = levels[-1]
     vals = [v for r in rounds for s in sets for k in ("metric", "ci_low", "ci_high")
             if (v := _num(_res(r, s, "student").get(k))) is not None] + list(teacher.values())
-    if min(vals) >= 0 and max(vals) <= 1:
-        yt, nd = [i / 5 for i in range(6)], 1
-    else:
-        yt, nd = _ticks(min(vals), max(vals))
+    yt, nd = _metric_axis(min(vals), max(vals))
     W, H, L, R, T, B = 1000, 300, 60, 130, 36, 44
     lo, hi = yt[0], yt[-1]
     y = lambda v: T + (hi - max(lo, min(hi, v))) / (hi - lo) * (H - T - B)  # noqa: E731

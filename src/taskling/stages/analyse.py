@@ -34,8 +34,8 @@ from ..workspace import Context, atomic_write_json, earlier, read_jsonl, read_ma
 from .generate import limits, per_call
 from .train import load_trained
 
-PROBE_WORDS = 80
-SEEDS_PER_FAILURE = 3  # one failure seeds at most this many jobs (each on other chunks near it)  # an unlabelled chunk is shown to the student as an input of about this many words
+PROBE_WORDS = 80  # an unlabelled chunk is shown to the student as an input of about this many words
+SEEDS_PER_FAILURE = 3  # one failure seeds at most this many jobs (each on other chunks near it)
 
 
 def settings_of(cfg: Config) -> dict:
@@ -142,20 +142,24 @@ def normalised_entropy(logprobs: list[float]) -> float:
     return h / math.log(len(ps)) if len(ps) > 1 else 0.0
 
 
-def seeds_for(cfg: Config, failures: list[dict], n: int, pools: dict, pile: Pile, unit: str, held: set[str],
+def seeds_for(failures: list[dict], n: int, pools: dict, pile: Pile, unit: str, held: set[str],
               width: int, rng: random.Random) -> list[dict]:
     """n failure-seeded jobs: each dev failure (cycled, worst arms first) with `width` chunks near it
     (the pile's search for its input, in its arm's pool first) that are not held out."""
     out = []
     if not failures or n <= 0:
         return out
+    near: dict[int, list[Chunk]] = {}  # per failure, searched once however often it is seeded
     for i in range(n):
-        f = failures[i % len(failures)]
+        j = i % len(failures)
+        f = failures[j]
         arm = tuple(f["arm"])
         pool = pools.get(arm) or []
-        in_pool = {c.key for c in pool}
-        hits = [c for c, _ in pile.search(str(f["input"]), limit=40) if unit_of(c, unit) not in held]
-        hits.sort(key=lambda c: c.key not in in_pool)  # stable: the arm's own chunks first, by relevance
+        if j not in near:
+            in_pool = {c.key for c in pool}
+            near[j] = [c for c, _ in pile.search(str(f["input"]), limit=40) if unit_of(c, unit) not in held]
+            near[j].sort(key=lambda c: c.key not in in_pool)  # stable: the arm's own chunks first, by relevance
+        hits = near[j]
         skip = (i // len(failures)) * width  # a failure seeded twice gets the next chunks near it
         chosen = hits[skip:skip + width]
         if len(chosen) < width:
@@ -196,7 +200,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             rng = random.Random(f"{cfg.seed}:analyse:{ctx.round}")
             n_seeded = min(round(cfg.loop.failure_share * n_jobs), SEEDS_PER_FAILURE * len(failures))
             width = k if getattr(task, "ONE_INPUT_PER_CHUNK", False) else cfg.generate.chunks_per_example
-            seeded = seeds_for(cfg, failures, n_seeded, pools, pile, unit, held, width, rng)
+            seeded = seeds_for(failures, n_seeded, pools, pile, unit, held, width, rng)
         counts = allocate.split_random(n_jobs - len(seeded), weights, rng)
         seeded_per_arm: dict = defaultdict(int)
         for s in seeded:

@@ -12,14 +12,13 @@ filters themselves are in curation.py.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from .. import curation, review, tasks
+from .. import allocate, curation, review, tasks
 from ..config import Config
 from ..embed import Embedder, from_blob
 from ..errors import TasklingError
@@ -438,8 +437,8 @@ def run(cfg: Config, ctx: Context) -> dict:
                 return res
             clean, evals = scrubbed(clean), scrubbed(evals)
 
-        new_kept = [ex for ex in clean[len(seeds):]] + (evals + dev if not first else new_dev)
-        kept_by_arm = Counter(json.dumps(ex["arm"]) for ex in new_kept if ex.get("arm"))
+        new_kept = clean[len(seeds):] + (evals + dev if not first else new_dev)
+        kept_by_arm = Counter(allocate.arm_key(ex["arm"]) for ex in new_kept if ex.get("arm"))
         if len(clean) == len(seeds) and first:
             ctx.console.print(f"[yellow]curate: no new training example survived round {ctx.round}; the student "
                               f"trains on the {len(seeds)} of earlier rounds[/]")

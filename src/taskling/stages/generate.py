@@ -32,11 +32,6 @@ from ..progress import bar
 from ..workspace import (Context, atomic_write_json, open_stage_dir, read_jsonl, read_manifest, run_stage, upstream,
                          write_jsonl)
 
-
-def arm_key(arm) -> str:
-    """An arm as a JSON-safe dictionary key."""
-    return json.dumps(list(arm))
-
 # Teacher settings that change how calls are made, not what is asked: not fingerprinted.
 OPERATIONAL = ("concurrency", "timeout_s", "max_retries", "down_after_s", "allow_remote")
 
@@ -76,7 +71,7 @@ class Generation:
             else:  # a later round: the analysis of the last one decided the jobs per arm and the failure seeds
                 seeded = plan["allocation"]["seeded"]
                 counts = {tuple(a["arm"]): a["jobs"] for a in plan["arms"]}
-                self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, allocate.Fixed({}), rng,
+                self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, None, rng,
                                                cfg.generate.personas, cfg.generate.difficulties, chunks_per_job,
                                                counts=counts, used=used_chunks(ctx), seen=seen_chunks(ctx))
                 self.jobs = interleave(self.jobs, seeded, self.k, cfg.generate.personas, cfg.generate.difficulties)
@@ -338,14 +333,14 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
         jobs_by_arm: dict[str, dict] = {}
         for r in records:
             if "arm" in r:
-                row = jobs_by_arm.setdefault(arm_key(r["arm"]), {"arm": r["arm"], "jobs": 0, "asked": 0,
+                row = jobs_by_arm.setdefault(allocate.arm_key(r["arm"]), {"arm": r["arm"], "jobs": 0, "asked": 0,
                                                                   "examples": 0, "seeded_jobs": 0})
                 row["jobs"] += 1
                 row["asked"] += r.get("asked", 1)
                 row["seeded_jobs"] += bool(r.get("seeded"))
         for e in examples:
-            if arm_key(e["arm"]) in jobs_by_arm:
-                jobs_by_arm[arm_key(e["arm"])]["examples"] += 1
+            if allocate.arm_key(e["arm"]) in jobs_by_arm:
+                jobs_by_arm[allocate.arm_key(e["arm"])]["examples"] += 1
         counts = {"examples": len(examples), "jobs": len(records), "jobs_planned": jobs_planned, "failed_jobs": len(failures),
                   "teacher_tokens": tokens, "cost": round(sum(r["cost"] for r in records), 6),
                   "new_calls": stats["calls"], "cached_calls": stats["cached"], "retries": stats["retries"],
