@@ -42,6 +42,8 @@ RunOpt = Annotated[Optional[str], typer.Option("--run", help="Run id (default: t
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even if up to date.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores).")]
+ClusterOpt = Annotated[Optional[str], typer.Option("--cluster", help="Run on a Ray cluster: its address "
+                                                   "(HOST:6379, auto) or 'local' (default cluster.address).")]
 
 
 @app.callback()
@@ -75,12 +77,21 @@ def guarded(fn: Callable[[], object]) -> object:
 
 
 def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
-             threads: Optional[int] = None) -> Context:
+             threads: Optional[int] = None, cluster: Optional[str] = None) -> Context:
     from .report import kept_round
 
     cfg = load_config(config, sets or [])
     ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads)
     ctx.round = kept_round(ctx) or 0  # after the loop, a stage command acts on the round it exported
+    if cluster or cfg.cluster.address:
+        import atexit
+
+        from .cluster import connect
+
+        ctx.cluster = connect(cluster, cfg.cluster, err)
+        atexit.register(ctx.cluster.close)
+        d = ctx.cluster.describe()
+        err.print(f"cluster: {d['address']}, {d['nodes']} nodes, {d['cpus']:g} CPUs")
     return ctx
 
 
@@ -91,11 +102,12 @@ def emit(obj: dict, as_json: bool) -> None:
 
 def stage_command(name: str, example: str):
     def command(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
-                force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
+                force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None,
+                cluster: ClusterOpt = None) -> None:
         def go():
             import importlib
 
-            ctx = make_ctx(config, set_, run, force, threads)
+            ctx = make_ctx(config, set_, run, force, threads, cluster)
             stage = importlib.import_module(f"taskling.stages.{name}")
             m = stage.run(ctx.cfg, ctx)
             if name == "evaluate":
@@ -129,7 +141,7 @@ def init(path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path
 @app.command()
 def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra files, folders or globs.")] = None,
            config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
-           force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+           force: ForceOpt = False, as_json: JsonOpt = False, cluster: ClusterOpt = None) -> None:
     """Add or refresh documents in the pile (the sources of taskling.yaml, plus PATHs).
 
     Example: taskling ingest docs/ manuals/*.html
@@ -137,7 +149,7 @@ def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra file
     def go():
         from .stages import ingest as stage
 
-        ctx = make_ctx(config, set_, run, force)
+        ctx = make_ctx(config, set_, run, force, cluster=cluster)
         emit(stage.run(ctx.cfg, ctx, paths), as_json)
     guarded(go)
 
@@ -146,7 +158,8 @@ def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra file
 def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
              force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None,
              dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure a small sample and estimate the "
-                                                   "stage's tokens, cost and time before spending.")] = False) -> None:
+                                                   "stage's tokens, cost and time before spending.")] = False,
+             cluster: ClusterOpt = None) -> None:
     """Have the teacher write training examples grounded in the pile.
 
     Resumable: every teacher call is cached in .taskling/calls.db. Stops at the
@@ -157,7 +170,7 @@ def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run
     def go():
         from .stages import generate as stage
 
-        ctx = make_ctx(config, set_, run, force, threads)
+        ctx = make_ctx(config, set_, run, force, threads, cluster)
         emit(stage.run(ctx.cfg, ctx, dry_run=dry_run), as_json)
     guarded(go)
 
@@ -253,15 +266,17 @@ def analyse_cmd(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, 
 
 @app.command("run")
 def run_all(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: RunOpt = None,
-            force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
+            force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None,
+            cluster: ClusterOpt = None) -> None:
     """Run the whole loop: ingest, then rounds of (analyse,) generate, curate, train, evaluate; export, report.
 
     Resumable at the round and stage it stopped in. Example: taskling run --set loop.rounds=4
+    (on a Ray cluster: taskling run --cluster HOST:6379)
     """
     def go():
         from . import loop
 
-        emit(loop.run(make_ctx(config, set_, run, force, threads)), as_json)
+        emit(loop.run(make_ctx(config, set_, run, force, threads, cluster)), as_json)
     guarded(go)
 
 

@@ -221,6 +221,26 @@ class LoopCfg(Section):
     confidence: float = Field(0.9, gt=0.5, lt=1)    # a gain is significant when this central interval is above 0
 
 
+class ClusterCfg(Section):
+    """Scale-out on Ray (cluster/): used only when an address is set here or by `--cluster`.
+    Operational: none of it changes what is asked or learned, so none of it is fingerprinted,
+    except train_workers, which changes the gradient (data-parallel)."""
+    address: str | None = None         # a Ray address ("auto", "HOST:6379", "ray://HOST:10001") or "local"
+    shard_jobs: int = Field(4, ge=1, le=1000)        # teacher requests per shard (a lost node loses at most one per worker)
+    workers_per_node: int | None = Field(None, ge=1)  # teacher workers per node (default: teacher.concurrency for openai, else 1)
+    cpus_per_worker: float = Field(1, gt=0)          # CPUs a teacher, embedding or inference worker reserves
+    max_reschedules: int = Field(3, ge=0)            # times one shard may be moved off a dead node before the stage fails
+    wait_for_nodes_s: float = Field(300, gt=0)       # with no live worker node, wait this long for one to join
+    endpoints: list[str] = []          # OpenAI-compatible teacher URLs; each node uses the nearest one that answers
+    ingest_files: int = Field(8, ge=1)               # files per ingest task
+    embed_batch: int = Field(512, ge=1)              # chunks per embedding task
+    train_workers: int = Field(2, ge=1, le=1024)     # data-parallel training workers (Ray Train)
+    cpus_per_train_worker: float = Field(1, gt=0)
+    use_gpu: bool = False                            # NCCL on GPU workers instead of gloo on CPU
+    storage: str | None = None         # checkpoints every node can reach (default: the run's train folder)
+    max_failures: int = Field(3, ge=0)               # training restarts from the last checkpoint before giving up
+
+
 class Config(Section):
     task: TaskCfg
     sources: list[str] = Field(min_length=1)
@@ -235,6 +255,7 @@ class Config(Section):
     export: ExportCfg = ExportCfg()
     serve: ServeCfg = ServeCfg()
     loop: LoopCfg = LoopCfg()
+    cluster: ClusterCfg = ClusterCfg()
     seed: int = 0
 
     # Set by load_config, not by the user: where the file lives (sources are
@@ -414,6 +435,11 @@ loop:                            # the self-improving loop: later rounds spend t
   policy: thompson               # thompson | ucb | uniform
   # target: 0.9                  # stop once the held-out metric reaches this
   # train: retrain               # retrain from the base on all data, or continue from the last adapter
+
+# cluster:                       # scale out on Ray (docs/scale-out.md); or `taskling run --cluster HOST:6379`
+#   address: auto                # an existing Ray cluster; "local" starts one on this machine
+#   endpoints: [http://gpu-box-1:8000/v1, http://gpu-box-2:8000/v1]   # each node asks the nearest teacher
+#   train_workers: 4             # data-parallel training workers
 
 seed: 0
 """

@@ -155,6 +155,7 @@ class Context:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     threads: int | None = None  # operational: not part of any fingerprint
     deadline: float | None = None  # time.monotonic() by which generation stops (the run's wall-time budget)
+    cluster: Any = None  # a cluster.Session when the work runs on Ray (operational: no fingerprint)
 
     def __post_init__(self) -> None:
         self.ws = Workspace(self.cfg.root)

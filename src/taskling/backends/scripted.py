@@ -8,11 +8,16 @@ subprocess) the model name picks a built-in script:
                  and answers a classification prompt with the label whose
                  name shares most words with the input (a toy teacher);
   garbage        replies with nothing usable (for error-path tests).
+
+TASKLING_SCRIPTED_DELAY_S in the environment makes every answer take that
+long (a stand-in for a real teacher's latency, e.g. in the cluster tests).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import time
 from typing import Callable
 
 from ..config import ModelCfg
@@ -65,6 +70,9 @@ class ScriptedBackend:
 
     def _one(self, r: Request) -> Result:
         self.calls += 1
+        delay = float(os.environ.get("TASKLING_SCRIPTED_DELAY_S") or 0)
+        if delay > 0:
+            time.sleep(delay)
         text = self.script(r.messages)
         return Result(text, sum(len(m["content"].split()) for m in r.messages), len(text.split()), 0.0)
 

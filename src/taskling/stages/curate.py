@@ -159,7 +159,8 @@ def judge_and_check(cfg: Config, ctx: Context, examples: list[dict], src: Source
     if not examples or (c.judge is None and not c.self_consistency):
         return examples, None
     from .. import judge as judging
-    from ..backends import Logged, open_backend
+    from ..backends import Logged
+    from ..cluster import open_for
     from ..calls import CallLog
     from ..config import Price
 
@@ -169,7 +170,7 @@ def judge_and_check(cfg: Config, ctx: Context, examples: list[dict], src: Source
     def backend(mcfg, purpose: str):
         key = mcfg.model_dump_json()
         if key not in opened:
-            opened[key] = open_backend(mcfg, ctx.threads)
+            opened[key] = open_for(ctx, mcfg)
         return Logged(opened[key], log, purpose=purpose, price=cfg.budget.prices.get(mcfg.model, Price()))
 
     keep = list(examples)

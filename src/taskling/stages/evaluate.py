@@ -26,7 +26,8 @@ from collections import Counter
 from pathlib import Path
 
 from .. import infer, metrics, tasks
-from ..backends import Logged, Request, open_backend
+from ..backends import Logged, Request
+from ..cluster import open_for
 from ..calls import CallLog
 from ..config import Config, Price
 from ..models import dir_size_mb, load_causal_lm, model_size_mb, resolve_gguf, resolve_hf
@@ -155,7 +156,7 @@ def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, o
 
     jcfg = cfg.teacher if cfg.evaluate.judge == "teacher" else cfg.evaluate.judge
     log = CallLog(ctx.ws.calls_db)
-    backend = Logged(open_backend(jcfg, ctx.threads), log, purpose="judge",
+    backend = Logged(open_for(ctx, jcfg), log, purpose="judge",
                      price=cfg.budget.prices.get(jcfg.model, Price()))
     try:
         for s, items in sets.items():
@@ -216,7 +217,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                 continue
             if model_name == "teacher":
                 log = CallLog(ctx.ws.calls_db)
-                backend = Logged(open_backend(cfg.teacher, ctx.threads), log, purpose="evaluate",
+                backend = Logged(open_for(ctx, cfg.teacher), log, purpose="evaluate",
                                  price=cfg.budget.prices.get(cfg.teacher.model, Price()))
                 runner = lambda w, convs: predict_teacher(backend, convs, task)  # noqa: E731
             else:

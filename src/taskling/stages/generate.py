@@ -22,8 +22,9 @@ from collections import Counter
 from pathlib import Path
 
 from .. import allocate, tasks
-from ..backends import Logged, Request, Result, open_backend
+from ..backends import Logged, Request, Result
 from ..calls import CallLog, call_key
+from ..cluster import open_for
 from ..config import EMBEDDED_MODEL, Config, Price
 from ..errors import TasklingError, TeacherOutputError
 from ..journal import Journal
@@ -83,7 +84,7 @@ class Generation:
         atomic_write_json(out / "pool.json", sorted({c.key for cs in pools.values() for c in cs}))
         price = cfg.budget.prices.get(cfg.teacher.model, Price())
         self.log = CallLog(ctx.ws.calls_db)
-        self.teacher = Logged(open_backend(cfg.teacher, ctx.threads), self.log, purpose="generate", price=price)
+        self.teacher = Logged(open_for(ctx, cfg.teacher), self.log, purpose="generate", price=price)
         self.model_id = self.teacher.describe()
         self.journal = Journal(out / "journal.jsonl")
         self.sums = {"jobs": 0, "examples": 0, "tokens": 0, "cost": 0.0, "failed": 0}
@@ -268,6 +269,14 @@ def interleave(jobs: list[dict], seeded: list[dict], k: int, personas: list[str]
     return out
 
 
+def cluster_line(backend) -> str:
+    """' · 3 nodes, 1 shard rescheduled' for progress when the teacher runs on a cluster."""
+    if not hasattr(backend, "cluster_stats"):
+        return ""
+    pool = backend.pool
+    return f" · {pool.size} workers, {len(pool.rescheduled)} shards rescheduled"
+
+
 def failures_by_kind(records) -> dict[str, int]:
     return dict(Counter(r["failure"]["kind"] for r in records if r["failure"]).most_common())
 
@@ -296,7 +305,7 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
                     el = max(time.monotonic() - t0, 1e-9)
                     progress.update(ptask, completed=min(t["examples"], gen.limits["examples"]), info=(
                         f"{gen.teacher.stats['completion_tokens'] / el:.0f} tok/s · spent {t['cost']:.4f} · "
-                        f"{t['failed']} failed"))
+                        f"{t['failed']} failed" + cluster_line(gen.teacher.inner)))
 
                 show()
                 while True:
@@ -313,6 +322,7 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
         finally:
             stats = dict(gen.teacher.stats)
             health = gen.teacher.inner.health() if hasattr(gen.teacher.inner, "health") else {}
+            spread = gen.teacher.inner.cluster_stats() if hasattr(gen.teacher.inner, "cluster_stats") else None
             records = sorted(gen.journal.records.values(), key=lambda r: r["index"])
             jobs_planned, arms, quota, pool_arms = len(gen.jobs), gen.arms, gen.limits["examples"], gen.pool_arms
             gen.close()
@@ -360,6 +370,7 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
                 "examples_by_arm": dict(by_arm.most_common()), "teacher_health": health,
                 "jobs_by_arm": sorted(jobs_by_arm.values(), key=lambda r: str(r["arm"])),
                 "seeded_examples": sum(1 for e in examples if "seeded_by" in e), "pool_arms": pool_arms,
+                **({"cluster": spread} if spread else {}),
                 "teacher": {k: v for k, v in cfg.teacher.model_dump(mode="json").items()},
                 "outputs": ["examples.jsonl", "failures.jsonl"]}
 

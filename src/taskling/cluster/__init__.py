@@ -1,0 +1,111 @@
+"""Scale-out on Ray: the same stages, their work spread over the nodes of a cluster.
+
+    taskling run --cluster HOST:6379        # or cluster.address in taskling.yaml; "local" starts Ray here
+
+Nothing imports ray until `connect` is called, so a single-machine run never
+starts or loads it. The stages stay what they are; what changes is who does
+the heavy part of each:
+
+  ingest     files are converted and chunked by workers on the nodes, chunks are
+             embedded there too; the driver is the pile's one writer (SQLite)
+  generate   teacher requests go out in shards (RemoteBackend); each node asks its
+             own teacher (a local GGUF, or the nearest of cluster.endpoints); the
+             driver logs every call and journals every job, so a shard lost with
+             its node is sent again and any duplicate answer is dropped by key
+  evaluate   the teacher's answers the same way
+  train      Ray Train data-parallel workers with checkpoints (cluster/train.py)
+  predict    rows answered in shards by workers that each load the model
+
+Per-node work, work lost with dead nodes and rescheduled shards are kept by
+the pool (pool.py) and land in each stage's manifest and the report.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import ClusterCfg, ModelCfg
+from ..errors import TasklingError
+
+# What every worker process needs whatever node it runs on: never download weights.
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class Session:
+    """A connection to a Ray cluster and the pools of workers opened on it."""
+
+    def __init__(self, address: str, ccfg: ClusterCfg, console=None):
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray ships with taskling's set-up
+            raise TasklingError("--cluster needs Ray: pip install 'ray[train]'") from None
+        self.ray, self.ccfg, self.address, self.console = ray, ccfg, address, console
+        self.owns = not ray.is_initialized()
+        if self.owns:
+            env = {"env_vars": WORKER_ENV}
+            try:
+                if address == "local":
+                    ray.init(include_dashboard=False, log_to_driver=False, namespace="taskling", runtime_env=env)
+                else:
+                    ray.init(address=address, log_to_driver=False, namespace="taskling", runtime_env=env)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise TasklingError(f"--cluster {address}: cannot connect to a Ray cluster there ({e}); start one "
+                                    "with 'ray start --head' (see docs/scale-out.md)") from None
+        self.pools: list = []
+
+    def nodes(self, cpus: float = 0.0) -> list[dict]:
+        """Live nodes with at least `cpus` CPUs: {id, address, cpus}."""
+        return [{"id": n["NodeID"], "address": n.get("NodeManagerAddress", ""), "cpus": n["Resources"].get("CPU", 0)}
+                for n in self.ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= max(cpus, 1e-9)]
+
+    def describe(self) -> dict:
+        nodes = self.nodes()
+        return {"address": self.address, "nodes": len(nodes), "cpus": sum(n["cpus"] for n in nodes)}
+
+    def pool(self, name: str, worker: type, args: tuple, per_node: int = 1):
+        from .pool import Pool
+
+        p = Pool(self, name, worker, args, per_node)
+        self.pools.append(p)
+        return p
+
+    def backend(self, mcfg: ModelCfg, threads: int | None = None):
+        """A teacher backend whose requests run on the cluster's nodes."""
+        from .teacher import RemoteBackend
+
+        return RemoteBackend(self, mcfg, threads)
+
+    def close(self) -> None:
+        for p in self.pools:
+            p.close()
+        self.pools.clear()
+        if self.owns and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def connect(address: str | None, ccfg: ClusterCfg, console=None) -> Session | None:
+    """A session on the cluster at `address` (or cluster.address); None for a single machine."""
+    address = address or ccfg.address
+    if not address:
+        return None
+    return Session(address, ccfg, console)
+
+
+def open_for(ctx: Any, mcfg: ModelCfg):
+    """The backend for `mcfg` as a stage should use it: on the cluster when the run has one."""
+    from ..backends import open_backend
+
+    session = getattr(ctx, "cluster", None)
+    if session is None:
+        return open_backend(mcfg, ctx.threads)
+    return session.backend(mcfg, ctx.threads)
+
+
+def worker_threads(cpus: float) -> int:
+    return max(1, int(cpus)) if cpus >= 1 else 1
+
+
+def node_override(mcfg: ModelCfg) -> ModelCfg:
+    """A node may name its own teacher server: TASKLING_TEACHER_URL in the node's environment."""
+    url = os.environ.get("TASKLING_TEACHER_URL")
+    return mcfg.model_copy(update={"base_url": url}) if url and mcfg.backend == "openai" else mcfg

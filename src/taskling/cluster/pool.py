@@ -1,0 +1,214 @@
+"""A pool of Ray actors that follows the cluster's membership, and the shards it runs.
+
+One or more actors are pinned to each live node (a node that joins gets its
+own at the next refresh; actors are never restarted elsewhere, so a node that
+leaves takes only its actors). `Pool.map` hands shards to idle actors; when an
+actor's node or process dies, the shard it held goes back to the front of the
+queue, up to cluster.max_reschedules times. Results come back to the driver,
+which is the only writer of the journal, the call log and the pile, so work a
+dead node may still have finished is dropped there by its idempotent key.
+
+A worker class is plain Python with `ready() -> dict` and `run(payload)`;
+its __init__ must not raise (it stores the error and ready() reports it).
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ..errors import TasklingError
+
+REFRESH_S = 2.0  # how often the pool looks for nodes that joined or left
+
+
+@dataclass
+class Shard:
+    id: str
+    items: int                # jobs, requests, files, chunks or rows in it
+    payload: Any = None       # what the worker gets (or built by `load` when the shard is sent)
+    attempts: int = 0
+
+
+@dataclass
+class Member:
+    handle: Any
+    node: str
+    address: str
+    info: dict = field(default_factory=dict)
+    busy: Any = None          # (ref, shard, t0) while it works
+
+
+def node_row(stats: dict, node: str, address: str) -> dict:
+    return stats.setdefault(node, {"node": node[:12], "address": address, "workers": 0, "shards": 0, "items": 0,
+                                   "busy_s": 0.0, "lost_shards": 0, "lost_items": 0, "left": False})
+
+
+class Pool:
+    def __init__(self, session, name: str, worker: type, args: tuple, per_node: int = 1):
+        self.session, self.ray, self.name = session, session.ray, name
+        self.ccfg = session.ccfg
+        self.cls = self.ray.remote(num_cpus=self.ccfg.cpus_per_worker, max_restarts=0, max_task_retries=0)(worker)
+        self.args, self.per_node = args, per_node
+        self.members: list[Member] = []
+        self.stats: dict[str, dict] = {}      # per node
+        self.rescheduled: list[dict] = []     # one row per shard moved off a dead worker
+        self.events: list[dict] = []          # nodes joining and leaving, as the pool saw them
+        self.checked = 0.0
+        self.t0 = time.monotonic()
+
+    # -- membership -----------------------------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self.checked < REFRESH_S:
+            return
+        self.checked = time.monotonic()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        alive = {n["id"]: n for n in self.session.nodes(self.ccfg.cpus_per_worker)}
+        for m in [m for m in self.members if m.node not in alive]:
+            self.drop(m, "its node left the cluster")
+        have: dict[str, int] = {}
+        for m in self.members:
+            have[m.node] = have.get(m.node, 0) + 1
+        new = []
+        for nid, n in alive.items():
+            room = min(self.per_node, max(1, int(n["cpus"] // self.ccfg.cpus_per_worker)))
+            for _ in range(room - have.get(nid, 0)):
+                h = self.cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(
+                    *self.args)
+                new.append(Member(h, nid, n["address"]))
+        if not new:
+            return
+        from ray.exceptions import RayError
+
+        refs = [m.handle.ready.remote() for m in new]
+        for m, ref in zip(new, refs):
+            try:
+                info = self.ray.get(ref, timeout=600)
+            except RayError:  # its node left while the worker started: the next refresh sees that
+                continue
+            if info.get("error"):
+                raise TasklingError(f"cluster {self.name}: a worker on node {m.node[:12]} ({m.address}) could not "
+                                    f"start: {info['error']}")
+            m.info = info
+            self.members.append(m)
+            row = node_row(self.stats, m.node, m.address)
+            row["workers"] += 1
+            row["left"] = False
+            row.update({k: v for k, v in info.items() if k in ("endpoint", "pid")})
+            self.events.append({"t": round(time.monotonic() - self.t0, 2), "node": m.node[:12], "event": "joined"})
+
+    def drop(self, m: Member, why: str) -> None:
+        if m in self.members:
+            self.members.remove(m)
+            node_row(self.stats, m.node, m.address)["left"] = True
+            self.events.append({"t": round(time.monotonic() - self.t0, 2), "node": m.node[:12], "event": "left",
+                                "why": why})
+        try:
+            self.ray.kill(m.handle, no_restart=True)
+        except Exception:  # already gone
+            pass
+
+    def wait_for_members(self) -> None:
+        deadline = time.monotonic() + self.ccfg.wait_for_nodes_s
+        while not self.members:
+            self.refresh(force=True)
+            if self.members:
+                return
+            if time.monotonic() > deadline:
+                raise TasklingError(f"cluster {self.name}: no live node with {self.ccfg.cpus_per_worker:g} free CPU "
+                                    f"joined within cluster.wait_for_nodes_s={self.ccfg.wait_for_nodes_s:g} s; "
+                                    "add nodes with 'ray start --address ...' (docs/scale-out.md)")
+            time.sleep(1.0)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    # -- work -----------------------------------------------------------------------------------------------
+    def map(self, shards: Iterable[Shard], on_done: Callable[[Shard, Any], None],
+            load: Callable[[Shard], Any] | None = None) -> None:
+        """Run every shard on some worker; `on_done(shard, result)` on the driver as each comes back."""
+        from ray.exceptions import RayError, RayTaskError
+
+        queue = deque(shards)
+        self.refresh()
+        while queue or any(m.busy for m in self.members):
+            self.refresh()
+            if not self.members:
+                self.wait_for_members()
+            for m in self.members:
+                if m.busy is None and queue:
+                    shard = queue.popleft()
+                    payload = load(shard) if load else shard.payload
+                    m.busy = (m.handle.run.remote(payload), shard, time.monotonic())
+            busy = {m.busy[0]: m for m in self.members if m.busy}
+            if not busy:
+                continue
+            ready, _ = self.ray.wait(list(busy), num_returns=1, timeout=1.0)
+            for ref in ready:
+                m = busy[ref]
+                _, shard, t0 = m.busy
+                m.busy = None
+                try:
+                    out = self.ray.get(ref)
+                except RayTaskError as e:  # the work itself raised: a bug or bad input, not a lost node
+                    cause = getattr(e, "cause", None) or e
+                    if isinstance(cause, TasklingError):
+                        raise TasklingError(str(cause)) from None
+                    raise TasklingError(f"cluster {self.name}: shard {shard.id} failed on node {m.node[:12]}: "
+                                        f"{type(cause).__name__}: {cause}") from None
+                except RayError as e:  # the worker, its node or its result is gone: send the shard again
+                    self.lost(m, shard, queue, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+                    continue
+                row = node_row(self.stats, m.node, m.address)
+                row["shards"] += 1
+                row["items"] += shard.items
+                row["busy_s"] += time.monotonic() - t0
+                on_done(shard, out)
+
+    def lost(self, m: Member, shard: Shard, queue: deque, why: str) -> None:
+        """`m` died holding `shard`: drop the worker, send the shard again (first in line)."""
+        row = node_row(self.stats, m.node, m.address)
+        row["lost_shards"] += 1
+        row["lost_items"] += shard.items
+        self.drop(m, why)
+        shard.attempts += 1
+        self.rescheduled.append({"shard": shard.id, "items": shard.items, "from_node": m.node[:12], "why": why,
+                                 "attempt": shard.attempts})
+        if shard.attempts > self.ccfg.max_reschedules:
+            raise TasklingError(f"cluster {self.name}: shard {shard.id} was lost {shard.attempts} times "
+                                f"(last: {why}); over cluster.max_reschedules={self.ccfg.max_reschedules}")
+        queue.appendleft(shard)
+
+    def report(self) -> dict:
+        nodes = sorted(self.stats.values(), key=lambda r: r["node"])
+        for r in nodes:
+            r["busy_s"] = round(r["busy_s"], 2)
+        return {"pool": self.name, "nodes": nodes, "workers": len(self.members),
+                "shards": sum(r["shards"] for r in nodes), "rescheduled_shards": len(self.rescheduled),
+                "lost_items": sum(r["lost_items"] for r in nodes), "rescheduled": self.rescheduled[-50:],
+                "events": self.events[-100:]}
+
+    def close(self) -> None:
+        for m in list(self.members):
+            try:
+                self.ray.kill(m.handle, no_restart=True)
+            except Exception:
+                pass
+        self.members.clear()
+
+
+def in_order(total: int, emit: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
+    """A callback that takes results by index in any order and passes them to `emit` in index order."""
+    held: dict[int, Any] = {}
+    nxt = [0]
+
+    def take(i: int, value: Any) -> None:
+        held[i] = value
+        while nxt[0] in held:
+            emit(nxt[0], held.pop(nxt[0]))
+            nxt[0] += 1
+    take.pending = held  # type: ignore[attr-defined]
+    return take

