@@ -159,3 +159,68 @@ def test_a_node_killed_mid_generation_loses_and_duplicates_nothing(tmp_path, tin
             assert log.totals(purpose="generate")["calls"] == m["counts"]["jobs"]
     finally:
         c.close()
+
+
+def adapter_weights(ctx: Context) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(ctx.stage_dir("train") / "adapter" / "adapter_model.safetensors")
+
+
+def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(tmp_path, tiny_model_dir):
+    import psutil
+    import torch
+
+    c = LocalCluster(2)
+    try:
+        (tmp_path / "a").mkdir()
+        path = write_workspace(tmp_path / "a", tiny_model_dir, train__steps=120, train__checkpoint_every=4,
+                               train__batch_size=4, budget__examples=40)
+        stages(path, ["ingest", "generate", "curate"])
+        shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same curated data, a second run of training
+        other = tmp_path / "b" / "taskling.yaml"
+        cfg = load_config(path, [])
+        session = session_on(c, cfg)
+        try:
+            whole = stages(path, ["train"], session)
+            storage = tmp_path / "b" / "runs" / "tiny-router" / "round-0" / "train" / "ray"
+            killed = {}
+
+            def registered() -> int:
+                """The newest step Ray Train has registered as a checkpoint (what a restart resumes from)."""
+                try:
+                    snap = json.loads(next(storage.glob("*/checkpoint_manager_snapshot.json")).read_text())
+                    return snap["latest_checkpoint_result"]["metrics"]["step"]
+                except (StopIteration, json.JSONDecodeError, KeyError, TypeError):
+                    return 0
+
+            def killer():
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and registered() < 8:
+                    time.sleep(0.02)
+                for p in psutil.process_iter(["cmdline"]):
+                    if any("RayTrainWorker" in part for part in (p.info["cmdline"] or [])):
+                        killed["pid"] = p.pid
+                        p.kill()
+                        return
+
+            t = threading.Thread(target=killer, daemon=True)
+            t.start()
+            again = stages(other, ["train"], session)
+            t.join(timeout=10)
+        finally:
+            session.close()
+        assert "pid" in killed, "no training worker was found to kill"
+        m = json.loads((again.stage_dir("train") / "manifest.json").read_text())
+        assert m["cluster"]["restarts"] >= 1 and m["cluster"]["resumed_at_steps"][0] >= 8, m["cluster"]
+        assert m["counts"]["steps"] == 120
+        w1, w2 = adapter_weights(whole), adapter_weights(again)
+        assert w1.keys() == w2.keys()
+        for k in w1:  # the same result as the run nobody killed, within float noise
+            torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
+        loss1 = json.loads((whole.stage_dir("train") / "loss.json").read_text())["loss"]
+        loss2 = json.loads((again.stage_dir("train") / "loss.json").read_text())["loss"]
+        assert [s for s, _ in loss2] == list(range(1, 121))  # every step once in the history
+        assert [v for _, v in loss1] == pytest.approx([v for _, v in loss2], abs=1e-4)
+    finally:
+        c.close()

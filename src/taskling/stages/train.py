@@ -315,6 +315,17 @@ def run(cfg: Config, ctx: Context) -> dict:
         lr = tc.lr or (5e-5 if tc.full_finetune else 5e-4)
         order = batch_order(len(data), tc.batch_size, steps * tc.grad_accum, [len(d["input_ids"]) for d in data],
                             seed)
+        if ctx.cluster is not None and not tc.full_finetune:  # data-parallel on Ray, the same loop
+            from ..cluster.train import fit
+
+            done = fit(cfg, ctx, out, data=data, held=held, order=order, steps=steps, lr=lr, every=every, seed=seed,
+                       resume_from=resume_from)
+            h = done["history"]
+            stopper = Stopper(tc.patience if held else None, h.get("stopper"))
+            tok.save_pretrained(out / "adapter")
+            return summary(ctx, out, out / "adapter", h, stopper, steps, done["kept_step"], data, enc, lr, every,
+                           "cluster", resume_from, cfg) | {"compiled": False, "compile_seconds": 0.0,
+                                                           "cluster": done["cluster"]}
         if tc.full_finetune:
             model.requires_grad_(True)
         else:
@@ -359,7 +370,6 @@ def run(cfg: Config, ctx: Context) -> dict:
             first = collate([data[i] for i in order[start * tc.grad_accum]], pad)
             compile_s, compiled = warm_compiled(model, {k: v.to(device) for k, v in first.items()}, ctx.console)
         step = start
-        stop_reason = None
         try:
             with bar(ctx.console) as progress:
                 ptask = progress.add_task("train", total=steps, completed=start, info="")
@@ -403,9 +413,6 @@ def run(cfg: Config, ctx: Context) -> dict:
                 ctx.console.print(f"train: interrupted; saved step-{step:06d}, run the same command to resume")
             raise
         last = history["loss"][-1][0] if history["loss"] else 0
-        if stopper.stop:
-            stop_reason = (f"held-out answers and loss did not improve for {tc.patience} evaluations after step "
-                           f"{stopper.best_step}; stopped at step {last} of {steps}")
         final_dir = out / ("model" if tc.full_finetune else "adapter")
         use_best = tc.best_checkpoint and stopper.best_step is not None and (ckdir / "best").exists()
         shutil.rmtree(final_dir, ignore_errors=True)
@@ -414,30 +421,45 @@ def run(cfg: Config, ctx: Context) -> dict:
         else:
             model.save_pretrained(final_dir)
         tok.save_pretrained(final_dir)
-        tps = history["tokens"] / max(history["seconds"], 1e-9)
-        kept_step = stopper.best_step if use_best else last
-        atomic_write_json(out / "loss.json", {"loss": history["loss"], "eval_loss": history["eval_loss"],
-                                              "eval_exact": history.get("eval_exact", []),
-                                              "best_step": kept_step})
-        final = history["loss"][-1][1] if history["loss"] else None
-        ctx.console.print(f"train: {last} steps on {len(data)} examples, final loss {final}, {tps:.0f} tokens/s"
-                          + (f"; kept step {kept_step} (held-out: {stopper.best_exact:.0%} exact answers, loss "
-                             f"{stopper.best_loss:.4f})" if use_best else "")
-                          + (f"; {stop_reason}" if stop_reason else ""))
-        precision = "bf16-autocast" if infer.bf16_supported() and os.environ.get("TASKLING_FP32") != "1" else "fp32"
-        return {"counts": {"steps": last, "planned_steps": steps, "examples": len(data),
-                           "skipped_too_long": len(enc) - len(data), "trainable_params": trainable},
-                "final_loss": final, "eval_loss": history["eval_loss"][-1][1] if history["eval_loss"] else None,
-                "best_step": kept_step, "best_eval_loss": stopper.best_loss, "best_eval_exact": stopper.best_exact,
-                "eval_exact": history["eval_exact"][-1][1] if history.get("eval_exact") else None,
-                "stopped_early": stopper.stop,
-                "stop_reason": stop_reason, "eval_every": every, "lr": lr, "device": str(device),
-                "mode": "full" if tc.full_finetune else "lora", "compiled": compiled,
-                "continued_from": str(resume_from) if resume_from is not None else None,
-                "compile_seconds": round(compile_s, 1),
-                "tokens_per_s": round(tps, 1), "train_seconds": round(history["seconds"], 1),
-                "precision": precision, "base_model": str(resolve_hf(cfg.student.model)),
-                "outputs": [f"{final_dir.name}/{'model' if tc.full_finetune else 'adapter_model'}.safetensors",
-                            "loss.json"]}
+        m = summary(ctx, out, final_dir, history, stopper, steps, stopper.best_step if use_best else last, data,
+                    enc, lr, every, str(device), resume_from, cfg)
+        m["counts"]["trainable_params"] = trainable
+        return m | {"compiled": compiled, "compile_seconds": round(compile_s, 1)}
 
+    if ctx.cluster is not None and not cfg.train.full_finetune:  # data-parallel: a different gradient
+        settings["cluster"] = {"train_workers": cfg.cluster.train_workers, "use_gpu": cfg.cluster.use_gpu}
     return run_stage(ctx, "train", settings, inputs, body)
+
+
+def summary(ctx: Context, out: Path, final_dir: Path, history: dict, stopper: Stopper, steps: int, kept_step: int,
+            data: list, enc: list, lr: float, every: int, device: str, resume_from: Path | None, cfg: Config) -> dict:
+    """loss.json, the closing line and the manifest of a finished training run (local or on the cluster)."""
+    tc = cfg.train
+    last = history["loss"][-1][0] if history["loss"] else 0
+    stop_reason = None
+    if stopper.stop:
+        stop_reason = (f"held-out answers and loss did not improve for {tc.patience} evaluations after step "
+                       f"{stopper.best_step}; stopped at step {last} of {steps}")
+    use_best = kept_step != last
+    tps = history["tokens"] / max(history["seconds"], 1e-9)
+    atomic_write_json(out / "loss.json", {"loss": history["loss"], "eval_loss": history["eval_loss"],
+                                          "eval_exact": history.get("eval_exact", []), "best_step": kept_step})
+    final = history["loss"][-1][1] if history["loss"] else None
+    ctx.console.print(f"train: {last} steps on {len(data)} examples, final loss {final}, {tps:.0f} tokens/s"
+                      + (f"; kept step {kept_step} (held-out: {stopper.best_exact:.0%} exact answers, loss "
+                         f"{stopper.best_loss:.4f})" if use_best else "")
+                      + (f"; {stop_reason}" if stop_reason else ""))
+    precision = "bf16-autocast" if infer.bf16_supported() and os.environ.get("TASKLING_FP32") != "1" else "fp32"
+    return {"counts": {"steps": last, "planned_steps": steps, "examples": len(data),
+                       "skipped_too_long": len(enc) - len(data)},
+            "final_loss": final, "eval_loss": history["eval_loss"][-1][1] if history["eval_loss"] else None,
+            "best_step": kept_step, "best_eval_loss": stopper.best_loss, "best_eval_exact": stopper.best_exact,
+            "eval_exact": history["eval_exact"][-1][1] if history.get("eval_exact") else None,
+            "stopped_early": stopper.stop,
+            "stop_reason": stop_reason, "eval_every": every, "lr": lr, "device": device,
+            "mode": "full" if tc.full_finetune else "lora",
+            "continued_from": str(resume_from) if resume_from is not None else None,
+            "tokens_per_s": round(tps, 1), "train_seconds": round(history["seconds"], 1),
+            "precision": precision, "base_model": str(resolve_hf(cfg.student.model)),
+            "outputs": [f"{final_dir.name}/{'model' if tc.full_finetune else 'adapter_model'}.safetensors",
+                        "loss.json"]}
