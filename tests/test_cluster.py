@@ -100,7 +100,7 @@ def stages(path: Path, names: list[str], session=None, **ctx_opts) -> Context:
 def test_same_curated_set_on_one_machine_and_on_the_cluster(tmp_path, tiny_model_dir, cluster):
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    one, two = write_workspace(tmp_path / "one", tiny_model_dir), write_workspace(tmp_path / "two", tiny_model_dir)
+    one, two = (write_workspace(tmp_path / w, tiny_model_dir, ingest__embed=True) for w in ("one", "two"))
     solo = stages(one, ["ingest", "generate", "curate"])
     session = session_on(cluster, load_config(two, []))
     try:
@@ -111,6 +111,21 @@ def test_same_curated_set_on_one_machine_and_on_the_cluster(tmp_path, tiny_model
         a = read_jsonl(solo.run_dir / "round-0" / name)
         b = read_jsonl(spread.run_dir / "round-0" / name)
         assert a and [(x["input"], x["output"]) for x in a] == [(x["input"], x["output"]) for x in b], name
+    # the pile too: converted and embedded on the nodes, stored in the same order
+    import numpy as np
+
+    from taskling.pile import Pile
+
+    def pile_of(ctx):
+        with Pile(ctx.ws.pile_db) as p:
+            rows = p.db.execute("SELECT id, text, embedding, topic_id FROM chunks WHERE embedding IS NOT NULL ORDER BY id").fetchall()
+        return [r[:2] for r in rows], np.stack([np.frombuffer(r[2], dtype="<f2").astype(np.float32) for r in rows]), [r[3] for r in rows]
+
+    (ta, va, topa), (tb, vb, topb) = pile_of(solo), pile_of(spread)
+    assert ta == tb and topa == topb
+    np.testing.assert_allclose(va, vb, atol=1e-3)
+    ing = json.loads((spread.stage_dir("ingest") / "manifest.json").read_text())["cluster"]
+    assert ing["convert"]["shards"] >= 1 and ing["embed"]["shards"] >= 1
     m = json.loads((spread.stage_dir("generate") / "manifest.json").read_text())
     nodes = m["cluster"]["nodes"]
     assert len(nodes) == 2 and all(r["shards"] > 0 for r in nodes)  # both worker nodes did part of it

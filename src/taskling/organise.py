@@ -58,8 +58,12 @@ def organise(cfg: Config, pile: Pile, ctx: Context) -> dict:
         emb = Embedder(cfg.ingest.embed_model, threads=ctx.threads, max_tokens=cfg.ingest.embed_max_tokens)
         with bar(ctx.console) as progress:
             task = progress.add_task("embed", total=len(todo), info=emb.name)
+            if getattr(ctx, "cluster", None) is not None:  # on the nodes, stored here as shards come back
+                from .cluster.ingest import embed
+
+                out["cluster"] = embed(ctx, cfg, pile, todo, progress, task)
             step = 2048  # store as we go: a kill loses at most one slice
-            for i in range(0, len(todo), step):
+            for i in range(0, len(todo) if "cluster" not in out else 0, step):
                 part = todo[i:i + step]
                 base = i
                 vecs = emb.encode([t for _, t in part],

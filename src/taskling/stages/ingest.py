@@ -140,20 +140,59 @@ def limits_of(cfg: Config) -> Limits:
                   max_archive_ratio=i.max_archive_ratio, max_depth=i.max_depth)
 
 
+def prepare(cfg: Config, limits: Limits, count, rel: str, data: bytes, sha: str, depth: int = 0,
+            parent: str | None = None, relation: str = "", unpacked: list[int] | None = None) -> list[dict]:
+    """Convert and chunk one document and, recursively, what it contains, in the order to store
+    them: {"kind": "doc" | "skip" | "done", ...}. Touches no pile, so it runs on any node."""
+    unpacked = [0] if unpacked is None else unpacked  # bytes taken out of this file's archives, all levels
+    t0 = time.perf_counter()
+    try:
+        ex = convert(rel.rsplit("!/", 1)[-1], data, limits)
+    except ConvertError as e:
+        return [{"kind": "skip", "rel": rel, "reason": str(e)}]
+    container = bool(ex.children) or ex.format in ("zip", "tar")
+    if cfg.ingest.formats and not container and ex.format not in cfg.ingest.formats:
+        return [{"kind": "skip", "rel": rel,
+                 "reason": f"format {ex.format} is not in ingest.formats ({', '.join(cfg.ingest.formats)})"}]
+    text, chunks = chunk_document(ex, cfg.ingest.chunk_tokens, count)
+    out = [{"kind": "doc", "rel": rel, "sha": sha, "format": ex.format, "converter": ex.converter, "size": len(data),
+            "text": text, "chunks": chunks, "parent": parent, "relation": relation, "warnings": ex.warnings,
+            "meta": ex.meta, "status": "partial" if ex.children else "ok", "depth": depth,
+            "seconds": time.perf_counter() - t0}]
+    for child in ex.children:
+        child_rel = f"{rel}!/{child.name}"
+        if depth + 1 > limits.max_depth:
+            out.append({"kind": "skip", "rel": child_rel, "reason": f"nested deeper than ingest.max_depth={limits.max_depth}"})
+            continue
+        unpacked[0] += len(child.data)
+        if unpacked[0] > limits.max_archive_total_bytes:
+            out.append({"kind": "skip", "rel": child_rel, "reason": "the archive tree unpacks to more than "
+                        f"ingest.max_archive_mb={cfg.ingest.max_archive_mb:g}; the rest is left out"})
+            continue
+        out += prepare(cfg, limits, count, child_rel, child.data, hashlib.sha256(child.data).hexdigest(), depth + 1,
+                       rel, child.relation, unpacked)
+    if ex.children:
+        out.append({"kind": "done", "rel": rel})
+    return out
+
+
 class Ingester:
-    """Converts, chunks and stores one file and, recursively, what it contains."""
+    """Stores converted files, and what they contain, in the pile (the one writer)."""
 
     def __init__(self, cfg: Config, pile: Pile, ctx: Context):
         self.cfg, self.pile, self.ctx = cfg, pile, ctx
         self.limits = limits_of(cfg)
-        self.count = None
+        self._count = None
         self.counts = Counter()
         self.formats = Counter()
         self.format_bytes = Counter()
         self.format_seconds = Counter()
         self.skipped: list[dict] = []
         self.warnings: list[dict] = []
-        self.unpacked = 0
+
+    def count(self, texts: list[str]) -> list[int]:
+        self._count = self._count or token_counter(self.cfg.student.model)  # loaded once, when first needed
+        return self._count(texts)
 
     def skip(self, rel: str, reason: str) -> None:
         """Leave a file out, with its reason; an older version of it leaves the pile too."""
@@ -162,66 +201,52 @@ class Ingester:
         if self.pile.document(rel) is not None:
             self.pile.mark_gone([rel])
 
-    def file(self, path: Path, rel: str, sha: str, size: int) -> None:
+    def read(self, path: Path, rel: str, sha: str, size: int) -> bytes | None:
+        """The file's bytes when it needs converting; None when it is unchanged or skipped."""
         old = self.pile.document(rel)
         if old is not None and old["sha256"] == sha and old["status"] == "ok":
             fmts = self.cfg.ingest.formats
             if fmts and old["format"] not in fmts and old["format"] not in ("zip", "tar"):
-                return self.skip(rel, f"format {old['format']} is not in ingest.formats ({', '.join(fmts)})")
+                self.skip(rel, f"format {old['format']} is not in ingest.formats ({', '.join(fmts)})")
+                return None
             self.counts["unchanged"] += 1
-            return
+            return None
         if size > self.limits.max_file_bytes:
-            return self.skip(rel, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={self.cfg.ingest.max_file_mb:g}")
+            self.skip(rel, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={self.cfg.ingest.max_file_mb:g}")
+            return None
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except OSError as e:
-            return self.skip(rel, f"cannot read it ({e.strerror or e})")
-        self.unpacked = 0  # bytes taken out of this file's archives/attachments, all levels together
-        if self.document(rel, data, sha, depth=0):
-            self.counts["added" if old is None else "updated"] += 1
+            self.skip(rel, f"cannot read it ({e.strerror or e})")
+            return None
 
-    def document(self, rel: str, data: bytes, sha: str, depth: int, parent: str | None = None,
-                 relation: str = "") -> bool:
-        """Store one document and its children; False when it was skipped."""
-        t0 = time.perf_counter()
-        try:
-            ex = convert(rel.rsplit("!/", 1)[-1], data, self.limits)
-        except ConvertError as e:
-            self.skip(rel, str(e))
-            return False
-        container = bool(ex.children) or ex.format in ("zip", "tar")
-        if self.cfg.ingest.formats and not container and ex.format not in self.cfg.ingest.formats:
-            self.skip(rel, f"format {ex.format} is not in ingest.formats ({', '.join(self.cfg.ingest.formats)})")
-            return False
-        self.count = self.count or token_counter(self.cfg.student.model)
-        text, chunks = chunk_document(ex, self.cfg.ingest.chunk_tokens, self.count)
-        self.pile.replace_document(rel, sha, ex.format, ex.converter, len(data), text, chunks, parent=parent,
-                                   relation=relation, warnings=ex.warnings, meta=ex.meta,
-                                   status="partial" if ex.children else "ok")
-        for w in ex.warnings:
-            self.warnings.append({"path": rel, "warning": w})
-            self.pile.log(rel, "warning", w)
-        self.formats[ex.format] += 1
-        self.format_bytes[ex.format] += len(data)
-        self.format_seconds[ex.format] += time.perf_counter() - t0
-        self.pile.log(rel, "converted", f"{ex.format} by {ex.converter}: {len(chunks)} chunks")
-        for child in ex.children:
-            child_rel = f"{rel}!/{child.name}"
-            if depth + 1 > self.limits.max_depth:
-                self.skip(child_rel, f"nested deeper than ingest.max_depth={self.limits.max_depth}")
-                continue
-            self.unpacked += len(child.data)
-            if self.unpacked > self.limits.max_archive_total_bytes:
-                self.skip(child_rel, "the archive tree unpacks to more than "
-                                     f"ingest.max_archive_mb={self.cfg.ingest.max_archive_mb:g}; the rest is left out")
-                continue
+    def file(self, path: Path, rel: str, sha: str, size: int) -> None:
+        data = self.read(path, rel, sha, size)
+        if data is not None:
+            self.store(prepare(self.cfg, self.limits, self.count, rel, data, sha))
 
-            if self.document(child_rel, child.data, hashlib.sha256(child.data).hexdigest(), depth + 1, rel,
-                             child.relation):
-                self.counts["contained"] += 1
-        if ex.children:
-            self.pile.set_status(rel, "ok")
-        return True
+    def store(self, items: list[dict]) -> None:
+        """Write one file's prepared documents (and skips) into the pile, in order."""
+        for it in items:
+            rel = it["rel"]
+            if it["kind"] == "skip":
+                self.skip(rel, it["reason"])
+                continue
+            if it["kind"] == "done":  # a container is whole once all its children are in
+                self.pile.set_status(rel, "ok")
+                continue
+            old = self.pile.document(rel) if it["depth"] == 0 else None
+            self.pile.replace_document(rel, it["sha"], it["format"], it["converter"], it["size"], it["text"],
+                                       it["chunks"], parent=it["parent"], relation=it["relation"],
+                                       warnings=it["warnings"], meta=it["meta"], status=it["status"])
+            for w in it["warnings"]:
+                self.warnings.append({"path": rel, "warning": w})
+                self.pile.log(rel, "warning", w)
+            self.formats[it["format"]] += 1
+            self.format_bytes[it["format"]] += it["size"]
+            self.format_seconds[it["format"]] += it["seconds"]
+            self.pile.log(rel, "converted", f"{it['format']} by {it['converter']}: {len(it['chunks'])} chunks")
+            self.counts["contained" if it["depth"] else ("added" if old is None else "updated")] += 1
 
 
 def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
@@ -248,7 +273,12 @@ def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
                 ing.skip(rel, reason)
             with bar(ctx.console) as progress:
                 task = progress.add_task("ingest", total=len(files), info="")
-                for f, (rel, sha, size) in zip(files, snapshot):
+                spread = None
+                if ctx.cluster is not None:  # converted on the nodes, stored here
+                    from ..cluster.ingest import convert_files
+
+                    spread = convert_files(ctx, ing, files, snapshot, progress, task)
+                for f, (rel, sha, size) in ([] if ctx.cluster is not None else zip(files, snapshot)):
                     progress.update(task, info=rel[-40:])
                     if sha.startswith("unreadable"):
                         ing.skip(rel, f"cannot read it ({sha.split(': ', 1)[1]})")
@@ -292,7 +322,8 @@ def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
         return {"counts": {**counts, **{k: v for k, v in stats.items() if k != "by_format"}},
                 "by_format": stats["by_format"], "per_format": per_format, "skipped_reasons": dict(reasons),
                 "timings": {"convert_seconds": round(convert_seconds, 2), **organised.get("timings", {})},
-                "organise": {k: v for k, v in organised.items() if k != "timings"},
+                "organise": {k: v for k, v in organised.items() if k not in ("timings", "cluster")},
+                **({"cluster": {"convert": spread, "embed": organised.get("cluster")}} if spread else {}),
                 "outputs": ["documents.json"]}
 
     return run_stage(ctx, "ingest", settings, inputs, body)
