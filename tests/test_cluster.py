@@ -239,3 +239,32 @@ def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(tmp_path, 
         assert [v for _, v in loss1] == pytest.approx([v for _, v in loss2], abs=1e-4)
     finally:
         c.close()
+
+
+def test_predict_shards_rows_over_the_nodes_and_writes_them_in_order(tmp_path, tiny_model_dir, cluster):
+    from taskling.cluster import Session
+    from taskling.config import ClusterCfg
+    from taskling.predict import predict_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "task.json").write_text(json.dumps({"name": "tiny", "type": "classify",
+                                                 "labels": ["sqlite", "node", "python"],
+                                                 "system_prompt": "Route the question."}))
+    rows = [{"id": i, "input": f"question {i} about json_extract and readFile"} for i in range(11)]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    solo = predict_file(src, tmp_path / "solo.jsonl", str(model), tmp_path, QUIET, batch_size=3, threads=1)
+    session = Session(cluster.c.address, ClusterCfg())
+    try:
+        spread = predict_file(src, tmp_path / "spread.jsonl", str(model), tmp_path, QUIET, batch_size=3,
+                              threads=1, cluster=session)
+    finally:
+        session.close()
+    a, b = read_jsonl(tmp_path / "solo.jsonl"), read_jsonl(tmp_path / "spread.jsonl")
+    assert [r["id"] for r in b] == list(range(11))  # row order kept though batches finish in any order
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
+    for x, y in zip(a, b):
+        assert x["probability"] == pytest.approx(y["probability"], abs=1e-4)
+    assert solo["predicted"] == spread["predicted"] == 11
+    assert spread["cluster"]["shards"] == 4 and len(spread["cluster"]["nodes"]) == 2

@@ -322,7 +322,7 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
             config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, backend: BackendOpt = None,
             batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per batch (each batch is "
                                                     "written to disk before the next).")] = 16,
-            threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+            threads: ThreadsOpt = None, as_json: JsonOpt = False, cluster: ClusterOpt = None) -> None:
     """Answer every row of a CSV or JSONL file with the task (as /v1/task does), writing the
     same format with prediction columns added. Resumable: run it again to continue.
 
@@ -335,8 +335,18 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
         if backend is not None and backend not in ("llama.cpp", "transformers"):
             raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
         cfg, root = serve_config(config, set_)
-        emit(predict_file(file, output, model, root, err, cfg=cfg, backend=backend, batch_size=batch_size,
-                          threads=threads), as_json)
+        session = None
+        if cluster:
+            from .cluster import connect
+            from .config import ClusterCfg
+
+            session = connect(cluster, load_config(config, set_ or []).cluster if config.exists() else ClusterCfg(), err)
+        try:
+            emit(predict_file(file, output, model, root, err, cfg=cfg, backend=backend, batch_size=batch_size,
+                              threads=threads, cluster=session), as_json)
+        finally:
+            if session is not None:
+                session.close()
     guarded(go)
 
 

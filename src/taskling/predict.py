@@ -127,8 +127,10 @@ def append(output: Path, text: str) -> None:
 
 def predict_file(path: Path, output: Path | None, target: str | None, root: Path, console: Console, *,
                  cfg: ServeCfg = ServeCfg(), backend: str | None = None, batch_size: int = 16,
-                 threads: int | None = None) -> dict:
-    """Answer every row of `path` with the task, appending to `output` as it goes."""
+                 threads: int | None = None, cluster=None) -> dict:
+    """Answer every row of `path` with the task, appending to `output` as it goes. With a
+    cluster session, batches are answered by workers on its nodes (each loads the model,
+    which must be readable there) and written here in row order."""
     path = Path(path)
     fmt = input_format(path)
     in_columns, rows = read_inputs(path)
@@ -142,24 +144,49 @@ def predict_file(path: Path, output: Path | None, target: str | None, root: Path
         raise TasklingError(f"{t.source}: {eng.NO_TASK}")
     columns = in_columns + ["prediction"] + (["probability"] if t.info.get("type") == "classify" else [])
     done = len(done_rows(output, fmt, rows, columns if fmt == "csv" else None))
-    t0, engine = time.perf_counter(), None
+    t0, spread = time.perf_counter(), None
     if done < len(rows):
-        with console.status(f"loading {t.path.name} ({t.backend})"):
-            engine = eng.load(t, threads)
         if done == 0:
             atomic_write_text(output, render([], fmt, columns, header=True))
+        starts = list(range(done, len(rows), batch_size))
         with bar(console) as progress:
             job = progress.add_task("predict", total=len(rows), completed=done, info=f"{t.model_id} ({t.backend})")
-            for b in range(done, len(rows), batch_size):
-                batch = rows[b:b + batch_size]
-                outs = eng.task_outputs(engine, t.info, [str(r["input"]) for r in batch])
+
+            def write(i: int, outs: list[dict]) -> None:
+                batch = rows[starts[i]:starts[i] + batch_size]
                 append(output, render([{**r, **answer_fields(o, fmt)} for r, o in zip(batch, outs)], fmt, columns,
                                       header=False))
-                progress.update(job, completed=b + len(batch))
-        engine.close()
+                progress.update(job, completed=starts[i] + len(batch))
+
+            if cluster is not None:
+                spread = predict_on_cluster(cluster, t, rows, starts, batch_size, write)
+            else:
+                with console.status(f"loading {t.path.name} ({t.backend})"):
+                    engine = eng.load(t, threads)
+                for i, b in enumerate(starts):
+                    write(i, eng.task_outputs(engine, t.info, [str(r["input"]) for r in rows[b:b + batch_size]]))
+                engine.close()
     seconds = time.perf_counter() - t0
     new = len(rows) - done
     console.print(f"predict: {new} rows answered" + (f", {done} already done" if done else "") + f" -> {output}")
     return {"rows": len(rows), "predicted": new, "skipped": done, "output": str(output), "format": fmt,
             "model": t.model_id, "backend": t.backend, "file": str(t.path), "seconds": round(seconds, 2),
-            "items_per_s": round(new / seconds, 2) if new and seconds > 0 else None}
+            "items_per_s": round(new / seconds, 2) if new and seconds > 0 else None,
+            **({"cluster": spread} if spread else {})}
+
+
+def predict_on_cluster(session, t: eng.Target, rows: list[dict], starts: list[int], batch_size: int, write) -> dict:
+    """Batches answered on the cluster's nodes; `write(i, outputs)` called in batch order."""
+    from .cluster import worker_threads
+    from .cluster.pool import Shard, in_order
+    from .cluster.workers import PredictWorker
+
+    pool = session.pool("predict", PredictWorker, (t, worker_threads(session.ccfg.cpus_per_worker)))
+    ordered = in_order(len(starts), write)
+    shards = [Shard(f"rows-{b:07d}", len(rows[b:b + batch_size]), i) for i, b in enumerate(starts)]
+    try:
+        pool.map(shards, lambda s, outs: ordered(s.payload, outs),
+                 load=lambda s: [str(r["input"]) for r in rows[starts[s.payload]:starts[s.payload] + batch_size]])
+    finally:
+        pool.close()
+    return pool.report()
