@@ -131,6 +131,10 @@ def test_same_curated_set_on_one_machine_and_on_the_cluster(tmp_path, tiny_model
     assert len(nodes) == 2 and all(r["shards"] > 0 for r in nodes)  # both worker nodes did part of it
     assert sum(r["items"] for r in nodes) == m["counts"]["new_calls"]
     assert m["cluster"]["rescheduled_shards"] == 0
+    from taskling import report
+
+    rep = report.build(spread)  # the report shows each stage's per-node work
+    assert [p["stage"] for p in rep["cluster"]["pools"]] == ["ingest: convert", "ingest: embed", "generate: teacher"]
 
 
 def test_a_node_killed_mid_generation_loses_and_duplicates_nothing(tmp_path, tiny_model_dir):

@@ -644,3 +644,25 @@ def test_report_reads_loop_json_and_each_rounds_analysis(tmp_path):
     assert "analysis_arms" not in got["rounds"][0] and "analysis_arms" not in got["rounds"][2]
     (tmp_path / "loop.json").write_text("{")
     assert loop_rounds(ctx) is None
+
+
+def test_cluster_section_shows_each_node_and_what_was_rescheduled():
+    from taskling.report_html import render_html
+
+    pool = {"stage": "generate: teacher", "shards": 31, "rescheduled_shards": 1, "lost_items": 4,
+            "nodes": [{"node": "a1b2c3", "address": "10.0.0.2", "workers": 1, "shards": 20, "items": 80, "busy_s": 41.5,
+                       "lost_shards": 0, "lost_items": 0, "left": False},
+                      {"node": "<script>x</script>", "address": "10.0.0.3", "workers": 1, "shards": 11, "items": 44,
+                       "busy_s": 22.0, "lost_shards": 1, "lost_items": 4, "left": True}],
+            "rescheduled": [{"shard": "r000040", "items": 4, "from_node": "d4e5", "attempt": 1,
+                             "why": "ActorDiedError: <b>node died</b>"}]}
+    rep = {"task": {"name": "t"}, "cluster": {"pools": [pool], "training": {
+        "workers": 2, "backend": "gloo", "restarts": 1, "resumed_at_steps": [8], "storage": "/shared/ck",
+        "wall_seconds": 61.2}}}
+    html = render_html(rep)
+    sec = html[html.index("<h2>Cluster</h2>"):]
+    assert "31 shards, 1 rescheduled, 4 items lost" in sec
+    assert "10.0.0.2" in sec and "10.0.0.3" in sec and ">left<" in sec
+    assert "r000040" in sec and "gloo" in sec and ">8<" in sec
+    assert "<script>x" not in html and "&lt;script&gt;x" in html and "<b>node died" not in html
+    assert "<h2>Cluster</h2>" not in render_html({"task": {"name": "t"}})

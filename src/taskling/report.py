@@ -89,6 +89,9 @@ def build(ctx: Context) -> dict:
         rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.get("artifacts", []),
                          "verified": e.get("verified_on"), "tolerance": e.get("tolerance"),
                          "student_metric": e.get("student_metric"), "failed": e.get("failed")}
+    spread = cluster_work(manifests)
+    if spread:
+        rep["cluster"] = spread
     loop = loop_rounds(ctx)
     if loop is not None:
         rep["loop"] = loop
@@ -128,6 +131,21 @@ def loop_rounds(ctx: Context) -> dict | None:
         if isinstance(arms, list):
             r["analysis_arms"] = [{f: a.get(f) for f in ARM_FIELDS} for a in arms if isinstance(a, dict)]
     return loop
+
+
+def cluster_work(manifests: dict) -> dict:
+    """What the cluster did in each stage that ran on one: per-node work, work lost with nodes
+    that died, rescheduled shards, training restarts."""
+    out: dict = {}
+    ing = (manifests.get("ingest") or {}).get("cluster") or {}
+    for name, pool in (("ingest: convert", ing.get("convert")), ("ingest: embed", ing.get("embed")),
+                       ("generate: teacher", (manifests.get("generate") or {}).get("cluster"))):
+        if isinstance(pool, dict):
+            out.setdefault("pools", []).append({"stage": name, **pool})
+    train = (manifests.get("train") or {}).get("cluster")
+    if isinstance(train, dict):
+        out["training"] = train
+    return out
 
 
 def costs(log: CallLog | None, manifests: dict) -> dict:

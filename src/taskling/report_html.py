@@ -653,6 +653,40 @@ def _export(rep: dict) -> str:
     return "".join(out) + "</section>"
 
 
+def _cluster(rep: dict) -> str:
+    c = _dict(rep.get("cluster"))
+    pools = [p for p in _list(c.get("pools")) if isinstance(p, dict)]
+    train = _dict(c.get("training"))
+    if not pools and not train:
+        return ""
+    out = ["<section><h2>Cluster</h2>",
+           '<p class="note">Work done on each node of the Ray cluster. A node that died lost only the shard it '
+           "held: that shard was sent again to another node, and any answer that came back twice was dropped "
+           "by its key.</p>"]
+    for p in pools:
+        rows = [[f"<code>{_e(n.get('node', ''))}</code>", _e(n.get("address", "")), _fmt(n.get("workers")),
+                 _fmt(n.get("shards")), _fmt(n.get("items")), _fmt(n.get("busy_s"), 1), _fmt(n.get("lost_shards")),
+                 _fmt(n.get("lost_items")), ("bad", "left") if n.get("left") else ("ok", "up")]
+                for n in _list(p.get("nodes")) if isinstance(n, dict)]
+        out.append(f"<h3>{_e(p.get('stage', ''))}: {_fmt(p.get('shards'))} shards, "
+                   f"{_fmt(p.get('rescheduled_shards'))} rescheduled, {_fmt(p.get('lost_items'))} items lost</h3>")
+        out.append(_table(["node", "address", "workers", "shards", "items", "busy s", "lost shards", "lost items",
+                           "state"], rows, range(2, 8)))
+        moved = [r for r in _list(p.get("rescheduled")) if isinstance(r, dict)]
+        if moved:
+            out.append(_table(["shard", "items", "from node", "attempt", "why"],
+                              [[_e(r.get("shard", "")), _fmt(r.get("items")), f"<code>{_e(r.get('from_node', ''))}</code>",
+                                _fmt(r.get("attempt")), _e(_short(r.get("why", ""), 160))] for r in moved], (1, 3)))
+    if train:
+        out.append("<h3>training</h3>")
+        out.append(_kv({"workers": train.get("workers"), "collective": train.get("backend"),
+                        "restarts from a checkpoint": train.get("restarts"),
+                        "resumed at steps": ", ".join(str(x) for x in _list(train.get("resumed_at_steps"))) or None,
+                        "checkpoints": train.get("storage"), "wall seconds": train.get("wall_seconds")},
+                       pretty=False))
+    return "".join(out) + "</section>"
+
+
 def _kv_section(rep: dict, key: str, title: str, pretty: bool = True) -> str:
     d = rep.get(key)
     return f"<section><h2>{title}</h2>{_kv(d, pretty)}</section>" if isinstance(d, dict) and d else ""
@@ -662,7 +696,8 @@ def render_html(report: dict) -> str:
     """The whole report as one self-contained HTML page (a str)."""
     from .report_rounds import rounds_section  # it builds on the helpers above
     body = [_results(report), rounds_section(report), _per_label(report), _per_field(report), _errors(report),
-            _training(report), _funnel(report), _stages(report), _costs(report), _failures(report), _export(report),
+            _training(report), _funnel(report), _stages(report), _cluster(report), _costs(report), _failures(report),
+            _export(report),
             _kv_section(report, "teacher_calls", "Teacher calls"),
             _kv_section(report, "versions", "Versions", pretty=False)]
     body = [b for b in body if b] or ['<p class="note">No stage has finished yet.</p>']
