@@ -665,13 +665,13 @@ def _cluster(rep: dict) -> str:
            "by its key.</p>"]
     for p in pools:
         rows = [[f"<code>{_e(n.get('node', ''))}</code>", _e(n.get("address", "")), _fmt(n.get("workers")),
-                 _fmt(n.get("shards")), _fmt(n.get("items")), _fmt(n.get("busy_s"), 1), _fmt(n.get("lost_shards")),
-                 _fmt(n.get("lost_items")), ("bad", "left") if n.get("left") else ("ok", "up")]
+                 _fmt(n.get("shards")), _fmt(n.get("items")), _fmt(n.get("busy_s"), 1), _fmt(n.get("retries")),
+                 _fmt(n.get("lost_shards")), _fmt(n.get("lost_items")), ("bad", "left") if n.get("left") else ("ok", "up")]
                 for n in _list(p.get("nodes")) if isinstance(n, dict)]
         out.append(f"<h3>{_e(p.get('stage', ''))}: {_fmt(p.get('shards'))} shards, "
                    f"{_fmt(p.get('rescheduled_shards'))} rescheduled, {_fmt(p.get('lost_items'))} items lost</h3>")
-        out.append(_table(["node", "address", "workers", "shards", "items", "busy s", "lost shards", "lost items",
-                           "state"], rows, range(2, 8)))
+        out.append(_table(["node", "address", "workers", "shards", "items", "busy s", "retries", "lost shards",
+                           "lost items", "state"], rows, range(2, 9)))
         moved = [r for r in _list(p.get("rescheduled")) if isinstance(r, dict)]
         if moved:
             out.append(_table(["shard", "items", "from node", "attempt", "why"],

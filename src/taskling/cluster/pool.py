@@ -52,40 +52,46 @@ class Pool:
         self.cls = self.ray.remote(num_cpus=self.ccfg.cpus_per_worker, max_restarts=0, max_task_retries=0)(worker)
         self.args, self.per_node = args, per_node
         self.members: list[Member] = []
+        self.starting: list[tuple[Member, Any]] = []  # workers loading their model, with their ready() ref
         self.stats: dict[str, dict] = {}      # per node
         self.rescheduled: list[dict] = []     # one row per shard moved off a dead worker
         self.events: list[dict] = []          # nodes joining and leaving, as the pool saw them
         self.checked = 0.0
         self.t0 = time.monotonic()
+        self.tally: Callable[[Any], dict] | None = None  # extra per-node counters from a shard's result
 
     # -- membership -----------------------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
+        """Start workers on nodes that joined (they become members once loaded), drop those on nodes that left."""
         if not force and time.monotonic() - self.checked < REFRESH_S:
             return
         self.checked = time.monotonic()
+        from ray.exceptions import RayError
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         alive = {n["id"]: n for n in self.session.nodes(self.ccfg.cpus_per_worker)}
         for m in [m for m in self.members if m.node not in alive]:
             self.drop(m, "its node left the cluster")
         have: dict[str, int] = {}
-        for m in self.members:
+        for m in self.members + [m for m, _ in self.starting]:
             have[m.node] = have.get(m.node, 0) + 1
-        new = []
         for nid, n in alive.items():
             room = min(self.per_node, max(1, int(n["cpus"] // self.ccfg.cpus_per_worker)))
             for _ in range(room - have.get(nid, 0)):
                 h = self.cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(
                     *self.args)
-                new.append(Member(h, nid, n["address"]))
-        if not new:
+                m = Member(h, nid, n["address"])
+                self.starting.append((m, h.ready.remote()))
+        if not self.starting:
             return
-        from ray.exceptions import RayError
-
-        refs = [m.handle.ready.remote() for m in new]
-        for m, ref in zip(new, refs):
+        # Wait a little for the first workers (nothing else can run yet); later ones join when ready.
+        refs = [r for _, r in self.starting]
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0.0 if self.members else 5.0)
+        done = set(ready)
+        for m, ref in [x for x in self.starting if x[1] in done]:
+            self.starting.remove((m, ref))
             try:
-                info = self.ray.get(ref, timeout=600)
+                info = self.ray.get(ref)
             except RayError:  # its node left while the worker started: the next refresh sees that
                 continue
             if info.get("error"):
@@ -98,6 +104,12 @@ class Pool:
             row["left"] = False
             row.update({k: v for k, v in info.items() if k in ("endpoint", "pid")})
             self.events.append({"t": round(time.monotonic() - self.t0, 2), "node": m.node[:12], "event": "joined"})
+        for m, ref in [x for x in self.starting if x[0].node not in alive]:  # never started: its node is gone
+            self.starting.remove((m, ref))
+            try:
+                self.ray.kill(m.handle, no_restart=True)
+            except Exception:
+                pass
 
     def drop(self, m: Member, why: str) -> None:
         if m in self.members:
@@ -110,11 +122,13 @@ class Pool:
         except Exception:  # already gone
             pass
 
-    def wait_for_members(self) -> None:
-        deadline = time.monotonic() + self.ccfg.wait_for_nodes_s
-        while not self.members:
+    def wait_for_members(self, settle_s: float = 30.0) -> None:
+        """Until some worker is ready, and those still loading are ready too or `settle_s` has passed."""
+        t0 = time.monotonic()
+        deadline = t0 + self.ccfg.wait_for_nodes_s
+        while not self.members or self.starting:
             self.refresh(force=True)
-            if self.members:
+            if self.members and (not self.starting or time.monotonic() - t0 > settle_s):
                 return
             if time.monotonic() > deadline:
                 raise TasklingError(f"cluster {self.name}: no live node with {self.ccfg.cpus_per_worker:g} free CPU "
@@ -137,7 +151,7 @@ class Pool:
         while queue or any(m.busy for m in self.members):
             self.refresh()
             if not self.members:
-                self.wait_for_members()
+                self.wait_for_members(settle_s=0.0)
             for m in self.members:
                 if m.busy is None and queue:
                     shard = queue.popleft()
@@ -166,6 +180,8 @@ class Pool:
                 row["shards"] += 1
                 row["items"] += shard.items
                 row["busy_s"] += time.monotonic() - t0
+                for k, v in (self.tally(out) if self.tally else {}).items():
+                    row[k] = row.get(k, 0) + v
                 on_done(shard, out)
 
     def lost(self, m: Member, shard: Shard, queue: deque, why: str) -> None:
@@ -192,12 +208,13 @@ class Pool:
                 "events": self.events[-100:]}
 
     def close(self) -> None:
-        for m in list(self.members):
+        for m in list(self.members) + [m for m, _ in self.starting]:
             try:
                 self.ray.kill(m.handle, no_restart=True)
             except Exception:
                 pass
         self.members.clear()
+        self.starting.clear()
 
 
 def in_order(total: int, emit: Callable[[int, Any], None]) -> Callable[[int, Any], None]:

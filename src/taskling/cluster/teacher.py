@@ -33,6 +33,8 @@ class RemoteBackend:
         self.pool = session.pool(f"teacher {mcfg.backend}:{mcfg.model}", TeacherWorker,
                                  (mcfg.model_dump(mode="json"), worker_threads(ccfg.cpus_per_worker),
                                   list(ccfg.endpoints), script), per_node=ccfg.workers_per_node or 1)
+        self.pool.tally = lambda results: {"retries": sum(len(r.attempts) for r in results),
+                                           "failed": sum(r.error is not None for r in results)}
         self.pool.wait_for_members()
         first = self.pool.members[0].info
         self.model = dict(first["model"])
