@@ -272,3 +272,29 @@ def test_predict_shards_rows_over_the_nodes_and_writes_them_in_order(tmp_path, t
         assert x["probability"] == pytest.approx(y["probability"], abs=1e-4)
     assert solo["predicted"] == spread["predicted"] == 11
     assert spread["cluster"]["shards"] == 4 and len(spread["cluster"]["nodes"]) == 2
+
+
+def test_without_a_cluster_ray_is_never_imported_and_the_cli_runs_on_a_local_one(tmp_path, tiny_model_dir):
+    import subprocess
+    import sys
+
+    path = write_workspace(tmp_path, tiny_model_dir)
+    code = ("import sys; from rich.console import Console; from taskling.config import load_config; "
+            "from taskling.workspace import Context; from taskling.stages import ingest, generate; "
+            f"cfg = load_config({str(path)!r}, []); ctx = Context(cfg, console=Console(quiet=True)); "
+            "ingest.run(cfg, ctx); generate.run(cfg, ctx); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    # the same stages through the CLI, in a fresh workspace, on a Ray instance it starts on this machine
+    (tmp_path / "cli").mkdir()
+    write_workspace(tmp_path / "cli", tiny_model_dir)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    taskling = str(Path(sys.executable).parent / "taskling")
+    for stage in ("ingest", "generate"):
+        cli = subprocess.run([taskling, stage, "--json", "--cluster", "local"], cwd=tmp_path / "cli",
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert cli.returncode == 0, cli.stderr[-2000:]
+    m = json.loads(cli.stdout)
+    assert m["cluster"]["shards"] >= 1 and m["counts"]["examples"] == 30
+    assert "cluster: local, 1 nodes" in cli.stderr

@@ -35,6 +35,8 @@ class Session:
     """A connection to a Ray cluster and the pools of workers opened on it."""
 
     def __init__(self, address: str, ccfg: ClusterCfg, console=None):
+        if address == "local":  # one machine: every Ray process on loopback (read when ray is first imported)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
             import ray
         except ImportError:  # pragma: no cover - ray ships with taskling's set-up
