@@ -79,10 +79,16 @@ def register(name: str):
     return deco
 
 
-def open_backend(cfg: ModelCfg, threads: int | None = None) -> Backend:
-    # Import the modules that register themselves; heavy imports stay inside them.
-    from . import llamacpp, hf, openai_compat, scripted  # noqa: F401
+MODULES = {"llamacpp": "llamacpp", "transformers": "hf", "openai": "openai_compat", "scripted": "scripted"}
 
+
+def open_backend(cfg: ModelCfg, threads: int | None = None) -> Backend:
+    # Import only the module that registers this backend: `hf` pulls in torch (about a second), which
+    # an openai teacher never needs (a cluster starts a teacher worker per node and stage).
+    import importlib
+
+    if cfg.backend in MODULES:
+        importlib.import_module(f"{__name__}.{MODULES[cfg.backend]}")
     if cfg.backend not in REGISTRY:
         raise TasklingError(f"teacher.backend '{cfg.backend}' is unknown; use one of {', '.join(sorted(REGISTRY))}")
     return REGISTRY[cfg.backend](cfg, threads)
