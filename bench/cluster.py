@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/cluster.py [--examples 240] [--shard-jobs 4] [--latency 0.25] [--slots 12] [--kills 3]
 
-A local Ray cluster on loopback (ray.cluster_utils, as tests/test_cluster.py):
+A local Ray cluster on loopback (taskling.cluster.local.LocalCluster, as the tests use):
 a head without CPUs and 1-CPU worker nodes, one TeacherWorker actor per node.
 The teacher is taskling.faults.FaultServer in its own process, no fault rates,
 its toy reply (grounded in the request's <document>), made to act like a GPU
@@ -53,8 +53,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST_FAILURE = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                "health_check_timeout_ms": 500}
+sys.path.insert(0, str(ROOT / "src"))
+from taskling.cluster.local import LocalCluster  # noqa: E402  (a multi-node Ray cluster on loopback)
 RUN = "tiny-router"
 
 
@@ -190,57 +190,6 @@ class Teacher:
                 self.proc.wait()
 
 
-# -- the cluster (as tests/test_cluster.py LocalCluster, timed) ---------------------------------------------------
-class LocalCluster:
-    """A head without CPUs (only the driver talks to it) and `n` one-CPU worker nodes."""
-
-    def __init__(self, n: int):
-        import ray
-        from ray.cluster_utils import Cluster
-
-        from taskling.cluster import WORKER_ENV
-
-        t0 = time.perf_counter()
-        self.ray = ray
-        self.c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1",
-            "_system_config": FAST_FAILURE})
-        self.nodes = [self.c.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(n)]
-        self.c.wait_for_nodes()
-        ray.init(address=self.c.address, log_to_driver=False, namespace="taskling",
-                 runtime_env={"env_vars": WORKER_ENV})
-        self.startup_s = round(time.perf_counter() - t0, 2)
-
-    def add(self, k: int = 1) -> float:
-        t0 = time.perf_counter()
-        for _ in range(k):
-            self.nodes.append(self.c.add_node(num_cpus=1, node_ip_address="127.0.0.1"))
-        self.c.wait_for_nodes()
-        return round(time.perf_counter() - t0, 2)
-
-    def alive(self) -> int:
-        return sum(1 for n in self.ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1)
-
-    def kill(self, node) -> None:
-        """Kill a node the hard way: its worker processes first (mid-task), then its raylet."""
-        import psutil
-
-        raylet = node.all_processes["raylet"][0].process.pid
-        for child in psutil.Process(raylet).children(recursive=True):
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self.c.remove_node(node, allow_graceful=False)
-        self.nodes.remove(node)
-
-    def close(self) -> None:
-        try:
-            self.ray.shutdown()
-        finally:
-            self.c.shutdown()
-
-
 # -- measuring a run ----------------------------------------------------------------------------------------------
 class Sampler:
     """Every `every` s, in a thread: the machine's CPU times and the CPU seconds of the driver, of the Ray
@@ -324,6 +273,10 @@ class Sampler:
                 "ray_cores_by_process": {g: round((x1[6][g] - x0[6][g]) / span, 3) for g in x1[6]}}
 
 
+def alive(cluster: LocalCluster) -> int:
+    return sum(1 for n in cluster.ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1)
+
+
 def fresh_copy(base: Path, dest: Path) -> Path:
     """The ingested workspace again, with a cold call cache."""
     shutil.copytree(base, dest, ignore=shutil.ignore_patterns("calls.db*"))
@@ -344,7 +297,7 @@ def generate(path: Path, teacher: Teacher, cluster: LocalCluster | None, killer=
     if cluster is not None:
         from taskling.cluster import Session
 
-        session = Session(cluster.c.address, cfg.cluster)
+        session = Session(cluster.address, cfg.cluster)
     ctx = Context(cfg, console=Console(stderr=True, quiet=True), cluster=session)
     meter = Sampler(teacher.proc.pid)
     meter.start()
@@ -559,8 +512,8 @@ def main() -> None:
               flush=True)
         trials = []
         for i in range(args.kills):
-            if cluster.alive() < 3:
-                res["startup"].setdefault("re_add_1_node_s", []).append(cluster.add(3 - cluster.alive()))
+            if alive(cluster) < 3:
+                res["startup"].setdefault("re_add_1_node_s", []).append(cluster.add(3 - alive(cluster)))
             path = copy()
             killer = Killer(cluster, path.parent / journal_rel, args.seed + i, window_s=window)
             r = generate(path, teacher, cluster, killer)

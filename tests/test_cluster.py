@@ -19,61 +19,12 @@ from rich.console import Console
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from conftest import write_workspace  # noqa: E402
+from taskling.cluster.local import LocalCluster  # noqa: E402
 from taskling.config import load_config  # noqa: E402
 from taskling.workspace import Context, read_jsonl  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 QUIET = Console(stderr=True, quiet=True)
-FAST_FAILURE = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                "health_check_timeout_ms": 500}
-
-
-class LocalCluster:
-    """A head without CPUs (only the driver talks to it) and `n` one-CPU worker nodes."""
-
-    def __init__(self, n: int, env: dict | None = None):
-        import ray
-        from ray.cluster_utils import Cluster
-
-        self.saved = {k: os.environ.get(k) for k in (env or {})}
-        os.environ.update(env or {})  # worker nodes inherit it: their actors see it
-        self.ray = ray
-        self.c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1",
-            "_system_config": FAST_FAILURE})
-        self.nodes = [self.add() for _ in range(n)]
-        self.c.wait_for_nodes()
-        from taskling.cluster import WORKER_ENV
-
-        ray.init(address=self.c.address, log_to_driver=False, namespace="taskling",
-                 runtime_env={"env_vars": WORKER_ENV})
-
-    def add(self):
-        return self.c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-
-    def kill(self, node) -> None:
-        """Kill a node the hard way: its worker processes first (mid-task), then its raylet."""
-        import psutil
-
-        raylet = node.all_processes["raylet"][0].process.pid
-        for child in psutil.Process(raylet).children(recursive=True):
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self.c.remove_node(node, allow_graceful=False)
-        self.nodes.remove(node)
-
-    def close(self) -> None:
-        self.ray.shutdown()
-        self.c.shutdown()
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @pytest.fixture
 def cluster():
     c = LocalCluster(2)
@@ -84,7 +35,7 @@ def cluster():
 def session_on(c: LocalCluster, cfg):
     from taskling.cluster import Session
 
-    return Session(c.c.address, cfg.cluster)
+    return Session(c.address, cfg.cluster)
 
 
 def stages(path: Path, names: list[str], session=None, **ctx_opts) -> Context:
@@ -259,7 +210,7 @@ def test_predict_shards_rows_over_the_nodes_and_writes_them_in_order(tmp_path, t
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     solo = predict_file(src, tmp_path / "solo.jsonl", str(model), tmp_path, QUIET, batch_size=3, threads=1)
-    session = Session(cluster.c.address, ClusterCfg())
+    session = Session(cluster.address, ClusterCfg())
     try:
         spread = predict_file(src, tmp_path / "spread.jsonl", str(model), tmp_path, QUIET, batch_size=3,
                               threads=1, cluster=session)
