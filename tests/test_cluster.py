@@ -148,6 +148,8 @@ def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(tmp_path, 
                                train__batch_size=4, budget__examples=40)
         stages(path, ["ingest", "generate", "curate"])
         shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same curated data, a second run of training
+        shutil.copytree(tmp_path / "a", tmp_path / "c")  # and a third, on one machine
+        solo = stages(tmp_path / "c" / "taskling.yaml", ["train"])
         other = tmp_path / "b" / "taskling.yaml"
         cfg = load_config(path, [])
         session = session_on(c, cfg)
@@ -192,6 +194,10 @@ def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(tmp_path, 
         loss2 = json.loads((again.stage_dir("train") / "loss.json").read_text())["loss"]
         assert [s for s, _ in loss2] == list(range(1, 121))  # every step once in the history
         assert [v for _, v in loss1] == pytest.approx([v for _, v in loss2], abs=1e-4)
+        # two workers, each with part of every batch, take the steps one machine takes (token-weighted gradient)
+        loss0 = json.loads((solo.stage_dir("train") / "loss.json").read_text())["loss"]
+        diffs = [abs(a - b) for (_, a), (_, b) in zip(loss0, loss1)]
+        assert max(diffs) < 5e-3, max(diffs)  # measured: 0.0012 at most over 120 steps
     finally:
         c.close()
 
@@ -249,3 +255,22 @@ def test_without_a_cluster_ray_is_never_imported_and_the_cli_runs_on_a_local_one
     m = json.loads(cli.stdout)
     assert m["cluster"]["shards"] >= 1 and m["counts"]["examples"] == 30
     assert "cluster: local, 1 nodes" in cli.stderr
+
+
+def test_a_node_that_cannot_do_the_work_is_named_with_its_cause(tmp_path, cluster):
+    from taskling.backends import Request
+    from taskling.cluster import Session
+    from taskling.config import ClusterCfg, ModelCfg
+    from taskling.errors import TasklingError
+
+    # every node probes the endpoints: none answers, so no node can be a teacher here
+    session = Session(cluster.address, ClusterCfg(endpoints=["http://127.0.0.1:9/v1"], wait_for_nodes_s=60))
+    try:
+        backend = session.backend(ModelCfg(backend="openai", model="m"))
+        assert backend.describe() == {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+        with pytest.raises(TasklingError, match="no node can do this work: ConnectionError: none of cluster.endpoints"):
+            backend.generate([Request([{"role": "user", "content": "hi"}])])
+        assert len(backend.pool.refused) == 2
+        assert {e["event"] for e in backend.pool.events} == {"refused"}
+    finally:
+        session.close()

@@ -77,13 +77,14 @@ def guarded(fn: Callable[[], object]) -> object:
 
 
 def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
-             threads: Optional[int] = None, cluster: Optional[str] = None) -> Context:
+             threads: Optional[int] = None, cluster: Optional[str] = None, spread: bool = False) -> Context:
+    """The stage context; `spread`: a command whose work can run on a cluster (--cluster or cluster.address)."""
     from .report import kept_round
 
     cfg = load_config(config, sets or [])
     ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads)
     ctx.round = kept_round(ctx) or 0  # after the loop, a stage command acts on the round it exported
-    if cluster or cfg.cluster.address:
+    if cluster or (spread and cfg.cluster.address):
         import atexit
 
         from .cluster import connect
@@ -107,7 +108,7 @@ def stage_command(name: str, example: str):
         def go():
             import importlib
 
-            ctx = make_ctx(config, set_, run, force, threads, cluster)
+            ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
             stage = importlib.import_module(f"taskling.stages.{name}")
             m = stage.run(ctx.cfg, ctx)
             if name == "evaluate":
@@ -149,7 +150,7 @@ def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra file
     def go():
         from .stages import ingest as stage
 
-        ctx = make_ctx(config, set_, run, force, cluster=cluster)
+        ctx = make_ctx(config, set_, run, force, cluster=cluster, spread=True)
         emit(stage.run(ctx.cfg, ctx, paths), as_json)
     guarded(go)
 
@@ -170,7 +171,7 @@ def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run
     def go():
         from .stages import generate as stage
 
-        ctx = make_ctx(config, set_, run, force, threads, cluster)
+        ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
         emit(stage.run(ctx.cfg, ctx, dry_run=dry_run), as_json)
     guarded(go)
 
@@ -181,7 +182,8 @@ def curate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
            export: Annotated[Optional[Path], typer.Option("--export", help="Write every candidate (kept and "
                              "dropped, with reasons and scores) to this CSV for review.")] = None,
            import_: Annotated[Optional[Path], typer.Option("--import", help="Read a reviewed CSV: its accept / "
-                              "reject / fix decisions win over every filter, now and in later runs.")] = None) -> None:
+                              "reject / fix decisions win over every filter, now and in later runs.")] = None,
+           cluster: ClusterOpt = None) -> None:
     """Validate, dedup, ground, split and select the examples into train and held-out eval sets.
 
     Example: taskling curate --export review.csv; (edit it) taskling curate --import review.csv
@@ -189,7 +191,7 @@ def curate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
     def go():
         from .stages import curate as stage
 
-        ctx = make_ctx(config, set_, run, force, threads)
+        ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
         result: dict = {}
         if export:
             return emit(stage.export_review(ctx, export), as_json)
@@ -276,7 +278,7 @@ def run_all(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run:
     def go():
         from . import loop
 
-        emit(loop.run(make_ctx(config, set_, run, force, threads, cluster)), as_json)
+        emit(loop.run(make_ctx(config, set_, run, force, threads, cluster, spread=True)), as_json)
     guarded(go)
 
 
@@ -336,11 +338,12 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
             raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
         cfg, root = serve_config(config, set_)
         session = None
-        if cluster:
+        address = cluster or (load_config(config, set_ or []).cluster.address if config.exists() else None)
+        if address:
             from .cluster import connect
             from .config import ClusterCfg
 
-            session = connect(cluster, load_config(config, set_ or []).cluster if config.exists() else ClusterCfg(), err)
+            session = connect(address, load_config(config, set_ or []).cluster if config.exists() else ClusterCfg(), err)
         try:
             emit(predict_file(file, output, model, root, err, cfg=cfg, backend=backend, batch_size=batch_size,
                               threads=threads, cluster=session), as_json)

@@ -228,7 +228,7 @@ class ClusterCfg(Section):
     address: str | None = None         # a Ray address ("auto", "HOST:6379", "ray://HOST:10001") or "local"
     shard_jobs: int = Field(4, ge=1, le=1000)        # teacher requests per shard (a lost node loses at most one per worker)
     workers_per_node: int | None = Field(None, ge=1)  # teacher workers per node (default 1; each sends shard_jobs requests at once)
-    cpus_per_worker: float = Field(1, gt=0)          # CPUs a teacher, embedding or inference worker reserves
+    cpus_per_worker: float = Field(1, gt=0)          # CPUs (and threads) a teacher, embedding or inference worker takes
     max_reschedules: int = Field(3, ge=0)            # times one shard may be moved off a dead node before the stage fails
     wait_for_nodes_s: float = Field(300, gt=0)       # with no live worker node, wait this long for one to join
     endpoints: list[str] = []          # OpenAI-compatible teacher URLs; each node uses the nearest one that answers

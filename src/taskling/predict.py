@@ -187,6 +187,7 @@ def predict_on_cluster(session, t: eng.Target, rows: list[dict], starts: list[in
     try:
         pool.map(shards, lambda s, outs: ordered(s.payload, outs),
                  load=lambda s: [str(r["input"]) for r in rows[starts[s.payload]:starts[s.payload] + batch_size]])
+        ordered.check()
+        return pool.report()
     finally:
         pool.close()
-    return pool.report()

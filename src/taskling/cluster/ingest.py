@@ -55,9 +55,10 @@ def convert_files(ctx, ing, files: list[Path], snapshot: list[tuple], progress, 
 
     try:
         pool.map(shards, done, load=load)
+        ordered.check()
+        return pool.report()
     finally:
         pool.close()
-    return pool.report()
 
 
 def embed(ctx, cfg, pile, todo: list[tuple[int, str]], progress, task) -> dict:
@@ -79,6 +80,6 @@ def embed(ctx, cfg, pile, todo: list[tuple[int, str]], progress, task) -> dict:
 
     try:
         pool.map(shards, done, load=lambda s: [t for _, t in todo[s.payload:s.payload + k]])
+        return pool.report()
     finally:
         pool.close()
-    return pool.report()

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 from ..errors import TasklingError
 
 REFRESH_S = 2.0  # how often the pool looks for nodes that joined or left
+START_TRIES = 3  # a node whose workers die this often while starting is left out
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Pool:
         self.checked = 0.0
         self.t0 = time.monotonic()
         self.tally: Callable[[Any], dict] | None = None  # extra per-node counters from a shard's result
+        self.refused: dict[str, str] = {}       # nodes that cannot do this pool's work, and why
+        self.failed_starts: dict[str, int] = {}  # workers that died while starting, per node
+        self.queue: deque = deque()
 
     # -- membership -----------------------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -71,11 +75,18 @@ class Pool:
 
         alive = {n["id"]: n for n in self.session.nodes(self.ccfg.cpus_per_worker)}
         for m in [m for m in self.members if m.node not in alive]:
-            self.drop(m, "its node left the cluster")
+            if m.busy is not None:  # its shard goes back to the queue, first in line
+                ref, shard, _ = m.busy
+                m.busy = None
+                self.lost(m, shard, "its node left the cluster")
+            else:
+                self.drop(m, "its node left the cluster")
         have: dict[str, int] = {}
         for m in self.members + [m for m, _ in self.starting]:
             have[m.node] = have.get(m.node, 0) + 1
         for nid, n in alive.items():
+            if nid in self.refused:
+                continue
             room = min(self.per_node, max(1, int(n["cpus"] // self.ccfg.cpus_per_worker)))
             for _ in range(room - have.get(nid, 0)):
                 h = self.cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(
@@ -92,11 +103,15 @@ class Pool:
             self.starting.remove((m, ref))
             try:
                 info = self.ray.get(ref)
-            except RayError:  # its node left while the worker started: the next refresh sees that
+            except RayError as e:  # its node left while it started (the next refresh sees that), or it cannot start
+                if m.node in alive:
+                    self.failed_starts[m.node] = self.failed_starts.get(m.node, 0) + 1
+                    if self.failed_starts[m.node] >= START_TRIES:
+                        self.refuse(m, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
                 continue
-            if info.get("error"):
-                raise TasklingError(f"cluster {self.name}: a worker on node {m.node[:12]} ({m.address}) could not "
-                                    f"start: {info['error']}")
+            if info.get("error"):  # this node cannot do the work (a missing model, an unreachable teacher...)
+                self.refuse(m, info["error"])
+                continue
             m.info = info
             self.members.append(m)
             row = node_row(self.stats, m.node, m.address)
@@ -110,6 +125,19 @@ class Pool:
                 self.ray.kill(m.handle, no_restart=True)
             except Exception:
                 pass
+
+    def refuse(self, m: Member, why: str) -> None:
+        """Leave a node out of this pool for good, and say why; the others go on."""
+        self.refused[m.node] = why
+        self.events.append({"t": round(time.monotonic() - self.t0, 2), "node": m.node[:12], "event": "refused",
+                            "why": why})
+        if self.session.console is not None:
+            self.session.console.print(f"[yellow]cluster {self.name}: node {m.node[:12]} ({m.address}) left out: "
+                                       f"{why}[/]", highlight=False, soft_wrap=True)
+        try:
+            self.ray.kill(m.handle, no_restart=True)
+        except Exception:
+            pass
 
     def drop(self, m: Member, why: str) -> None:
         if m in self.members:
@@ -130,8 +158,12 @@ class Pool:
             self.refresh(force=True)
             if self.members and (not self.starting or time.monotonic() - t0 > settle_s):
                 return
+            alive = {n["id"] for n in self.session.nodes(self.ccfg.cpus_per_worker)}
+            if not self.members and not self.starting and alive and alive <= set(self.refused):
+                why = "; ".join(sorted({w for n, w in self.refused.items() if n in alive}))[:1500]
+                raise TasklingError(f"cluster {self.name}: no node can do this work: {why}")
             if time.monotonic() > deadline:
-                raise TasklingError(f"cluster {self.name}: no live node with {self.ccfg.cpus_per_worker:g} free CPU "
+                raise TasklingError(f"cluster {self.name}: no live node with {self.ccfg.cpus_per_worker:g} CPU "
                                     f"joined within cluster.wait_for_nodes_s={self.ccfg.wait_for_nodes_s:g} s; "
                                     "add nodes with 'ray start --address ...' (docs/scale-out.md)")
             time.sleep(1.0)
@@ -146,7 +178,7 @@ class Pool:
         """Run every shard on some worker; `on_done(shard, result)` on the driver as each comes back."""
         from ray.exceptions import RayError, RayTaskError
 
-        queue = deque(shards)
+        queue = self.queue = deque(shards)
         self.refresh()
         while queue or any(m.busy for m in self.members):
             self.refresh()
@@ -174,7 +206,7 @@ class Pool:
                     raise TasklingError(f"cluster {self.name}: shard {shard.id} failed on node {m.node[:12]}: "
                                         f"{type(cause).__name__}: {cause}") from None
                 except RayError as e:  # the worker, its node or its result is gone: send the shard again
-                    self.lost(m, shard, queue, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+                    self.lost(m, shard, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
                     continue
                 row = node_row(self.stats, m.node, m.address)
                 row["shards"] += 1
@@ -184,7 +216,7 @@ class Pool:
                     row[k] = row.get(k, 0) + v
                 on_done(shard, out)
 
-    def lost(self, m: Member, shard: Shard, queue: deque, why: str) -> None:
+    def lost(self, m: Member, shard: Shard, why: str) -> None:
         """`m` died holding `shard`: drop the worker, send the shard again (first in line)."""
         row = node_row(self.stats, m.node, m.address)
         row["lost_shards"] += 1
@@ -196,7 +228,7 @@ class Pool:
         if shard.attempts > self.ccfg.max_reschedules:
             raise TasklingError(f"cluster {self.name}: shard {shard.id} was lost {shard.attempts} times "
                                 f"(last: {why}); over cluster.max_reschedules={self.ccfg.max_reschedules}")
-        queue.appendleft(shard)
+        self.queue.appendleft(shard)
 
     def report(self) -> dict:
         nodes = sorted(self.stats.values(), key=lambda r: r["node"])
@@ -205,6 +237,7 @@ class Pool:
         return {"pool": self.name, "nodes": nodes, "workers": len(self.members),
                 "shards": sum(r["shards"] for r in nodes), "rescheduled_shards": len(self.rescheduled),
                 "lost_items": sum(r["lost_items"] for r in nodes), "rescheduled": self.rescheduled[-50:],
+                "refused": {n[:12]: w for n, w in self.refused.items()},
                 "events": self.events[-100:]}
 
     def close(self) -> None:
@@ -227,5 +260,10 @@ def in_order(total: int, emit: Callable[[int, Any], None]) -> Callable[[int, Any
         while nxt[0] in held:
             emit(nxt[0], held.pop(nxt[0]))
             nxt[0] += 1
-    take.pending = held  # type: ignore[attr-defined]
+
+    def check() -> None:
+        """After the last shard: every index came (a gap would hold back all that follows)."""
+        if nxt[0] != total:
+            raise TasklingError(f"cluster: result {nxt[0]} of {total} never came back; run the same command again")
+    take.check = check  # type: ignore[attr-defined]
     return take

@@ -11,9 +11,20 @@ import sys
 
 from ..backends import Capabilities, OnResult, Request, Result
 from ..config import ModelCfg
+from ..errors import TasklingError
 from . import worker_threads
 from .pool import Shard
 from .workers import TeacherWorker
+
+
+def openai_identity(mcfg: ModelCfg, ccfg) -> dict:
+    """The same identity whichever endpoint a node picked (and the same as on one machine)."""
+    url = mcfg.base_url or (ccfg.endpoints[0] if ccfg.endpoints else "per-node")
+    return {"backend": "openai", "model": mcfg.model, "base_url": url.rstrip("/")}
+
+
+IDENTITY = {"openai": openai_identity,
+            "scripted": lambda mcfg, ccfg: {"backend": "scripted", "model": mcfg.model}}
 
 
 class RemoteBackend:
@@ -35,15 +46,19 @@ class RemoteBackend:
                                   list(ccfg.endpoints), script), per_node=ccfg.workers_per_node or 1)
         self.pool.tally = lambda results: {"retries": sum(len(r.attempts) for r in results),
                                            "failed": sum(r.error is not None for r in results)}
-        self.pool.wait_for_members()
-        first = self.pool.members[0].info
-        self.model = dict(first["model"])
-        if mcfg.backend == "openai":  # the same identity whichever endpoint a node picked
-            self.model["base_url"] = (mcfg.base_url or ccfg.endpoints[0]).rstrip("/")
-        caps = first["caps"]
-        self.capabilities = Capabilities(batching=True, logprobs=caps["logprobs"], json_schema=caps["json_schema"],
-                                         concurrency=max(1, self.pool.size * ccfg.shard_jobs))
         self.sent = 0
+        known = IDENTITY.get(mcfg.backend)
+        if known is not None:  # no worker needed to name the model: a fully cached re-run needs no node
+            self.model = known(mcfg, ccfg)
+            caps = {"logprobs": mcfg.backend == "openai", "json_schema": mcfg.backend == "openai" and mcfg.json_mode}
+            workers = len(session.nodes(ccfg.cpus_per_worker)) * (ccfg.workers_per_node or 1)
+        else:  # a local model: its identity (file, size) comes from a node that loaded it
+            self.pool.wait_for_members()
+            first = self.pool.members[0].info
+            self.model, caps, workers = dict(first["model"]), first["caps"], self.pool.size
+        self.caps = caps
+        self.capabilities = Capabilities(batching=True, logprobs=caps["logprobs"], json_schema=caps["json_schema"],
+                                         concurrency=max(1, workers * ccfg.shard_jobs))
 
     def describe(self) -> dict:
         return self.model
@@ -62,10 +77,13 @@ class RemoteBackend:
                 if on_result:
                     on_result(start + j, res)
 
+        if not self.pool.members:
+            self.pool.wait_for_members()
         self.pool.map(shards, done, load=lambda s: s.payload[1])
-        self.capabilities = Capabilities(batching=True, logprobs=self.capabilities.logprobs,
-                                         json_schema=self.capabilities.json_schema,
-                                         concurrency=max(1, self.pool.size * k))
+        if any(r is None for r in out):  # the pool gives every shard back or fails: this is a bug if it happens
+            raise TasklingError(f"cluster {self.pool.name}: {sum(r is None for r in out)} teacher answers never came back")
+        self.capabilities = Capabilities(batching=True, logprobs=self.caps["logprobs"],
+                                         json_schema=self.caps["json_schema"], concurrency=max(1, self.pool.size * k))
         return out  # type: ignore[return-value]
 
     def cluster_stats(self) -> dict:

@@ -3,8 +3,9 @@
 The loop is train.py's, step for step: the same batch order decided up front
 from the seed, the same completion-only loss, AdamW, cosine schedule, clipping
 and held-out checks. Each of the cluster.train_workers workers takes its share
-of every batch (rank::world) and the LoRA gradients are averaged over the workers
-with one all-reduce per step. Every
+of every batch (rank::world); its loss is weighted by its share of the
+batch's completion tokens and the LoRA gradients are summed with one
+all-reduce per step, which is the single-machine gradient of the whole batch. Every
 train.checkpoint_every steps rank 0 reports a checkpoint (adapter, optimizer,
 scheduler, history) to storage every node can reach (cluster.storage, default
 the run's train folder). When a worker dies, FailureConfig restarts the group
@@ -14,8 +15,10 @@ A driver killed and started again resumes from the newest checkpoint too.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,8 +57,8 @@ def worker_loop(conf: dict) -> None:
     lora = LoraConfig(r=tc["lora"]["r"], lora_alpha=tc["lora"]["alpha"], lora_dropout=tc["lora"]["dropout"],
                       target_modules=tc["lora"]["target_modules"], task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
-    if conf["resume_from"]:
-        set_peft_model_state_dict(model, load_peft_weights(conf["resume_from"]))
+    if conf["resume_weights"] is not None:  # loop.train: continue (the weights came from the driver)
+        set_peft_model_state_dict(model, conf["resume_weights"])
     peft_model = model
     device = ray.train.torch.get_device()
     model.to(device)
@@ -85,26 +88,35 @@ def worker_loop(conf: dict) -> None:
         torch.manual_seed(conf["seed"] * 1_000_003 + step * 1_009 + rank)  # dropout: the same draws after a restart
         loss_sum, ntok = 0.0, 0
         for micro in range(ga):
-            mine = order[(step - 1) * ga + micro][rank::world]
-            batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad).items()}
-            with infer.autocast():
-                loss = completion_loss(model, batch)
-            (loss / ga).backward()
-            loss_sum += float(loss.detach()) / ga
-            ntok += int(batch["attention_mask"].sum())
-        average_grads(trainable, world)  # what DDP would do; written out, since the loss calls the decoder directly
+            mine = order[(step - 1) * ga + micro][rank::world]  # a short batch may leave a rank nothing
+            batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad).items()} if mine else None
+            n_mine = int((batch["labels"][:, 1:] != -100).sum()) if batch is not None else 0
+            n_all = torch.tensor([float(n_mine)])
+            dist.all_reduce(n_all)  # completion tokens of the whole micro-batch, over all workers
+            if n_mine:
+                with infer.autocast():
+                    loss = completion_loss(model, batch)
+                share = n_mine / float(n_all) / ga  # this rank's part of the micro-batch's token mean
+                (loss * share).backward()
+                loss_sum += float(loss.detach()) * share
+                ntok += int(batch["attention_mask"].sum())
+        sum_grads(trainable)  # the shares add up to the single-machine gradient of the whole batch
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         both = torch.tensor([loss_sum, float(ntok)])
-        dist.all_reduce(both)  # the step's loss over all workers, and all their tokens
-        loss_sum, ntok = float(both[0]) / world, int(both[1])
+        dist.all_reduce(both)  # the step's loss (the shares) and all workers' tokens
+        loss_sum, ntok = float(both[0]), int(both[1])
         history["tokens"] += ntok
         history["seconds"] += time.perf_counter() - t0
         history["loss"].append([step, round(loss_sum, 5)])
         if held and ((conf["curve"] and step % every == 0) or step == steps):
-            el, ex = eval_loss(peft_model, held, pad, tc["batch_size"])  # every rank: same weights, same answer
+            got = torch.zeros(2, dtype=torch.float64)  # rank 0 measures, every rank decides the same from it
+            if rank == 0:
+                got[:] = torch.tensor(eval_loss(peft_model, held, pad, tc["batch_size"]), dtype=torch.float64)
+            dist.broadcast(got, 0)
+            el, ex = float(got[0]), float(got[1])
             history["eval_loss"].append([step, round(el, 5)])
             history.setdefault("eval_exact", []).append([step, round(ex, 4)])
             if stopper.update(step, el, ex) and tc["best_checkpoint"]:
@@ -114,7 +126,7 @@ def worker_loop(conf: dict) -> None:
         metrics = {"step": step, "loss": loss_sum, "tokens": history["tokens"]}
         if step % tc["checkpoint_every"] == 0 or last:
             if rank == 0:
-                tmp = Path(conf["scratch"]) / f"ck-{step:06d}-{time.time_ns()}"
+                tmp = Path(tempfile.mkdtemp(prefix=f"taskling-ck-{step:06d}-")) / "ck"  # on this worker's node
                 peft_model.save_pretrained(tmp)
                 torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                             "history": history}, tmp / STATE)
@@ -123,22 +135,24 @@ def worker_loop(conf: dict) -> None:
                 (tmp / "step.json").write_text(json.dumps({"step": step, "steps": steps}))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
                                  checkpoint_dir_name=f"step-{step:06d}")
-                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(tmp.parent, ignore_errors=True)
             else:
                 ray.train.report(metrics, checkpoint_dir_name=f"step-{step:06d}")
         if last:
             break
 
 
-def average_grads(params: list, world: int) -> None:
-    """All-reduce the gradients of `params` (one flat buffer) and divide by the number of workers."""
+def sum_grads(params: list) -> None:
+    """All-reduce (sum) the gradients of `params` in one flat buffer; a rank that had no example adds zeros."""
     import torch
     import torch.distributed as dist
 
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
-    flat /= world
     at = 0
     for g in grads:
         g.copy_(flat[at:at + g.numel()].view_as(g))
@@ -154,7 +168,6 @@ def newest(storage: Path) -> Path | None:
 def fit(cfg: Config, ctx: Context, out: Path, *, data: list, held: list, order: list, steps: int, lr: float,
         every: int, seed: int, resume_from: Path | None) -> dict:
     """Train on the cluster; leaves out/adapter and returns the history and what the cluster did."""
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -163,26 +176,32 @@ def fit(cfg: Config, ctx: Context, out: Path, *, data: list, held: list, order: 
         raise TasklingError(f"cluster.train_workers={cc.train_workers} is more than train.batch_size="
                             f"{tc.batch_size}: every worker needs at least one example per step; raise "
                             "train.batch_size or lower cluster.train_workers")
-    storage = Path(cc.storage).expanduser() if cc.storage else out / "ray"
-    name = f"{ctx.run_id}-round-{ctx.round}"
-    (storage / name).mkdir(parents=True, exist_ok=True)
-    scratch = out / "scratch"
-    scratch.mkdir(exist_ok=True)
+    remote = cc.storage is not None and "://" in cc.storage  # s3://, gs://...: Ray Train's filesystems
+    storage = cc.storage if remote else str(Path(cc.storage).expanduser() if cc.storage else out / "ray")
+    # The run's checkpoints belong to exactly this training (workspace, data, settings): another run
+    # in the same shared storage, or this one after a change, never resumes from them.
+    what = json.dumps([str(out.resolve()), tc.model_dump(mode="json"), cfg.student.model, steps, lr, seed, order,
+                       [d["input_ids"] for d in data], str(resume_from)], sort_keys=True)
+    name = f"{ctx.run_id}-round-{ctx.round}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
+    where = f"{storage.rstrip('/')}/{name}"
+    resume_weights = None
+    if resume_from is not None:
+        from safetensors.torch import load_file
+
+        resume_weights = load_file(Path(resume_from) / "adapter_model.safetensors")
     conf = {"train": tc.model_dump(mode="json"), "model": cfg.student.model, "data": data, "held": held,
-            "order": order, "steps": steps, "lr": lr, "every": every, "seed": seed,
-            "resume_from": str(resume_from) if resume_from else None, "scratch": str(scratch),
+            "order": order, "steps": steps, "lr": lr, "every": every, "seed": seed, "resume_weights": resume_weights,
             "threads": max(1, int(cc.cpus_per_train_worker)),
             "curve": tc.patience is not None or tc.best_checkpoint or tc.eval_every is not None}
-    again = newest(storage / name)
-    if again is not None:
-        ctx.console.print(f"train: resuming the cluster run from {again.name}")
+    again = None if remote else newest(Path(where))
+    if again is not None:  # Ray Train restores from the run's storage by itself; say so
+        ctx.console.print(f"train: resuming the cluster run from its checkpoint {again.name}")
     trainer = TorchTrainer(
         worker_loop, train_loop_config=conf,
         scaling_config=ScalingConfig(num_workers=cc.train_workers, use_gpu=cc.use_gpu,
                                      resources_per_worker={"CPU": cc.cpus_per_train_worker}),
-        run_config=RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=cc.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(again)) if again else None)
+        run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=cc.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
     t0 = time.perf_counter()
     ctx.console.print(f"train: {cc.train_workers} data-parallel workers on the cluster "
                       f"({'NCCL, GPU' if cc.use_gpu else 'gloo, CPU'}), {steps} steps")
@@ -191,9 +210,9 @@ def fit(cfg: Config, ctx: Context, out: Path, *, data: list, held: list, order: 
     except Exception as e:  # Ray Train gives up after max_failures
         why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[-1200:]
         raise TasklingError(f"train: the cluster run failed ({type(e).__name__}: {why}); "
-                            f"checkpoints are in {storage / name}; run the same command to resume") from None
+                            f"checkpoints are in {where}; run the same command to resume") from None
     if result.checkpoint is None:
-        raise TasklingError(f"train: the cluster run ended without a checkpoint; see {storage / name}")
+        raise TasklingError(f"train: the cluster run ended without a checkpoint; see {where}")
     import torch
 
     final = out / "adapter"
@@ -205,11 +224,10 @@ def fit(cfg: Config, ctx: Context, out: Path, *, data: list, held: list, order: 
         use_best = cfg.train.best_checkpoint and best_step is not None and (Path(d) / BEST).exists()
         if use_best:  # the same keys save_pretrained writes: a drop-in adapter
             shutil.copyfile(Path(d) / BEST, final / "adapter_model.safetensors")
-    shutil.rmtree(scratch, ignore_errors=True)
     history = state["history"]
     spread = {"workers": cc.train_workers, "backend": "nccl" if cc.use_gpu else "gloo",
               "restarts": len(history.get("restarts", [])), "resumed_at_steps": history.get("restarts", []),
-              "storage": str(storage / name), "wall_seconds": round(time.perf_counter() - t0, 1)}
+              "storage": where, "wall_seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out / "cluster.json", spread)
     return {"history": history, "step": state["step"], "kept_step": best_step if use_best else state["step"],
             "cluster": spread}

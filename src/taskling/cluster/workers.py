@@ -58,8 +58,9 @@ class TeacherWorker:
 
             if script is not None:
                 scripted.set_script(script)
-            cfg, self.probe = nearest(ModelCfg(**mcfg), endpoints)
-            cfg = node_override(cfg)
+            cfg = node_override(ModelCfg(**mcfg))  # the node's own server wins over the nearest endpoint
+            if cfg.base_url == mcfg.get("base_url"):
+                cfg, self.probe = nearest(cfg, endpoints)
             self.endpoint = cfg.base_url or "local"
             self.backend = open_backend(cfg, threads)
         except Exception as e:  # reported by ready()

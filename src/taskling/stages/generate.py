@@ -89,8 +89,12 @@ class Generation:
         self.journal = Journal(out / "journal.jsonl")
         self.sums = {"jobs": 0, "examples": 0, "tokens": 0, "cost": 0.0, "failed": 0}
         self._count(self.journal.records.values())
+
+    @property
+    def batch(self) -> int:
+        """Jobs per batch: four per request the teacher can have in flight (on a cluster that grows as nodes join)."""
         caps = self.teacher.capabilities
-        self.batch = max(4, 4 * caps.concurrency) if caps.concurrency > 1 else (8 if caps.batching else 4)
+        return max(4, 4 * caps.concurrency) if caps.concurrency > 1 else (8 if caps.batching else 4)
 
     # -- totals over what the journal holds (kept up to date as batches are journaled) --------------------------
     def _count(self, records) -> None:
