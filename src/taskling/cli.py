@@ -354,6 +354,21 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
 
 
 @app.command()
+def ui(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None,
+       host: Annotated[str, typer.Option(help="Interface to bind (loopback unless you mean it).")] = "127.0.0.1",
+       port: Annotated[int, typer.Option(help="Port.")] = 8765) -> None:
+    """Open the local web app over the workspace: the pile, the examples and their review.
+
+    Example: taskling ui --port 8765, then open http://127.0.0.1:8765/
+    """
+    def go():
+        from .ui import serve
+
+        serve(make_ctx(config, None, run), host=host, port=port, console=err)
+    guarded(go)
+
+
+@app.command()
 def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_json: JsonOpt = False) -> None:
     """Rebuild runs/<id>/report.html and report.json from what the stages wrote.
 

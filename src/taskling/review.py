@@ -238,6 +238,32 @@ def import_review(path: Path, store: Path, known: dict[str, dict]) -> dict:
     return {**counts, "errors": errors}
 
 
+def decide(store: Path, example: dict, decision: str, *, input: str | None = None, output=None,
+           note: str | None = None) -> dict:
+    """Store one reviewer decision about `example` (the web UI's path), exactly as a review-file
+    import stores it: the next curate applies it. Returns the record written."""
+    word = WORDS.get(str(decision).lower())
+    if word is None:
+        raise TasklingError(f"decision {decision!r} is not one of accept, reject, fix")
+    rec: dict = {"id": example["id"], "decision": word}
+    if word == "fix":
+        if input is None and output is None:
+            raise TasklingError("a fix needs a corrected input or output")
+        if input is not None:
+            rec["input"] = input
+        if output is not None:
+            rec["output"], problem = _fixed_output(output, example.get("output")) if isinstance(output, str) \
+                else (output, None)
+            if problem:
+                raise TasklingError(problem)
+    if note:
+        rec["note"] = note
+    rec["of"] = digest(example)
+    rec["at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _append(Path(store), [rec])
+    return rec
+
+
 def _append(store: Path, records: list[dict]) -> None:
     store.parent.mkdir(parents=True, exist_ok=True)
     with open(store, "a+b") as f:

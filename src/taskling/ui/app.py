@@ -1,0 +1,195 @@
+"""The UI's HTTP side: the page, its assets, and a small JSON API over the workspace."""
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fastapi import Request  # at module level: FastAPI resolves the (string) annotations here
+
+from ..errors import TasklingError
+from ..workspace import Context, read_jsonl
+
+STATIC = Path(__file__).parent / "static"
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+PAGE_LIMIT = 200
+
+
+def create_app(ctx: Context):
+    """The FastAPI app for `ctx`'s workspace and its session token."""
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    from .. import review
+    from ..pile import Pile
+    from ..stages.curate import candidates, review_store
+
+    token = secrets.token_urlsafe(24)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    root = ctx.cfg.root.resolve()
+
+    def guard(request: Request) -> None:
+        """State-changing requests: the session token, from a page of this server."""
+        if not secrets.compare_digest(request.headers.get("x-taskling-token", ""), token):
+            raise HTTPException(403, "missing or wrong session token; reload the page")
+        origin = request.headers.get("origin")
+        if origin and urlparse(origin).hostname not in LOOPBACK:
+            raise HTTPException(403, f"requests from {origin} are not allowed")
+
+    @app.exception_handler(TasklingError)
+    async def user_error(request: Request, e: TasklingError):
+        return JSONResponse({"error": str(e)}, status_code=400)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        res = await call_next(request)
+        res.headers["Content-Security-Policy"] = CSP
+        res.headers["X-Content-Type-Options"] = "nosniff"
+        res.headers["Referrer-Policy"] = "no-referrer"
+        res.headers["Cache-Control"] = "no-store"
+        return res
+
+    @app.get("/")
+    def index():
+        html = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
+        return HTMLResponse(html)
+
+    @app.get("/static/{name}")
+    def asset(name: str):
+        if name not in ASSETS:  # a fixed list: no path reaches outside the package
+            raise HTTPException(404, "no such asset")
+        return Response((STATIC / name).read_bytes(), media_type=ASSETS[name])
+
+    @app.get("/api/state")
+    def state():
+        with Pile(ctx.ws.pile_db) as pile:
+            stats = pile.stats()
+        t = ctx.cfg.task
+        return {"task": {"name": t.name, "type": t.type, "description": t.description,
+                         "labels": sorted(t.labels) if t.labels else []},
+                "run": ctx.run_id, "round": ctx.round, "pile": {k: v for k, v in stats.items() if k != "by_format"}}
+
+    @app.get("/api/topics")
+    def topics():
+        with Pile(ctx.ws.pile_db) as pile:
+            return {"topics": [{k: t[k] for k in ("id", "label", "terms", "size")} for t in pile.topics()]}
+
+    @app.get("/api/search")
+    def search(q: str = "", mode: str = "fts", limit: int = 20):
+        limit = max(1, min(limit, 100))
+        with Pile(ctx.ws.pile_db) as pile:
+            if mode == "semantic":
+                hits = semantic(ctx, pile, q, limit)
+            else:
+                hits = pile.search(q, limit) if q.strip() else []
+        return {"hits": [{"key": c.key, "path": c.path, "locator": c.locator, "topic": c.topic_id,
+                          "text": c.text[:400], "score": round(float(s), 4)} for c, s in hits]}
+
+    @app.get("/api/chunk/{key}")
+    def chunk(key: str):
+        with Pile(ctx.ws.pile_db) as pile:
+            c = pile.chunk(key)
+            if c is None:
+                raise HTTPException(404, "no such chunk")
+            doc = pile.document(c.path)
+        text = (doc["text"] if doc is not None and "text" in doc.keys() else "") or ""
+        lo, hi = max(0, c.start_char - 2000), min(len(text), c.end_char + 2000)
+        return {"key": c.key, "path": c.path, "locator": c.locator, "format": c.format, "text": c.text,
+                "document": {"before": text[lo:c.start_char], "chunk": text[c.start_char:c.end_char],
+                             "after": text[c.end_char:hi], "cut_before": lo > 0, "cut_after": hi < len(text)}}
+
+    def examples_now() -> list[dict]:
+        try:
+            rows = candidates(ctx)
+        except TasklingError:
+            return []
+        decided = review.load_decisions(review_store(ctx))
+        for ex in rows:
+            d = decided.get(ex["id"])
+            ex["decision"] = d["decision"] if d and d.get("of") in (None, review.digest(ex)) else None
+        return rows
+
+    @app.get("/api/examples")
+    def examples(status: str = "", label: str = "", q: str = "", decision: str = "", offset: int = 0,
+                 limit: int = 50):
+        rows = examples_now()
+        if status:
+            rows = [r for r in rows if r.get("status") == status]
+        if label:
+            rows = [r for r in rows if str(r.get("label", r.get("output"))) == label]
+        if decision:
+            rows = [r for r in rows if (r.get("decision") or "none") == decision]
+        if q:
+            low = q.lower()
+            rows = [r for r in rows if low in json.dumps([r.get("input"), r.get("output")], ensure_ascii=False).lower()]
+        limit = max(1, min(limit, PAGE_LIMIT))
+        page = rows[max(0, offset):max(0, offset) + limit]
+        keep = ("id", "status", "reason", "input", "output", "label", "arm", "round", "spans", "provenance",
+                "grounding", "judge", "decision")
+        return {"total": len(rows), "offset": offset, "examples": [{k: r.get(k) for k in keep} for r in page]}
+
+    @app.post("/api/review")
+    async def decide(request: Request):
+        guard(request)
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise HTTPException(400, "send {id, decision} as JSON")
+        known = {ex["id"]: ex for ex in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")}
+        ex = known.get(body["id"])
+        if ex is None:
+            raise HTTPException(404, f"example {body['id']!r} is not a current candidate")
+        out = {}
+        if body.get("decision"):
+            out["review"] = review.decide(review_store(ctx), ex, body["decision"], input=body.get("input"),
+                                          output=body.get("output"), note=body.get("note"))
+        if body.get("gold"):
+            out["gold"] = add_gold(root / "gold.jsonl", ex)
+        return out
+
+    return app, token
+
+
+def add_gold(path: Path, ex: dict) -> bool:
+    """Append the example to gold.jsonl (the person checked it); False when its input is there already."""
+    have = {str(r.get("input", "")).strip() for r in read_jsonl(path)} if path.exists() else set()
+    if str(ex["input"]).strip() in have:
+        return False
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"input": ex["input"], "output": ex["output"]}, ensure_ascii=False) + "\n")
+    return True
+
+
+def semantic(ctx: Context, pile, q: str, limit: int) -> list:
+    """Chunks nearest to `q` by embedding (the pile's own embedder)."""
+    import numpy as np
+
+    from ..embed import Embedder, from_blobs
+
+    if not q.strip():
+        return []
+    rows = pile.db.execute("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
+    if not rows:
+        raise TasklingError("the pile has no embeddings; ingest with ingest.embed: true for semantic search")
+    emb = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens)
+    vec = emb.encode([q])[0]
+    mat = from_blobs([r[1] for r in rows], len(vec))
+    scores = mat @ np.asarray(vec, dtype=np.float32)
+    top = np.argsort(-scores)[:limit]
+    chunks = pile.chunks_by_id([int(rows[i][0]) for i in top])
+    by_id = {c.id: c for c in chunks}
+    return [(by_id[int(rows[i][0])], float(scores[i])) for i in top if int(rows[i][0]) in by_id]
+
+
+def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None) -> None:
+    import uvicorn
+
+    if host not in LOOPBACK and console is not None:
+        console.print(f"[yellow]ui: serving on {host}: anyone who can reach it can read your documents[/]")
+    app, _ = create_app(ctx)
+    if console is not None:
+        console.print(f"ui: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (Ctrl-C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

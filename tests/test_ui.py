@@ -1,0 +1,152 @@
+"""taskling ui in headless Chromium (Playwright driving Debian's chromium), against a workspace
+built with the scripted teacher and the tiny student: pages load without console errors, the
+pile is searched and a chunk is shown in its document, three examples are reviewed with the
+keyboard and the decisions are on disk, a document holding <script> shows as text, and the
+API refuses writes without the session token and reads outside the workspace."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from conftest import write_workspace
+from taskling.config import load_config
+from taskling.workspace import Context, read_jsonl
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+EVIL = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned=2\"> The json_extract trick, in HTML."
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory, tiny_model_dir):
+    import uvicorn
+
+    from taskling.stages import curate, generate, ingest
+    from taskling.ui import create_app
+
+    root = tmp_path_factory.mktemp("ui")
+    path = write_workspace(root, tiny_model_dir, sources=["docs/*.md", "docs/*.html", "docs/*.txt"])
+    (root / "docs" / "evil.txt").write_text(EVIL * 3, encoding="utf-8")
+    cfg = load_config(path, [])
+    ctx = Context(cfg, console=Console(stderr=True, quiet=True))
+    for stage in (ingest, generate, curate):
+        stage.run(cfg, ctx)
+    app, token = create_app(ctx)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/api/state", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield {"url": url, "root": root, "ctx": ctx, "token": token}
+    server.should_exit = True
+    t.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return page, errors
+
+
+def test_pile_page_searches_and_shows_the_chunk_in_its_document(ui_server, browser):
+    page, errors = open_page(browser, ui_server["url"] + "/#/pile")
+    page.wait_for_selector("#topics .tile, #topics:empty", state="attached")
+    page.fill("#q", "json_extract")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#hits .hit")
+    assert "json_extract" in page.inner_text("#hits")
+    page.click("#hits .hit >> nth=0")
+    page.wait_for_selector("#detail mark#chunk")
+    assert "json_extract" in page.inner_text("#detail mark#chunk")
+    page.screenshot(path=str(ui_server["root"] / "pile.png"))
+    assert errors == []
+
+
+def test_a_document_with_script_in_it_shows_as_text(ui_server, browser):
+    page, errors = open_page(browser, ui_server["url"] + "/#/pile")
+    page.fill("#q", "trick HTML")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#hits .hit")
+    hit = page.locator("#hits .hit", has_text="window.pwned").first
+    hit.click()
+    page.wait_for_selector("#detail mark#chunk")
+    assert "<script>window.pwned = 1</script>" in page.inner_text("#detail")
+    assert page.evaluate("window.pwned === undefined")
+    assert page.locator("#detail script, #detail img, #hits img").count() == 0
+    assert errors == []
+
+
+def test_three_examples_reviewed_with_the_keyboard_are_on_disk(ui_server, browser):
+    page, errors = open_page(browser, ui_server["url"] + "/#/examples")
+    page.wait_for_selector("#examples .ex.sel")
+    ids = page.eval_on_selector_all("#examples .ex", "els => els.slice(0, 3).map(e => e.dataset.id)")
+    page.keyboard.press("a")
+    page.wait_for_function("document.getElementById('status').textContent.includes('saved')"
+                           " || document.getElementById('status').className == 'err'")
+    assert "saved" in page.inner_text("#status"), page.inner_text("#status")
+    page.wait_for_selector(f'#examples .ex[data-id="{ids[0]}"] .tag.accept')
+    page.keyboard.press("r")
+    page.wait_for_selector(f'#examples .ex[data-id="{ids[1]}"] .tag.reject')
+    page.keyboard.press("g")  # the third: marked gold
+    page.wait_for_function("document.getElementById('status').textContent.includes('gold saved')")
+    page.screenshot(path=str(ui_server["root"] / "examples.png"))
+    decided = {r["id"]: r["decision"] for r in read_jsonl(ui_server["root"] / ".taskling" / "review.jsonl")}
+    assert decided[ids[0]] == "accept" and decided[ids[1]] == "reject"
+    gold = read_jsonl(ui_server["root"] / "gold.jsonl")
+    third = next(e for e in read_jsonl(ui_server["ctx"].stage_dir("generate") / "examples.jsonl") if e["id"] == ids[2])
+    assert gold[-1] == {"input": third["input"], "output": third["output"]}
+    # the decisions survive a reload and the next curate applies them, as an imported review file would
+    page.reload()
+    page.wait_for_selector(f'#examples .ex[data-id="{ids[0]}"] .tag.accept')
+    from taskling.stages import curate
+
+    ctx = ui_server["ctx"]
+    curate.run(ctx.cfg, Context(ctx.cfg, console=Console(stderr=True, quiet=True), force=True))
+    kept = {e["id"]: e for name in ("train.jsonl", "eval.jsonl") for e in read_jsonl(ctx.stage_dir("curate") / name)}
+    assert ids[1] not in kept and kept.get(ids[0], {}).get("human") == "accepted"
+    assert errors == []
+
+
+def test_writes_need_the_session_token_and_nothing_outside_is_served(ui_server):
+    url = ui_server["url"]
+    ex = read_jsonl(ui_server["ctx"].stage_dir("generate") / "examples.jsonl")[0]
+    r = httpx.post(url + "/api/review", json={"id": ex["id"], "decision": "accept"})
+    assert r.status_code == 403
+    r = httpx.post(url + "/api/review", json={"id": ex["id"], "decision": "accept"},
+                   headers={"X-Taskling-Token": ui_server["token"], "Origin": "http://evil.example"})
+    assert r.status_code == 403
+    for bad in ("/static/../../taskling.yaml", "/static/%2e%2e%2ftaskling.yaml", "/static/index.html",
+                "/static/..%2f..%2f..%2fgold.jsonl"):
+        assert httpx.get(url + bad).status_code == 404, bad
+    page = httpx.get(url + "/")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert json.loads(httpx.get(url + "/api/state").text)["task"]["name"] == "tiny-router"
