@@ -132,6 +132,24 @@ def create_app(ctx: Context):
                 "grounding", "judge", "decision")
         return {"total": len(rows), "offset": offset, "examples": [{k: r.get(k) for k in keep} for r in page]}
 
+    @app.get("/api/runs")
+    def runs():
+        out = []
+        for d in sorted((root / "runs").glob("*/report.json")):
+            rep = json.loads(d.read_text(encoding="utf-8"))
+            out.append({"id": d.parent.name, "summary": rep.get("summary"), "generated_at": rep.get("generated_at")})
+        return {"runs": out}
+
+    @app.get("/api/run/{run_id}")
+    def run(run_id: str):
+        path = root / "runs" / run_id / "report.json"
+        if "/" in run_id or run_id.startswith(".") or not path.is_file():
+            raise HTTPException(404, "no such run (or no report yet: run 'taskling report')")
+        rep = json.loads(path.read_text(encoding="utf-8"))
+        keep = ("run_id", "task", "summary", "results", "funnel", "training", "loop", "generation", "costs",
+                "cluster", "failures")
+        return {k: rep.get(k) for k in keep}
+
     @app.post("/api/review")
     async def decide(request: Request):
         guard(request)

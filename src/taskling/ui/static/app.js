@@ -89,6 +89,8 @@ async function examplesPage() {
                       el("option", {value: "none"}, "undecided"), el("option", {value: "accept"}, "accepted"),
                       el("option", {value: "reject"}, "rejected"), el("option", {value: "fix"}, "fixed"));
   const q = el("input", {id: "f-q", type: "search", placeholder: "filter text"});
+  q.value = sessionStorage.getItem("q") || "";  // set by the failures page's "find similar examples"
+  sessionStorage.removeItem("q");
   const list = el("div", {class: "panel", id: "examples"});
   const detail = el("div", {class: "panel", id: "ex-detail"});
   const load = async () => {
@@ -153,8 +155,109 @@ document.addEventListener("keydown", e => {
   if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
 });
 
+// ---- runs ---------------------------------------------------------------------------------
+const fmt = (v, nd = 3) => (typeof v === "number" && isFinite(v)) ? v.toFixed(nd) : "–";
+
+function table(head, rows) {
+  return el("table", {}, el("thead", {}, el("tr", {}, head.map(h => el("th", {}, h)))),
+            el("tbody", {}, rows.map(r => el("tr", {}, r.map(c => el("td", {}, c))))));
+}
+
+function lossChart(series) {
+  // an SVG polyline per series, built with DOM calls (no markup strings)
+  const NS = "http://www.w3.org/2000/svg", W = 520, H = 160, P = 28;
+  const pts = series.flatMap(s => s.points);
+  if (!pts.length) return el("p", {class: "meta"}, "no loss recorded");
+  const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const sx = x => P + (W - 2 * P) * (x - x0) / ((x1 - x0) || 1), sy = y => H - P - (H - 2 * P) * (y - y0) / ((y1 - y0) || 1);
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("width", W);
+  svg.setAttribute("class", "chart");
+  for (const s of series) {
+    const line = document.createElementNS(NS, "polyline");
+    line.setAttribute("points", s.points.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", s.colour);
+    line.setAttribute("stroke-width", "2");
+    svg.append(line);
+  }
+  for (const [y, label] of [[y0, fmt(y0)], [y1, fmt(y1)]]) {
+    const t = document.createElementNS(NS, "text");
+    t.setAttribute("x", 2);
+    t.setAttribute("y", sy(y) + 4);
+    t.setAttribute("font-size", "10");
+    t.textContent = label;
+    svg.append(t);
+  }
+  return svg;
+}
+
+async function runsPage() {
+  const {runs} = await api("/api/runs");
+  if (!runs.length) { main.replaceChildren(el("p", {class: "meta"}, "No run has a report yet: run 'taskling run'.")); return; }
+  const pick = el("select", {id: "run"}, runs.map(r => el("option", {value: r.id}, r.id)));
+  const body = el("div", {id: "run-body"});
+  const show = async () => {
+    const r = await api(`/api/run/${encodeURIComponent(pick.value)}`);
+    const parts = [el("p", {}, r.summary || "")];
+    const res = r.results || {};
+    for (const [set, per] of Object.entries(res)) {
+      parts.push(el("h4", {}, `${set}`), table(["system", r.task?.metric || "metric", "95% CI", "n"],
+        Object.entries(per).map(([w, x]) => [w, fmt(x.metric), `${fmt(x.ci_low)} – ${fmt(x.ci_high)}`, String(x.n ?? "–")])));
+    }
+    const rounds = (r.loop || {}).rounds || [];
+    if (rounds.length) {
+      parts.push(el("h4", {}, "Rounds"), table(["round", "examples", "train size", "student on eval", "student on gold"],
+        rounds.map(x => [String(x.round), String(x.examples ?? "–"), String(x.train_size ?? "–"),
+                         fmt(((x.results || {}).eval || {}).student?.metric), fmt(((x.results || {}).gold || {}).student?.metric)])));
+    }
+    if ((r.funnel || []).length) {
+      parts.push(el("h4", {}, "Curation funnel"), table(["step", "count"], r.funnel.map(f => [f.step, String(f.count)])));
+    }
+    const t = r.training || {};
+    parts.push(el("h4", {}, "Training loss"), lossChart([{points: t.loss || [], colour: "#2f6fdb"},
+                                                         {points: t.eval_loss || [], colour: "#c0392b"}]));
+    const arms = ((r.generation || {}).examples_by_arm) || {};
+    if (Object.keys(arms).length) {
+      parts.push(el("h4", {}, "Examples per arm"), table(["arm", "examples"], Object.entries(arms).map(([k, v]) => [k, String(v)])));
+    }
+    body.replaceChildren(...parts);
+  };
+  pick.addEventListener("change", show);
+  main.replaceChildren(el("div", {class: "bar"}, "Run ", pick), body);
+  await show();
+}
+
+// ---- failures -----------------------------------------------------------------------------
+async function failuresPage() {
+  const {runs} = await api("/api/runs");
+  const fails = [];
+  for (const run of runs) {
+    const r = await api(`/api/run/${encodeURIComponent(run.id)}`);
+    for (const f of r.failures || []) fails.push({...f, run: run.id});
+  }
+  if (!fails.length) { main.replaceChildren(el("p", {class: "meta"}, "No failures recorded (or no evaluation yet).")); return; }
+  const groups = {};
+  for (const f of fails) (groups[`${f.topic ?? "no topic"} · expected ${text(f.expected)}`] ||= []).push(f);
+  const out = [];
+  for (const [g, fs] of Object.entries(groups).sort((a, b) => b[1].length - a[1].length)) {
+    out.push(el("h4", {}, `${g} (${fs.length})`));
+    for (const f of fs) {
+      out.push(el("div", {class: "ex failure"},
+        el("div", {class: "meta"}, `${f.run} · ${f.set} · ${f.id} · ${f.source || ""}`),
+        text(f.input),
+        el("div", {}, el("b", {}, "expected "), text(f.expected), el("b", {}, "  student "), text(f.student)),
+        el("button", {onclick: () => { location.hash = "#/examples"; sessionStorage.setItem("q", String(f.input).slice(0, 40)); }},
+           "find similar examples to review")));
+    }
+  }
+  main.replaceChildren(...out);
+}
+
 // ---- routing ------------------------------------------------------------------------------
-const PAGES = {"#/pile": pilePage, "#/examples": examplesPage};
+const PAGES = {"#/pile": pilePage, "#/examples": examplesPage, "#/runs": runsPage, "#/failures": failuresPage};
 
 async function route() {
   const page = PAGES[location.hash] ? location.hash : "#/pile";
