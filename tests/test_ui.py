@@ -165,3 +165,25 @@ def test_runs_and_failures_pages_show_the_run(ui_server, browser):
     rep = json.loads((ui_server["ctx"].run_dir / "report.json").read_text())
     assert page.locator(".failure").count() == len(rep.get("failures") or [])
     assert errors == []
+
+
+def test_live_progress_of_a_running_stage_changes_in_the_page(ui_server, browser, monkeypatch):
+    from taskling.stages import generate, ingest
+
+    page, errors = open_page(browser, ui_server["url"] + "/#/examples")
+    ctx = ui_server["ctx"]
+    cfg = load_config(ctx.cfg.root / "taskling.yaml", ["seed=7"])  # other requests: nothing cached
+    monkeypatch.setenv("TASKLING_SCRIPTED_DELAY_S", "0.2")
+    live = Context(cfg, run_id="live", console=Console(stderr=True, quiet=True))
+    t = threading.Thread(target=lambda: (ingest.run(cfg, live), generate.run(cfg, live)), daemon=True)
+    t.start()
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while t.is_alive() and time.monotonic() < deadline and len([s for s in seen if s.startswith("generate ")]) < 2:
+        seen.add(page.inner_text("#progress"))
+        time.sleep(0.2)
+    t.join(timeout=120)
+    running = sorted(s for s in seen if s.startswith("generate ") and "ETA" in s)
+    assert len(running) >= 2, seen  # the count moved while the stage ran, with an ETA
+    page.screenshot(path=str(ui_server["root"] / "progress.png"))
+    assert errors == []

@@ -158,9 +158,12 @@ class Context:
     cluster: Any = None  # a cluster.Session when the work runs on Ray (operational: no fingerprint)
 
     def __post_init__(self) -> None:
+        from .progress import publish_to
+
         self.ws = Workspace(self.cfg.root)
         if not self.run_id:
             self.run_id = slug(self.cfg.task.name)
+        publish_to(self.ws.state / "progress.json")  # progress bars show there too (taskling ui)
 
     @property
     def run_dir(self) -> Path:

@@ -132,6 +132,34 @@ def create_app(ctx: Context):
                 "grounding", "judge", "decision")
         return {"total": len(rows), "offset": offset, "examples": [{k: r.get(k) for k in keep} for r in page]}
 
+    @app.get("/api/progress")
+    async def progress(request: Request, once: bool = False):
+        """Server-sent events: the running stage's progress (.taskling/progress.json) each time it changes."""
+        import asyncio
+
+        from fastapi.responses import StreamingResponse
+
+        path = ctx.ws.state / "progress.json"
+
+        def read() -> str:
+            try:
+                return path.read_text(encoding="utf-8")
+            except OSError:
+                return json.dumps({"running": False, "tasks": []})
+
+        if once:
+            return JSONResponse(json.loads(read()))
+
+        async def events():
+            last = None
+            while not await request.is_disconnected():
+                now = read()
+                if now != last:
+                    last = now
+                    yield f"data: {now}\n\n"
+                await asyncio.sleep(0.3)
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     @app.get("/api/runs")
     def runs():
         out = []

@@ -265,6 +265,22 @@ async function route() {
   try { await PAGES[page](); } catch (e) { say(e.message, true); }
 }
 
+// ---- live progress of a running stage (server-sent events) ----------------------------------
+function clock(s) {
+  if (s === null || s === undefined) return "–";
+  const m = Math.floor(s / 60), r = Math.round(s % 60);
+  return `${m}:${String(r).padStart(2, "0")}`;
+}
+const progressEl = document.getElementById("progress");
+new EventSource("/api/progress").onmessage = e => {
+  const p = JSON.parse(e.data);
+  const t = (p.tasks || []).filter(x => x.total && x.done < x.total).pop() || (p.tasks || []).slice(-1)[0];
+  if (!t) { progressEl.textContent = ""; return; }
+  progressEl.textContent = p.running
+    ? `${t.name} ${Math.round(t.done)}/${Math.round(t.total)} · ETA ${clock(t.eta_s)} · ${t.info}`
+    : `last: ${t.name} ${Math.round(t.done)}/${Math.round(t.total)} in ${clock(t.elapsed_s)}`;
+};
+
 window.addEventListener("hashchange", route);
 api("/api/state").then(s => {
   document.getElementById("task").textContent = `taskling · ${s.task.name}`;
