@@ -102,15 +102,24 @@ def create_app(ctx: Context):
                 "document": {"before": text[lo:c.start_char], "chunk": text[c.start_char:c.end_char],
                              "after": text[c.end_char:hi], "cut_before": lo > 0, "cut_after": hi < len(text)}}
 
+    cache: dict = {"key": None, "rows": []}
+
     def examples_now() -> list[dict]:
+        """Every candidate with its review decision; read again only when curate or a review wrote."""
+        cur = ctx.stage_dir("curate")
+        files = [cur / n for n in ("manifest.json", "train.jsonl", "eval.jsonl", "rejected.jsonl")]
+        key = tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in files + [review_store(ctx)])
+        if key == cache["key"]:
+            return cache["rows"]
         try:
             rows = candidates(ctx)
         except TasklingError:
-            return []
+            rows = []
         decided = review.load_decisions(review_store(ctx))
         for ex in rows:
             d = decided.get(ex["id"])
             ex["decision"] = d["decision"] if d and d.get("of") in (None, review.digest(ex)) else None
+        cache.update(key=key, rows=rows)
         return rows
 
     @app.get("/api/examples")
