@@ -62,13 +62,14 @@ def organise(cfg: Config, pile: Pile, ctx: Context) -> dict:
                 from .cluster.ingest import embed
 
                 out["cluster"] = embed(ctx, cfg, pile, todo, progress, task)
-            step = 2048  # store as we go: a kill loses at most one slice
-            for i in range(0, len(todo) if "cluster" not in out else 0, step):
-                part = todo[i:i + step]
-                base = i
-                vecs = emb.encode([t for _, t in part],
-                                  progress=lambda n, b=base: progress.update(task, completed=b + n))
-                pile.set_embeddings([(cid, to_blob(v)) for (cid, _), v in zip(part, vecs)])
+            else:
+                step = 2048  # store as we go: a kill loses at most one slice
+                for i in range(0, len(todo), step):
+                    part = todo[i:i + step]
+                    base = i
+                    vecs = emb.encode([t for _, t in part],
+                                      progress=lambda n, b=base: progress.update(task, completed=b + n))
+                    pile.set_embeddings([(cid, to_blob(v)) for (cid, _), v in zip(part, vecs)])
         secs = time.perf_counter() - t0
         timings["embed_seconds"] = round(secs, 2)
         timings["embed_chunks_per_s"] = round(len(todo) / max(secs, 1e-9), 1)

@@ -31,11 +31,7 @@ def convert_files(ctx, ing, files: list[Path], snapshot: list[tuple], progress, 
             work = []
             at = slice(shard.payload, shard.payload + k)
             for f, (rel, sha, size) in zip(files[at], snapshot[at]):
-                data = None
-                if sha.startswith("unreadable"):
-                    ing.skip(rel, f"cannot read it ({sha.split(': ', 1)[1]})")
-                else:
-                    data = ing.read(f, rel, sha, size)
+                data = ing.read(f, rel, sha, size)
                 if data is not None:
                     work.append((rel, data, sha))
             loaded[shard.id] = work

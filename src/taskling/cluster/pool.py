@@ -121,10 +121,7 @@ class Pool:
             self.events.append({"t": round(time.monotonic() - self.t0, 2), "node": m.node[:12], "event": "joined"})
         for m, ref in [x for x in self.starting if x[0].node not in alive]:  # never started: its node is gone
             self.starting.remove((m, ref))
-            try:
-                self.ray.kill(m.handle, no_restart=True)
-            except Exception:
-                pass
+            self.stop(m)
 
     def refuse(self, m: Member, why: str) -> None:
         """Leave a node out of this pool for good, and say why; the others go on."""
@@ -134,9 +131,12 @@ class Pool:
         if self.session.console is not None:
             self.session.console.print(f"[yellow]cluster {self.name}: node {m.node[:12]} ({m.address}) left out: "
                                        f"{why}[/]", highlight=False, soft_wrap=True)
+        self.stop(m)
+
+    def stop(self, m: Member) -> None:
         try:
             self.ray.kill(m.handle, no_restart=True)
-        except Exception:
+        except Exception:  # already gone with its node
             pass
 
     def drop(self, m: Member, why: str) -> None:
@@ -145,10 +145,7 @@ class Pool:
             node_row(self.stats, m.node, m.address)["left"] = True
             self.events.append({"t": round(time.monotonic() - self.t0, 2), "node": m.node[:12], "event": "left",
                                 "why": why})
-        try:
-            self.ray.kill(m.handle, no_restart=True)
-        except Exception:  # already gone
-            pass
+        self.stop(m)
 
     def wait_for_members(self, settle_s: float = 30.0) -> None:
         """Until some worker is ready, and those still loading are ready too or `settle_s` has passed."""
@@ -179,7 +176,6 @@ class Pool:
         from ray.exceptions import RayError, RayTaskError
 
         queue = self.queue = deque(shards)
-        self.refresh()
         while queue or any(m.busy for m in self.members):
             self.refresh()
             if not self.members:
@@ -231,9 +227,7 @@ class Pool:
         self.queue.appendleft(shard)
 
     def report(self) -> dict:
-        nodes = sorted(self.stats.values(), key=lambda r: r["node"])
-        for r in nodes:
-            r["busy_s"] = round(r["busy_s"], 2)
+        nodes = [{**r, "busy_s": round(r["busy_s"], 2)} for r in sorted(self.stats.values(), key=lambda r: r["node"])]
         return {"pool": self.name, "nodes": nodes, "workers": len(self.members),
                 "shards": sum(r["shards"] for r in nodes), "rescheduled_shards": len(self.rescheduled),
                 "lost_items": sum(r["lost_items"] for r in nodes), "rescheduled": self.rescheduled[-50:],
@@ -242,10 +236,7 @@ class Pool:
 
     def close(self) -> None:
         for m in list(self.members) + [m for m, _ in self.starting]:
-            try:
-                self.ray.kill(m.handle, no_restart=True)
-            except Exception:
-                pass
+            self.stop(m)
         self.members.clear()
         self.starting.clear()
 

@@ -57,8 +57,12 @@ class RemoteBackend:
             first = self.pool.members[0].info
             self.model, caps, workers = dict(first["model"]), first["caps"], self.pool.size
         self.caps = caps
-        self.capabilities = Capabilities(batching=True, logprobs=caps["logprobs"], json_schema=caps["json_schema"],
-                                         concurrency=max(1, workers * ccfg.shard_jobs))
+        self.capabilities = self.capacity(workers)
+
+    def capacity(self, workers: int) -> Capabilities:
+        """What the cluster offers with `workers` teacher workers: shard_jobs requests in flight on each."""
+        return Capabilities(batching=True, logprobs=self.caps["logprobs"], json_schema=self.caps["json_schema"],
+                            concurrency=max(1, workers * self.ccfg.shard_jobs))
 
     def describe(self) -> dict:
         return self.model
@@ -82,8 +86,7 @@ class RemoteBackend:
         self.pool.map(shards, done, load=lambda s: s.payload[1])
         if any(r is None for r in out):  # the pool gives every shard back or fails: this is a bug if it happens
             raise TasklingError(f"cluster {self.pool.name}: {sum(r is None for r in out)} teacher answers never came back")
-        self.capabilities = Capabilities(batching=True, logprobs=self.caps["logprobs"],
-                                         json_schema=self.caps["json_schema"], concurrency=max(1, self.pool.size * k))
+        self.capabilities = self.capacity(self.pool.size)  # nodes may have joined or left
         return out  # type: ignore[return-value]
 
     def cluster_stats(self) -> dict:

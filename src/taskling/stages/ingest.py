@@ -202,7 +202,11 @@ class Ingester:
             self.pile.mark_gone([rel])
 
     def read(self, path: Path, rel: str, sha: str, size: int) -> bytes | None:
-        """The file's bytes when it needs converting; None when it is unchanged or skipped."""
+        """The file's bytes when it needs converting; None when it is unchanged or skipped.
+        `sha` is "unreadable: why" for a file that could not be hashed."""
+        if sha.startswith("unreadable"):
+            self.skip(rel, f"cannot read it ({sha.split(': ', 1)[1]})")
+            return None
         old = self.pile.document(rel)
         if old is not None and old["sha256"] == sha and old["status"] == "ok":
             fmts = self.cfg.ingest.formats
@@ -278,13 +282,11 @@ def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
                     from ..cluster.ingest import convert_files
 
                     spread = convert_files(ctx, ing, files, snapshot, progress, task)
-                for f, (rel, sha, size) in ([] if ctx.cluster is not None else zip(files, snapshot)):
-                    progress.update(task, info=rel[-40:])
-                    if sha.startswith("unreadable"):
-                        ing.skip(rel, f"cannot read it ({sha.split(': ', 1)[1]})")
-                    else:
+                else:
+                    for f, (rel, sha, size) in zip(files, snapshot):
+                        progress.update(task, info=rel[-40:])
                         ing.file(f, rel, sha, size)
-                    progress.advance(task)
+                        progress.advance(task)
             live = {rel for rel, _, _ in snapshot}
             gone = [p for p in pile.live_paths() if p not in live]
             pile.mark_gone(gone)

@@ -21,7 +21,7 @@ import torch
 from ..config import Config
 from .. import infer, tasks
 from ..errors import TasklingError
-from ..models import load_causal_lm, resolve_hf
+from ..models import load_causal_lm, load_tokenizer, resolve_hf
 from ..progress import bar
 from ..workspace import Context, atomic_write_json, earlier, read_jsonl, run_stage, upstream
 
@@ -300,7 +300,11 @@ def run(cfg: Config, ctx: Context) -> dict:
         device = pick_device(tc.device)
         task = tasks.get(cfg.task)
         system = task.system_prompt(cfg.task)
-        model, tok = load_causal_lm(resolve_hf(cfg.student.model))
+        on_cluster = ctx.cluster is not None and not tc.full_finetune  # data-parallel on Ray, the same loop
+        if on_cluster:  # the workers load the model; here only the tokenizer encodes the data
+            model, tok = None, load_tokenizer(cfg.student.model)
+        else:
+            model, tok = load_causal_lm(resolve_hf(cfg.student.model))
         cur = ctx.stage_dir("curate")
         enc = [encode(tok, system, ex, tc.max_seq_len) for ex in read_jsonl(cur / "train.jsonl")]
         data = [e for e in enc if e is not None]
@@ -315,7 +319,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         lr = tc.lr or (5e-5 if tc.full_finetune else 5e-4)
         order = batch_order(len(data), tc.batch_size, steps * tc.grad_accum, [len(d["input_ids"]) for d in data],
                             seed)
-        if ctx.cluster is not None and not tc.full_finetune:  # data-parallel on Ray, the same loop
+        if on_cluster:
             from ..cluster.train import fit
 
             done = fit(cfg, ctx, out, data=data, held=held, order=order, steps=steps, lr=lr, every=every, seed=seed,

@@ -83,7 +83,7 @@ def create_app(ctx: Context):
         limit = max(1, min(limit, 100))
         with Pile(ctx.ws.pile_db) as pile:
             if mode == "semantic":
-                hits = semantic(ctx, pile, q, limit)
+                hits = semantic(embedder(), pile, q, limit)
             else:
                 hits = pile.search(q, limit) if q.strip() else []
         return {"hits": [{"key": c.key, "path": c.path, "locator": c.locator, "topic": c.topic_id,
@@ -102,7 +102,15 @@ def create_app(ctx: Context):
                 "document": {"before": text[lo:c.start_char], "chunk": text[c.start_char:c.end_char],
                              "after": text[c.end_char:hi], "cut_before": lo > 0, "cut_after": hi < len(text)}}
 
-    cache: dict = {"key": None, "rows": []}
+    cache: dict = {"key": None, "rows": [], "embedder": None}
+
+    def embedder():
+        """The pile's embedder, loaded on the first semantic search and kept."""
+        if cache["embedder"] is None:
+            from ..embed import Embedder
+
+            cache["embedder"] = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens)
+        return cache["embedder"]
 
     def examples_now() -> list[dict]:
         """Every candidate with its review decision; read again only when curate or a review wrote."""
@@ -218,18 +226,17 @@ def add_gold(path: Path, ex: dict) -> bool:
     return True
 
 
-def semantic(ctx: Context, pile, q: str, limit: int) -> list:
-    """Chunks nearest to `q` by embedding (the pile's own embedder)."""
+def semantic(emb, pile, q: str, limit: int) -> list:
+    """Chunks nearest to `q` by embedding (`emb`: the pile's own embedder)."""
     import numpy as np
 
-    from ..embed import Embedder, from_blobs
+    from ..embed import from_blobs
 
     if not q.strip():
         return []
     rows = pile.db.execute("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
     if not rows:
         raise TasklingError("the pile has no embeddings; ingest with ingest.embed: true for semantic search")
-    emb = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens)
     vec = emb.encode([q])[0]
     mat = from_blobs([r[1] for r in rows], len(vec))
     scores = mat @ np.asarray(vec, dtype=np.float32)
