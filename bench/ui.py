@@ -67,6 +67,14 @@ def build(root: Path, n_chunks: int, n_examples: int, seed: int = 0) -> float:
         for t in assign.values():
             topics[t]["size"] += 1
         pile.set_topics(topics, assign, "synthetic")
+        # Vectors for semantic search: random unit vectors of the embedder's width, stored as ingest stores them.
+        import numpy as np
+
+        from taskling.embed import to_blob
+
+        vecs = np.random.default_rng(seed).standard_normal((len(ids), 384)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        pile.set_embeddings([(cid, to_blob(v)) for cid, v in zip(ids, vecs)])
     labels = ["sqlite", "node", "python"]
     run = root / "runs" / "big" / "round-0"
     exs = [{"id": f"gen-{i:05d}-0", "input": " ".join(rng.choice(WORDS) for _ in range(12)) + "?",
@@ -82,7 +90,29 @@ def build(root: Path, n_chunks: int, n_examples: int, seed: int = 0) -> float:
     write_jsonl(run / "curate" / "eval.jsonl", exs[int(0.8 * n_examples): int(0.9 * n_examples)])
     write_jsonl(run / "curate" / "rejected.jsonl", [{**e, "reason": "duplicate"} for e in exs[int(0.9 * n_examples):]])
     atomic_write_json(run / "curate" / "manifest.json", {"counts": {"train": int(0.8 * n_examples)}})
+    atomic_write_json(root / "runs" / "big" / "report.json", report(rng, labels, n_examples))
     return round(time.perf_counter() - t0, 1)
+
+
+def report(rng: random.Random, labels: list[str], n_examples: int) -> dict:
+    """A report.json as big as a long run's: 5 rounds, 120 arms, 500 loss points, 200 failures."""
+    ci = lambda m: {"metric": m, "ci_low": m - 0.05, "ci_high": m + 0.05, "n": 500}  # noqa: E731
+    arms = [{"arm": [t, lab], "name": f"topic {t} / {lab}", "jobs": rng.randrange(5, 40), "seeded_jobs": 2,
+             "examples": rng.randrange(5, 60), "kept": rng.randrange(0, 50), "tokens": rng.randrange(1000, 90_000),
+             "cost": 0.0} for t in range(40) for lab in labels]
+    return {"run_id": "big", "task": {"name": "big", "type": "classify", "metric": "accuracy"},
+            "summary": "synthetic report for the UI benchmark",
+            "results": {s: {w: ci(rng.random()) for w in ("student", "base", "base-fewshot", "teacher")}
+                        for s in ("eval", "gold")},
+            "funnel": [{"step": f"step {i}", "count": n_examples - 500 * i} for i in range(8)],
+            "training": {"loss": [[i, 2.0 / (1 + i / 50)] for i in range(500)],
+                         "eval_loss": [[i, 2.2 / (1 + i / 60)] for i in range(0, 500, 10)]},
+            "generation": {"spend_by_arm": arms, "examples_by_arm": {a["name"]: a["examples"] for a in arms}},
+            "loop": {"rounds": [{"round": k, "examples": 4000, "train_size": 3000 * (k + 1),
+                                 "results": {"eval": {"student": ci(0.5 + k / 20)}}, "arms": arms} for k in range(5)]},
+            "failures": [{"set": "eval", "id": f"gen-{i:05d}-0", "input": " ".join(rng.choice(WORDS) for _ in range(12)),
+                          "expected": rng.choice(labels), "student": rng.choice(labels), "topic": f"topic {i % 40}",
+                          "arm": [i % 40, rng.choice(labels)], "source": "docs/manual-00001.txt"} for i in range(200)]}
 
 
 def serve(root: Path):
@@ -120,7 +150,7 @@ def timed(browser, url: str, ready: str, action=None) -> float:
             page.wait_for_selector(ready, timeout=60_000)
             return (time.perf_counter() - t0) * 1000
         page.goto(url)
-        page.wait_for_selector("#q")
+        page.wait_for_selector("#q, #examples .ex.sel")
         t0 = time.perf_counter()
         action(page)
         page.wait_for_selector(ready, timeout=60_000)
@@ -133,7 +163,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=100_000)
     ap.add_argument("--examples", type=int, default=20_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ui.json")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
@@ -149,15 +179,30 @@ def main() -> None:
             page.fill("#q", "json extract rank")
             page.press("#q", "Enter")
 
+        def semantic(page):
+            page.select_option("#mode", "semantic")
+            page.fill("#q", "how do I pull a value out of a JSON column")
+            page.press("#q", "Enter")
+
+        def by_arm(page):
+            page.select_option("#f-arm", index=5)
+
         cases = {"pile (topics)": (url + "/#/pile", "#topics .tile", None),
                  "pile search (FTS5)": (url + "/#/pile", "#hits .hit", search),
+                 "pile search (semantic)": (url + "/#/pile", "#hits .hit", semantic),
                  "examples (first page)": (url + "/#/examples", "#examples .ex.sel", None),
-                 "runs (no report)": (url + "/#/runs", "main p.meta", None)}
+                 "examples (filtered by arm)": (url + "/#/examples", "#examples[data-query*='arm=%5B'] .ex",
+                                                by_arm),
+                 "runs (5 rounds, 120 arms)": (url + "/#/runs", "#run-body svg", None),
+                 "failures (200)": (url + "/#/failures", ".failure >> nth=199", None),
+                 "playground (page)": (url + "/#/play", "#play-input", None)}
         rows = {}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             try:
                 timed(browser, url + "/#/examples", "#examples .ex.sel")  # warm: the first read of 20k examples
+                # warm: the embedder's first load (~2 s, once per server) and the first read of the vectors
+                timed(browser, url + "/#/pile", "#hits .hit", semantic)
                 for name, (u, ready, action) in cases.items():
                     ms = [timed(browser, u, ready, action) for _ in range(args.repeats)]
                     rows[name] = {"median_ms": round(statistics.median(ms), 1), "all_ms": [round(x, 1) for x in ms],

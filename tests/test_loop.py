@@ -368,3 +368,28 @@ def test_new_documents_get_budget_in_the_next_round(tmp_path, tiny_model_dir, cl
     earlier = {p["path"] for k in (0, 1) for e in read_jsonl(rounds_of(tmp_path) / f"round-{k}" / "generate" /
                                                              "examples.jsonl") for p in e["provenance"]}
     assert "docs/node-streams.md" not in earlier
+
+
+# -- a person's "more budget for this arm" -------------------------------------------------------------------------
+def test_a_boosted_arm_gets_twice_its_weight_in_the_next_round_only(tmp_path, tiny_model_dir, cli):
+    path = write_workspace(tmp_path, tiny_model_dir, loop__rounds=2, budget__examples=40, loop__probe_chunks=0,
+                           loop__failure_share=0.0)
+    assert run_loop(path, "loop.target=0")["stop"]["rule"] == "target"
+    plan = rounds_of(tmp_path) / "round-1" / "analyse" / "manifest.json"
+    assert cli("analyse", cwd=tmp_path).exit_code == 0
+    before = {tuple(r["arm"]): r for r in json.loads(plan.read_text())["arms"]}
+    arm, other = sorted(before, key=str)[:2]
+    ws = Context(load_config(path, []), **QUIET).ws
+    rec = allocate.boost(ws.boosts, arm, after_round=0, note="from the UI")
+    assert allocate.boost(ws.boosts, arm, after_round=0) == rec  # asking twice is one boost
+    allocate.boost(ws.boosts, other, after_round=5)  # for a later round: not applied now
+    res = cli("analyse", cwd=tmp_path)
+    assert res.exit_code == 0, res.output
+    after = {tuple(r["arm"]): r for r in json.loads(plan.read_text())["arms"]}
+    ratio = lambda rows: rows[arm]["weight"] / rows[other]["weight"]  # noqa: E731
+    assert ratio(after) == pytest.approx(2 * ratio(before), rel=0.01)
+    assert after[arm]["boost"] == 2.0 and after[other]["boost"] is None
+    assert sum(r["weight"] for r in after.values()) == pytest.approx(1.0, abs=0.01)
+    assert allocate.boosts_for(ws.boosts, 1) == {arm: 2.0} and allocate.boosts_for(ws.boosts, 2) == {}
+    with pytest.raises(Exception, match="positive number"):
+        allocate.boost(ws.boosts, arm, after_round=0, factor=0)

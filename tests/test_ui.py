@@ -33,7 +33,7 @@ def ui_server(tmp_path_factory, tiny_model_dir):
     from taskling.ui import create_app
 
     root = tmp_path_factory.mktemp("ui")
-    path = write_workspace(root, tiny_model_dir, sources=["docs/*.md", "docs/*.html", "docs/*.txt"])
+    path = write_workspace(root, tiny_model_dir, sources=["docs/*.md", "docs/*.html", "docs/*.txt"], ingest__embed=True)
     (root / "docs" / "evil.txt").write_text(EVIL * 3, encoding="utf-8")
     cfg = load_config(path, [])
     ctx = Context(cfg, console=Console(stderr=True, quiet=True))
@@ -89,6 +89,13 @@ def test_pile_page_searches_and_shows_the_chunk_in_its_document(ui_server, brows
     page.wait_for_selector("#detail mark#chunk")
     assert "json_extract" in page.inner_text("#detail mark#chunk")
     page.screenshot(path=str(ui_server["root"] / "pile.png"))
+    # by meaning: the pile's own embedder, no shared word needed
+    page.select_option("#mode", "semantic")
+    page.fill("#q", "pulling one value out of a JSON document stored in the database")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#hits .hit")
+    first = page.inner_text("#hits .hit >> nth=0")
+    assert "json" in first.lower(), first
     assert errors == []
 
 
@@ -158,6 +165,11 @@ def test_runs_and_failures_pages_show_the_run(ui_server, browser):
     page.wait_for_selector("#run-body table")
     body = page.inner_text("#run-body")
     assert "student" in body and "gold" in body and "Curation funnel" in body
+    rep = json.loads((ui_server["ctx"].run_dir / "report.json").read_text())
+    spend = rep["generation"]["spend_by_arm"]
+    assert "Teacher spend per arm" in body and len(spend) >= 2
+    assert sum(a["tokens"] for a in spend) == rep["generation"]["counts"]["teacher_tokens"]
+    assert sum(a["jobs"] for a in spend) == rep["generation"]["counts"]["jobs"]
     assert page.locator("#run-body svg polyline").count() >= 1  # the loss curve
     page.screenshot(path=str(ui_server["root"] / "runs.png"))
     page.goto(ui_server["url"] + "/#/failures")
@@ -186,4 +198,75 @@ def test_live_progress_of_a_running_stage_changes_in_the_page(ui_server, browser
     running = sorted(s for s in seen if s.startswith("generate ") and "ETA" in s)
     assert len(running) >= 2, seen  # the count moved while the stage ran, with an ETA
     page.screenshot(path=str(ui_server["root"] / "progress.png"))
+    assert errors == []
+
+
+def test_an_example_is_fixed_in_the_page_and_the_filters_narrow_the_list(ui_server, browser):
+    from playwright.sync_api import expect
+
+    page, errors = open_page(browser, ui_server["url"] + "/#/examples")
+    page.wait_for_selector("#examples .ex.sel")
+    total = page.locator("#examples .ex").count()
+    arms = page.eval_on_selector_all("#f-arm option", "os => os.slice(1).map(o => o.value)")
+    assert len(arms) >= 2, arms  # the facets list the arms with their counts
+    page.select_option("#f-arm", arms[0])
+    page.wait_for_selector('#examples[data-query*="arm=%5B"] .ex')  # the list now shows the filtered rows
+    expect(page.locator("#status")).not_to_contain_text(f"{total} examples")
+    shown = page.eval_on_selector_all("#examples .ex", "els => els.map(e => e.dataset.id)")
+    assert 0 < len(shown) < total
+    rows = {e["id"]: e for e in read_jsonl(ui_server["ctx"].stage_dir("generate") / "examples.jsonl")}
+    assert all(json.dumps(rows[i]["arm"]) == arms[0] for i in shown)
+    page.select_option("#f-arm", "")
+    page.wait_for_selector('#examples[data-query*="arm=&"] .ex.sel')
+    # edit the selected example: e opens the editor, Ctrl+Enter saves it as a fix
+    page.keyboard.press("j")
+    target = page.get_attribute("#examples .ex.sel", "data-id")
+    page.keyboard.press("e")
+    page.wait_for_selector("#edit-input")
+    new_input = "How do I read a JSON field inside an SQLite query, with json_extract?"
+    page.fill("#edit-input", new_input)
+    page.press("#edit-output", "Control+Enter")
+    page.wait_for_selector(f'#examples .ex[data-id="{target}"] .tag.fix')
+    fixed = [r for r in read_jsonl(ui_server["root"] / ".taskling" / "review.jsonl") if r["id"] == target]
+    assert fixed[-1]["decision"] == "fix" and fixed[-1]["input"] == new_input and "output" not in fixed[-1]
+    assert errors == []
+
+
+def test_the_playground_shows_the_three_answers_with_latency(ui_server, browser):
+    from taskling.calls import CallLog
+
+    page, errors = open_page(browser, ui_server["url"] + "/#/play")
+    page.wait_for_selector("#play-input")
+    assert "round 0" in page.inner_text("main")  # the trained student's round
+    page.fill("#play-input", "How do I stream a large file in Node without reading it all?")
+    page.click("#play-go")
+    for who in ("student", "base", "teacher"):
+        page.wait_for_selector(f"#play-{who} .latency", timeout=120_000)
+        assert " s" in page.inner_text(f"#play-{who} .latency")
+    page.screenshot(path=str(ui_server["root"] / "play.png"))
+    with CallLog(ui_server["ctx"].ws.calls_db) as log:
+        assert log.totals(purpose="playground")["calls"] >= 1  # the teacher's call is logged like every other
+    # without the token nothing is computed
+    assert httpx.post(ui_server["url"] + "/api/play", json={"input": "x", "system": "base"}).status_code == 403
+    r = httpx.post(ui_server["url"] + "/api/play", json={"input": "x", "system": "oracle"},
+                   headers={"X-Taskling-Token": ui_server["token"]})
+    assert r.status_code == 400 and "oracle" in r.json()["error"]
+    assert errors == []
+
+
+def test_a_failure_marks_its_arm_for_more_budget(ui_server, browser):
+    from taskling import allocate
+
+    page, errors = open_page(browser, ui_server["url"] + "/#/failures")
+    page.wait_for_selector(".failure")
+    button = page.locator(".failure button.boost").first
+    button.click()
+    page.wait_for_selector(".failure button.boost:disabled")
+    assert "round 1" in button.inner_text()
+    ctx = ui_server["ctx"]
+    recs = allocate.read_boosts(ctx.ws.boosts)
+    assert len(recs) == 1 and recs[0]["after_round"] == 0 and recs[0]["run"] == ctx.run_id
+    fails = read_jsonl(ctx.stage_dir("evaluate") / "failures.jsonl")
+    assert recs[0]["arm"] in [f["arm"] for f in fails]
+    assert allocate.boosts_for(ctx.ws.boosts, 1, ctx.run_id) == {tuple(recs[0]["arm"]): allocate.BOOST_FACTOR}
     assert errors == []

@@ -26,12 +26,19 @@ over posterior draws (each job goes where a fresh draw puts the most error
 mass); `ucb` uses posterior means plus an exploration bonus that shrinks with
 the items seen. Both keep a floor: every arm gets at least `floor` of an equal
 share, so an arm never starves on one unlucky estimate.
+
+A person can ask for more budget on an arm (the UI's failures page, or
+`boost()`): boosts.jsonl in the workspace's state folder records it with the
+round whose results prompted it, and the next round's analyse multiplies that
+arm's weight by the boost's factor (BOOST_FACTOR unless given).
 """
 from __future__ import annotations
 
 import json
 import math
 import random
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Protocol
 
 from .errors import TasklingError
@@ -48,6 +55,61 @@ def arm_key(arm) -> str:
 def arm_name(arm: Arm) -> str:
     topic, label = arm
     return f"topic {topic if topic is not None else '-'} / {label or '-'}"
+
+
+def arm_label(arm, topics: dict) -> str:
+    """An arm in words: its topic's label (or number) and its label."""
+    topic, label = arm
+    t = topics.get(topic, f"topic {topic}") if topic is not None else "all topics"
+    return f"{t} / {label}" if label is not None else t
+
+
+BOOST_FACTOR = 2.0  # a person's "more budget for this arm": its weight doubles in the next round
+
+
+def read_boosts(path: Path) -> list[dict]:
+    """Every boost recorded in boosts.jsonl (a torn last line from a crash is ignored)."""
+    if not Path(path).exists():
+        return []
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("arm"), list) and len(rec["arm"]) == 2:
+            out.append(rec)
+    return out
+
+
+def boost(path: Path, arm, after_round: int, factor: float = BOOST_FACTOR, note: str | None = None,
+          run: str | None = None) -> dict:
+    """Ask for more budget on `arm` in the round after `after_round` (of `run`, or of any run);
+    asking again is a no-op."""
+    if not (isinstance(factor, (int, float)) and factor > 0 and math.isfinite(factor)):
+        raise TasklingError(f"a boost factor must be a positive number, not {factor!r}")
+    if not (isinstance(arm, (list, tuple)) and len(arm) == 2):
+        raise TasklingError(f"an arm is [topic, label], not {arm!r}")
+    arm = list(arm)
+    for rec in read_boosts(path):
+        if rec["arm"] == arm and rec.get("after_round") == after_round and rec.get("run") == run:
+            return rec
+    rec = {"arm": arm, "after_round": int(after_round), "factor": float(factor), **({"run": run} if run else {}),
+           "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **({"note": note} if note else {})}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return rec
+
+
+def boosts_for(path: Path, round: int, run: str | None = None) -> dict[Arm, float]:
+    """The weight factors analyse applies in `round` of `run`: the boosts asked after round-1's results."""
+    out: dict[Arm, float] = {}
+    for rec in read_boosts(path):
+        if rec.get("after_round") == round - 1 and rec.get("run") in (None, run):
+            a = tuple(rec["arm"])
+            out[a] = out.get(a, 1.0) * float(rec.get("factor", BOOST_FACTOR))
+    return out
 
 
 class Policy(Protocol):

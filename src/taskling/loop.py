@@ -33,9 +33,8 @@ import time
 from rich.table import Table
 
 from . import allocate, metrics, report
-from .pile import Pile
 from .stages import analyse, curate, evaluate, export, generate, ingest, train
-from .stages.analyse import arm_label
+from .allocate import arm_label
 from .workspace import Context, atomic_write_json, read_jsonl, read_manifest
 
 ROUND_STAGES = ("analyse", "generate", "curate", "train", "evaluate")
@@ -121,12 +120,13 @@ def round_record(ctx: Context, k: int) -> dict:
     per_set = {s: {w: {x: r.get(x) for x in ("metric", "ci_low", "ci_high", "n")} for w, r in per.items()
                    if w in ("student", "student-constrained", "base", "teacher")} for s, per in res.items()}
     kept = c.get("kept_by_arm") or {}
-    topics = topic_names(ctx)
+    topics = report.topic_names(ctx)
     arms = []
     for row in g.get("jobs_by_arm", []):
         key = allocate.arm_key(row["arm"])
         arms.append({"arm": row["arm"], "name": arm_label(tuple(row["arm"]), topics), "jobs": row["jobs"],
-                     "seeded_jobs": row.get("seeded_jobs", 0), "examples": row["examples"], "kept": kept.get(key, 0)})
+                     "seeded_jobs": row.get("seeded_jobs", 0), "examples": row["examples"], "kept": kept.get(key, 0),
+                     "tokens": row.get("tokens"), "cost": row.get("cost")})
     a = man["analyse"]
     return {"round": k, "results": per_set, "metric": e.get("metric"),
             "examples": (g.get("counts") or {}).get("examples", 0),
@@ -142,13 +142,6 @@ def round_record(ctx: Context, k: int) -> dict:
                                          "uncertainty": a.get("uncertainty"), "new_arms": a.get("new_arms", [])}
             if a else {"policy": ctx.cfg.generate.policy, "why": [], "dev": None, "uncertainty": None,
                        "new_arms": []}}
-
-
-def topic_names(ctx: Context) -> dict:
-    if not ctx.ws.pile_db.exists():
-        return {}
-    with Pile(ctx.ws.pile_db) as pile:
-        return {t["id"]: t["label"] for t in pile.topics()}
 
 
 def headline(rec: dict, s: str = STOP_SET) -> float | None:

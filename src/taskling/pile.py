@@ -136,10 +136,10 @@ class Pile:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION:  # only then: opening a current pile writes nothing (readers stay readers)
             self._drop_all()
-        self.db.executescript(SCHEMA)
-        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _drop_all(self) -> None:
         """An older pile: drop everything (it is rebuilt from the sources)."""

@@ -9,12 +9,22 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import allocate
+from .allocate import arm_label
 from .calls import CallLog
+from .pile import Pile
 from .workspace import STAGES, Context, atomic_write_json, atomic_write_text, read_jsonl, read_manifest
 
 # What the report keeps of each arm an analyse stage weighed (analysis.json has more).
 ARM_FIELDS = ("name", "dev_items", "dev_errors", "error_mean", "uncertainty", "keep_rate", "weight", "jobs_total",
               "new")
+
+
+def topic_names(ctx: Context) -> dict:
+    if not ctx.ws.pile_db.exists():
+        return {}
+    with Pile(ctx.ws.pile_db) as pile:
+        return {t["id"]: t["label"] for t in pile.topics()}
 
 
 def loop_state(ctx: Context) -> dict | None:
@@ -50,7 +60,13 @@ def build(ctx: Context) -> dict:
     if "generate" in manifests:
         g = manifests["generate"]
         rep["generation"] = {k: g.get(k) for k in ("stopped", "rates", "failures_by_kind", "examples_by_arm",
-                                                   "teacher_health")}
+                                                   "teacher_health", "counts")}
+        topics = topic_names(ctx)
+        kept = (manifests.get("curate") or {}).get("kept_by_arm") or {}
+        rep["generation"]["spend_by_arm"] = [
+            {"arm": r["arm"], "name": arm_label(tuple(r["arm"]), topics), "jobs": r["jobs"], "examples": r["examples"],
+             "kept": kept.get(allocate.arm_key(r["arm"]), 0), "tokens": r.get("tokens"), "cost": r.get("cost")}
+            for r in g.get("jobs_by_arm", [])]
     if "curate" in manifests:
         rep["funnel"] = manifests["curate"].get("funnel", [])
         rep["rejections"] = manifests["curate"].get("rejections", {})

@@ -140,6 +140,11 @@ class Workspace:
     def gold(self) -> Path:
         return self.root / "gold.jsonl"
 
+    @property
+    def boosts(self) -> Path:
+        """Arms a person asked more budget for (allocate.boost; the UI's failures page)."""
+        return self.state / "boosts.jsonl"
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 

@@ -27,6 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .. import allocate, infer, tasks
+from ..allocate import arm_label
 from ..config import Config
 from ..pile import Chunk, Pile
 from ..progress import bar
@@ -176,6 +177,9 @@ def seeds_for(failures: list[dict], n: int, pools: dict, pile: Pile, unit: str, 
 def run(cfg: Config, ctx: Context) -> dict:
     settings = settings_of(cfg)
     inputs = upstream(ctx, "ingest") | earlier(ctx, "evaluate", "curate", "generate", "train")
+    boosts = allocate.boosts_for(ctx.ws.boosts, ctx.round, ctx.run_id)
+    if boosts:  # only when there are some, so a workspace without boosts keeps its fingerprints
+        inputs["boosts"] = sorted([list(a), f] for a, f in boosts.items())
 
     def body(out: Path) -> dict:
         prev = ctx.round - 1
@@ -193,6 +197,10 @@ def run(cfg: Config, ctx: Context) -> dict:
                                          uncertainty_weight=cfg.loop.uncertainty_weight)
             sizes = {a: len(cs) for a, cs in pools.items()}
             weights = policy.weights(sizes, feedback)
+            if boosts:  # a person's "more budget for this arm"; shares still sum to one
+                weights = {a: w * boosts.get(a, 1.0) for a, w in weights.items()}
+                total = sum(weights.values()) or 1.0
+                weights = {a: w / total for a, w in weights.items()}
             k = per_call(cfg)
             n_jobs = math.ceil(limits(cfg, ctx)["examples"] * cfg.generate.max_calls_factor / k)
             failures = [d for d in dev if d["score"] < 1.0]
@@ -221,7 +229,8 @@ def run(cfg: Config, ctx: Context) -> dict:
                          "asked": kp.get("tried", 0), "kept": kp.get("kept", 0),
                          "keep_rate": round((1 + kp.get("kept", 0)) / (2 + kp.get("tried", 0)), 4),
                          "weight": round(weights.get(a, 0.0), 4), "jobs": counts.get(a, 0),
-                         "seeded_jobs": seeded_per_arm.get(a, 0), "new": bool(known) and a not in known})
+                         "seeded_jobs": seeded_per_arm.get(a, 0), "new": bool(known) and a not in known,
+                         "boost": boosts.get(a)})
         for r in rows:
             r["jobs_total"] = r["jobs"] + r["seeded_jobs"]
         n_err = sum(1 for d in dev if d["score"] < 1.0)
@@ -251,13 +260,6 @@ def run(cfg: Config, ctx: Context) -> dict:
     return run_stage(ctx, "analyse", settings, inputs, body)
 
 
-def arm_label(arm, topics: dict) -> str:
-    """An arm in words: its topic's label (or number) and its label."""
-    topic, label = arm
-    t = topics.get(topic, f"topic {topic}") if topic is not None else "all topics"
-    return f"{t} / {label}" if label is not None else t
-
-
 def explain(rows: list[dict], top: int = 3) -> list[str]:
     """The arms that gained most against an equal-per-task-share split, in words."""
     total_jobs = sum(r["jobs_total"] for r in rows) or 1
@@ -271,6 +273,7 @@ def explain(rows: list[dict], top: int = 3) -> list[str]:
             bits.append(f"teacher kept {r['kept']}/{r['asked']}")
         if r["new"]:
             bits.append("new in the pile")
+        if r.get("boost"):
+            bits.append(f"boosted x{r['boost']:g} by a person")
         out.append(f"{r['name']}: {r['jobs_total']} of {total_jobs} planned jobs ({', '.join(bits)})")
     return out
-

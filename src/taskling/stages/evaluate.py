@@ -122,11 +122,11 @@ def error_rates(failed: list[dict], items: list[dict], key: str) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["error_rate"], -r["n"], r[key]))
 
 
-def topics_of(ctx: Context, items: list[dict]) -> list[str | None]:
-    """Each item's topic: the one its example was generated for, else (gold) the topic of the chunk the
-    pile's search ranks first for its input."""
+def topics_of(ctx: Context, items: list[dict]) -> list[tuple[int | None, str | None]]:
+    """Each item's topic (id, name): the one its example was generated for, else (gold) the topic of
+    the chunk the pile's search ranks first for its input."""
     if not ctx.ws.pile_db.exists():
-        return [None] * len(items)
+        return [(None, None)] * len(items)
     with Pile(ctx.ws.pile_db) as pile:
         names = {t["id"]: t["label"] for t in pile.topics()}
         out = []
@@ -135,7 +135,7 @@ def topics_of(ctx: Context, items: list[dict]) -> list[str | None]:
             if tid is None:
                 hits = pile.search(str(it["input"]), limit=1)
                 tid = hits[0][0].topic_id if hits else None
-            out.append(names.get(tid, f"topic {tid}") if tid is not None else None)
+            out.append((tid, names.get(tid, f"topic {tid}") if tid is not None else None))
     return out
 
 
@@ -257,7 +257,7 @@ def run(cfg: Config, ctx: Context) -> dict:
             student = results[s].get("student")
             if not student:
                 continue
-            rows = [{"topic": topics[s][i], "label": str(it["output"]) if cfg.task.type == "classify" else None}
+            rows = [{"topic": topics[s][i][1], "label": str(it["output"]) if cfg.task.type == "classify" else None}
                     for i, it in enumerate(items)]
             wrong = []
             for i, it in enumerate(items):
@@ -266,6 +266,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                     failures.append({"set": s, "id": it.get("id"), "input": it["input"],
                                      "expected": tasks.output_text(it["output"]), **{w: said[w][i] for w in said},
                                      "score": round(student["_scores"][i], 4), **rows[i],
+                                     "arm": [topics[s][i][0], rows[i]["label"]],  # what a UI boost names
                                      "source": (it.get("provenance") or [{}])[0].get("path", "gold.jsonl")})
             rates["topic"][s] = error_rates(wrong, rows, "topic")
             if cfg.task.type == "classify":

@@ -348,10 +348,13 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
         for r in records:
             if "arm" in r:
                 row = jobs_by_arm.setdefault(allocate.arm_key(r["arm"]), {"arm": r["arm"], "jobs": 0, "asked": 0,
-                                                                  "examples": 0, "seeded_jobs": 0})
+                                                                  "examples": 0, "seeded_jobs": 0, "tokens": 0,
+                                                                  "cost": 0.0})
                 row["jobs"] += 1
                 row["asked"] += r.get("asked", 1)
                 row["seeded_jobs"] += bool(r.get("seeded"))
+                row["tokens"] += r["tokens"]  # the teacher spend per arm: what the UI's runs page shows
+                row["cost"] = round(row["cost"] + r["cost"], 6)
         for e in examples:
             if allocate.arm_key(e["arm"]) in jobs_by_arm:
                 jobs_by_arm[allocate.arm_key(e["arm"])]["examples"] += 1

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
 from fastapi import Request  # at module level: FastAPI resolves the (string) annotations here
 
+from ..allocate import arm_label, boost
 from ..errors import TasklingError
 from ..workspace import Context, read_jsonl
+from .play import Playground
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -31,6 +35,7 @@ def create_app(ctx: Context):
     token = secrets.token_urlsafe(24)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     root = ctx.cfg.root.resolve()
+    cache: dict = {"key": None, "rows": [], "embedder": None}  # what is kept between requests
 
     def guard(request: Request) -> None:
         """State-changing requests: the session token, from a page of this server."""
@@ -64,10 +69,30 @@ def create_app(ctx: Context):
             raise HTTPException(404, "no such asset")
         return Response((STATIC / name).read_bytes(), media_type=ASSETS[name])
 
+    def pile_version():
+        """Changes whenever another connection wrote to pile.db (SQLite's data_version, on a connection
+        kept open for just that): what the cached pile figures, topics and vectors are keyed by."""
+        if cache.get("watch") is None:
+            if not ctx.ws.pile_db.exists():
+                return None
+            cache["watch"] = sqlite3.connect(f"file:{ctx.ws.pile_db.resolve()}?mode=ro", uri=True,
+                                             check_same_thread=False)
+        return cache["watch"].execute("PRAGMA data_version").fetchone()[0]
+
+    def cached(name: str, make):
+        """`make(pile)`, computed again only when the pile changed."""
+        version = pile_version()
+        hit = cache.get(name)
+        if hit is not None and version is not None and hit[0] == version:
+            return hit[1]
+        with Pile(ctx.ws.pile_db) as pile:
+            value = make(pile)
+        cache[name] = (version, value)
+        return value
+
     @app.get("/api/state")
     def state():
-        with Pile(ctx.ws.pile_db) as pile:
-            stats = pile.stats()
+        stats = cached("stats", lambda pile: pile.stats())
         t = ctx.cfg.task
         return {"task": {"name": t.name, "type": t.type, "description": t.description,
                          "labels": sorted(t.labels) if t.labels else []},
@@ -75,15 +100,15 @@ def create_app(ctx: Context):
 
     @app.get("/api/topics")
     def topics():
-        with Pile(ctx.ws.pile_db) as pile:
-            return {"topics": [{k: t[k] for k in ("id", "label", "terms", "size")} for t in pile.topics()]}
+        return {"topics": cached("topics", lambda pile: [{k: t[k] for k in ("id", "label", "terms", "size")}
+                                                         for t in pile.topics()])}
 
     @app.get("/api/search")
     def search(q: str = "", mode: str = "fts", limit: int = 20):
         limit = max(1, min(limit, 100))
         with Pile(ctx.ws.pile_db) as pile:
             if mode == "semantic":
-                hits = semantic(embedder(), pile, q, limit)
+                hits = semantic(embedder(), pile, q, limit, cache, pile_version())
             else:
                 hits = pile.search(q, limit) if q.strip() else []
         return {"hits": [{"key": c.key, "path": c.path, "locator": c.locator, "topic": c.topic_id,
@@ -101,8 +126,6 @@ def create_app(ctx: Context):
         return {"key": c.key, "path": c.path, "locator": c.locator, "format": c.format, "text": c.text,
                 "document": {"before": text[lo:c.start_char], "chunk": text[c.start_char:c.end_char],
                              "after": text[c.end_char:hi], "cut_before": lo > 0, "cut_after": hi < len(text)}}
-
-    cache: dict = {"key": None, "rows": [], "embedder": None}
 
     def embedder():
         """The pile's embedder, loaded on the first semantic search and kept."""
@@ -131,15 +154,26 @@ def create_app(ctx: Context):
         return rows
 
     @app.get("/api/examples")
-    def examples(status: str = "", label: str = "", q: str = "", decision: str = "", offset: int = 0,
-                 limit: int = 50):
-        rows = examples_now()
+    def examples(status: str = "", label: str = "", q: str = "", decision: str = "", round: str = "",
+                 arm: str = "", reason: str = "", min_grounding: float | None = None,
+                 min_judge: float | None = None, offset: int = 0, limit: int = 50):
+        every = examples_now()
+        rows = every
         if status:
             rows = [r for r in rows if r.get("status") == status]
         if label:
             rows = [r for r in rows if str(r.get("label", r.get("output"))) == label]
         if decision:
             rows = [r for r in rows if (r.get("decision") or "none") == decision]
+        if round:
+            rows = [r for r in rows if str(r.get("round", 0)) == round]
+        if arm:
+            rows = [r for r in rows if json.dumps(r.get("arm")) == arm]
+        if reason:
+            rows = [r for r in rows if (r.get("reason") or "kept") == reason]
+        for key, floor in (("grounding", min_grounding), ("judge", min_judge)):
+            if floor is not None:
+                rows = [r for r in rows if isinstance(r.get(key), (int, float)) and r[key] >= floor]
         if q:
             low = q.lower()
             rows = [r for r in rows if low in json.dumps([r.get("input"), r.get("output")], ensure_ascii=False).lower()]
@@ -147,7 +181,25 @@ def create_app(ctx: Context):
         page = rows[max(0, offset):max(0, offset) + limit]
         keep = ("id", "status", "reason", "input", "output", "label", "arm", "round", "spans", "provenance",
                 "grounding", "judge", "decision")
-        return {"total": len(rows), "offset": offset, "examples": [{k: r.get(k) for k in keep} for r in page]}
+        return {"total": len(rows), "offset": offset, "facets": facets(every),
+                "examples": [{k: r.get(k) for k in keep} | {"arm_name": arm_name(r.get("arm"))} for r in page]}
+
+    def facets(rows: list[dict]) -> dict:
+        """What the filters can choose from, with counts (over every candidate, so choices never vanish)."""
+        if cache.get("facets_of") is not rows:
+            count = lambda key: Counter(key(r) for r in rows).most_common()  # noqa: E731
+            cache["facets"] = {
+                "round": [[str(k), n] for k, n in sorted(count(lambda r: r.get("round", 0)))],
+                "arm": [[k, arm_name(json.loads(k)), n] for k, n in count(lambda r: json.dumps(r.get("arm")))],
+                "reason": [[k, n] for k, n in count(lambda r: r.get("reason") or "kept")]}
+            cache["facets_of"] = rows
+        return cache["facets"]
+
+    def arm_name(arm) -> str:
+        if not isinstance(arm, list) or len(arm) != 2:
+            return "-"
+        names = cached("topic_names", lambda pile: {t["id"]: t["label"] for t in pile.topics()})
+        return arm_label(tuple(arm), names)
 
     @app.get("/api/progress")
     async def progress(request: Request, once: bool = False):
@@ -213,6 +265,40 @@ def create_app(ctx: Context):
             out["gold"] = add_gold(root / "gold.jsonl", ex)
         return out
 
+    player = Playground(ctx)
+
+    @app.get("/api/play")
+    def play_systems():
+        return {"systems": player.systems(), "task": {"type": ctx.cfg.task.type}}
+
+    @app.post("/api/play")
+    async def play(request: Request):
+        """One system's answer to an input (compute and teacher budget: the session token is needed)."""
+        from starlette.concurrency import run_in_threadpool
+
+        guard(request)
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("input"), str):
+            raise HTTPException(400, "send {input, system} as JSON")
+        return await run_in_threadpool(player.answer, body["input"], str(body.get("system", "student")))
+
+    @app.post("/api/boost")
+    async def more_budget(request: Request):
+        """Mark an arm for more teacher budget in the run's next round (allocate.boost)."""
+        guard(request)
+        body = await request.json()
+        run_id = body.get("run") if isinstance(body, dict) else None
+        if not isinstance(run_id, str) or not (root / "runs" / run_id).is_dir() or "/" in run_id or run_id[:1] == ".":
+            raise HTTPException(400, "send {arm, run} as JSON, with a run of this workspace")
+        rounds = [int(p.parent.parent.name.split("-")[1])
+                  for p in (root / "runs" / run_id).glob("round-*/evaluate/manifest.json")]
+        if not rounds:
+            raise HTTPException(400, f"run {run_id} has no evaluated round yet")
+        rec = boost(ctx.ws.boosts, body.get("arm"), after_round=max(rounds), run=run_id,
+                    note=str(body.get("note") or "")[:500] or None)
+        return {"boost": rec, "applies_to_round": rec["after_round"] + 1, "arm_name": arm_name(rec["arm"])}
+
+    app.state.playground = player
     return app, token
 
 
@@ -226,24 +312,29 @@ def add_gold(path: Path, ex: dict) -> bool:
     return True
 
 
-def semantic(emb, pile, q: str, limit: int) -> list:
-    """Chunks nearest to `q` by embedding (`emb`: the pile's own embedder)."""
+def semantic(emb, pile, q: str, limit: int, cache: dict | None = None, version=None) -> list:
+    """Chunks nearest to `q` by embedding (`emb`: the pile's own embedder). The matrix of the
+    pile's vectors is kept in `cache` while the pile's `version` stays the same."""
     import numpy as np
 
     from ..embed import from_blobs
 
     if not q.strip():
         return []
-    rows = pile.db.execute("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
-    if not rows:
-        raise TasklingError("the pile has no embeddings; ingest with ingest.embed: true for semantic search")
-    vec = emb.encode([q])[0]
-    mat = from_blobs([r[1] for r in rows], len(vec))
-    scores = mat @ np.asarray(vec, dtype=np.float32)
-    top = np.argsort(-scores)[:limit]
-    chunks = pile.chunks_by_id([int(rows[i][0]) for i in top])
-    by_id = {c.id: c for c in chunks}
-    return [(by_id[int(rows[i][0])], float(scores[i])) for i in top if int(rows[i][0]) in by_id]
+    vec = np.asarray(emb.encode([q])[0], dtype=np.float32)
+    cache = {} if cache is None else cache
+    if version is None or cache.get("vectors_key") != version:
+        ids, blobs = pile.embeddings()
+        if not ids:
+            raise TasklingError("the pile has no embeddings; ingest with ingest.embed: true for semantic search")
+        found = (np.asarray(ids, dtype=np.int64), from_blobs(blobs, len(vec)).astype(np.float32, copy=False))
+        cache.update(vectors_key=version, vectors=found)
+    ids, mat = cache["vectors"]
+    scores = mat @ vec
+    top = np.argpartition(-scores, min(limit, len(scores) - 1))[:limit] if len(scores) > limit else np.arange(len(scores))
+    top = top[np.argsort(-scores[top])]
+    by_id = {c.id: c for c in pile.chunks_by_id([int(ids[i]) for i in top])}
+    return [(by_id[int(ids[i])], float(scores[i])) for i in top if int(ids[i]) in by_id]
 
 
 def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None) -> None:

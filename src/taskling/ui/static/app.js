@@ -88,21 +88,32 @@ async function examplesPage() {
   const decision = el("select", {id: "f-decision"}, el("option", {value: ""}, "any decision"),
                       el("option", {value: "none"}, "undecided"), el("option", {value: "accept"}, "accepted"),
                       el("option", {value: "reject"}, "rejected"), el("option", {value: "fix"}, "fixed"));
+  const round = el("select", {id: "f-round"}, el("option", {value: ""}, "any round"));
+  const arm = el("select", {id: "f-arm"}, el("option", {value: ""}, "any arm (topic / label)"));
+  const reason = el("select", {id: "f-reason"}, el("option", {value: ""}, "any verdict"));
+  const grounding = el("input", {id: "f-grounding", type: "number", min: "0", max: "1", step: "0.05",
+                                 placeholder: "min grounding", title: "lowest grounding score (0-1)"});
   const q = el("input", {id: "f-q", type: "search", placeholder: "filter text"});
   q.value = sessionStorage.getItem("q") || "";  // set by the failures page's "find similar examples"
   sessionStorage.removeItem("q");
   const list = el("div", {class: "panel", id: "examples"});
   const detail = el("div", {class: "panel", id: "ex-detail"});
   const load = async () => {
-    ex.filters = {status: status.value, decision: decision.value, q: q.value};
+    ex.filters = {status: status.value, decision: decision.value, q: q.value, round: round.value, arm: arm.value,
+                  reason: reason.value};
+    if (grounding.value !== "") ex.filters.min_grounding = grounding.value;
     const p = new URLSearchParams({...ex.filters, limit: "200"});
     const r = await api(`/api/examples?${p}`);
     ex.rows = r.examples;
+    list.dataset.query = p.toString();  // what the list shows now (tests and the benchmark wait on it)
+    fillFacet(round, r.facets.round.map(([k, n]) => [k, `round ${k} (${n})`]));
+    fillFacet(arm, r.facets.arm.map(([k, name, n]) => [k, `${name} (${n})`]));
+    fillFacet(reason, r.facets.reason.map(([k, n]) => [k, `${k} (${n})`]));
     ex.sel = Math.min(ex.sel, Math.max(0, ex.rows.length - 1));
     say(`${r.total} examples`);
     draw();
   };
-  for (const f of [status, decision]) f.addEventListener("change", load);
+  for (const f of [status, decision, round, arm, reason, grounding]) f.addEventListener("change", load);
   q.addEventListener("keydown", e => { if (e.key === "Enter") load(); });
   const draw = () => {
     list.replaceChildren(...ex.rows.map((r, i) => el("div", {
@@ -111,19 +122,29 @@ async function examplesPage() {
          r.id, r.reason ? ` · ${r.reason}` : ""),
       text(r.input), el("div", {}, el("b", {}, "→ "), text(r.output)))));
     const r = ex.rows[ex.sel];
-    detail.replaceChildren(...(r ? exampleDetail(r) : [el("p", {class: "meta"}, "no example")]));
+    detail.replaceChildren(...(r ? (ex.editing === r.id ? exampleEditor(r) : exampleDetail(r))
+                                 : [el("p", {class: "meta"}, "no example")]));
     const s = list.querySelector(".sel");
     if (s) s.scrollIntoView({block: "nearest"});
   };
   ex.redraw = draw;
-  main.replaceChildren(el("div", {class: "bar"}, status, decision, q,
-    el("span", {class: "keys"}, "keys: j/k next/previous · a accept · r reject · g gold")),
+  main.replaceChildren(el("div", {class: "bar"}, status, decision, round, arm, reason, grounding, q,
+    el("span", {class: "keys"}, "keys: j/k next/previous · a accept · r reject · e edit · g gold")),
     el("div", {class: "cols"}, list, detail));
   await load();
 }
 
+function fillFacet(select, options) {
+  const keep = select.value;
+  select.replaceChildren(select.options[0], ...options.map(([v, label]) => el("option", {value: v}, label)));
+  select.value = keep;
+}
+
 function exampleDetail(r) {
-  const out = [el("div", {class: "meta"}, `${r.id} · round ${r.round ?? 0} · arm ${text(r.arm)}`),
+  const scores = [r.grounding !== null && r.grounding !== undefined ? `grounding ${fmt(r.grounding, 2)}` : null,
+                  r.judge !== null && r.judge !== undefined ? `judge ${fmt(r.judge, 2)}` : null].filter(Boolean);
+  const out = [el("div", {class: "meta"}, `${r.id} · round ${r.round ?? 0} · ${r.arm_name} · ${r.status}`,
+                  r.reason ? ` (${r.reason})` : "", scores.length ? ` · ${scores.join(" · ")}` : ""),
                el("h4", {}, "Input"), el("div", {class: "doc"}, text(r.input)),
                el("h4", {}, "Output"), el("div", {class: "doc"}, text(r.output))];
   for (const p of r.provenance || []) {
@@ -135,12 +156,37 @@ function exampleDetail(r) {
   return out;
 }
 
-async function decide(decision, gold) {
+function exampleEditor(r) {
+  // a fix: the corrected input and output are saved as the review's "fix" (the next curate uses them)
+  const input = el("textarea", {id: "edit-input", rows: "6"});
+  input.value = text(r.input);
+  const output = el("textarea", {id: "edit-output", rows: "4"});
+  output.value = typeof r.output === "string" ? r.output : JSON.stringify(r.output, null, 2);
+  const save = async () => {
+    const fix = {input: input.value !== text(r.input) ? input.value : undefined,
+                 output: output.value !== (typeof r.output === "string" ? r.output : JSON.stringify(r.output, null, 2))
+                   ? output.value : undefined};
+    if (fix.input === undefined && fix.output === undefined) { say("nothing changed", true); return; }
+    ex.editing = null;
+    await decide("fix", false, fix);
+  };
+  const cancel = () => { ex.editing = null; ex.redraw(); };
+  input.addEventListener("keydown", e => { if (e.key === "Escape") cancel(); });
+  output.addEventListener("keydown", e => { if (e.key === "Escape") cancel(); if (e.key === "Enter" && e.ctrlKey) save(); });
+  setTimeout(() => input.focus(), 0);
+  return [el("div", {class: "meta"}, `editing ${r.id} · Ctrl+Enter saves · Esc cancels`),
+          el("h4", {}, "Input"), input, el("h4", {}, "Output"), output,
+          el("div", {class: "bar"}, el("button", {id: "edit-save", onclick: save}, "Save fix"),
+             el("button", {onclick: cancel}, "Cancel"))];
+}
+
+async function decide(decision, gold, fix) {
   const r = ex.rows[ex.sel];
   if (!r) return;
   try {
-    await api("/api/review", {id: r.id, decision, gold: !!gold});
+    await api("/api/review", {id: r.id, decision, gold: !!gold, ...(fix || {})});
     if (decision) r.decision = decision;
+    if (fix) { if (fix.input !== undefined) r.input = fix.input; if (fix.output !== undefined) r.output = fix.output; }
     say(`${r.id}: ${decision || "gold"} saved`);
     ex.sel = Math.min(ex.sel + 1, ex.rows.length - 1);
     ex.redraw();
@@ -151,7 +197,8 @@ document.addEventListener("keydown", e => {
   if (location.hash !== "#/examples" || e.target.matches("input, select, textarea")) return;
   const keys = {j: () => { ex.sel = Math.min(ex.sel + 1, ex.rows.length - 1); ex.redraw(); },
                 k: () => { ex.sel = Math.max(ex.sel - 1, 0); ex.redraw(); },
-                a: () => decide("accept"), r: () => decide("reject"), g: () => decide(null, true)};
+                a: () => decide("accept"), r: () => decide("reject"), g: () => decide(null, true),
+                e: () => { if (ex.rows[ex.sel]) { ex.editing = ex.rows[ex.sel].id; ex.redraw(); } }};
   if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
 });
 
@@ -219,9 +266,23 @@ async function runsPage() {
     const t = r.training || {};
     parts.push(el("h4", {}, "Training loss"), lossChart([{points: t.loss || [], colour: "#2f6fdb"},
                                                          {points: t.eval_loss || [], colour: "#c0392b"}]));
-    const arms = ((r.generation || {}).examples_by_arm) || {};
-    if (Object.keys(arms).length) {
-      parts.push(el("h4", {}, "Examples per arm"), table(["arm", "examples"], Object.entries(arms).map(([k, v]) => [k, String(v)])));
+    const spend = (r.generation || {}).spend_by_arm || [];
+    if (spend.length) {
+      parts.push(el("h4", {}, "Teacher spend per arm (this round)"),
+        table(["arm", "jobs", "examples", "kept", "tokens", "cost"],
+              spend.map(a => [a.name, String(a.jobs), String(a.examples), String(a.kept), String(a.tokens ?? "–"), fmt(a.cost, 4)])));
+    }
+    for (const x of rounds.filter(x => (x.arms || []).length > 0 && rounds.length > 1)) {
+      // folded: a long loop has rounds x arms rows; each table is built when it is opened
+      const fold = el("details", {class: "round-spend"}, el("summary", {},
+        `Round ${x.round}: spend per arm (${x.arms.length} arms, ${x.arms.reduce((n, a) => n + (a.tokens || 0), 0)} tokens)`));
+      fold.addEventListener("toggle", () => {
+        if (!fold.open || fold.querySelector("table")) return;
+        fold.append(table(["arm", "jobs", "seeded", "examples", "kept", "tokens", "cost"],
+          x.arms.map(a => [a.name, String(a.jobs), String(a.seeded_jobs ?? 0), String(a.examples), String(a.kept),
+                           String(a.tokens ?? "–"), fmt(a.cost, 4)])));
+      });
+      parts.push(fold);
     }
     body.replaceChildren(...parts);
   };
@@ -249,15 +310,61 @@ async function failuresPage() {
         el("div", {class: "meta"}, `${f.run} · ${f.set} · ${f.id} · ${f.source || ""}`),
         text(f.input),
         el("div", {}, el("b", {}, "expected "), text(f.expected), el("b", {}, "  student "), text(f.student)),
-        el("button", {onclick: () => { location.hash = "#/examples"; sessionStorage.setItem("q", String(f.input).slice(0, 40)); }},
-           "find similar examples to review")));
+        el("div", {class: "bar"},
+          el("button", {onclick: () => { location.hash = "#/examples"; sessionStorage.setItem("q", String(f.input).slice(0, 40)); }},
+             "find similar examples to review"),
+          f.arm ? el("button", {class: "boost", onclick: e => boostArm(f, e.target)}, "more budget for this arm") : null)));
     }
   }
   main.replaceChildren(...out);
 }
 
+async function boostArm(f, button) {
+  try {
+    const r = await api("/api/boost", {arm: f.arm, run: f.run, note: `failure ${f.id}`});
+    button.disabled = true;
+    button.textContent = `boosted ×${r.boost.factor} in round ${r.applies_to_round}`;
+    say(`${r.arm_name}: more budget in round ${r.applies_to_round} of ${f.run}`);
+  } catch (e) { say(e.message, true); }
+}
+
+// ---- playground ---------------------------------------------------------------------------
+async function playPage() {
+  const {systems} = await api("/api/play");
+  const input = el("textarea", {id: "play-input", rows: "5", placeholder: "type an input, as a user of the task would"});
+  const cols = {};
+  const grid = el("div", {class: "play"}, Object.entries(systems).map(([who, info]) => {
+    cols[who] = el("div", {class: "answer", id: `play-${who}`},
+                   el("p", {class: "meta"}, info.ready ? "" : info.why));
+    const title = who === "student" ? `student (round ${info.round ?? "–"})` : `${who} · ${info.model}`;
+    return el("div", {class: "panel"}, el("h4", {}, title), cols[who]);
+  }));
+  const ask = async () => {
+    // one system at a time: the server answers them in turn, each column fills as its answer comes
+    for (const [who, info] of Object.entries(systems)) {
+      if (!info.ready) continue;
+      cols[who].replaceChildren(el("p", {class: "meta"}, "thinking…"));
+    }
+    for (const [who, info] of Object.entries(systems)) {
+      if (!info.ready) continue;
+      try {
+        const r = await api("/api/play", {input: input.value, system: who});
+        cols[who].replaceChildren(
+          el("div", {class: "doc out"}, r.output),
+          r.parsed !== null && r.parsed !== r.output ? el("div", {class: "meta"}, "answer: ", el("b", {}, r.parsed)) : null,
+          el("div", {class: "meta latency"}, `${fmt(r.seconds, 2)} s`, r.completion_tokens ? ` · ${r.completion_tokens} tokens` : "",
+             r.cached ? " · from the call cache" : ""));
+      } catch (e) { cols[who].replaceChildren(el("p", {class: "err"}, e.message)); }
+    }
+  };
+  input.addEventListener("keydown", e => { if (e.key === "Enter" && e.ctrlKey) ask(); });
+  main.replaceChildren(el("div", {class: "bar"}, input, el("button", {id: "play-go", onclick: ask}, "Ask all three"),
+                          el("span", {class: "keys"}, "Ctrl+Enter asks")), grid);
+}
+
 // ---- routing ------------------------------------------------------------------------------
-const PAGES = {"#/pile": pilePage, "#/examples": examplesPage, "#/runs": runsPage, "#/failures": failuresPage};
+const PAGES = {"#/pile": pilePage, "#/examples": examplesPage, "#/runs": runsPage, "#/failures": failuresPage,
+               "#/play": playPage};
 
 async function route() {
   const page = PAGES[location.hash] ? location.hash : "#/pile";

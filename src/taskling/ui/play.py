@@ -1,0 +1,115 @@
+"""The UI's playground: one input answered by the tuned student, its base and the teacher.
+
+Each system is prompted exactly as `evaluate` prompts it (evaluate.conversations), so what
+a person sees here is what the scores measure. The student is the newest round's trained
+model of the run; it is loaded on first use and loaded again when a later round finishes.
+The teacher's calls go through the call log (purpose "playground") like every other call,
+so they are cached, priced and auditable. One lock: a 2-core laptop answers one at a time.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from .. import tasks
+from ..errors import TasklingError
+from ..workspace import Context, read_manifest
+
+SYSTEMS = ("student", "base", "teacher")
+MAX_INPUT_CHARS = 20_000
+
+
+class Playground:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.lock = threading.Lock()
+        self.loaded: dict[str, tuple] = {}  # system -> (key, model, tok, what)
+        self.teacher = None
+        self.log = None
+
+    def trained_round(self) -> int | None:
+        """The newest round whose train stage finished (None: nothing trained yet)."""
+        found, k = None, 0
+        while (self.ctx.run_dir / f"round-{k}").is_dir():
+            if read_manifest(self.ctx.stage_dir("train", k)) is not None:
+                found = k
+            k += 1
+        return found
+
+    def systems(self) -> dict:
+        r = self.trained_round()
+        t = self.ctx.cfg.teacher
+        return {"student": {"ready": r is not None, "round": r,
+                            "why": None if r is not None else "no trained student yet: run 'taskling train'"},
+                "base": {"ready": True, "model": self.ctx.cfg.student.model},
+                "teacher": {"ready": True, "model": f"{t.backend}:{t.model}"}}
+
+    def model(self, who: str):
+        from ..models import load_causal_lm, resolve_hf
+        from ..stages.train import load_trained, trained_dir
+
+        cfg = self.ctx.cfg
+        if who == "student":
+            r = self.trained_round()
+            if r is None:
+                raise TasklingError("no trained student yet: run 'taskling train' (or 'taskling run') first")
+            key = (r, (self.ctx.stage_dir("train", r) / "manifest.json").stat().st_mtime_ns)
+            if self.loaded.get(who, (None,))[0] != key:
+                self.loaded.pop(who, None)
+                model, tok = load_trained(self.ctx, cfg.student.model, r)
+                self.loaded[who] = (key, model.eval(), tok, trained_dir(self.ctx, r).name)
+        elif who not in self.loaded:
+            model, tok = load_causal_lm(resolve_hf(cfg.student.model))
+            self.loaded[who] = (None, model.eval(), tok, None)
+        return self.loaded[who]
+
+    def answer(self, text: str, who: str) -> dict:
+        """`who`'s answer to `text`: raw output, the task's parsed answer, latency and tokens."""
+        from ..stages.evaluate import conversations, predict_local, predict_teacher
+
+        if who not in SYSTEMS:
+            raise TasklingError(f"system {who!r} is not one of {', '.join(SYSTEMS)}")
+        text = str(text or "").strip()
+        if not text:
+            raise TasklingError("type an input first")
+        if len(text) > MAX_INPUT_CHARS:
+            raise TasklingError(f"the input is {len(text)} characters; the playground takes at most {MAX_INPUT_CHARS}")
+        cfg, task = self.ctx.cfg, tasks.get(self.ctx.cfg.task)
+        convs = conversations(cfg, task, who, [{"input": text}])
+        with self.lock:
+            t0 = time.perf_counter()
+            if who == "teacher":
+                r = self.ask_teacher(convs, task, predict_teacher)
+            else:
+                from .. import infer
+
+                infer.set_threads(self.ctx.threads)
+                _, model, tok, _ = self.model(who)
+                r = predict_local(model, tok, who, convs, task, cfg)[0]
+            seconds = time.perf_counter() - t0
+        parsed = task.parse_output(cfg.task, r["text"])
+        return {"system": who, "output": r["text"], "parsed": tasks.output_text(parsed) if parsed is not None else None,
+                "seconds": round(seconds, 3), "completion_tokens": r.get("completion_tokens"),
+                "cached": bool(r.get("cached")), **({"round": self.trained_round()} if who == "student" else {})}
+
+    def ask_teacher(self, convs, task, predict_teacher) -> dict:
+        """The teacher as evaluate asks it, through the call log; opened once and kept."""
+        if self.teacher is None:
+            from ..backends import Logged, open_backend
+            from ..calls import CallLog
+            from ..config import Price
+
+            cfg = self.ctx.cfg
+            self.log = CallLog(self.ctx.ws.calls_db)
+            self.teacher = Logged(open_backend(cfg.teacher), self.log, purpose="playground",
+                                  price=cfg.budget.prices.get(cfg.teacher.model, Price()))
+        cached = self.teacher.stats["cached"]
+        r = predict_teacher(self.teacher, convs, task)[0]
+        return {**r, "cached": self.teacher.stats["cached"] > cached}
+
+    def close(self) -> None:
+        if self.teacher is not None:
+            self.teacher.close()
+            self.log.close()
+            self.teacher = None
+        self.loaded.clear()
