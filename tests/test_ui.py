@@ -270,3 +270,18 @@ def test_a_failure_marks_its_arm_for_more_budget(ui_server, browser):
     assert recs[0]["arm"] in [f["arm"] for f in fails]
     assert allocate.boosts_for(ctx.ws.boosts, 1, ctx.run_id) == {tuple(recs[0]["arm"]): allocate.BOOST_FACTOR}
     assert errors == []
+
+
+def test_the_examples_api_filters_by_score_round_and_verdict(ui_server):
+    from taskling.stages.curate import candidates
+
+    every = candidates(ui_server["ctx"])
+    get = lambda **q: httpx.get(ui_server["url"] + "/api/examples", params={**q, "limit": 200}).json()  # noqa: E731
+    res = get(min_grounding=0.5)
+    assert res["total"] == sum(1 for e in every if isinstance(e.get("grounding"), (int, float)) and e["grounding"] >= 0.5)
+    assert all(e["grounding"] >= 0.5 for e in res["examples"])
+    reasons = {k: n for k, n in get()["facets"]["reason"]}
+    assert sum(reasons.values()) == len(every) and reasons.get("kept") == sum(e["status"] == "kept" for e in every)
+    dropped = next(k for k in reasons if k != "kept")
+    assert get(reason=dropped)["total"] == reasons[dropped]
+    assert get(round="0")["total"] == len(every) and get(round="7")["total"] == 0

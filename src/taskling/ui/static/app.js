@@ -93,6 +93,8 @@ async function examplesPage() {
   const reason = el("select", {id: "f-reason"}, el("option", {value: ""}, "any verdict"));
   const grounding = el("input", {id: "f-grounding", type: "number", min: "0", max: "1", step: "0.05",
                                  placeholder: "min grounding", title: "lowest grounding score (0-1)"});
+  const judge = el("input", {id: "f-judge", type: "number", min: "0", max: "1", step: "0.05",
+                             placeholder: "min judge", title: "lowest judge score (0-1; examples the judge saw)"});
   const q = el("input", {id: "f-q", type: "search", placeholder: "filter text"});
   q.value = sessionStorage.getItem("q") || "";  // set by the failures page's "find similar examples"
   sessionStorage.removeItem("q");
@@ -102,6 +104,7 @@ async function examplesPage() {
     ex.filters = {status: status.value, decision: decision.value, q: q.value, round: round.value, arm: arm.value,
                   reason: reason.value};
     if (grounding.value !== "") ex.filters.min_grounding = grounding.value;
+    if (judge.value !== "") ex.filters.min_judge = judge.value;
     const p = new URLSearchParams({...ex.filters, limit: "200"});
     const r = await api(`/api/examples?${p}`);
     ex.rows = r.examples;
@@ -113,7 +116,7 @@ async function examplesPage() {
     say(`${r.total} examples`);
     draw();
   };
-  for (const f of [status, decision, round, arm, reason, grounding]) f.addEventListener("change", load);
+  for (const f of [status, decision, round, arm, reason, grounding, judge]) f.addEventListener("change", load);
   q.addEventListener("keydown", e => { if (e.key === "Enter") load(); });
   const draw = () => {
     list.replaceChildren(...ex.rows.map((r, i) => el("div", {
@@ -128,7 +131,7 @@ async function examplesPage() {
     if (s) s.scrollIntoView({block: "nearest"});
   };
   ex.redraw = draw;
-  main.replaceChildren(el("div", {class: "bar"}, status, decision, round, arm, reason, grounding, q,
+  main.replaceChildren(el("div", {class: "bar"}, status, decision, round, arm, reason, grounding, judge, q,
     el("span", {class: "keys"}, "keys: j/k next/previous · a accept · r reject · e edit · g gold")),
     el("div", {class: "cols"}, list, detail));
   await load();
@@ -256,9 +259,12 @@ async function runsPage() {
     }
     const rounds = (r.loop || {}).rounds || [];
     if (rounds.length) {
-      parts.push(el("h4", {}, "Rounds"), table(["round", "examples", "train size", "student on eval", "student on gold"],
+      const withCI = m => m ? `${fmt(m.metric)} [${fmt(m.ci_low, 2)}, ${fmt(m.ci_high, 2)}]` : "–";
+      parts.push(el("h4", {}, "Rounds"), table(["round", "examples", "train size", "student on eval (95% CI)",
+                                                "student on gold (95% CI)", "teacher cost"],
         rounds.map(x => [String(x.round), String(x.examples ?? "–"), String(x.train_size ?? "–"),
-                         fmt(((x.results || {}).eval || {}).student?.metric), fmt(((x.results || {}).gold || {}).student?.metric)])));
+                         withCI(((x.results || {}).eval || {}).student), withCI(((x.results || {}).gold || {}).student),
+                         fmt(x.cost, 4)])));
     }
     if ((r.funnel || []).length) {
       parts.push(el("h4", {}, "Curation funnel"), table(["step", "count"], r.funnel.map(f => [f.step, String(f.count)])));
