@@ -241,6 +241,74 @@ class ClusterCfg(Section):
     max_failures: int = Field(3, ge=0)               # training restarts from the last checkpoint before giving up
 
 
+class RuleCfg(Section):
+    """A labelling rule (label.rules): votes a label for an item, or abstains. It looks at `field`:
+    input (the item's text), source (the text of the chunk it cites), path (its source document's
+    path: folder and file names), locator (page, sheet, section, Message-ID) or column:NAME (a column
+    of the table row it came from). It fires when one of `keywords` occurs as a whole word (any case)
+    or `regex` matches; it votes `label`, or, with `map`, the label that the regex's first group
+    (or the matched keyword) maps to."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    field: str = "input"
+    keywords: list[str] = []
+    regex: str | None = None
+    label: str | None = None
+    map: dict[str, str] = {}
+    ignore_case: bool = True
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "RuleCfg":
+        if bool(self.keywords) == bool(self.regex):
+            raise ValueError(f"rule '{self.name}' needs exactly one of keywords or regex")
+        if (self.label is None) == (not self.map):
+            raise ValueError(f"rule '{self.name}' needs exactly one of label or map")
+        if self.field not in ("input", "source", "path", "locator") and not self.field.startswith("column:"):
+            raise ValueError(f"rule '{self.name}': field '{self.field}' is not one of input, source, path, "
+                             "locator or column:NAME")
+        return self
+
+
+class LabellerCfg(Section):
+    """An LLM that votes on each item's label (label.teachers): the teacher or another model,
+    few-shot (the task's examples as turns) or zero-shot, free or constrained to the label set."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: Union[Literal["teacher"], ModelCfg] = "teacher"
+    prompt: Literal["fewshot", "zeroshot"] = "fewshot"
+    constrained: bool = True     # the reply is one of the labels (a JSON-schema grammar where the backend has one)
+
+
+class LabelCfg(Section):
+    """Weak supervision for classify (label model): several sources vote on every candidate's
+    label and a label model (labelmodel.py) weighs them without gold; training uses its posterior."""
+    asked: bool = True                        # the label the teacher was asked to write an input for is a vote
+    teachers: list[LabellerCfg] = []          # LLM labellers
+    rules: list[RuleCfg] = []                 # keyword, regex and metadata rules
+    model: Literal["dawid-skene", "majority"] = "dawid-skene"
+    init: Literal["majority", "gold"] = "majority"   # gold: start EM from what gold.jsonl says (needs gold)
+    min_confidence: float = Field(0.5, ge=0, le=1)   # an example whose posterior label is less sure is dropped
+    weight: bool = True                       # train with the posterior's confidence as each example's loss weight
+
+    @property
+    def active(self) -> bool:
+        return bool(self.teachers or self.rules)
+
+
+class TableCfg(Section):
+    """A table in the pile mapped to task fields (tables:): each row becomes an example directly,
+    its provenance the file, table and row. Tables come from CSV/TSV/XLSX/ODS sheets, HTML, PDF,
+    DOCX and Markdown tables, and JSON/JSONL records. `input` and `output` are templates over the
+    columns ("What does error {code} mean?", "{name}"); for extract, output maps each field to a
+    template. With `paraphrase: N` the teacher rewrites the input side N times per row."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    match: str = "*"                          # glob over source paths (relative to the workspace)
+    table: Union[int, str, None] = None       # which table of a file: its index, or a sheet/heading name
+    input: str
+    output: Union[str, dict[str, str]]
+    paraphrase: int = Field(0, ge=0, le=10)
+    max_rows: int | None = Field(None, ge=1)
+    eval_fraction: float | None = Field(None, ge=0, lt=1)  # rows held out for eval (default curate.eval_fraction)
+
+
 class Config(Section):
     task: TaskCfg
     sources: list[str] = Field(min_length=1)
@@ -256,11 +324,48 @@ class Config(Section):
     serve: ServeCfg = ServeCfg()
     loop: LoopCfg = LoopCfg()
     cluster: ClusterCfg = ClusterCfg()
+    label: LabelCfg = LabelCfg()
+    tables: list[TableCfg] = []
     seed: int = 0
 
     # Set by load_config, not by the user: where the file lives (sources are
     # relative to it).
     root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _labels_known(self) -> "Config":
+        """Rules and labellers name labels of the task; a regex compiles; names are unique."""
+        import re
+
+        lab = self.label
+        if lab.active and self.task.type != "classify":
+            raise ValueError(f"label.rules and label.teachers vote on labels: they need a classify task "
+                             f"(this one is {self.task.type})")
+        names = [r.name for r in lab.rules] + [t.name for t in lab.teachers] + (["asked"] if lab.asked else [])
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"label sources need distinct names; '{dup[0]}' is used twice")
+        for r in lab.rules:
+            for v in ([r.label] if r.label is not None else []) + list(r.map.values()):
+                if v not in self.task.labels:
+                    near = difflib.get_close_matches(v, list(self.task.labels), n=1)
+                    raise ValueError(f"rule '{r.name}' votes '{v}', which is not one of the labels "
+                                     f"{list(self.task.labels)}" + (f"; did you mean '{near[0]}'?" if near else ""))
+            if r.regex is not None:
+                try:
+                    re.compile(r.regex)
+                except re.error as e:
+                    raise ValueError(f"rule '{r.name}': regex {r.regex!r} does not compile ({e})") from None
+        tables = [t.name for t in self.tables]
+        if len(set(tables)) < len(tables):
+            raise ValueError("tables need distinct names")
+        for t in self.tables:
+            if self.task.type == "extract" and not isinstance(t.output, dict):
+                raise ValueError(f"table '{t.name}': an extract task maps output to fields, e.g. "
+                                 "output: {field: '{column}'}")
+            if self.task.type != "extract" and isinstance(t.output, dict):
+                raise ValueError(f"table '{t.name}': output is one template for a {self.task.type} task")
+        return self
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump(mode="json") if name != "seed" else {"seed": self.seed}
