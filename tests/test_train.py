@@ -167,6 +167,31 @@ def test_completion_loss_equals_the_full_logits_loss(tiny_model_dir):
     assert abs(float(full) - float(ours)) < 1e-5
 
 
+def test_example_weights_scale_each_examples_share_of_the_loss(tiny_model_dir):
+    import torch
+
+    from taskling.models import load_causal_lm
+
+    model, tok = load_causal_lm(tiny_model_dir)
+    exs = [{"input": f"question {i} about hashing", "output": ["sqlite", "node"][i % 2]} for i in range(4)]
+    plain = [train.encode(tok, "Route it.", ex, 128) for ex in exs]
+    assert all("weight" not in e for e in plain) and "weights" not in train.collate(plain, tok.pad_token_id)
+    weighted = [train.encode(tok, "Route it.", {**ex, "weight": w}, 128) for ex, w in zip(exs, (1.0, 0.5, 0.0, 2.0))]
+    with torch.no_grad():
+        per = [float(train.completion_loss(model, train.collate([e], tok.pad_token_id))) for e in plain]
+        n = [train.token_mass(train.collate([e], tok.pad_token_id)) for e in plain]
+        batch = train.collate(weighted, tok.pad_token_id)
+        got = float(train.completion_loss(model, batch))
+    w = (1.0, 0.5, 0.0, 2.0)
+    want = sum(wi * ni * li for wi, ni, li in zip(w, n, per)) / sum(wi * ni for wi, ni in zip(w, n))
+    assert abs(got - want) < 1e-5
+    assert train.token_mass(batch) == sum(wi * ni for wi, ni in zip(w, n))
+    # a weight of 0 removes the example: the same loss as without it
+    without = [weighted[i] for i in (0, 1, 3)]
+    with torch.no_grad():
+        assert abs(float(train.completion_loss(model, train.collate(without, tok.pad_token_id))) - got) < 1e-5
+
+
 def test_exact_answers_from_the_loss_pass_are_what_greedy_decoding_writes(tiny_model_dir):
     import torch
 

@@ -25,6 +25,13 @@ Method, and why:
     items does not fix that from a majority start, init="gold" does.
   - Gold (semi-supervised): gold items' posteriors are clamped to their gold
     label in every E-step, so they count as known truth in the estimates.
+  - Abstentions that say something: a keyword rule that only ever votes one
+    label tells the model nothing when abstentions are ignored (its confusion
+    rows are all "voted that label"), and such rules made the fit worse than
+    majority vote. For the sources named in `abstain_sources`, an explicit None
+    is an outcome of its own (column K of the confusion), so "fired" against
+    "stayed silent" is learned per true label. A missing key is always "not
+    applicable" (a metadata rule on an item without that metadata).
   - Stopping: when an iteration raises the objective EM maximises (log-likelihood
     of the votes plus the log of the smoothing prior) by less than `tol` per
     covered item, or after `max_iter` iterations (`converged` False).
@@ -171,8 +178,9 @@ def _check_labels(labels: Sequence[str]) -> list[str]:
 
 
 def _encode(votes: Sequence[Mapping[str, str | None]], labels: list[str],
-            sources: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
-    """Votes as an int matrix items x sources: the label's index, or -1 for an abstention.
+            sources: Sequence[str] | None, abstain_sources: Sequence[str] = ()) -> tuple[list[str], np.ndarray]:
+    """Votes as an int matrix items x sources: the label's index, -1 for no vote, or K (the
+    number of labels) for an explicit abstention of a source in `abstain_sources`.
 
     Without `sources`, they are the names in order of first appearance (an
     abstaining entry counts, so a source that never voted still gets a row).
@@ -191,14 +199,17 @@ def _encode(votes: Sequence[Mapping[str, str | None]], labels: list[str],
             raise TasklingError(f"sources are listed more than once: {dupes}")
     col = {s: j for j, s in enumerate(sources)}
     index = {lab: k for k, lab in enumerate(labels)}
+    modelled = {col[s] for s in abstain_sources if s in col}
     enc = np.full((len(votes), len(sources)), -1, dtype=np.int64)
     for i, row in enumerate(votes):
         if not isinstance(row, Mapping):
             raise TasklingError(f"item {i}: votes must map a source name to a label, got {type(row).__name__}")
         for s, v in row.items():
-            if v is None:
-                continue
             j = col.get(s)
+            if v is None:
+                if j in modelled:
+                    enc[i, j] = len(labels)
+                continue
             if j is None:
                 raise TasklingError(f"item {i}: source {s!r} is not one of the sources {sources}")
             k = index.get(v) if isinstance(v, str) else None
@@ -220,17 +231,18 @@ def _encode_gold(gold: Mapping[int, str] | None, labels: list[str], n: int) -> d
 
 
 def _one_hot(enc: np.ndarray, k: int) -> np.ndarray:
-    """items x (sources*labels), column s*K + l is 1 where source s voted label l."""
+    """items x (sources*(labels+1)), column s*(K+1) + l is 1 where source s voted label l
+    (l = K: it abstained, for a source whose abstentions are modelled)."""
     n, s = enc.shape
-    out = np.zeros((n, s * k))
+    out = np.zeros((n, s * (k + 1)))
     rows, cols = np.nonzero(enc >= 0)
-    out[rows, cols * k + enc[rows, cols]] = 1.0
+    out[rows, cols * (k + 1) + enc[rows, cols]] = 1.0
     return out
 
 
 def _label_counts(onehot: np.ndarray, s: int, k: int) -> np.ndarray:
-    """items x labels: how many sources voted each label."""
-    return onehot.reshape(len(onehot), s, k).sum(axis=1)
+    """items x labels: how many sources voted each label (abstentions left out)."""
+    return onehot.reshape(len(onehot), s, k + 1)[:, :, :k].sum(axis=1)
 
 
 # -- baseline --------------------------------------------------------------------------------------------------------
@@ -250,13 +262,22 @@ def majority(votes: Sequence[Mapping[str, str | None]], labels: Sequence[str],
 
 
 # -- EM --------------------------------------------------------------------------------------------------------------
-def _pseudo_counts(k: int, smoothing: float) -> np.ndarray:
-    return np.full((k, k), smoothing / k) + np.eye(k) * smoothing
+NEVER = 1e-12  # the abstain column of a source whose abstentions are not modelled: never observed
+
+
+def _pseudo_counts(k: int, smoothing: float, modelled: np.ndarray) -> np.ndarray:
+    """sources x true x (voted labels + abstain): Dirichlet pseudo-counts; a modelled source's
+    abstain column gets as much as one wrong label, so silence starts out uninformative."""
+    base = np.full((k, k + 1), smoothing / k)
+    base[:, :k] += np.eye(k) * smoothing
+    alpha = np.broadcast_to(base, (len(modelled), k, k + 1)).copy()
+    alpha[~modelled, :, k] = NEVER
+    return alpha
 
 
 def _m_step(onehot, post, covered, alpha, s, k, smoothing, learn_prior):
-    # expected[s, true, voted] = sum_i post[i, true] * onehot[i, s, voted]
-    expected = (onehot.T @ post).reshape(s, k, k).transpose(0, 2, 1)
+    # expected[s, true, voted] = sum_i post[i, true] * onehot[i, s, voted]  (voted K: abstained)
+    expected = (onehot.T @ post).reshape(s, k + 1, k).transpose(0, 2, 1)
     conf = expected + alpha
     conf /= conf.sum(axis=2, keepdims=True)
     if learn_prior:
@@ -270,7 +291,7 @@ def _m_step(onehot, post, covered, alpha, s, k, smoothing, learn_prior):
 def _e_step(onehot, conf, prior, gold_idx, gold_lab, s, k):
     """Posteriors, and the log-likelihood of all votes (gold items: of their votes and gold label)."""
     # weights[s*K + voted, true] = log C[s, true, voted]: one product sums every vote's log-likelihood
-    weights = np.log(conf).transpose(0, 2, 1).reshape(s * k, k)
+    weights = np.log(conf).transpose(0, 2, 1).reshape(s * (k + 1), k)
     logp = onehot @ weights + np.log(prior)
     top = logp.max(axis=1, keepdims=True)
     post = np.exp(logp - top)
@@ -292,7 +313,7 @@ def _objective(loglik, conf, prior, alpha, smoothing, learn):
 def fit(votes: Sequence[Mapping[str, str | None]], labels: Sequence[str], *,
         sources: Sequence[str] | None = None, gold: Mapping[int, str] | None = None,
         max_iter: int = 200, tol: float = 1e-6, smoothing: float = 1.0,
-        init: str = "majority", class_balance: str = "learn") -> LabelModel:
+        init: str = "majority", class_balance: str = "learn", abstain_sources: Sequence[str] = ()) -> LabelModel:
     """Fit a Dawid–Skene label model to `votes` (votes[i][source] = label, or None/missing to abstain).
 
     gold maps item index -> known label; those items are clamped in EM and give
@@ -300,7 +321,8 @@ def fit(votes: Sequence[Mapping[str, str | None]], labels: Sequence[str], *,
     vote, "diagonal" from every source at the smoothing prior's accuracy, "gold"
     from the parameters the gold items alone give (use it when the majority may
     be wrong more often than right: it keeps EM on the gold side of label switching).
-    class_balance "learn" estimates the prior, "uniform" fixes it.
+    class_balance "learn" estimates the prior, "uniform" fixes it. For the sources in
+    `abstain_sources`, an explicit None is evidence (see the module docstring).
     """
     labels = _check_labels(labels)
     if init not in INITS:
@@ -311,18 +333,19 @@ def fit(votes: Sequence[Mapping[str, str | None]], labels: Sequence[str], *,
         raise TasklingError(f"smoothing must be > 0 (it keeps every probability non-zero), got {smoothing}")
     if max_iter < 1:
         raise TasklingError(f"max_iter must be at least 1, got {max_iter}")
-    sources, enc = _encode(votes, labels, sources)
+    sources, enc = _encode(votes, labels, sources, abstain_sources)
     n, s, k = len(enc), len(sources), len(labels)
+    modelled = np.array([name in set(abstain_sources) for name in sources], dtype=bool)
     gold_k = _encode_gold(gold, labels, n)
     gold_idx = np.array(sorted(gold_k), dtype=np.int64)
     gold_lab = np.array([gold_k[i] for i in gold_idx.tolist()], dtype=np.int64)
 
     onehot = _one_hot(enc, k)
-    voted = enc >= 0
+    voted = (enc >= 0) & (enc < k)
     counts = _label_counts(onehot, s, k)
     covered = voted.any(axis=1)
     covered[gold_idx] = True
-    alpha = _pseudo_counts(k, smoothing)
+    alpha = _pseudo_counts(k, smoothing, modelled)
     learn = class_balance == "learn"
 
     if init == "majority":
@@ -332,7 +355,7 @@ def fit(votes: Sequence[Mapping[str, str | None]], labels: Sequence[str], *,
         post[gold_idx] = 0.0
         post[gold_idx, gold_lab] = 1.0
     elif init == "diagonal":
-        conf = np.broadcast_to(alpha / alpha.sum(axis=1, keepdims=True), (s, k, k)).copy()
+        conf = alpha / alpha.sum(axis=2, keepdims=True)
         post, _ = _e_step(onehot, conf, np.full(k, 1.0 / k), gold_idx, gold_lab, s, k)
     else:  # "gold": parameters from the gold items alone, so a wrong majority cannot orient EM
         if not len(gold_idx):
@@ -358,13 +381,13 @@ def fit(votes: Sequence[Mapping[str, str | None]], labels: Sequence[str], *,
 
     # confusion and prior as used for the posteriors; expected counts from the posteriors
     expected, _, _ = _m_step(onehot, post, covered, alpha, s, k, smoothing, learn)
-    stats = _stats(sources, labels, enc, voted, counts, expected, conf, gold_idx, gold_lab)
+    stats = _stats(sources, labels, enc, voted, counts, expected, conf, gold_idx, gold_lab, modelled)
     return LabelModel(
         labels=labels, sources=sources, prior={lab: float(p) for lab, p in zip(labels, prior)},
         stats=stats, posteriors=post, iterations=it, converged=converged, covered=covered,
         gold={int(i): labels[g] for i, g in zip(gold_idx.tolist(), gold_lab.tolist())},
         settings={"max_iter": max_iter, "tol": tol, "smoothing": smoothing, "init": init,
-                  "class_balance": class_balance},
+                  "class_balance": class_balance, "abstain_sources": [x for x in sources if x in set(abstain_sources)]},
     )
 
 
@@ -377,7 +400,7 @@ def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _stats(sources, labels, enc, voted, counts, expected, conf, gold_idx, gold_lab) -> list[SourceStats]:
+def _stats(sources, labels, enc, voted, counts, expected, conf, gold_idx, gold_lab, modelled) -> list[SourceStats]:
     n = len(enc)
     per_item = voted.sum(axis=1)
     out = []
@@ -399,17 +422,20 @@ def _stats(sources, labels, enc, voted, counts, expected, conf, gold_idx, gold_l
         measured_n = int(g_mine.sum())
         measured = float((enc[gold_idx[g_mine], j] == gold_lab[g_mine]).mean()) if measured_n else None
 
-        correct = float(np.trace(expected[j]))
+        k = len(labels)
+        correct = float(np.trace(expected[j][:, :k]))
         acc = correct / nv if nv else None
-        support = expected[j].sum(axis=1)
+        support = expected[j][:, :k].sum(axis=1)
+        given_vote = conf[j][:, :k] / conf[j][:, :k].sum(axis=1, keepdims=True)  # P(voted l | true, it voted)
         per_label = {}
         for li, lname in enumerate(labels):
             lv = int((lab == li).sum())
             per_label[lname] = {
-                "accuracy": float(conf[j, li, li]) if nv else None,
+                "accuracy": float(given_vote[li, li]) if nv else None,
                 "precision": float(expected[j, li, li] / lv) if lv else None,
                 "votes": lv,
                 "support": float(support[li]),
+                **({"fires": float(1.0 - conf[j, li, k])} if modelled[j] else {}),  # P(it votes | true label)
             }
         out.append(SourceStats(
             name=name, coverage=nv / n if n else 0.0, votes=nv,
@@ -418,6 +444,6 @@ def _stats(sources, labels, enc, voted, counts, expected, conf, gold_idx, gold_l
             overlap=int(overlapping.sum()) / n if n else 0.0,
             agreement=float(credit[overlapping].mean()) if overlapping.any() else None,
             conflict=int(disagree.sum()) / n if n else 0.0,
-            per_label=per_label, confusion=conf[j].tolist(),
+            per_label=per_label, confusion=given_vote.tolist(),
         ))
     return out

@@ -105,6 +105,9 @@ def build(ctx: Context) -> dict:
         rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.get("artifacts", []),
                          "verified": e.get("verified_on"), "tolerance": e.get("tolerance"),
                          "student_metric": e.get("student_metric"), "failed": e.get("failed")}
+    sources = label_sources(manifests)
+    if sources:
+        rep["label_sources"] = sources
     spread = cluster_work(manifests)
     if spread:
         rep["cluster"] = spread
@@ -208,3 +211,29 @@ def write(ctx: Context) -> tuple[Path, Path]:
     atomic_write_json(jpath, rep)
     atomic_write_text(hpath, render_html(rep))
     return jpath, hpath
+
+
+def label_sources(manifests: dict) -> dict | None:
+    """The label model's sources (curate, label:): per source its coverage, estimated accuracy
+    (with interval) and per label, its accuracy measured on gold, and the student beside them."""
+    lm = (manifests.get("curate") or {}).get("label_model")
+    if not lm:
+        return None
+    fit = lm.get("fit") or {}
+    stats = {s.get("name"): s for s in fit.get("stats", []) if isinstance(s, dict)}
+    measured = lm.get("measured") or {}
+    rows = []
+    for name in lm.get("sources", []):
+        st, m = stats.get(name, {}), measured.get(name, {})
+        rows.append({"source": name, "coverage": st.get("coverage"), "votes": st.get("votes"),
+                     "estimated": st.get("accuracy"), "estimated_ci": st.get("accuracy_ci"),
+                     "measured": m.get("accuracy"), "measured_n": m.get("voted"),
+                     "agreement": st.get("agreement"), "conflict": st.get("conflict"),
+                     "per_label": {lab: v.get("accuracy") for lab, v in (st.get("per_label") or {}).items()}})
+    res = ((manifests.get("evaluate") or {}).get("results") or {}).get("gold") or {}
+    student = {w: res[w].get("metric") for w in ("student", "student-constrained", "teacher") if w in res}
+    return {"model": lm.get("model"), "items": lm.get("items"), "relabelled": lm.get("relabelled"),
+            "dropped_unsure": lm.get("dropped_unsure"), "calibrated_with_gold": lm.get("calibrated_with_gold"),
+            "gold_items": lm.get("gold_items"), "label_model_on_gold": measured.get("label_model"),
+            "prior": fit.get("prior"), "sources": rows, "on_gold": student}
+

@@ -687,6 +687,35 @@ def _cluster(rep: dict) -> str:
     return "".join(out) + "</section>"
 
 
+def _label_sources(rep: dict) -> str:
+    ls = _dict(rep.get("label_sources"))
+    rows = [r for r in _list(ls.get("sources")) if isinstance(r, dict)]
+    if not rows:
+        return ""
+    labels = sorted({lab for r in rows for lab in _dict(r.get("per_label"))})
+    lm = _dict(ls.get("label_model_on_gold"))
+    out = ["<section><h2>Label sources</h2>",
+           f'<p class="note">{_fmt(ls.get("items"))} candidates were labelled by a {_e(ls.get("model", ""))} label '
+           f"model over these sources, learned without gold labels"
+           + (" (calibrated with gold.jsonl)" if ls.get("calibrated_with_gold") else "")
+           + f": {_fmt(ls.get('relabelled'))} relabelled, {_fmt(ls.get('dropped_unsure'))} dropped as unsure. "
+           "Estimated accuracy is the label model's; measured is on gold.jsonl, where the source voted.</p>"]
+    ci = lambda r: (f"{_fmt(r['estimated_ci'][0])}–{_fmt(r['estimated_ci'][1])}"  # noqa: E731
+                    if isinstance(r.get("estimated_ci"), list) and len(r["estimated_ci"]) == 2 else "–")
+    body = [[f"<code>{_e(r.get('source', ''))}</code>", _fmt(r.get("coverage")), _fmt(r.get("estimated")), ci(r),
+             _fmt(r.get("measured")), _fmt(r.get("measured_n")), _fmt(r.get("agreement")), _fmt(r.get("conflict"))]
+            + [_fmt(_dict(r.get("per_label")).get(lab)) for lab in labels] for r in rows]
+    if lm.get("accuracy") is not None:
+        body.append(["<b>label model</b>", _fmt(lm.get("coverage")), "", "", _fmt(lm.get("accuracy")),
+                     _fmt(lm.get("voted")), "", ""] + [""] * len(labels))
+    for w, v in _dict(ls.get("on_gold")).items():
+        body.append([f"<b>{_e(w)}</b> (after training)", "1.00", "", "", _fmt(v), "", "", ""] + [""] * len(labels))
+    out.append(_table(["source", "coverage", "estimated accuracy", "95% CI", "measured on gold", "gold n",
+                       "agreement", "conflict"] + [f"est. {_e(lab)}" for lab in labels], body,
+                      range(1, 8 + len(labels))))
+    return "".join(out) + "</section>"
+
+
 def _kv_section(rep: dict, key: str, title: str, pretty: bool = True) -> str:
     d = rep.get(key)
     return f"<section><h2>{title}</h2>{_kv(d, pretty)}</section>" if isinstance(d, dict) and d else ""
@@ -696,7 +725,8 @@ def render_html(report: dict) -> str:
     """The whole report as one self-contained HTML page (a str)."""
     from .report_rounds import rounds_section  # it builds on the helpers above
     body = [_results(report), rounds_section(report), _per_label(report), _per_field(report), _errors(report),
-            _training(report), _funnel(report), _stages(report), _cluster(report), _costs(report), _failures(report),
+            _training(report), _funnel(report), _label_sources(report), _stages(report), _cluster(report),
+            _costs(report), _failures(report),
             _export(report),
             _kv_section(report, "teacher_calls", "Teacher calls"),
             _kv_section(report, "versions", "Versions", pretty=False)]

@@ -45,7 +45,7 @@ def worker_loop(conf: dict) -> None:
 
     from .. import infer
     from ..models import load_causal_lm, resolve_hf
-    from ..stages.train import Stopper, collate, completion_loss, eval_loss
+    from ..stages.train import Stopper, collate, completion_loss, eval_loss, token_mass
 
     tc = conf["train"]
     rc = ray.train.get_context()
@@ -90,7 +90,7 @@ def worker_loop(conf: dict) -> None:
         for micro in range(ga):
             mine = order[(step - 1) * ga + micro][rank::world]  # a short batch may leave a rank nothing
             batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad).items()} if mine else None
-            n_mine = int((batch["labels"][:, 1:] != -100).sum()) if batch is not None else 0
+            n_mine = token_mass(batch) if batch is not None else 0
             n_all = torch.tensor([float(n_mine)])
             dist.all_reduce(n_all)  # completion tokens of the whole micro-batch, over all workers
             if n_mine:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import allocate, curation, review, tasks
+from .. import allocate, curation, review, tasks, weak
 from ..config import Config
 from ..embed import Embedder, from_blob
 from ..errors import TasklingError
@@ -271,6 +271,11 @@ def run(cfg: Config, ctx: Context) -> dict:
                                if k in ("backend", "model", "base_url", "json_mode", "n_ctx")}
     if cfg.loop.rounds > 1:
         settings["dev_fraction"] = cfg.loop.dev_fraction
+    if cfg.label.active:
+        settings["label"] = cfg.section("label")
+        if any(t.model == "teacher" for t in cfg.label.teachers):
+            settings["teacher"] = {k: v for k, v in cfg.section("teacher").items()
+                                   if k in ("backend", "model", "base_url", "json_mode", "n_ctx")}
     store = review_store(ctx)
     inputs = upstream(ctx, "generate") | {"gold": sha256_file(gold_path) if gold_path.exists() else None,
                                           "review": sha256_file(store) if store.exists() else None}
@@ -311,6 +316,14 @@ def run(cfg: Config, ctx: Context) -> dict:
                 drop(ex, reason)
             else:
                 valid.append(ex)
+
+        # 1b. labelled: where label: names sources, a label model weighs their votes on every valid
+        # candidate (weak.py); its label replaces the teacher's, an unsure one is dropped
+        label_info, n_valid = None, len(valid)
+        if cfg.label.active and ttype == "classify" and valid:
+            valid, unsure, label_info = weak.apply(cfg, ctx, valid, gold, forced_keep)
+            for ex, reason in unsure:
+                drop(ex, reason)
 
         # 2. grounding score of each valid example against the chunks it cites
         embedder = Embedder(cfg.ingest.embed_model, ctx.threads, max_tokens=cfg.ingest.embed_max_tokens) \
@@ -458,8 +471,10 @@ def run(cfg: Config, ctx: Context) -> dict:
             if len(bucket) < SAMPLES_PER_REASON:
                 bucket.append({"id": r["id"], "input": str(r["input"])[:300], "output": tasks.output_text(r["output"])[:200],
                                "reason": r["reason"]})
-        funnel = [{"step": "generated", "count": len(generated)}, {"step": "valid", "count": len(valid)},
-                  {"step": "unique", "count": len(unique)}, {"step": "grounded", "count": len(grounded)},
+        funnel = [{"step": "generated", "count": len(generated)}, {"step": "valid", "count": n_valid}]
+        if label_info is not None:
+            funnel.append({"step": "labelled (label model sure enough)", "count": len(valid)})
+        funnel += [{"step": "unique", "count": len(unique)}, {"step": "grounded", "count": len(grounded)},
                   {"step": "judged", "count": len(judged)},
                   {"step": f"train after split by {split_info['unit']} and decontamination"
                            + (f" (with {len(seeds)} task examples)" if seeds else ""), "count": n_before},
@@ -482,7 +497,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         if stale:
             ctx.console.print(f"[yellow]curate: {len(stale)} review decision(s) were made about examples that have "
                               f"since been re-generated with other text and were not applied: {', '.join(stale[:5])}[/]")
-        return {"review": human, "counts": {"generated": len(generated), "valid": len(valid), "unique": len(unique), "grounded": len(grounded),
+        return {"review": human, "counts": {"generated": len(generated), "valid": n_valid, "labelled": len(valid) if label_info is not None else None, "unique": len(unique), "grounded": len(grounded),
                            "judged": len(judged), "train": len(clean), "eval": len(evals), "rejected": len(rejected),
                            "decontaminated": len(dirty), "redundant": n_before - len(clean),
                            "task_examples": len(seeds) if not first else 0, "dev": len(dev),
@@ -493,6 +508,7 @@ def run(cfg: Config, ctx: Context) -> dict:
                 "grounding": {"min": floor, "mean_kept": round(sum(scores) / len(scores), 4),
                               "embeddings": embedder is not None},
                 "pii": dict(pii_counts) if cfg.curate.pii else None, "judge": judge_info,
+                **({"label_model": label_info} if label_info is not None else {}),
                 "outputs": ["train.jsonl", "eval.jsonl", "dev.jsonl", "rejected.jsonl"]}
 
     return run_stage(ctx, "curate", settings, inputs, body)
@@ -502,4 +518,4 @@ def _reason_kind(reason: str) -> str:
     """A rejection reason without its particulars ('near duplicate (of gen-00012-0)' -> 'near duplicate')."""
     if reason.startswith("judge score"):
         return "judge score below the threshold"
-    return re.sub(r"\s*\((of |score |[a-z]{2}, expected|\d+ samples)[^)]*\)$", "", reason)
+    return re.sub(r"\s*\((of |score |confidence |[a-z]{2}, expected|\d+ samples)[^)]*\)$", "", reason)

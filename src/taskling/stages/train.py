@@ -39,7 +39,10 @@ def encode(tok, system: str, ex: dict, max_len: int) -> dict | None:
         full = prompt + tok(tasks.output_text(ex["output"]), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     if len(full) > max_len:
         return None
-    return {"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt):]}
+    out = {"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt):]}
+    if ex.get("weight") is not None and float(ex["weight"]) != 1.0:  # the label model's confidence (label.weight)
+        out["weight"] = float(ex["weight"])
+    return out
 
 
 def batch_order(n: int, batch_size: int, steps: int, lengths: list[int], seed: int) -> list[list[int]]:
@@ -69,7 +72,24 @@ def collate(items: list[dict], pad_id: int) -> dict:
         ids[i, :n] = torch.tensor(x["input_ids"])
         labels[i, :n] = torch.tensor(x["labels"])
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    if any("weight" in x for x in items):  # only then: unweighted batches stay exactly as they were
+        out["weights"] = torch.tensor([x.get("weight", 1.0) for x in items], dtype=torch.float32)
+    return out
+
+
+def token_mass(batch: dict) -> float:
+    """What a batch's loss is a mean over: its completion tokens, each counted with its example's weight."""
+    per_row = (batch["labels"][:, 1:] != -100).sum(dim=1).float()
+    return float((per_row * batch["weights"]).sum()) if "weights" in batch else float(per_row.sum())
+
+
+def _mean(losses: torch.Tensor, batch: dict, keep: torch.Tensor) -> torch.Tensor:
+    """Per-token losses at the `keep` positions to one number: the plain mean, or weighted by example."""
+    if "weights" not in batch:
+        return losses.mean()
+    w = batch["weights"].to(losses.device)[:, None].expand_as(keep)[keep]
+    return (losses * w).sum() / w.sum().clamp_min(1e-8)
 
 
 def default_steps(n_examples: int, batch_size: int) -> int:
@@ -153,8 +173,9 @@ def completion_loss(model, batch: dict, exact: list | None = None) -> torch.Tens
         if exact is not None:
             hit = (logits[:, :-1].argmax(-1) == targets) | ~keep
             exact.extend(bool(h) for h in hit.all(dim=1))
-        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                                 targets.reshape(-1), ignore_index=-100)
+        flat = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                                 targets.reshape(-1), ignore_index=-100, reduction="none")
+        return _mean(flat.view_as(targets)[keep], batch, keep)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     logits = head(hidden[:, :-1][keep]).float()
     cap = getattr(base.config, "final_logit_softcapping", None)
@@ -164,7 +185,7 @@ def completion_loss(model, batch: dict, exact: list | None = None) -> torch.Tens
         hit = torch.ones_like(targets, dtype=torch.bool)
         hit[keep] = logits.argmax(-1) == targets[keep]
         exact.extend(bool(h) for h in hit.all(dim=1))
-    return torch.nn.functional.cross_entropy(logits, targets[keep])
+    return _mean(torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none"), batch, keep)
 
 
 @torch.no_grad()
@@ -175,14 +196,14 @@ def eval_loss(model, data: list[dict], pad_id: int, batch_size: int) -> tuple[fl
         return None
     device = next(model.parameters()).device
     model.eval()
-    total, count, exact = 0.0, 0, []
+    total, count, exact = 0.0, 0.0, []
     data = sorted(data, key=lambda e: len(e["input_ids"]))  # similar lengths together: little padding
     for b in range(0, len(data), batch_size):
         batch = {k: v.to(device) for k, v in collate(data[b:b + batch_size], pad_id).items()}
         # A compiled decoder would compile a second, inference-only graph for this: not worth it.
         with infer.autocast(), torch.compiler.set_stance("force_eager"):
             loss = completion_loss(model, batch, exact)
-        n = int((batch["labels"][:, 1:] != -100).sum())
+        n = token_mass(batch)
         total += float(loss) * n
         count += n
     model.train()
