@@ -135,3 +135,34 @@ def test_label_sources_need_a_classify_task_and_known_labels(tmp_path, tiny_mode
                                                                    "label": "sqlite"}])
     with pytest.raises(TasklingError, match="exactly one of keywords or regex"):
         load_config(path)
+
+
+def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_model_dir):
+    path = write_workspace(tmp_path, tiny_model_dir, generate__pile_inputs=12, generate__pool_per_label=20,
+                           label__rules=RULES)
+    cfg = load_config(path, [])
+    ctx = Context(cfg, console=QUIET)
+    ingest.run(cfg, ctx)
+    man = generate.run(cfg, ctx)
+    made = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
+    pile = [e for e in made if e.get("source") == "pile"]
+    # at most 12: as many distinct chunks as the label pools of this tiny pile hold
+    assert 8 <= len(pile) == man["pile_inputs"] <= 12 and len({e["chunks"][0] for e in pile}) == len(pile)
+    from taskling.pile import Pile
+
+    with Pile(ctx.ws.pile_db) as p:
+        for e in pile:
+            assert e["input"] == " ".join(p.chunk(e["chunks"][0]).text.split()[:cfg.curate.max_words])
+            assert e["label"] == e["arm"][1] and e["provenance"][0]["chunk"] == e["chunks"][0]
+    assert {e["arm"][1] for e in pile} == {"sqlite", "node", "python"}  # dealt over the arms
+    lm = curate.run(cfg, ctx)["label_model"]
+    assert lm["sources"][:2] == ["asked", "retrieved"]
+    fit = {s["name"]: s for s in lm["fit"]["stats"]}
+    assert 6 <= fit["retrieved"]["votes"] <= len(pile)  # the pile inputs that passed validation
+    # the chunk's own text is real documentation: the keyword rules fire on most of them, and rightly
+    from taskling import rules
+
+    said = rules.votes(rules.compile_rules(cfg.label.rules, list(cfg.task.labels)), pile)
+    fired = [(next(v for v in row.values() if v), truth(e)) for row, e in zip(said, pile) if any(row.values())]
+    assert len(fired) >= len(pile) // 2 and sum(a == b for a, b in fired) >= 0.8 * len(fired)
+    assert any(e.get("source") == "pile" and "label_votes" in e for e in kept(ctx))

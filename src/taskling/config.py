@@ -124,6 +124,8 @@ class GenerateCfg(Section):
     personas: list[str] = DEFAULT_PERSONAS           # who writes the inputs (varied per job)
     difficulties: list[str] = ["easy", "medium", "hard"]
     dry_run_sample: int = Field(6, ge=1)             # jobs measured by generate --dry-run
+    pile_inputs: int = Field(0, ge=0)                # classify: this many pile chunks also become inputs as they
+                                                     # are (no teacher call), labelled by the label model (label:)
 
 
 class CurateCfg(Section):
@@ -280,7 +282,8 @@ class LabellerCfg(Section):
 class LabelCfg(Section):
     """Weak supervision for classify (label model): several sources vote on every candidate's
     label and a label model (labelmodel.py) weighs them without gold; training uses its posterior."""
-    asked: bool = True                        # the label the teacher was asked to write an input for is a vote
+    asked: bool = True                        # votes: the label the teacher was asked to write an input for, and
+                                              # for pile inputs (generate.pile_inputs) the label of their search pool
     teachers: list[LabellerCfg] = []          # LLM labellers
     rules: list[RuleCfg] = []                 # keyword, regex and metadata rules
     model: Literal["dawid-skene", "majority"] = "dawid-skene"

@@ -5,6 +5,8 @@ Sources:
   asked        the label the teacher was asked to write an input for (label-conditioned
                generation: writing an input for a given label is an easier job than labelling,
                so it is right more often than the teacher's own guess)
+  retrieved    for pile chunks taken as inputs (generate.pile_inputs): the label whose
+               search pool the chunk came from
   teachers     LLM labellers (label.teachers): the teacher or other models, few- or zero-shot,
                free or constrained to the label set (a JSON-schema grammar where the backend
                has one); every call goes through the call log, purpose "label:<name>"
@@ -31,6 +33,7 @@ from .pile import Pile
 from .workspace import Context
 
 ASKED = "asked"
+RETRIEVED = "retrieved"
 LABEL_TOKENS = 24  # a label, or {"label": "..."}, fits easily
 
 
@@ -97,11 +100,16 @@ def collect(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict])
     votes: list[dict] = [{} for _ in items]
     names: list[str] = []
     if lab.asked:
-        names.append(ASKED)
-        for v, ex in zip(votes, candidates):
-            asked = (ex.get("arm") or [None, None])[1]
-            if asked in cfg.task.labels and ex.get("source") != "table":
-                v[ASKED] = asked
+        # "asked": the label the teacher wrote an input for; "retrieved": the label whose search
+        # pool a pile chunk taken as an input came from (generate.pile_inputs): two different guesses
+        for name, theirs in ((ASKED, lambda ex: ex.get("source") not in ("table", "pile")),
+                             (RETRIEVED, lambda ex: ex.get("source") == "pile")):
+            mine = [i for i, ex in enumerate(candidates) if theirs(ex)
+                    and (ex.get("arm") or [None, None])[1] in cfg.task.labels]
+            if mine:
+                names.append(name)
+                for i in mine:
+                    votes[i][name] = candidates[i]["arm"][1]
     if lab.rules:
         compiled = rulemod.compile_rules(lab.rules, list(cfg.task.labels))
         texts = chunk_texts(ctx, candidates)

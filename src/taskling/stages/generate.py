@@ -79,6 +79,7 @@ class Generation:
             wanted = {k for j in self.jobs for k in j["chunks"]}
             self.chunk_of = {c.key: c for c in pile.chunks() if c.key in wanted}
         self.arms = len(pools)
+        self.pools = pools
         self.pool_arms = sorted((list(a) for a, cs in pools.items() if cs), key=str)
         # which chunks this round could draw from: a later round puts chunks new to the pile first
         atomic_write_json(out / "pool.json", sorted({c.key for cs in pools.values() for c in cs}))
@@ -273,6 +274,35 @@ def interleave(jobs: list[dict], seeded: list[dict], k: int, personas: list[str]
     return out
 
 
+def pile_inputs(cfg: Config, ctx: Context, pools: dict) -> list[dict]:
+    """classify with generate.pile_inputs: that many pile chunks become inputs as they are (real
+    text, no teacher call), dealt round-robin over the arms. Each comes with its pool's label, a
+    retrieval guess that the label model (label:) weighs with the other sources. Round 0 only."""
+    n = cfg.generate.pile_inputs
+    if not n or cfg.task.type != "classify" or ctx.round > 0:
+        return []
+    rng = random.Random(f"{cfg.seed}:pile-inputs")
+    queues = {}
+    for arm in sorted(pools, key=str):
+        cs = [c for c in pools[arm] if c.text.strip()]
+        rng.shuffle(cs)
+        queues[arm] = cs
+    out, used = [], set()
+    while len(out) < n and any(queues.values()):
+        for arm, cs in queues.items():
+            while cs and cs[-1].key in used:
+                cs.pop()
+            if not cs or len(out) >= n:
+                continue
+            c = cs.pop()
+            used.add(c.key)
+            text = " ".join(c.text.split()[: cfg.curate.max_words])
+            out.append({"id": f"pile-{len(out):05d}", "input": text, "output": arm[1], "label": arm[1],
+                        "chunks": [c.key], "spans": [], "provenance": [c.provenance()], "arm": list(arm),
+                        "round": 0, "source": "pile"})
+    return out
+
+
 def cluster_line(backend) -> str:
     """' · 3 nodes, 1 shard rescheduled' for progress when the teacher runs on a cluster."""
     if not hasattr(backend, "cluster_stats"):
@@ -331,6 +361,7 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
             jobs_planned, arms, quota, pool_arms = len(gen.jobs), gen.arms, gen.limits["examples"], gen.pool_arms
             gen.close()
         examples = [e for r in records for e in r["examples"]][:quota]
+        taken = pile_inputs(cfg, ctx, gen.pools)  # no teacher: real pile text, labelled later (label:)
         failures = [{"job": r["index"], **r["failure"]} for r in records if r["failure"]]
         write_jsonl(out / "failures.jsonl", failures)
         kinds = failures_by_kind(records)
@@ -340,7 +371,7 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
                 f"generate: the teacher ({cfg.teacher.backend}:{cfg.teacher.model}) gave no usable example in "
                 f"{len(records)} jobs ({len(failures)} failed{why}); see {out / 'failures.jsonl'} "
                 "and try a stronger teacher or a clearer task description")
-        write_jsonl(out / "examples.jsonl", examples)
+        write_jsonl(out / "examples.jsonl", examples + taken)
         tokens = sum(r["tokens"] for r in records)
         seconds = time.monotonic() - t0
         by_arm = Counter(allocate.arm_name(tuple(e["arm"])) for e in examples)
@@ -377,6 +408,7 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
                 "examples_by_arm": dict(by_arm.most_common()), "teacher_health": health,
                 "jobs_by_arm": sorted(jobs_by_arm.values(), key=lambda r: str(r["arm"])),
                 "seeded_examples": sum(1 for e in examples if "seeded_by" in e), "pool_arms": pool_arms,
+                "pile_inputs": len(taken),
                 **({"cluster": spread} if spread else {}),
                 "teacher": {k: v for k, v in cfg.teacher.model_dump(mode="json").items()},
                 "outputs": ["examples.jsonl", "failures.jsonl"]}
