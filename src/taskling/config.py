@@ -184,6 +184,8 @@ class EvaluateCfg(Section):
     judge: Union[Literal["teacher"], ModelCfg, None] = None  # answer/generate: judge score and win rate against the teacher
     max_items: int = Field(200, ge=1)
     batch_size: int = Field(8, ge=1)
+    teacher_retrieval: int = Field(0, ge=0, le=20)  # answer/extract: also score the teacher with this many retrieved
+                                                   # pile chunks in its prompt, its answer checked against them
 
 
 class ExportCfg(Section):

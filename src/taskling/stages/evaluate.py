@@ -41,7 +41,22 @@ def systems(cfg: Config) -> list[str]:
     out = list(cfg.evaluate.models)
     if cfg.task.type in ("classify", "extract") and cfg.evaluate.constrained:
         out += [f"{w}-constrained" for w in ("student", "base") if w in cfg.evaluate.models]
+    if cfg.task.type in ("answer", "extract") and cfg.evaluate.teacher_retrieval and "teacher" in cfg.evaluate.models:
+        out.append("teacher-retrieval")
     return out
+
+
+def retrieval_conversations(cfg: Config, ctx: Context, task, items: list[dict]) -> tuple[list, list]:
+    """The teacher's few-shot conversations with the pile chunks nearest each input put in front
+    (retrieve.py), and those chunks (what its answers are checked against)."""
+    from ..embed import Embedder
+    from ..retrieve import retrieve, with_context
+
+    emb = Embedder(cfg.ingest.embed_model, ctx.threads, max_tokens=cfg.ingest.embed_max_tokens) \
+        if cfg.ingest.embed else None
+    with Pile(ctx.ws.pile_db) as pile:
+        found = [retrieve(pile, str(it["input"]), cfg.evaluate.teacher_retrieval, emb) for it in items]
+    return [with_context(task.teacher_eval_messages(cfg.task, it["input"]), ch) for it, ch in zip(items, found)], found
 
 
 def conversations(cfg: Config, task, who: str, items: list[dict]) -> list[list[dict]]:
@@ -56,6 +71,19 @@ def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Conf
     schema = task.student_schema(cfg.task) if who.endswith("-constrained") else None
     return infer.generate(model, tok, convs, max_new_tokens=task.MAX_NEW_TOKENS, batch_size=cfg.evaluate.batch_size,
                           json_schema=schema)
+
+
+def checked(cfg: Config, task, rows: list[dict], found: list[list]) -> None:
+    """Each retrieval answer checked against its chunks, in place: extract values not in them are
+    set to null; `supported` and the chunks it saw are recorded."""
+    from ..retrieve import check
+
+    for row, chunks in zip(rows, found):
+        parsed = task.parse_output(cfg.task, row["output"])
+        fixed, info = check(cfg.task.type, parsed, chunks)
+        if info["dropped"]:
+            row["raw_output"], row["output"] = row["output"], tasks.output_text(fixed)
+        row.update(supported=info["supported"], dropped=info["dropped"], retrieved=[c.key for c in chunks])
 
 
 def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:
@@ -228,11 +256,18 @@ def run(cfg: Config, ctx: Context) -> dict:
             try:
                 for w, s in todo:
                     ctx.console.print(f"evaluate: {w} on {s} ({len(sets[s])} items)")
-                    res = runner(w, conversations(cfg, task, w, sets[s]))
-                    write_jsonl(out / f"pred-{w}-{s}.jsonl",
-                                [{"id": it.get("id"), "output": r["text"], "seconds": r["latency_s"],
-                                  "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
-                                  "cost": r.get("cost", 0.0)} for it, r in zip(sets[s], res)])
+                    found = None
+                    if w == "teacher-retrieval":
+                        convs, found = retrieval_conversations(cfg, ctx, task, sets[s])
+                    else:
+                        convs = conversations(cfg, task, w, sets[s])
+                    res = runner(w, convs)
+                    rows = [{"id": it.get("id"), "output": r["text"], "seconds": r["latency_s"],
+                             "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
+                             "cost": r.get("cost", 0.0)} for it, r in zip(sets[s], res)]
+                    if found is not None:  # the answer checked against (extract: limited to) the retrieved text
+                        checked(cfg, task, rows, found)
+                    write_jsonl(out / f"pred-{w}-{s}.jsonl", rows)
             finally:
                 if model_name == "teacher":
                     backend.close()
