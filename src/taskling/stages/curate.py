@@ -335,6 +335,9 @@ def run(cfg: Config, ctx: Context) -> dict:
         if embedder and ttype in ("answer", "generate"):
             claims = embedder.encode([tasks.output_text(ex["output"]) for ex in valid])
         for i, ex in enumerate(valid):
+            if ex.get("source") == "table":  # a row of a document's table: its own source, by construction
+                ex["grounding"] = 1.0
+                continue
             sv = src.vector(ex)
             sim = float(claims[i] @ sv) if claims is not None and sv is not None and ttype != "extract" else None
             ex["grounding"] = curation.grounding(ttype, ex, src.text(ex), sim)
@@ -353,7 +356,9 @@ def run(cfg: Config, ctx: Context) -> dict:
         dvecs = np.vstack([svecs, vecs]) if svecs is not None and vecs is not None else (vecs if not seeds else None)
         dups = curation.dedup(order, [ex["input"] for ex in both], dvecs, cfg.curate.near_dup, cfg.curate.semantic_dup,
                               groups)
-        dups = {i - n_s: d for i, d in dups.items() if i >= n_s and both[i]["id"] not in forced_keep and filt}
+        # rows of a table differ in one cell by design (code 23505, code 23503): never each other's duplicates
+        dups = {i - n_s: d for i, d in dups.items() if i >= n_s and both[i]["id"] not in forced_keep and filt
+                and both[i].get("source") != "table"}
         for i, (kind, of) in dups.items():
             drop(valid[i], f"{kind} (of {both[of]['id']})")
         unique = [i for i in range(len(valid)) if i not in dups]
@@ -392,7 +397,14 @@ def run(cfg: Config, ctx: Context) -> dict:
             dev = read_jsonl(ctx.stage_dir("curate", ctx.round - 1) / "dev.jsonl") + new_dev
             split_info = {**first["split"], "fixed_from_round": 0}
         else:
-            train, evals, split_info = split(cfg, kept)
+            rows = [ex for ex in kept if ex.get("source") == "table"]
+            train, evals, split_info = split(cfg, [ex for ex in kept if ex.get("source") != "table"]) \
+                if len(rows) < len(kept) else ([], [], {"unit": "document", "held_out": 0, "groups": 0,
+                                                          "label_coverage": None, "held_out_units": []})
+            row_train, row_eval = split_rows(cfg, rows)
+            train, evals = train + row_train, evals + row_eval
+            if rows:
+                split_info["table_rows"] = {"train": len(row_train), "eval": len(row_eval)}
             dev = []
             if cfg.loop.rounds > 1:  # the loop probes the student on a dev set; eval stays for honest figures
                 evals, dev, split_info["dev_units"] = split_dev(cfg, evals, split_info["unit"])
@@ -411,6 +423,14 @@ def run(cfg: Config, ctx: Context) -> dict:
         tvecs = vecs[[pos[id(ex)] for ex in train]] if vecs is not None and train else None
         dirty = curation.contaminated([ex["input"] for ex in train], tvecs, blocked, bvecs, cfg.curate.decontam_cosine)
         dirty = {j: r for j, r in dirty.items() if train[j]["id"] not in forced_keep}
+        # Table rows share their template's words with every other row: held out row by row
+        # (split_rows), they are contaminated only by an eval or gold input that is the same text.
+        same = {" ".join(b.lower().split()) for b in blocked}
+        for j in [j for j in dirty if train[j].get("source") == "table"]:
+            if " ".join(train[j]["input"].lower().split()) in same:
+                dirty[j] = "the same text as an eval or gold input"
+            else:
+                del dirty[j]
         for j, reason in dirty.items():
             drop(train[j], reason)
         clean = [ex for j, ex in enumerate(train) if j not in dirty]
@@ -512,6 +532,19 @@ def run(cfg: Config, ctx: Context) -> dict:
                 "outputs": ["train.jsonl", "eval.jsonl", "dev.jsonl", "rejected.jsonl"]}
 
     return run_stage(ctx, "curate", settings, inputs, body)
+
+
+def split_rows(cfg: Config, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Table rows held out one by one (not by file: a lookup table is one document), each table at
+    its eval_fraction (default curate.eval_fraction); a paraphrase goes where its row goes."""
+    frac = {t.name: (t.eval_fraction if t.eval_fraction is not None else cfg.curate.eval_fraction)
+            for t in cfg.tables}
+    train, evals = [], []
+    for ex in rows:
+        unit = ex.get("paraphrase_of") or ex["id"]
+        h = int(hashlib.sha256(f"{cfg.seed}:{unit}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (evals if h < frac.get(ex.get("table"), cfg.curate.eval_fraction) else train).append(ex)
+    return train, evals
 
 
 def _reason_kind(reason: str) -> str:

@@ -48,7 +48,8 @@ def settings_of(cfg: Config) -> dict:
     teacher = {k: v for k, v in cfg.section("teacher").items() if k not in OPERATIONAL}
     gen = {k: v for k, v in cfg.section("generate").items() if k != "dry_run_sample"}
     return {"task": cfg.section("task"), "teacher": teacher, "budget": cfg.section("budget"), "generate": gen,
-            "seed": cfg.seed, "examples_per_call": per_call(cfg)}
+            "seed": cfg.seed, "examples_per_call": per_call(cfg),
+            **({"tables": [t.model_dump(mode="json") for t in cfg.tables]} if cfg.tables else {})}
 
 
 class Generation:
@@ -274,6 +275,60 @@ def interleave(jobs: list[dict], seeded: list[dict], k: int, personas: list[str]
     return out
 
 
+def table_examples(cfg: Config, ctx: Context) -> tuple[list[dict], list[dict]]:
+    """tables: every row of each mapped table as an example (tables.py), and what was found.
+    Round 0 only: later rounds train on them through the rounds before."""
+    if not cfg.tables or ctx.round > 0:
+        return [], []
+    from .. import tables as tab
+
+    out, reports = [], []
+    with Pile(ctx.ws.pile_db) as pile:
+        for t in cfg.tables:
+            exs, rep = tab.rows_to_examples(t, cfg.task, tab.find_tables(pile, t, cfg.root), ctx.round)
+            out += exs
+            reports.append(rep)
+            ctx.console.print(f"generate: table '{t.name}': {rep['files']} file(s), {rep['tables']} table(s), "
+                              f"{rep['rows']} rows -> {rep['examples']} examples"
+                              + (f" (skipped: {rep['skipped']})" if rep["skipped"] else ""))
+            for w in rep["warnings"] + [f"{p['path']}: {p['reason']}" for p in rep["problems"]]:
+                ctx.console.print(f"[yellow]generate: {w}[/]", highlight=False)
+    return out, reports
+
+
+def paraphrases(cfg: Config, ctx: Context, teacher, rows: list[dict], reports: list[dict]) -> list[dict]:
+    """tables[].paraphrase: the teacher rewrites a row's input N times, the output stays the row's.
+    A rewrite that loses a value the input was made from (a code, a name) is discarded."""
+    from .. import tables as tab
+
+    by_name = {t.name: t for t in cfg.tables}
+    jobs = []
+    for ex in rows:
+        t = by_name[ex["table"]]
+        row = ex["provenance"][0]["row"]
+        keep = [row[c] for f in tab.Template.parse(t.input).fields if (c := tab.column_for(f, list(row)))]
+        for j in range(t.paraphrase):
+            msgs = [{"role": "system", "content": "You rewrite text the way a real person would write it."},
+                    {"role": "user", "content": (
+                        f"Rewrite this {cfg.task.input_noun} in other words, as {cfg.generate.personas[j % len(cfg.generate.personas)]} "
+                        f"would write it. Keep these exactly as they are: {'; '.join(keep)}. "
+                        f"Reply with the rewritten {cfg.task.input_noun} only.\n\n{ex['input']}")}]
+            jobs.append((ex, j, keep, Request(msgs, max_tokens=cfg.teacher.max_tokens,
+                                              temperature=cfg.teacher.temperature, seed=cfg.seed * 7919 + j)))
+    done = teacher.generate([r for *_, r in jobs]) if jobs else []
+    out, lost = [], 0
+    for (ex, j, keep, _), res in zip(jobs, done):
+        text = tasks.first_line(res.text) if res.error is None else ""
+        if not text or any(v.lower() not in text.lower() for v in keep) or text.strip() == ex["input"].strip():
+            lost += 1
+            continue
+        out.append({**ex, "id": f"{ex['id']}-p{j}", "input": text, "paraphrase_of": ex["id"]})
+    for rep in reports:
+        rep["paraphrases"] = sum(1 for p in out if by_name[p["table"]].name == rep["table"])
+    ctx.console.print(f"generate: {len(out)} paraphrases of table rows kept, {lost} discarded (a value lost)")
+    return out
+
+
 def pile_inputs(cfg: Config, ctx: Context, pools: dict) -> list[dict]:
     """classify with generate.pile_inputs: that many pile chunks become inputs as they are (real
     text, no teacher call), dealt round-robin over the arms. Each comes with its pool's label, a
@@ -353,6 +408,9 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
                     if gen.teacher.stats["calls"] > calls0:
                         fresh["seconds"] += time.monotonic() - b0
                     show()
+            rows, table_reports = table_examples(cfg, ctx)  # mapped tables: rows as examples, no teacher call
+            if rows and any(t.paraphrase for t in cfg.tables):
+                rows += paraphrases(cfg, ctx, gen.teacher, rows, table_reports)
         finally:
             stats = dict(gen.teacher.stats)
             health = gen.teacher.inner.health() if hasattr(gen.teacher.inner, "health") else {}
@@ -361,11 +419,11 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
             jobs_planned, arms, quota, pool_arms = len(gen.jobs), gen.arms, gen.limits["examples"], gen.pool_arms
             gen.close()
         examples = [e for r in records for e in r["examples"]][:quota]
-        taken = pile_inputs(cfg, ctx, gen.pools)  # no teacher: real pile text, labelled later (label:)
+        taken = pile_inputs(cfg, ctx, gen.pools) + rows  # no teacher: real pile text, labelled later (label:)
         failures = [{"job": r["index"], **r["failure"]} for r in records if r["failure"]]
         write_jsonl(out / "failures.jsonl", failures)
         kinds = failures_by_kind(records)
-        if not examples:
+        if not examples and not taken:
             why = f"; the first: {failures[0]['reason']}" if failures else ""
             raise TasklingError(
                 f"generate: the teacher ({cfg.teacher.backend}:{cfg.teacher.model}) gave no usable example in "
@@ -408,7 +466,7 @@ def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
                 "examples_by_arm": dict(by_arm.most_common()), "teacher_health": health,
                 "jobs_by_arm": sorted(jobs_by_arm.values(), key=lambda r: str(r["arm"])),
                 "seeded_examples": sum(1 for e in examples if "seeded_by" in e), "pool_arms": pool_arms,
-                "pile_inputs": len(taken),
+                "pile_inputs": len(taken) - len(rows), "table_examples": len(rows), "tables": table_reports,
                 **({"cluster": spread} if spread else {}),
                 "teacher": {k: v for k, v in cfg.teacher.model_dump(mode="json").items()},
                 "outputs": ["examples.jsonl", "failures.jsonl"]}
