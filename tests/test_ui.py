@@ -243,6 +243,7 @@ def test_the_playground_shows_the_three_answers_with_latency(ui_server, browser)
     for who in ("student", "base", "teacher"):
         page.wait_for_selector(f"#play-{who} .latency", timeout=120_000)
         assert " s" in page.inner_text(f"#play-{who} .latency")
+        assert page.locator(f"#play-{who}").inner_text().count("null") == 0  # nothing empty shown as "null"
     page.screenshot(path=str(ui_server["root"] / "play.png"))
     with CallLog(ui_server["ctx"].ws.calls_db) as log:
         assert log.totals(purpose="playground")["calls"] >= 1  # the teacher's call is logged like every other

@@ -546,6 +546,22 @@ loop:                            # the self-improving loop: later rounds spend t
   # target: 0.9                  # stop once the held-out metric reaches this
   # train: retrain               # retrain from the base on all data, or continue from the last adapter
 
+# label:                         # classify with a weak teacher: several sources vote on each example's label
+#   teachers:                    # LLM labellers (few-shot, answer constrained to the labels)
+#     - {name: teacher}
+#     - {name: gemma, model: {backend: llamacpp, model: gemma3-270m}}
+#   rules:                       # keywords, regexes, metadata (path, locator, column:NAME, source)
+#     - {name: kw-billing, keywords: [invoice, refund, charge], label: billing}
+#     - {name: by-folder, field: path, regex: '^tickets/(\\w+)/', map: {billing: billing, bugs: bug}}
+#   min_confidence: 0.5          # the label model's posterior an example needs (docs/weak-supervision.md)
+
+# tables:                        # rows of a table in the documents become examples directly
+#   - name: errcodes
+#     match: "docs/errcodes*.html"
+#     input: "What is the condition name of error code {Error Code}?"
+#     output: "{Condition Name}"
+#     paraphrase: 1              # the teacher rewrites the input side once per row
+
 # cluster:                       # scale out on Ray (docs/scale-out.md); or `taskling run --cluster HOST:6379`
 #   address: auto                # an existing Ray cluster; "local" starts one on this machine
 #   endpoints: [http://gpu-box-1:8000/v1, http://gpu-box-2:8000/v1]   # each node asks the nearest teacher

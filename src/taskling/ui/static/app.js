@@ -355,11 +355,11 @@ async function playPage() {
       if (!info.ready) continue;
       try {
         const r = await api("/api/play", {input: input.value, system: who});
-        cols[who].replaceChildren(
+        cols[who].replaceChildren(...[  // (replaceChildren would show a null as the text "null")
           el("div", {class: "doc out"}, r.output),
           r.parsed !== null && r.parsed !== r.output ? el("div", {class: "meta"}, "answer: ", el("b", {}, r.parsed)) : null,
           el("div", {class: "meta latency"}, `${fmt(r.seconds, 2)} s`, r.completion_tokens ? ` · ${r.completion_tokens} tokens` : "",
-             r.cached ? " · from the call cache" : ""));
+             r.cached ? " · from the call cache" : "")].filter(Boolean));
       } catch (e) { cols[who].replaceChildren(el("p", {class: "err"}, e.message)); }
     }
   };
