@@ -17,11 +17,9 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,29 +114,14 @@ def report(rng: random.Random, labels: list[str], n_examples: int) -> dict:
 
 
 def serve(root: Path):
-    import uvicorn
     from rich.console import Console
 
     from taskling.config import load_config
-    from taskling.ui import create_app
+    from taskling.ui import start
     from taskling.workspace import Context
 
-    ctx = Context(load_config(root / "taskling.yaml", []), console=Console(stderr=True, quiet=True))
-    app, _ = create_app(ctx)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    import httpx
-
-    for _ in range(200):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/state", timeout=2)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return server, f"http://127.0.0.1:{port}"
+    server, url, _ = start(Context(load_config(root / "taskling.yaml", []), console=Console(stderr=True, quiet=True)))
+    return server, url
 
 
 def timed(browser, url: str, ready: str, action=None) -> float:

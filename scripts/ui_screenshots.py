@@ -13,10 +13,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,28 +22,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def serve(workspace: Path):
-    import httpx
-    import uvicorn
     from rich.console import Console
 
     from taskling.config import load_config
-    from taskling.ui import create_app
+    from taskling.ui import start
     from taskling.workspace import Context
 
-    ctx = Context(load_config(workspace / "taskling.yaml", []), console=Console(stderr=True, quiet=True))
-    app, _ = create_app(ctx)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url + "/api/state", timeout=2)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    server, url, _ = start(Context(load_config(workspace / "taskling.yaml", []), console=Console(stderr=True, quiet=True)))
     return server, url
 
 

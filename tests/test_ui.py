@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 
@@ -26,11 +25,10 @@ EVIL = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned=2\"> 
 
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory, tiny_model_dir):
-    import uvicorn
 
     from taskling import report
     from taskling.stages import curate, evaluate, generate, ingest, train
-    from taskling.ui import create_app
+    from taskling.ui import start
 
     root = tmp_path_factory.mktemp("ui")
     path = write_workspace(root, tiny_model_dir, sources=["docs/*.md", "docs/*.html", "docs/*.txt"], ingest__embed=True)
@@ -40,23 +38,9 @@ def ui_server(tmp_path_factory, tiny_model_dir):
     for stage in (ingest, generate, curate, train, evaluate):
         stage.run(cfg, ctx)
     report.write(ctx)
-    app, token = create_app(ctx)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/api/state", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    server, url, token = start(ctx)
     yield {"url": url, "root": root, "ctx": ctx, "token": token}
     server.should_exit = True
-    t.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

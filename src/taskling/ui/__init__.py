@@ -10,6 +10,6 @@ forbids inline scripts.
 """
 from __future__ import annotations
 
-from .app import create_app, serve
+from .app import create_app, serve, start
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "start"]

@@ -247,12 +247,20 @@ def create_app(ctx: Context):
                 "cluster", "failures")
         return {k: rep.get(k) for k in keep}
 
+    async def posted(request: Request, key: str, shape: str) -> dict:
+        """A state-changing request's JSON body, after the token and origin checks; `key` must be a string."""
+        guard(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get(key), str):
+            raise HTTPException(400, f"send {shape} as JSON")
+        return body
+
     @app.post("/api/review")
     async def decide(request: Request):
-        guard(request)
-        body = await request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-            raise HTTPException(400, "send {id, decision} as JSON")
+        body = await posted(request, "id", "{id, decision}")
         known = {ex["id"]: ex for ex in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")}
         ex = known.get(body["id"])
         if ex is None:
@@ -276,20 +284,16 @@ def create_app(ctx: Context):
         """One system's answer to an input (compute and teacher budget: the session token is needed)."""
         from starlette.concurrency import run_in_threadpool
 
-        guard(request)
-        body = await request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("input"), str):
-            raise HTTPException(400, "send {input, system} as JSON")
+        body = await posted(request, "input", "{input, system}")
         return await run_in_threadpool(player.answer, body["input"], str(body.get("system", "student")))
 
     @app.post("/api/boost")
     async def more_budget(request: Request):
         """Mark an arm for more teacher budget in the run's next round (allocate.boost)."""
-        guard(request)
-        body = await request.json()
-        run_id = body.get("run") if isinstance(body, dict) else None
-        if not isinstance(run_id, str) or not (root / "runs" / run_id).is_dir() or "/" in run_id or run_id[:1] == ".":
-            raise HTTPException(400, "send {arm, run} as JSON, with a run of this workspace")
+        body = await posted(request, "run", "{arm, run}")
+        run_id = body["run"]
+        if "/" in run_id or run_id[:1] == "." or not (root / "runs" / run_id).is_dir():
+            raise HTTPException(400, f"{run_id!r} is not a run of this workspace")
         rounds = [int(p.parent.parent.name.split("-")[1])
                   for p in (root / "runs" / run_id).glob("round-*/evaluate/manifest.json")]
         if not rounds:
@@ -335,6 +339,33 @@ def semantic(emb, pile, q: str, limit: int, cache: dict | None = None, version=N
     top = top[np.argsort(-scores[top])]
     by_id = {c.id: c for c in pile.chunks_by_id([int(ids[i]) for i in top])}
     return [(by_id[int(ids[i])], float(scores[i])) for i in top if int(ids[i]) in by_id]
+
+
+def start(ctx: Context, port: int = 0):
+    """The app served on 127.0.0.1 in a background thread (tests, benchmarks, screenshots):
+    (server, url, token); stop it with server.should_exit = True. port 0: a free one."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    app, token = create_app(ctx)
+    if not port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(url + "/api/state", timeout=2)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return server, url, token
 
 
 def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None) -> None:
