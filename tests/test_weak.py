@@ -166,3 +166,34 @@ def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_mo
     fired = [(next(v for v in row.values() if v), truth(e)) for row, e in zip(said, pile) if any(row.values())]
     assert len(fired) >= len(pile) // 2 and sum(a == b for a, b in fired) >= 0.8 * len(fired)
     assert any(e.get("source") == "pile" and "label_votes" in e for e in kept(ctx))
+
+
+def test_the_ui_runs_page_shows_the_label_sources(weak_ws):
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    from taskling.ui import start
+
+    cfg, ctx = weak_ws
+    curate.run(cfg, ctx)
+    report.write(ctx)
+    server, url, _ = start(ctx)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/#/runs")
+            page.wait_for_selector("#run-body h4:has-text('Label sources')")
+            body = page.inner_text("#run-body")
+            browser.close()
+    finally:
+        server.should_exit = True
+    for name in ("asked", "kw-sqlite", "kw-node", "kw-python", "echo"):
+        assert name in body
+    assert "est. sqlite" in body and errors == []

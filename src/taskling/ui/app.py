@@ -244,7 +244,7 @@ def create_app(ctx: Context):
             raise HTTPException(404, "no such run (or no report yet: run 'taskling report')")
         rep = json.loads(path.read_text(encoding="utf-8"))
         keep = ("run_id", "task", "summary", "results", "funnel", "training", "loop", "generation", "costs",
-                "cluster", "failures")
+                "cluster", "failures", "label_sources")
         return {k: rep.get(k) for k in keep}
 
     async def posted(request: Request, key: str, shape: str) -> dict:

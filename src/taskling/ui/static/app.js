@@ -269,6 +269,20 @@ async function runsPage() {
     if ((r.funnel || []).length) {
       parts.push(el("h4", {}, "Curation funnel"), table(["step", "count"], r.funnel.map(f => [f.step, String(f.count)])));
     }
+    const ls = r.label_sources;
+    if (ls && (ls.sources || []).length) {
+      const labels = [...new Set(ls.sources.flatMap(x => Object.keys(x.per_label || {})))].sort();
+      const ci = x => Array.isArray(x.estimated_ci) ? `${fmt(x.estimated_ci[0], 2)} – ${fmt(x.estimated_ci[1], 2)}` : "–";
+      parts.push(el("h4", {}, `Label sources (${ls.model}: ${ls.relabelled} relabelled, ${ls.dropped_unsure} dropped as unsure)`),
+        table(["source", "coverage", "estimated accuracy", "95% CI", "measured on gold", "gold n", "agreement", "conflict",
+               ...labels.map(l => `est. ${l}`)],
+              ls.sources.map(x => [x.source, fmt(x.coverage, 2), fmt(x.estimated), ci(x), fmt(x.measured), String(x.measured_n ?? "–"),
+                                   fmt(x.agreement, 2), fmt(x.conflict, 2), ...labels.map(l => fmt((x.per_label || {})[l], 2))])));
+      const onGold = Object.entries(ls.on_gold || {});
+      if (onGold.length) parts.push(el("p", {class: "meta"}, "on gold after training: ",
+        onGold.map(([w, v]) => `${w} ${fmt(v)}`).join(" · "),
+        ls.label_model_on_gold && ls.label_model_on_gold.accuracy !== null ? ` · the label model itself ${fmt(ls.label_model_on_gold.accuracy)}` : ""));
+    }
     const t = r.training || {};
     parts.push(el("h4", {}, "Training loss"), lossChart([{points: t.loss || [], colour: "#2f6fdb"},
                                                          {points: t.eval_loss || [], colour: "#c0392b"}]));
