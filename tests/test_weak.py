@@ -4,6 +4,7 @@ the unsure, weights the rest, measures every source on gold, and the report show
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from rich.console import Console
@@ -197,3 +198,35 @@ def test_the_ui_runs_page_shows_the_label_sources(weak_ws):
     for name in ("asked", "kw-sqlite", "kw-node", "kw-python", "echo"):
         assert name in body
     assert "est. sqlite" in body and errors == []
+
+
+def test_label_conditioned_generation_gives_the_label_it_asked_for(tmp_path, tiny_model_dir):
+    """The teacher is asked to write an input for a label (never to pick one); the example's label
+    is that label, whatever the teacher's text says."""
+    from taskling.backends.scripted import set_script
+
+    asked: list[str] = []
+
+    def teacher(messages: list[dict]) -> str:
+        text = messages[-1]["content"]
+        m = re.search(r"Write a developer question about (.*?), that this part", text)
+        assert m, text  # a generation request names the label's description...
+        assert "Answer with exactly one label" not in json.dumps(messages)  # ...and never asks for a label
+        asked.append(m.group(1))
+        return "Developer question: which python module would you use for this, node or sqlite?"
+
+    path = write_workspace(tmp_path, tiny_model_dir, budget__examples=12)
+    cfg = load_config(path, [])
+    ctx = Context(cfg, console=QUIET)
+    ingest.run(cfg, ctx)
+    set_script(teacher)
+    try:
+        generate.run(cfg, ctx)
+    finally:
+        set_script(None)
+    made = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
+    descriptions = {v: k for k, v in cfg.task.labels.items()}
+    assert len(made) >= 10 and len(asked) >= len(made)
+    assert {descriptions[a] for a in asked} == set(cfg.task.labels)  # every label was asked for
+    for ex in made:  # the text names three labels; the example keeps the one it was written for
+        assert ex["label"] == ex["output"] == ex["arm"][1]
