@@ -228,7 +228,11 @@ def test_predict_shards_rows_over_the_nodes_and_writes_them_in_order(tmp_path, t
     for x, y in zip(a, b):
         assert x["probability"] == pytest.approx(y["probability"], abs=1e-4)
     assert solo["predicted"] == spread["predicted"] == 11
-    assert spread["cluster"]["shards"] == 4 and len(spread["cluster"]["nodes"]) == 2
+    # Every batch was a shard answered on the cluster. (Which nodes took part depends on how fast each
+    # node's worker loads the model: the pool never waits for a slow one, so "both" is not asserted.)
+    nodes = spread["cluster"]["nodes"]
+    assert spread["cluster"]["shards"] == 4 and 1 <= len(nodes) <= 2
+    assert sum(n["shards"] for n in nodes) == 4 and sum(n["items"] for n in nodes) == 11
 
 
 def test_without_a_cluster_ray_is_never_imported_and_the_cli_runs_on_a_local_one(tmp_path, tiny_model_dir):
