@@ -1,7 +1,7 @@
 """Strong students from weak teachers: each teacher alone against students trained on one
 teacher's labels and on the full weak-supervision pipeline, on two tasks from real documents.
 
-    .venv/bin/python bench/weak_teacher.py [--tasks bbc,pgerr] [--pile 400] [--gold 150] [--steps 80]
+    .venv/bin/python bench/weak_teacher.py [--tasks bbc,pgerr] [--pile 300] [--gold 120] [--steps 60]
 
 Teachers: only the models that ship in packages here, SmolLM2-135M-Instruct and Gemma 3 270M
 (base), through llama.cpp. Student: SmolLM2-135M-Instruct with LoRA.
@@ -208,6 +208,8 @@ def bbc(args, log) -> dict:
     res = {"teachers_alone": teacher_alone(root, base, teachers), "arms": {}}
     log(f"bbc: teachers alone: { {k: v['metric'] for k, v in res['teachers_alone'].items()} }")
     for run, label in bbc_arms(teachers).items():
+        if args.arms and run not in args.arms:
+            continue
         res["arms"][run] = run_arm(root, base, run, label, log)
         log(f"bbc: {run}: student {res['arms'][run]['student'].get('student', {}).get('metric')}")
     return res
@@ -217,18 +219,20 @@ def main() -> None:
     global WORK
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default="bbc,pgerr")
-    ap.add_argument("--pile", type=int, default=400)
-    ap.add_argument("--gold", type=int, default=150)
-    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--pile", type=int, default=300)
+    ap.add_argument("--gold", type=int, default=120)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--teachers", default=f"{SMOL},{GEMMA}")
     ap.add_argument("--generate", type=int, default=60, help="label-conditioned examples the teacher writes (bbc)")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-weak-teacher", help="where the workspaces are (kept: a re-run is cached)")
+    ap.add_argument("--arms", default="", help="only these bbc arms (comma-separated; default: all)")
     ap.add_argument("--pg-gold", type=int, default=40)
     ap.add_argument("--pg-steps", type=int, default=300)
     ap.add_argument("--fresh", action="store_true", help="delete the benchmark's workspaces first")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "weak_teacher.json")
     args = ap.parse_args()
     args.teachers = args.teachers.split(",")
+    args.arms = [a for a in args.arms.split(",") if a]
     WORK = args.work
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)
