@@ -34,7 +34,6 @@ from rich.table import Table
 
 from . import allocate, metrics, report
 from .stages import analyse, curate, evaluate, export, generate, ingest, train
-from .allocate import arm_label
 from .workspace import Context, atomic_write_json, read_jsonl, read_manifest
 
 ROUND_STAGES = ("analyse", "generate", "curate", "train", "evaluate")
@@ -119,14 +118,8 @@ def round_record(ctx: Context, k: int) -> dict:
     res = e.get("results", {})
     per_set = {s: {w: {x: r.get(x) for x in ("metric", "ci_low", "ci_high", "n")} for w, r in per.items()
                    if w in ("student", "student-constrained", "base", "teacher")} for s, per in res.items()}
-    kept = c.get("kept_by_arm") or {}
     topics = report.topic_names(ctx)
-    arms = []
-    for row in g.get("jobs_by_arm", []):
-        key = allocate.arm_key(row["arm"])
-        arms.append({"arm": row["arm"], "name": arm_label(tuple(row["arm"]), topics), "jobs": row["jobs"],
-                     "seeded_jobs": row.get("seeded_jobs", 0), "examples": row["examples"], "kept": kept.get(key, 0),
-                     "tokens": row.get("tokens"), "cost": row.get("cost")})
+    arms = report.arm_spend(g, c, topics)
     a = man["analyse"]
     return {"round": k, "results": per_set, "metric": e.get("metric"),
             "examples": (g.get("counts") or {}).get("examples", 0),

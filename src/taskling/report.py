@@ -27,6 +27,16 @@ def topic_names(ctx: Context) -> dict:
         return {t["id"]: t["label"] for t in pile.topics()}
 
 
+def arm_spend(generate: dict, curate: dict, topics: dict) -> list[dict]:
+    """Per arm of a generate manifest: its jobs, examples, what curate kept, tokens and cost
+    (the report's spend per arm, and each round's arms in the loop)."""
+    kept = curate.get("kept_by_arm") or {}
+    return [{"arm": r["arm"], "name": arm_label(tuple(r["arm"]), topics), "jobs": r["jobs"],
+             "seeded_jobs": r.get("seeded_jobs", 0), "examples": r["examples"],
+             "kept": kept.get(allocate.arm_key(r["arm"]), 0), "tokens": r.get("tokens"), "cost": r.get("cost")}
+            for r in generate.get("jobs_by_arm", [])]
+
+
 def loop_state(ctx: Context) -> dict | None:
     """runs/<id>/loop.json (the loop's rounds, stop rule and kept round), or None when there is none
     or it is half written."""
@@ -61,12 +71,7 @@ def build(ctx: Context) -> dict:
         g = manifests["generate"]
         rep["generation"] = {k: g.get(k) for k in ("stopped", "rates", "failures_by_kind", "examples_by_arm",
                                                    "teacher_health", "counts")}
-        topics = topic_names(ctx)
-        kept = (manifests.get("curate") or {}).get("kept_by_arm") or {}
-        rep["generation"]["spend_by_arm"] = [
-            {"arm": r["arm"], "name": arm_label(tuple(r["arm"]), topics), "jobs": r["jobs"], "examples": r["examples"],
-             "kept": kept.get(allocate.arm_key(r["arm"]), 0), "tokens": r.get("tokens"), "cost": r.get("cost")}
-            for r in g.get("jobs_by_arm", [])]
+        rep["generation"]["spend_by_arm"] = arm_spend(g, manifests.get("curate") or {}, topic_names(ctx))
     if "curate" in manifests:
         rep["funnel"] = manifests["curate"].get("funnel", [])
         rep["rejections"] = manifests["curate"].get("rejections", {})

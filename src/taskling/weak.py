@@ -42,12 +42,9 @@ def label_schema(labels: list[str]) -> dict:
 
 
 def labeller_messages(cfg: Config, lab: LabellerCfg, text: str) -> list[dict]:
-    task = tasks.get(cfg.task)
-    if lab.prompt == "fewshot":
-        return task.teacher_eval_messages(cfg.task, text)
-    listing = "\n".join(f"- {k}: {v}" for k, v in cfg.task.labels.items())
-    return [{"role": "system", "content": f"{task.system_prompt(cfg.task)}\n{listing}"},
-            {"role": "user", "content": text}]
+    """How evaluate asks the teacher to do the task; zero-shot: the same without the task's examples."""
+    task_cfg = cfg.task if lab.prompt == "fewshot" else cfg.task.model_copy(update={"examples": []})
+    return tasks.get(cfg.task).teacher_eval_messages(task_cfg, text)
 
 
 def parse_vote(cfg: Config, text: str) -> str | None:

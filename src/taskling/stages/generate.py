@@ -324,7 +324,7 @@ def paraphrases(cfg: Config, ctx: Context, teacher, rows: list[dict], reports: l
             continue
         out.append({**ex, "id": f"{ex['id']}-p{j}", "input": text, "paraphrase_of": ex["id"]})
     for rep in reports:
-        rep["paraphrases"] = sum(1 for p in out if by_name[p["table"]].name == rep["table"])
+        rep["paraphrases"] = sum(1 for p in out if p["table"] == rep["table"])
     ctx.console.print(f"generate: {len(out)} paraphrases of table rows kept, {lost} discarded (a value lost)")
     return out
 

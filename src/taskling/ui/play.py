@@ -23,7 +23,7 @@ class Playground:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.lock = threading.Lock()
-        self.loaded: dict[str, tuple] = {}  # system -> (key, model, tok, what)
+        self.loaded: dict[str, tuple] = {}  # system -> (key, model, tok)
         self.teacher = None
         self.log = None
 
@@ -46,7 +46,7 @@ class Playground:
 
     def model(self, who: str):
         from ..models import load_causal_lm, resolve_hf
-        from ..stages.train import load_trained, trained_dir
+        from ..stages.train import load_trained
 
         cfg = self.ctx.cfg
         if who == "student":
@@ -57,10 +57,10 @@ class Playground:
             if self.loaded.get(who, (None,))[0] != key:
                 self.loaded.pop(who, None)
                 model, tok = load_trained(self.ctx, cfg.student.model, r)
-                self.loaded[who] = (key, model.eval(), tok, trained_dir(self.ctx, r).name)
+                self.loaded[who] = (key, model.eval(), tok)
         elif who not in self.loaded:
             model, tok = load_causal_lm(resolve_hf(cfg.student.model))
-            self.loaded[who] = (None, model.eval(), tok, None)
+            self.loaded[who] = (None, model.eval(), tok)
         return self.loaded[who]
 
     def answer(self, text: str, who: str) -> dict:
@@ -84,7 +84,7 @@ class Playground:
                 from .. import infer
 
                 infer.set_threads(self.ctx.threads)
-                _, model, tok, _ = self.model(who)
+                _, model, tok = self.model(who)
                 r = predict_local(model, tok, who, convs, task, cfg)[0]
             seconds = time.perf_counter() - t0
         parsed = task.parse_output(cfg.task, r["text"])
