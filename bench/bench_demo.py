@@ -25,7 +25,7 @@ from run_demo import run_demo  # noqa: E402
 
 def main() -> None:
     t0 = time.perf_counter()
-    from taskling.models import resolve_gguf, resolve_hf
+    from taskling.student.models import resolve_gguf, resolve_hf
 
     resolve_hf("smollm2-135m-instruct")
     resolve_gguf("smollm2-135m-instruct")

@@ -148,7 +148,7 @@ def embedding_side_by_side(pile_db: Path, n: int = 2000) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from taskling.embed import Embedder
+    from taskling.data.embed import Embedder
 
     texts = [r[0] for r in sqlite3.connect(pile_db).execute(
         "SELECT text FROM chunks ORDER BY id LIMIT ?", (n,))]

@@ -4,7 +4,7 @@
 
 A local Ray cluster on loopback (taskling.cluster.local.LocalCluster, as the tests use):
 a head without CPUs and 1-CPU worker nodes, one TeacherWorker actor per node.
-The teacher is taskling.faults.FaultServer in its own process, no fault rates,
+The teacher is taskling.teacher.faults.FaultServer in its own process, no fault rates,
 its toy reply (grounded in the request's <document>), made to act like a GPU
 box with `--slots` K slots: each request holds a slot for `--latency` seconds,
 requests over K wait for one. Task: the tests' tiny classify task
@@ -83,7 +83,7 @@ class Slots:
         self.changed = now
 
     def reply(self, req: dict) -> str:
-        from taskling.faults import toy_reply
+        from taskling.teacher.faults import toy_reply
 
         digest = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
         text = toy_reply(req, digest)
@@ -134,7 +134,7 @@ def serve(port: int, slots: int, latency: float) -> None:
     """The --serve mode: a server on `port`, driven by lines on stdin (reset, stats, quit)."""
     import psutil
 
-    from taskling.faults import FaultServer
+    from taskling.teacher.faults import FaultServer
 
     state = Slots(slots, latency)
     srv = FaultServer(reply=state.reply, port=port).start()
@@ -288,8 +288,8 @@ def generate(path: Path, teacher: Teacher, cluster: LocalCluster | None, killer=
     """One generate stage on `path` (on the cluster if given): wall time, counts, rates, CPU, server stats."""
     from rich.console import Console
 
-    from taskling.config import load_config
-    from taskling.workspace import Context
+    from taskling.core.config import load_config
+    from taskling.core.workspace import Context
 
     teacher.ask("reset")
     cfg = load_config(path, overrides or [])
@@ -305,7 +305,7 @@ def generate(path: Path, teacher: Teacher, cluster: LocalCluster | None, killer=
         killer.start(time.perf_counter())
     t0, m0 = time.perf_counter(), time.monotonic()
     try:
-        importlib.import_module("taskling.stages.generate").run(cfg, ctx)
+        importlib.import_module("taskling.stages.generate").run(ctx)
         wall, m1 = time.perf_counter() - t0, time.monotonic()
     finally:
         meter.stop()
@@ -384,8 +384,8 @@ class Killer:
 
 
 def check_trial(run: dict, budget: int) -> dict:
-    from taskling.calls import CallLog
-    from taskling.workspace import read_jsonl
+    from taskling.teacher.calls import CallLog
+    from taskling.core.workspace import read_jsonl
 
     ctx = run["_ctx"]
     out = ctx.stage_dir("generate")
@@ -439,8 +439,8 @@ def main() -> None:
     from conftest import build_tiny_model, write_workspace
     from rich.console import Console
 
-    from taskling.config import load_config
-    from taskling.workspace import Context
+    from taskling.core.config import load_config
+    from taskling.core.workspace import Context
 
     t_bench = time.perf_counter()
     k, budget = args.shard_jobs, args.examples
@@ -451,7 +451,7 @@ def main() -> None:
         "setup": {"examples": budget, "examples_per_call": 1, "shard_jobs": k, "teacher_concurrency": k,
                   "server_latency_s": args.latency, "server_slots": args.slots, "node_cpus": 1,
                   "workers_per_node": 1, "task": "tests/conftest.py tiny classify task (tiny-router)",
-                  "teacher": "openai backend -> taskling.faults.FaultServer toy reply in its own process, no "
+                  "teacher": "openai backend -> taskling.teacher.faults.FaultServer toy reply in its own process, no "
                              "faults, K slots held `latency` s each",
                   "cold_cache": "every run on a fresh copy of one ingested workspace, without calls.db"},
         "lingering_before": lingering()}
@@ -472,7 +472,7 @@ def main() -> None:
                                teacher__base_url=teacher.url, teacher__concurrency=k, teacher__timeout_s=30.0,
                                generate__examples_per_call=1, budget__examples=budget, cluster__shard_jobs=k)
         cfg = load_config(base, [])
-        importlib.import_module("taskling.stages.ingest").run(cfg, Context(cfg, console=Console(stderr=True, quiet=True)))
+        importlib.import_module("taskling.stages.ingest").run(Context(cfg, console=Console(stderr=True, quiet=True)))
         print(f"teacher {teacher.url}: {args.slots} slots x {args.latency} s; budget {budget} examples; "
               f"shard_jobs {k}", flush=True)
 

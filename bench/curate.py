@@ -40,8 +40,8 @@ from pathlib import Path
 import yaml
 from bench_ingest import TASKLING, run_measured
 
-from taskling.pile import Pile
-from taskling.workspace import atomic_write_json, fingerprint, read_jsonl, write_jsonl
+from taskling.data.pile import Pile
+from taskling.core.workspace import atomic_write_json, fingerprint, read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "devdocs-router"

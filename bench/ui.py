@@ -36,8 +36,8 @@ def build(root: Path, n_chunks: int, n_examples: int, seed: int = 0) -> float:
     """A workspace with a big pile and many curated examples; the seconds it took."""
     import yaml
 
-    from taskling.pile import Pile
-    from taskling.workspace import atomic_write_json, write_jsonl
+    from taskling.data.pile import Pile
+    from taskling.core.workspace import atomic_write_json, write_jsonl
 
     t0 = time.perf_counter()
     rng = random.Random(seed)
@@ -68,7 +68,7 @@ def build(root: Path, n_chunks: int, n_examples: int, seed: int = 0) -> float:
         # Vectors for semantic search: random unit vectors of the embedder's width, stored as ingest stores them.
         import numpy as np
 
-        from taskling.embed import to_blob
+        from taskling.data.embed import to_blob
 
         vecs = np.random.default_rng(seed).standard_normal((len(ids), 384)).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -116,9 +116,9 @@ def report(rng: random.Random, labels: list[str], n_examples: int) -> dict:
 def serve(root: Path):
     from rich.console import Console
 
-    from taskling.config import load_config
+    from taskling.core.config import load_config
     from taskling.ui import start
-    from taskling.workspace import Context
+    from taskling.core.workspace import Context
 
     server, url, _ = start(Context(load_config(root / "taskling.yaml", []), console=Console(stderr=True, quiet=True)))
     return server, url

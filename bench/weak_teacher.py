@@ -165,7 +165,7 @@ def run_arm(root: Path, base: dict, run: str, label: dict | None, log) -> dict:
 
 
 def gold_ci(scores: list[float]) -> dict:
-    from taskling.metrics import mean_ci
+    from taskling.tasks.metrics import mean_ci
 
     lo, hi = mean_ci(scores)
     return {"metric": round(sum(scores) / len(scores), 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4),
@@ -177,9 +177,9 @@ def teacher_alone(root: Path, base: dict, teachers: list[str]) -> dict:
     backend and prompts as the labellers (the call cache then serves the 'full' arm for free)."""
     from rich.console import Console
 
-    from taskling.config import load_config
-    from taskling.weak import llm_votes
-    from taskling.workspace import Context, read_jsonl
+    from taskling.core.config import load_config
+    from taskling.curation.weak import llm_votes
+    from taskling.core.workspace import Context, read_jsonl
 
     write_yaml(root / "taskling.yaml", base)
     cfg = load_config(root / "taskling.yaml", [])
@@ -187,7 +187,7 @@ def teacher_alone(root: Path, base: dict, teachers: list[str]) -> dict:
     gold = read_jsonl(root / "gold.jsonl")
     names = {SMOL: "smollm2", GEMMA: "gemma3"}
     out = {}
-    from taskling.config import LabellerCfg
+    from taskling.core.config import LabellerCfg
 
     for t in teachers:
         for constrained in (True, False):

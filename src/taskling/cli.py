@@ -22,9 +22,9 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from .config import TEMPLATE, load_config  # noqa: E402
-from .errors import TasklingError  # noqa: E402
-from .workspace import Context  # noqa: E402
+from .core.config import TEMPLATE, load_config  # noqa: E402
+from .core.errors import TasklingError  # noqa: E402
+from .core.workspace import Context  # noqa: E402
 
 app = typer.Typer(
     help="taskling: your documents and a plain-language task in, a small tuned model out.\n\n"
@@ -79,7 +79,7 @@ def guarded(fn: Callable[[], object]) -> object:
 def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
              threads: Optional[int] = None, cluster: Optional[str] = None, spread: bool = False) -> Context:
     """The stage context; `spread`: a command whose work can run on a cluster (--cluster or cluster.address)."""
-    from .report import kept_round
+    from .report.build import kept_round
 
     cfg = load_config(config, sets or [])
     ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads)
@@ -110,9 +110,9 @@ def stage_command(name: str, example: str):
 
             ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
             stage = importlib.import_module(f"taskling.stages.{name}")
-            m = stage.run(ctx.cfg, ctx)
+            m = stage.run(ctx)
             if name == "evaluate":
-                from . import report
+                from .report import build as report
 
                 report.write(ctx)
             emit(m, as_json)
@@ -151,7 +151,7 @@ def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra file
         from .stages import ingest as stage
 
         ctx = make_ctx(config, set_, run, force, cluster=cluster, spread=True)
-        emit(stage.run(ctx.cfg, ctx, paths), as_json)
+        emit(stage.run(ctx, paths), as_json)
     guarded(go)
 
 
@@ -172,7 +172,7 @@ def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run
         from .stages import generate as stage
 
         ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
-        emit(stage.run(ctx.cfg, ctx, dry_run=dry_run), as_json)
+        emit(stage.run(ctx, dry_run=dry_run), as_json)
     guarded(go)
 
 
@@ -199,7 +199,7 @@ def curate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
             if not import_.exists():
                 raise TasklingError(f"{import_}: no such review file; write one with 'taskling curate --export'")
             result["import"] = stage.import_review(ctx, import_)
-        emit({**stage.run(ctx.cfg, ctx), **result}, as_json)
+        emit({**stage.run(ctx), **result}, as_json)
     guarded(go)
 
 
@@ -223,11 +223,11 @@ def export(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
     Example: taskling export --bundle --artifact q8_0
     """
     def go():
-        from . import report
+        from .report import build as report
         from .stages import export as stage
 
         ctx = make_ctx(config, set_, run, force, threads)
-        m = stage.run(ctx.cfg, ctx)
+        m = stage.run(ctx)
         report.write(ctx)
         if bundle:
             path = stage.bundle(ctx, ctx.cfg, artifact)
@@ -253,7 +253,7 @@ def analyse_cmd(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, 
         if not done:
             raise TasklingError(f"run '{ctx.run_id}' has no finished round yet; run 'taskling run' first")
         ctx.round = max(done) + 1
-        m = analyse.run(ctx.cfg, ctx)
+        m = analyse.run(ctx)
         table = Table(title=f"round {ctx.round}: {m['allocation']['jobs']} teacher jobs by {ctx.cfg.loop.policy}")
         for col in ("arm", "dev wrong", "error", "uncertainty", "keep rate", "weight", "jobs", "seeded"):
             table.add_column(col, justify="left" if col == "arm" else "right")
@@ -305,7 +305,7 @@ def serve(target: Annotated[Optional[str], typer.Argument(help=ModelArg)] = None
     Example: taskling serve devdocs-router --port 8000; taskling serve runs/x/export/x-q8_0.bundle.tar
     """
     def go():
-        from . import serve as srv
+        from .serving import serve as srv
 
         sets = list(set_ or []) + [f"serve.{k}={v}" for k, v in (("host", host), ("port", port), ("quant", quant))
                                    if v is not None]
@@ -331,8 +331,8 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
     Example: taskling predict tickets.csv -o tickets.predicted.csv --json
     """
     def go():
-        from .predict import predict_file
-        from .serve import serve_config
+        from .serving.predict import predict_file
+        from .serving.serve import serve_config
 
         if backend is not None and backend not in ("llama.cpp", "transformers"):
             raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
@@ -341,7 +341,7 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
         address = cluster or (load_config(config, set_ or []).cluster.address if config.exists() else None)
         if address:
             from .cluster import connect
-            from .config import ClusterCfg
+            from .core.config import ClusterCfg
 
             session = connect(address, load_config(config, set_ or []).cluster if config.exists() else ClusterCfg(), err)
         try:
@@ -375,7 +375,7 @@ def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_jso
     Example: taskling report && xdg-open runs/*/report.html
     """
     def go():
-        from . import report as rep
+        from .report import build as rep
 
         ctx = make_ctx(config, None, run)
         j, h = rep.write(ctx)
@@ -403,7 +403,7 @@ def log(key: Annotated[Optional[str], typer.Argument(help="Show one call in full
     def go():
         from rich.text import Text
 
-        from .calls import CallLog
+        from .teacher.calls import CallLog
 
         ctx = make_ctx(config, None, None)
         with CallLog(ctx.ws.calls_db) as calls:
@@ -463,7 +463,7 @@ def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fal
     """
     def go():
 
-        from .pile import Pile
+        from .data.pile import Pile
 
         ctx = make_ctx(config, None, None)
         with Pile(ctx.ws.pile_db) as p:
@@ -492,7 +492,7 @@ def pile_topics(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fa
     """
     def go():
 
-        from .pile import Pile
+        from .data.pile import Pile
 
         ctx = make_ctx(config, None, None)
         with Pile(ctx.ws.pile_db) as p:
@@ -525,7 +525,7 @@ def pile_search(query: Annotated[str, typer.Argument(help="Words to look for, or
     Example: taskling pile search "how do I read a JSON field" --mode embed
     """
     def go():
-        from .pile import Pile
+        from .data.pile import Pile
 
         if mode not in ("fts", "embed", "both"):
             raise TasklingError(f"--mode {mode}: use fts, embed or both")
@@ -540,7 +540,7 @@ def pile_search(query: Annotated[str, typer.Argument(help="Words to look for, or
                     if mode == "embed":
                         raise TasklingError("the pile has no embeddings; run 'taskling ingest' with ingest.embed: true")
                 else:
-                    from .embed import Embedder
+                    from .data.embed import Embedder
 
                     vec = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens).encode([query])[0]
                     hits += [{**c.provenance(), "by": "embed", "score": round(s, 3), "text": c.text[:300]}
@@ -561,7 +561,7 @@ def pile_show(chunk: Annotated[str, typer.Argument(help="A chunk key, as printed
     Example: taskling pile show 3f2a9c0d1e2b4a5c:12
     """
     def go():
-        from .pile import Pile
+        from .data.pile import Pile
 
         ctx = make_ctx(config, None, None)
         with Pile(ctx.ws.pile_db) as p:

@@ -32,9 +32,11 @@ import time
 
 from rich.table import Table
 
-from . import allocate, metrics, report
+from .teacher import allocate
+from .tasks import metrics
+from .report import build as report
 from .stages import analyse, curate, evaluate, export, generate, ingest, train
-from .workspace import Context, atomic_write_json, read_jsonl, read_manifest
+from .core.workspace import Context, atomic_write_json, read_jsonl, read_manifest
 
 ROUND_STAGES = ("analyse", "generate", "curate", "train", "evaluate")
 STOP_SET = "eval"  # the loop decides on the held-out eval set; gold.jsonl only ever measures
@@ -46,7 +48,7 @@ def run(ctx: Context) -> dict:
         allocate.get_policy(cfg.loop.policy, "loop.policy")  # a misspelt policy fails now, not after round 0
     timings: dict = {}
     ctx.round = 0
-    m = ingest.run(cfg, ctx)
+    m = ingest.run(ctx)
     timings["ingest"] = {"seconds": m["seconds"], "skipped": m["skipped"]}
     recorded = rounds_so_far(ctx)  # what earlier invocations finished (read once: loop.json is rewritten below)
     spent_s = sum(r["seconds"] for r in recorded)
@@ -61,7 +63,7 @@ def run(ctx: Context) -> dict:
                                 ("train", train), ("evaluate", evaluate)):
                 if name == "analyse" and k == 0:
                     continue
-                m = stage.run(cfg, ctx)
+                m = stage.run(ctx)
                 timings[name if k == 0 else f"{name}@{k}"] = {"seconds": m["seconds"], "skipped": m["skipped"]}
         history.append(round_record(ctx, k))
         stop = stop_rule(ctx, history)
@@ -75,7 +77,7 @@ def run(ctx: Context) -> dict:
         ctx.console.print(f"loop: stopped after round {history[-1]['round']}: {stop['reason']}; "
                           f"exporting round {best} ({why})")
     ctx.round = best
-    m = export.run(cfg, ctx)
+    m = export.run(ctx)
     timings["export"] = {"seconds": m["seconds"], "skipped": m["skipped"]}
     json_path, html_path = report.write(ctx)
     results = ctx.manifest("evaluate")["results"]

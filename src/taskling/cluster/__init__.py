@@ -18,14 +18,17 @@ the heavy part of each:
 
 Per-node work, work lost with dead nodes and rescheduled shards are kept by
 the pool (pool.py) and land in each stage's manifest and the report.
+
+May import every library room (core, data, tasks, student, teacher, curation, serving,
+report); never the stages, the UI or the CLI, which reach it only through core.executor.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from ..config import ClusterCfg, ModelCfg
-from ..errors import TasklingError
+from ..core.config import ClusterCfg, ModelCfg
+from ..core.errors import TasklingError
 
 # What every worker process needs whatever node it runs on: never download weights.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -95,7 +98,7 @@ def connect(address: str | None, ccfg: ClusterCfg, console=None) -> Session | No
 
 def open_for(ctx: Any, mcfg: ModelCfg):
     """The backend for `mcfg` as a stage should use it: on the cluster when the run has one."""
-    from ..backends import open_backend
+    from ..teacher.backends import open_backend
 
     session = getattr(ctx, "cluster", None)
     if session is None:

@@ -17,7 +17,7 @@ from .workers import EmbedWorker, IngestWorker
 
 
 def convert_files(ctx, ing, files: list[Path], snapshot: list[tuple], progress, task) -> dict:
-    """Convert and chunk `files` on the cluster; `ing` (stages.ingest.Ingester) stores them in order."""
+    """Convert and chunk `files` on the cluster; `ing` (data.ingest.Ingester) stores them in order."""
     cc = ctx.cluster.ccfg
     pool = ctx.cluster.pool("ingest", IngestWorker, (ing.cfg.model_dump(mode="json"),))
     k = cc.ingest_files
@@ -59,7 +59,7 @@ def convert_files(ctx, ing, files: list[Path], snapshot: list[tuple], progress, 
 
 def embed(ctx, cfg, pile, todo: list[tuple[int, str]], progress, task) -> dict:
     """Embed `todo` ([(chunk id, text)]) on the cluster and store the vectors."""
-    from ..embed import to_blob
+    from ..data.embed import to_blob
 
     cc = ctx.cluster.ccfg
     pool = ctx.cluster.pool("embed", EmbedWorker, (cfg.ingest.embed_model, worker_threads(cc.cpus_per_worker),

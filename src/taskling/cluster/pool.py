@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from ..errors import TasklingError
+from ..core.errors import TasklingError
 
 REFRESH_S = 2.0  # how often the pool looks for nodes that joined or left
 START_TRIES = 3  # a node whose workers die this often while starting is left out

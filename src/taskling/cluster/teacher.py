@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from ..backends import Capabilities, OnResult, Request, Result
-from ..config import ModelCfg
-from ..errors import TasklingError
+from ..teacher.backends import Capabilities, OnResult, Request, Result
+from ..core.config import ModelCfg
+from ..core.errors import TasklingError
 from . import worker_threads
 from .pool import Shard
 from .workers import TeacherWorker
@@ -32,7 +32,7 @@ class RemoteBackend:
         ccfg = session.ccfg
         script = None
         if mcfg.backend == "scripted":
-            from ..backends import scripted
+            from ..teacher.backends import scripted
 
             script = scripted._SCRIPT
             mod = sys.modules.get(getattr(script, "__module__", "") or "")

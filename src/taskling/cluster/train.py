@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import Config
-from ..errors import TasklingError
-from ..workspace import Context, atomic_write_json
+from ..core.config import Config
+from ..core.errors import TasklingError
+from ..core.workspace import Context, atomic_write_json
 
 STATE = "state.pt"
 BEST = "best.safetensors"  # the best held-out step's adapter weights, carried in every checkpoint
@@ -43,8 +43,8 @@ def worker_loop(conf: dict) -> None:
     from peft.utils import load_peft_weights
     from transformers import get_cosine_schedule_with_warmup
 
-    from .. import infer
-    from ..models import load_causal_lm, resolve_hf
+    from ..student import infer
+    from ..student.models import load_causal_lm, resolve_hf
     from ..stages.train import Stopper, collate, completion_loss, eval_loss, token_mass
 
     tc = conf["train"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..config import ModelCfg
+from ..core.config import ModelCfg
 
 
 def _node() -> str:
@@ -53,8 +53,8 @@ class TeacherWorker:
 
         self.error, self.backend, self.probe = None, None, {}
         try:
-            from ..backends import open_backend
-            from ..backends import scripted
+            from ..teacher.backends import open_backend
+            from ..teacher.backends import scripted
 
             if script is not None:
                 scripted.set_script(script)
@@ -74,7 +74,7 @@ class TeacherWorker:
                 "caps": {"logprobs": caps.logprobs, "json_schema": caps.json_schema}, **self.probe}
 
     def run(self, requests: list[dict]):
-        from ..backends import Request
+        from ..teacher.backends import Request
 
         return self.backend.generate([Request(**{**r, "stop": tuple(r.get("stop", ()))}) for r in requests])
 
@@ -85,8 +85,8 @@ class IngestWorker:
     def __init__(self, cfg_json: dict):
         self.error = None
         try:
-            from ..config import Config
-            from ..stages.ingest import limits_of, token_counter
+            from ..core.config import Config
+            from ..data.ingest import limits_of, token_counter
 
             self.cfg = Config.model_validate(cfg_json)
             self.limits = limits_of(self.cfg)
@@ -98,7 +98,7 @@ class IngestWorker:
         return {"error": self.error} if self.error else {"node": _node(), "pid": os.getpid()}
 
     def run(self, files: list[tuple[str, bytes, str]]) -> list[list[dict]]:
-        from ..stages.ingest import prepare
+        from ..data.ingest import prepare
 
         return [prepare(self.cfg, self.limits, self.count, rel, data, sha) for rel, data, sha in files]
 
@@ -109,7 +109,7 @@ class EmbedWorker:
     def __init__(self, model: str, threads: int, max_tokens: int):
         self.error = None
         try:
-            from ..embed import Embedder
+            from ..data.embed import Embedder
 
             self.emb = Embedder(model, threads=threads, max_tokens=max_tokens)
         except Exception as e:
@@ -128,7 +128,7 @@ class PredictWorker:
     def __init__(self, target, threads: int):
         self.error = None
         try:
-            from .. import engine as eng
+            from ..serving import engine as eng
 
             self.target, self.engine = target, eng.load(target, threads)
         except Exception as e:
@@ -138,6 +138,6 @@ class PredictWorker:
         return {"error": self.error} if self.error else {"node": _node(), "pid": os.getpid()}
 
     def run(self, inputs: list[str]) -> list[dict]:
-        from .. import engine as eng
+        from ..serving import engine as eng
 
         return eng.task_outputs(self.engine, self.target.info, inputs)

@@ -26,12 +26,14 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from .. import allocate, infer, tasks
-from ..allocate import arm_label
-from ..config import Config
-from ..pile import Chunk, Pile
-from ..progress import bar
-from ..workspace import Context, atomic_write_json, earlier, read_jsonl, read_manifest, run_stage, upstream
+from ..teacher import allocate
+from ..student import infer
+from .. import tasks
+from ..teacher.allocate import arm_label
+from ..core.config import Config
+from ..data.pile import Chunk, Pile
+from ..core.progress import bar
+from ..core.workspace import Context, atomic_write_json, earlier, read_jsonl, read_manifest, run_stage, upstream
 from .generate import limits, per_call
 from .train import load_trained
 
@@ -174,7 +176,8 @@ def seeds_for(failures: list[dict], n: int, pools: dict, pile: Pile, unit: str, 
     return out
 
 
-def run(cfg: Config, ctx: Context) -> dict:
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
     settings = settings_of(cfg)
     inputs = upstream(ctx, "ingest") | earlier(ctx, "evaluate", "curate", "generate", "train")
     boosts = allocate.boosts_for(ctx.ws.boosts, ctx.round, ctx.run_id)

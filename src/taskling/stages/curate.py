@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import allocate, curation, review, tasks, weak
-from ..config import Config
-from ..embed import Embedder, from_blob
-from ..errors import TasklingError
-from ..pile import Pile
-from ..workspace import (Context, earlier, read_jsonl, read_manifest, run_stage, sha256_file, upstream,
-                         write_jsonl)
+from ..teacher import allocate
+from ..curation import filters as curation, review, weak
+from .. import tasks
+from ..core.config import Config
+from ..data.embed import Embedder, from_blob
+from ..core.errors import TasklingError
+from ..data.pile import Pile
+from ..core.workspace import (Context, earlier, read_jsonl, read_manifest, run_stage, sha256_file, upstream,
+    write_jsonl)
 
 
 def load_gold(cfg: Config, path: Path) -> list[dict]:
@@ -158,11 +160,11 @@ def judge_and_check(cfg: Config, ctx: Context, examples: list[dict], src: Source
     c = cfg.curate
     if not examples or (c.judge is None and not c.self_consistency):
         return examples, None
-    from .. import judge as judging
-    from ..backends import Logged
+    from ..teacher import judge as judging
+    from ..teacher.backends import Logged
     from ..cluster import open_for
-    from ..calls import CallLog
-    from ..config import Price
+    from ..teacher.calls import CallLog
+    from ..core.config import Price
 
     info: dict = {}
     opened: dict[str, object] = {}
@@ -261,7 +263,8 @@ def import_review(ctx: Context, path: Path) -> dict:
     return res
 
 
-def run(cfg: Config, ctx: Context) -> dict:
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
     gold_path = ctx.ws.gold
     use_embed = cfg.curate.embed if cfg.curate.embed is not None else cfg.ingest.embed
     settings = {k: cfg.section(k) for k in ("task", "curate")} | {"seed": cfg.seed, "embed": use_embed,
@@ -460,7 +463,7 @@ def run(cfg: Config, ctx: Context) -> dict:
         # 8. PII scrubbing of what will be trained and evaluated on
         pii_counts: Counter = Counter()
         if cfg.curate.pii:
-            from .. import pii
+            from ..curation import pii
 
             def scrubbed(rows):
                 res = []

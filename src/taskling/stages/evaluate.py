@@ -25,14 +25,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .. import infer, metrics, tasks
-from ..backends import Logged, Request
+from ..student import infer
+from ..tasks import metrics
+from .. import tasks
+from ..teacher.backends import Logged, Request
 from ..cluster import open_for
-from ..calls import CallLog
-from ..config import Config, Price
-from ..models import dir_size_mb, load_causal_lm, model_size_mb, resolve_gguf, resolve_hf
-from ..pile import Pile
-from ..workspace import Context, atomic_write_json, read_jsonl, run_stage, sha256_file, upstream, write_jsonl
+from ..teacher.calls import CallLog
+from ..core.config import Config, Price
+from ..student.models import dir_size_mb, load_causal_lm, model_size_mb, resolve_gguf, resolve_hf
+from ..data.pile import Pile
+from ..core.workspace import Context, atomic_write_json, read_jsonl, run_stage, sha256_file, upstream, write_jsonl
 from .curate import load_gold
 from .train import load_trained, trained_dir
 
@@ -49,8 +51,8 @@ def systems(cfg: Config) -> list[str]:
 def retrieval_conversations(cfg: Config, ctx: Context, task, items: list[dict]) -> tuple[list, list]:
     """The teacher's few-shot conversations with the pile chunks nearest each input put in front
     (retrieve.py), and those chunks (what its answers are checked against)."""
-    from ..embed import Embedder
-    from ..retrieve import retrieve, with_context
+    from ..data.embed import Embedder
+    from ..data.retrieve import retrieve, with_context
 
     emb = Embedder(cfg.ingest.embed_model, ctx.threads, max_tokens=cfg.ingest.embed_max_tokens) \
         if cfg.ingest.embed else None
@@ -76,7 +78,7 @@ def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Conf
 def checked(cfg: Config, task, rows: list[dict], found: list[list]) -> None:
     """Each retrieval answer checked against its chunks, in place: extract values not in them are
     set to null; `supported` and the chunks it saw are recorded."""
-    from ..retrieve import check
+    from ..data.retrieve import check
 
     for row, chunks in zip(rows, found):
         parsed = task.parse_output(cfg.task, row["output"])
@@ -180,7 +182,7 @@ def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, o
     student's (and base's) win rate against the teacher, into each system's metrics."""
     if cfg.evaluate.judge is None or cfg.task.type not in ("answer", "generate"):
         return None
-    from .. import judge as judging
+    from ..teacher import judge as judging
 
     jcfg = cfg.teacher if cfg.evaluate.judge == "teacher" else cfg.evaluate.judge
     log = CallLog(ctx.ws.calls_db)
@@ -210,7 +212,8 @@ def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, o
         log.close()
 
 
-def run(cfg: Config, ctx: Context) -> dict:
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
     gold_path = ctx.ws.gold
     settings = {k: cfg.section(k) for k in ("task", "student", "teacher", "evaluate")} | {"seed": cfg.seed}
     inputs = upstream(ctx, "curate", "train") | {"gold": sha256_file(gold_path) if gold_path.exists() else None}

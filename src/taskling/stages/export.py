@@ -34,11 +34,12 @@ import tarfile
 import time
 from pathlib import Path
 
-from .. import gguf, infer, tasks
-from ..config import Config
-from ..errors import TasklingError
-from ..models import EMBEDDED, cache_dir, dir_size_mb, resolve_gguf, resolve_hf
-from ..workspace import Context, atomic_write_json, read_jsonl, read_manifest, run_stage, sha256_file, upstream
+from ..student import gguf, infer
+from .. import tasks
+from ..core.config import Config
+from ..core.errors import TasklingError
+from ..student.models import EMBEDDED, cache_dir, dir_size_mb, resolve_gguf, resolve_hf
+from ..core.workspace import Context, atomic_write_json, read_jsonl, read_manifest, run_stage, sha256_file, upstream
 from .curate import load_gold
 from .train import load_trained, trained_dir
 
@@ -157,7 +158,8 @@ def model_card(cfg: Config, ctx: Context, info: dict, artifacts: list[dict], mod
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: Config, ctx: Context) -> dict:
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
     settings = {k: cfg.section(k) for k in ("task", "student", "export")}
     inputs = upstream(ctx, "train", "evaluate")
 

@@ -21,17 +21,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .. import allocate, tasks
-from ..backends import Logged, Request, Result
-from ..calls import CallLog, call_key
+from ..teacher import allocate
+from .. import tasks
+from ..teacher.backends import Logged, Request, Result
+from ..teacher.calls import CallLog, call_key
 from ..cluster import open_for
-from ..config import EMBEDDED_MODEL, Config, Price
-from ..errors import TasklingError, TeacherOutputError
-from ..journal import Journal
-from ..pile import Pile
-from ..progress import bar
-from ..workspace import (Context, atomic_write_json, open_stage_dir, read_jsonl, read_manifest, run_stage, upstream,
-                         write_jsonl)
+from ..core.config import EMBEDDED_MODEL, Config, Price
+from ..core.errors import TasklingError, TeacherOutputError
+from ..core.journal import Journal
+from ..data.pile import Pile
+from ..core.progress import bar
+from ..core.workspace import (Context, atomic_write_json, open_stage_dir, read_jsonl, read_manifest, run_stage,
+    upstream, write_jsonl)
 
 # Teacher settings that change how calls are made, not what is asked: not fingerprinted.
 OPERATIONAL = ("concurrency", "timeout_s", "max_retries", "down_after_s", "allow_remote")
@@ -280,7 +281,7 @@ def table_examples(cfg: Config, ctx: Context) -> tuple[list[dict], list[dict]]:
     Round 0 only: later rounds train on them through the rounds before."""
     if not cfg.tables or ctx.round > 0:
         return [], []
-    from .. import tables as tab
+    from ..data import tables as tab
 
     out, reports = [], []
     with Pile(ctx.ws.pile_db) as pile:
@@ -299,7 +300,7 @@ def table_examples(cfg: Config, ctx: Context) -> tuple[list[dict], list[dict]]:
 def paraphrases(cfg: Config, ctx: Context, teacher, rows: list[dict], reports: list[dict]) -> list[dict]:
     """tables[].paraphrase: the teacher rewrites a row's input N times, the output stays the row's.
     A rewrite that loses a value the input was made from (a code, a name) is discarded."""
-    from .. import tables as tab
+    from ..data import tables as tab
 
     by_name = {t.name: t for t in cfg.tables}
     jobs = []
@@ -370,7 +371,8 @@ def failures_by_kind(records) -> dict[str, int]:
     return dict(Counter(r["failure"]["kind"] for r in records if r["failure"]).most_common())
 
 
-def run(cfg: Config, ctx: Context, dry_run: bool = False) -> dict:
+def run(ctx: Context, dry_run: bool = False) -> dict:
+    cfg = ctx.cfg
     settings = settings_of(cfg)
     inputs = upstream(ctx, "ingest")
     if ctx.round > 0:

@@ -19,241 +19,19 @@ the summary; the rest goes on. Nothing is ever written outside .taskling/.
 """
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import glob
 import time
 from collections import Counter
 from pathlib import Path
 
-from ..chunking import chunk_document
-from ..config import Config
-from ..errors import TasklingError
-from ..formats import ConvertError, Limits, convert
-from ..pile import Pile
-from ..progress import bar
-from ..workspace import Context, atomic_write_json, run_stage, sha256_file
+from ..core.errors import TasklingError
+from ..core.progress import bar
+from ..core.workspace import Context, atomic_write_json, run_stage, sha256_file
+from ..data.ingest import Ingester, display_path, find_sources, reason_kind
+from ..data.pile import Pile
 
 
-def find_sources(cfg: Config, extra: list[str] | None = None) -> tuple[list[Path], list[str], list[tuple[str, str]]]:
-    """Files named by the sources (paths, folders, globs) and the selection
-    rules; the patterns that matched nothing; and (path, reason) for files
-    left out for safety (symlinks leaving the source folder)."""
-    files: dict[Path, None] = {}
-    missing: list[str] = []
-    refused: list[tuple[str, str]] = []
-    for pat in list(cfg.sources) + list(extra or []):
-        base = Path(pat).expanduser()
-        full = base if base.is_absolute() else cfg.root / base
-        if any(ch in pat for ch in "*?["):
-            hits = [Path(p) for p in sorted(glob.glob(str(full), recursive=True))]
-        elif full.is_dir():
-            hits = sorted(full.rglob("*"))
-        elif full.exists() or full.is_symlink():
-            hits = [full]
-        else:
-            hits = []
-        anchor = _anchor(full)
-        hits = [h for h in hits if (h.is_file() or h.is_symlink()) and not _hidden_or_ours(cfg.root, anchor, h)]
-        if not hits:
-            missing.append(pat)
-        for h in hits:
-            try:
-                target = h.resolve(strict=True)
-            except (OSError, RuntimeError):
-                refused.append((display_path(cfg, h), "broken or looping symlink"))
-                continue
-            if h.is_symlink() or any(p.is_symlink() for p in h.parents if p.is_relative_to(anchor)):
-                if not target.is_relative_to(anchor.resolve()):
-                    refused.append((display_path(cfg, h), f"symlink pointing outside the source folder ({target})"))
-                    continue
-            if target.is_file() and selected(cfg, display_path(cfg, h)):
-                files[target] = None
-    return list(files), missing, refused
-
-
-def _anchor(full: Path) -> Path:
-    """The folder a source pattern is rooted at: the part before any wildcard."""
-    anchor = full if full.is_dir() else full.parent
-    while any(ch in anchor.name for ch in "*?["):
-        anchor = anchor.parent
-    return anchor
-
-
-def _hidden_or_ours(root: Path, anchor: Path, path: Path) -> bool:
-    """Hidden files and folders below the source, and taskling's own state
-    (.taskling/, runs/), are never sources."""
-    try:
-        rel = path.relative_to(anchor).parts
-    except ValueError:
-        rel = (path.name,)
-    if any(part.startswith(".") for part in rel):
-        return True
-    resolved = path.resolve()
-    return any(resolved.is_relative_to((root / own).resolve()) for own in (".taskling", "runs"))
-
-
-def selected(cfg: Config, rel: str) -> bool:
-    """ingest.include / ingest.exclude globs on the path relative to taskling.yaml
-    ('*' also crosses folders, so "**/drafts/**" and "*.pdf" both work)."""
-    inc, exc = cfg.ingest.include, cfg.ingest.exclude
-    if inc and not any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(Path(rel).name, g) for g in inc):
-        return False
-    return not any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(Path(rel).name, g) for g in exc)
-
-
-def display_path(cfg: Config, path: Path) -> str:
-    try:
-        return str(path.relative_to(cfg.root))
-    except ValueError:
-        try:
-            return str(path.resolve().relative_to(cfg.root.resolve()))
-        except ValueError:
-            return str(path)
-
-
-def token_counter(model: str):
-    """Counts tokens of the student's tokenizer. The fast `tokenizers` file is
-    used directly when there is one: importing transformers costs seconds."""
-    from ..models import load_tokenizer, resolve_hf
-
-    path = resolve_hf(model) / "tokenizer.json"
-    if path.exists():
-        from tokenizers import Tokenizer
-
-        fast = Tokenizer.from_file(str(path))
-        fast.no_truncation()
-
-        def count(texts: list[str]) -> list[int]:
-            return [len(e.ids) for e in fast.encode_batch(texts, add_special_tokens=False)] if texts else []
-        return count
-    tok = load_tokenizer(model)
-
-    def count_slow(texts: list[str]) -> list[int]:
-        return [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    return count_slow
-
-
-def limits_of(cfg: Config) -> Limits:
-    i = cfg.ingest
-    return Limits(max_file_bytes=int(i.max_file_mb * 2**20), max_archive_total_bytes=int(i.max_archive_mb * 2**20),
-                  max_archive_ratio=i.max_archive_ratio, max_depth=i.max_depth)
-
-
-def prepare(cfg: Config, limits: Limits, count, rel: str, data: bytes, sha: str, depth: int = 0,
-            parent: str | None = None, relation: str = "", unpacked: list[int] | None = None) -> list[dict]:
-    """Convert and chunk one document and, recursively, what it contains, in the order to store
-    them: {"kind": "doc" | "skip" | "done", ...}. Touches no pile, so it runs on any node."""
-    unpacked = [0] if unpacked is None else unpacked  # bytes taken out of this file's archives, all levels
-    t0 = time.perf_counter()
-    try:
-        ex = convert(rel.rsplit("!/", 1)[-1], data, limits)
-    except ConvertError as e:
-        return [{"kind": "skip", "rel": rel, "reason": str(e)}]
-    container = bool(ex.children) or ex.format in ("zip", "tar")
-    if cfg.ingest.formats and not container and ex.format not in cfg.ingest.formats:
-        return [{"kind": "skip", "rel": rel,
-                 "reason": f"format {ex.format} is not in ingest.formats ({', '.join(cfg.ingest.formats)})"}]
-    text, chunks = chunk_document(ex, cfg.ingest.chunk_tokens, count)
-    out = [{"kind": "doc", "rel": rel, "sha": sha, "format": ex.format, "converter": ex.converter, "size": len(data),
-            "text": text, "chunks": chunks, "parent": parent, "relation": relation, "warnings": ex.warnings,
-            "meta": ex.meta, "status": "partial" if ex.children else "ok", "depth": depth,
-            "seconds": time.perf_counter() - t0}]
-    for child in ex.children:
-        child_rel = f"{rel}!/{child.name}"
-        if depth + 1 > limits.max_depth:
-            out.append({"kind": "skip", "rel": child_rel, "reason": f"nested deeper than ingest.max_depth={limits.max_depth}"})
-            continue
-        unpacked[0] += len(child.data)
-        if unpacked[0] > limits.max_archive_total_bytes:
-            out.append({"kind": "skip", "rel": child_rel, "reason": "the archive tree unpacks to more than "
-                        f"ingest.max_archive_mb={cfg.ingest.max_archive_mb:g}; the rest is left out"})
-            continue
-        out += prepare(cfg, limits, count, child_rel, child.data, hashlib.sha256(child.data).hexdigest(), depth + 1,
-                       rel, child.relation, unpacked)
-    if ex.children:
-        out.append({"kind": "done", "rel": rel})
-    return out
-
-
-class Ingester:
-    """Stores converted files, and what they contain, in the pile (the one writer)."""
-
-    def __init__(self, cfg: Config, pile: Pile, ctx: Context):
-        self.cfg, self.pile, self.ctx = cfg, pile, ctx
-        self.limits = limits_of(cfg)
-        self._count = None
-        self.counts = Counter()
-        self.formats = Counter()
-        self.format_bytes = Counter()
-        self.format_seconds = Counter()
-        self.skipped: list[dict] = []
-        self.warnings: list[dict] = []
-
-    def count(self, texts: list[str]) -> list[int]:
-        self._count = self._count or token_counter(self.cfg.student.model)  # loaded once, when first needed
-        return self._count(texts)
-
-    def skip(self, rel: str, reason: str) -> None:
-        """Leave a file out, with its reason; an older version of it leaves the pile too."""
-        self.skipped.append({"path": rel, "reason": reason})
-        self.pile.log(rel, "skipped", reason)
-        if self.pile.document(rel) is not None:
-            self.pile.mark_gone([rel])
-
-    def read(self, path: Path, rel: str, sha: str, size: int) -> bytes | None:
-        """The file's bytes when it needs converting; None when it is unchanged or skipped.
-        `sha` is "unreadable: why" for a file that could not be hashed."""
-        if sha.startswith("unreadable"):
-            self.skip(rel, f"cannot read it ({sha.split(': ', 1)[1]})")
-            return None
-        old = self.pile.document(rel)
-        if old is not None and old["sha256"] == sha and old["status"] == "ok":
-            fmts = self.cfg.ingest.formats
-            if fmts and old["format"] not in fmts and old["format"] not in ("zip", "tar"):
-                self.skip(rel, f"format {old['format']} is not in ingest.formats ({', '.join(fmts)})")
-                return None
-            self.counts["unchanged"] += 1
-            return None
-        if size > self.limits.max_file_bytes:
-            self.skip(rel, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={self.cfg.ingest.max_file_mb:g}")
-            return None
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            self.skip(rel, f"cannot read it ({e.strerror or e})")
-            return None
-
-    def file(self, path: Path, rel: str, sha: str, size: int) -> None:
-        data = self.read(path, rel, sha, size)
-        if data is not None:
-            self.store(prepare(self.cfg, self.limits, self.count, rel, data, sha))
-
-    def store(self, items: list[dict]) -> None:
-        """Write one file's prepared documents (and skips) into the pile, in order."""
-        for it in items:
-            rel = it["rel"]
-            if it["kind"] == "skip":
-                self.skip(rel, it["reason"])
-                continue
-            if it["kind"] == "done":  # a container is whole once all its children are in
-                self.pile.set_status(rel, "ok")
-                continue
-            old = self.pile.document(rel) if it["depth"] == 0 else None
-            self.pile.replace_document(rel, it["sha"], it["format"], it["converter"], it["size"], it["text"],
-                                       it["chunks"], parent=it["parent"], relation=it["relation"],
-                                       warnings=it["warnings"], meta=it["meta"], status=it["status"])
-            for w in it["warnings"]:
-                self.warnings.append({"path": rel, "warning": w})
-                self.pile.log(rel, "warning", w)
-            self.formats[it["format"]] += 1
-            self.format_bytes[it["format"]] += it["size"]
-            self.format_seconds[it["format"]] += it["seconds"]
-            self.pile.log(rel, "converted", f"{it['format']} by {it['converter']}: {len(it['chunks'])} chunks")
-            self.counts["contained" if it["depth"] else ("added" if old is None else "updated")] += 1
-
-
-def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
+def run(ctx: Context, paths: list[str] | None = None) -> dict:
+    cfg = ctx.cfg
     files, missing, refused = find_sources(cfg, paths)
     for pat in missing:
         ctx.console.print(f"[yellow]sources: '{pat}' matches no file under {cfg.root}; check the path in taskling.yaml[/]")
@@ -272,7 +50,7 @@ def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
     def body(out: Path) -> dict:
         t0 = time.perf_counter()
         with Pile(ctx.ws.pile_db) as pile:
-            ing = Ingester(cfg, pile, ctx)
+            ing = Ingester(cfg, pile)
             for rel, reason in refused:
                 ing.skip(rel, reason)
             with bar(ctx.console) as progress:
@@ -293,12 +71,12 @@ def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
             for p in gone:
                 pile.log(p, "gone")
             convert_seconds = time.perf_counter() - t0
-            from .. import organise
+            from ..data import organise
 
             organised = organise.organise(cfg, pile, ctx)
             stats = pile.stats()
             docs = [{"path": p, "sha256": s} for p, s in pile.snapshot()]
-        reasons = Counter(_reason_kind(s["reason"]) for s in ing.skipped)
+        reasons = Counter(reason_kind(s["reason"]) for s in ing.skipped)
         for s in ing.skipped[:20]:
             ctx.console.print(f"[yellow]skipped {s['path']}: {s['reason']}[/]", highlight=False, soft_wrap=True)
         if len(ing.skipped) > 20:
@@ -331,14 +109,3 @@ def run(cfg: Config, ctx: Context, paths: list[str] | None = None) -> dict:
     return run_stage(ctx, "ingest", settings, inputs, body)
 
 
-def _reason_kind(reason: str) -> str:
-    """A short family name for a skip reason, for the summary line."""
-    low = reason.lower()
-    for key, kind in (("encrypted", "encrypted"), ("password", "encrypted"), ("empty", "empty"),
-                      ("over ingest.max_file_mb", "too large"), ("over the limit", "too large"),
-                      ("not supported", "unsupported format"), ("binary", "binary junk"),
-                      ("symlink", "unsafe symlink"), ("nested deeper", "nested too deep"),
-                      ("ingest.formats", "format not selected"), ("cannot read", "unreadable")):
-        if key in low:
-            return kind
-    return "corrupt or unreadable"

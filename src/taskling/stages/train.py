@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
-from .. import infer, tasks
-from ..errors import TasklingError
-from ..models import load_causal_lm, load_tokenizer, resolve_hf
-from ..progress import bar
-from ..workspace import Context, atomic_write_json, earlier, read_jsonl, run_stage, upstream
+from ..core.config import Config
+from ..student import infer
+from .. import tasks
+from ..core.errors import TasklingError
+from ..student.models import load_causal_lm, load_tokenizer, resolve_hf
+from ..core.progress import bar
+from ..core.workspace import Context, atomic_write_json, earlier, read_jsonl, run_stage, upstream
 
 
 def encode(tok, system: str, ex: dict, max_len: int) -> dict | None:
@@ -299,7 +300,8 @@ def load_trained(ctx: Context, base_model: str, round: int | None = None):
     return PeftModel.from_pretrained(model, path).merge_and_unload(), tok
 
 
-def run(cfg: Config, ctx: Context) -> dict:
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
     settings = {k: cfg.section(k) for k in ("task", "student", "train")} | {"seed": cfg.seed}
     inputs = upstream(ctx, "curate")
     resume_from = None  # the loop's `continue`: start from the last round's adapter, train on the new examples' worth

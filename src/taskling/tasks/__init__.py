@@ -1,6 +1,7 @@
 """Task types: classify, extract, answer, generate, each in one module owning
 its prompts, teacher-output parser, validator and metric. `get(task_cfg)`
-returns the module for a task; all share the helpers here.
+returns the module for a task; all share the helpers here. Metrics with
+bootstrap intervals live in `metrics`. May import: core, data.
 """
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import re
 from types import ModuleType
 from typing import Any
 
-from ..config import TaskCfg
-from ..pile import Chunk, Pile
+from ..core.config import TaskCfg
+from ..data.pile import Chunk, Pile
 
 EXCERPT_CHARS = 1400
 
@@ -143,7 +144,7 @@ def salvage_objects(text: str) -> list[dict]:
 
 def example_items(text: str, finish_reason: str = "stop") -> list[dict]:
     """The example objects of a several-examples reply; raises TeacherOutputError with a kind."""
-    from ..errors import TeacherOutputError
+    from ..core.errors import TeacherOutputError
 
     if not text.strip():
         raise TeacherOutputError("the teacher's reply is empty", kind="empty")

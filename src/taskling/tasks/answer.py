@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import re
 
-from ..config import TaskCfg
-from ..errors import TeacherOutputError
-from ..pile import Chunk, Pile
-from . import (DATA_RULE, document_block, diversity_line, example_items, examples_schema, object_schema,
-               output_text, spans_for, token_f1, topic_pools)
+from ..core.config import TaskCfg
+from ..core.errors import TeacherOutputError
+from ..data.pile import Chunk, Pile
+from . import (DATA_RULE, document_block, diversity_line, example_items, examples_schema, object_schema, output_text,
+    spans_for, token_f1, topic_pools)
 
 METRIC = "token_f1"
 MAX_NEW_TOKENS = 128

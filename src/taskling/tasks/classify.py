@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
-from ..config import TaskCfg
-from ..errors import TeacherOutputError
-from ..pile import Chunk, Pile
+from ..core.config import TaskCfg
+from ..core.errors import TeacherOutputError
+from ..data.pile import Chunk, Pile
 from . import (DATA_RULE, LINE_LABELS, diversity_line, document_block, example_items, examples_schema, first_line,
-               object_schema, spans_for, unlabel)
+    object_schema, spans_for, unlabel)
 
 METRIC = "accuracy"
 MAX_NEW_TOKENS = 16

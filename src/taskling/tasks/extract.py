@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 
-from ..config import TaskCfg
-from ..errors import TeacherOutputError
-from ..pile import Chunk, Pile
+from ..core.config import TaskCfg
+from ..core.errors import TeacherOutputError
+from ..data.pile import Chunk, Pile
 from . import (DATA_RULE, document_block, example_items, examples_schema, object_schema, output_text,
-               parse_json_loose, spans_for, topic_pools)
+    parse_json_loose, spans_for, topic_pools)
 
 METRIC = "field_accuracy"
 MAX_NEW_TOKENS = 192

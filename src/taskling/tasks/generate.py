@@ -4,8 +4,8 @@ Metric: token F1 against the reference text.
 """
 from __future__ import annotations
 
-from ..config import TaskCfg
-from ..pile import Chunk
+from ..core.config import TaskCfg
+from ..data.pile import Chunk
 from .answer import parse_output, pools, score, teacher_eval_messages, teacher_schema, validate  # noqa: F401
 from .answer import pair_messages, parse_pair
 

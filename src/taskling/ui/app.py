@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 from fastapi import Request  # at module level: FastAPI resolves the (string) annotations here
 
-from ..allocate import arm_label, boost
-from ..errors import TasklingError
-from ..workspace import Context, read_jsonl
+from ..teacher.allocate import arm_label, boost
+from ..core.errors import TasklingError
+from ..core.workspace import Context, read_jsonl
 from .play import Playground
 
 STATIC = Path(__file__).parent / "static"
@@ -28,8 +28,8 @@ def create_app(ctx: Context):
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-    from .. import review
-    from ..pile import Pile
+    from ..curation import review
+    from ..data.pile import Pile
     from ..stages.curate import candidates, review_store
 
     token = secrets.token_urlsafe(24)
@@ -130,7 +130,7 @@ def create_app(ctx: Context):
     def embedder():
         """The pile's embedder, loaded on the first semantic search and kept."""
         if cache["embedder"] is None:
-            from ..embed import Embedder
+            from ..data.embed import Embedder
 
             cache["embedder"] = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens)
         return cache["embedder"]
@@ -321,7 +321,7 @@ def semantic(emb, pile, q: str, limit: int, cache: dict | None = None, version=N
     pile's vectors is kept in `cache` while the pile's `version` stays the same."""
     import numpy as np
 
-    from ..embed import from_blobs
+    from ..data.embed import from_blobs
 
     if not q.strip():
         return []

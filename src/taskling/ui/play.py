@@ -12,8 +12,8 @@ import threading
 import time
 
 from .. import tasks
-from ..errors import TasklingError
-from ..workspace import Context, read_manifest
+from ..core.errors import TasklingError
+from ..core.workspace import Context, read_manifest
 
 SYSTEMS = ("student", "base", "teacher")
 MAX_INPUT_CHARS = 20_000
@@ -45,7 +45,7 @@ class Playground:
                 "teacher": {"ready": True, "model": f"{t.backend}:{t.model}"}}
 
     def model(self, who: str):
-        from ..models import load_causal_lm, resolve_hf
+        from ..student.models import load_causal_lm, resolve_hf
         from ..stages.train import load_trained
 
         cfg = self.ctx.cfg
@@ -81,7 +81,7 @@ class Playground:
             if who == "teacher":
                 r = self.ask_teacher(convs, task, predict_teacher)
             else:
-                from .. import infer
+                from ..student import infer
 
                 infer.set_threads(self.ctx.threads)
                 _, model, tok = self.model(who)
@@ -95,9 +95,9 @@ class Playground:
     def ask_teacher(self, convs, task, predict_teacher) -> dict:
         """The teacher as evaluate asks it, through the call log; opened once and kept."""
         if self.teacher is None:
-            from ..backends import Logged, open_backend
-            from ..calls import CallLog
-            from ..config import Price
+            from ..teacher.backends import Logged, open_backend
+            from ..teacher.calls import CallLog
+            from ..core.config import Price
 
             cfg = self.ctx.cfg
             self.log = CallLog(self.ctx.ws.calls_db)

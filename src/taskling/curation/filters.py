@@ -1,0 +1,195 @@
+"""The filters of the curate stage, as plain functions over example dicts.
+
+  - language: a stop-word vote among common languages (only confident calls count);
+  - grounding: how well an example is supported by the chunks it cites, 0..1:
+      extract   share of the output's values found in the source (normalised);
+      answer /  share of the output's content words found in the cited text,
+      generate  averaged with embedding similarity to the cited span when embeddings are on;
+      classify  the same, for the input against its chunk (is it about what the chunk says?);
+  - dedup: exact (normalised input), near (MinHash over the input) and
+    semantic (embedding cosine), keeping the best-grounded of each group;
+  - decontamination: word 6-grams shared with an eval or gold input, or an
+    embedding near-duplicate of one (a paraphrase);
+  - selection: down to a target size with label balance, then k-center
+    greedy on embeddings within each label (the most different first).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from ..data.dedup import DedupIndex
+from ..tasks import words
+
+STOP = {
+    "en": "the and of to in is that it for on with as are this be by or from at an not was which you can".split(),
+    "de": "der die und in den von zu das mit sich des auf für ist im dem nicht ein eine als auch".split(),
+    "fr": "le la les de des et en un une du est que pour dans qui pas par sur au avec ce".split(),
+    "es": "el la de que y en los se del las un por con no una su para es al lo".split(),
+    "it": "il di che e la per un in non una sono del della le si con da gli al".split(),
+    "nl": "de het een van en in is dat op te zijn met voor niet aan er ook als".split(),
+    "pt": "de a o que e do da em um para com não uma os no se na por mais as".split(),
+}
+STOP_SETS = {k: set(v) for k, v in STOP.items()}
+CONTENT_STOP = STOP_SETS["en"] | set("how what when where why who does do did can could should would use using i my me we".split())
+
+
+def normalise(text: str) -> str:
+    return " ".join(words(text))
+
+
+def language_of(text: str, min_hits: int = 3) -> str | None:
+    """The language whose stop words the text uses most, when it is clear."""
+    ws = words(text)
+    votes = Counter({lang: sum(w in s for w in ws) for lang, s in STOP_SETS.items()})
+    (best, n), *rest = votes.most_common() or [(None, 0)]
+    if n < min_hits or (rest and rest[0][1] * 1.5 >= n):
+        return None
+    return best
+
+
+def content(text: str) -> set[str]:
+    return {w for w in words(text) if len(w) >= 3 and w not in CONTENT_STOP}
+
+
+def lexical_support(claim: str, source: str) -> float:
+    """Share of the claim's content words that occur in the source."""
+    c = content(claim)
+    if not c:
+        return 0.0
+    return len(c & content(source)) / len(c)
+
+
+def value_support(output: dict, source: str) -> float:
+    """Share of an extraction's non-empty values found in the source (normalised)."""
+    vals = [v for v in output.values() if v not in (None, "", [])] if isinstance(output, dict) else []
+    if not vals:
+        return 0.0
+    src = f" {normalise(source)} "
+    found = 0
+    for v in vals:
+        items = v if isinstance(v, list) else [v]
+        found += all(f" {normalise(x)} " in src for x in items if normalise(x)) and any(normalise(x) for x in items)
+    return found / len(vals)
+
+
+def grounding(task_type: str, ex: dict, source: str, similarity: float | None = None) -> float:
+    """0..1: how well the example is supported by its cited source text."""
+    if task_type == "extract":
+        return round(value_support(ex["output"], source), 4)
+    claim = ex["input"] if task_type == "classify" else str(ex["output"])
+    lex = lexical_support(claim, source)
+    if similarity is None:
+        return round(lex, 4)
+    return round(0.5 * lex + 0.5 * max(0.0, similarity), 4)
+
+
+def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: float, semantic: float,
+          groups: list | None = None) -> dict[int, tuple[str, int]]:
+    """Duplicates among items visited in `order` (best first): index -> (kind, index of the kept item).
+
+    Semantic duplicates are looked for within an item's group (its label or
+    topic): that keeps the check linear in practice on 100k candidates."""
+    seen: dict[str, int] = {}
+    index = DedupIndex(threshold=near)
+    kept_by_group: dict = {}
+    out: dict[int, tuple[str, int]] = {}
+    for i in order:
+        key = normalise(texts[i])
+        if key in seen:
+            out[i] = ("exact duplicate", seen[key])
+            continue
+        dup = index.check(i, texts[i])
+        if dup is not None:
+            out[i] = ("near duplicate", dup.of)
+            continue
+        kept = kept_by_group.setdefault(groups[i] if groups is not None else None, [])
+        if vectors is not None and kept:
+            sims = vectors[kept] @ vectors[i]
+            j = int(np.argmax(sims))
+            if sims[j] >= semantic:
+                out[i] = ("semantic duplicate", kept[j])
+                continue
+        seen[key] = i
+        kept.append(i)
+    return out
+
+
+def shingles(text: str, n: int = 6) -> set[tuple[str, ...]]:
+    ws = words(text)
+    return {tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)} if len(ws) >= n else {tuple(ws)}
+
+
+def contaminated(texts: list[str], vectors: np.ndarray | None, blocked: list[str],
+                 blocked_vectors: np.ndarray | None, cosine: float) -> dict[int, str]:
+    """Items that overlap a blocked (eval or gold) text: index -> reason."""
+    grams: set = set()
+    for b in blocked:
+        grams |= shingles(b)
+    out: dict[int, str] = {}
+    for i, t in enumerate(texts):
+        if shingles(t) & grams:
+            out[i] = "overlaps eval or gold (n-gram)"
+    if vectors is not None and blocked_vectors is not None and len(blocked_vectors):
+        rest = [i for i in range(len(texts)) if i not in out]
+        for b in range(0, len(rest), 2048):
+            part = rest[b:b + 2048]
+            best = (vectors[part] @ blocked_vectors.T).max(axis=1)
+            for i, s in zip(part, best):
+                if s >= cosine:
+                    out[i] = "overlaps eval or gold (paraphrase)"
+    return out
+
+
+def k_center(vectors: np.ndarray, k: int, first: int = 0) -> list[int]:
+    """k row indices, each the farthest (cosine) from those already chosen."""
+    n = len(vectors)
+    if k >= n:
+        return list(range(n))
+    chosen = [first]
+    dist = 1.0 - vectors @ vectors[first]
+    dist[first] = -np.inf
+    while len(chosen) < k:
+        j = int(np.argmax(dist))
+        chosen.append(j)
+        dist = np.minimum(dist, 1.0 - vectors @ vectors[j])
+        dist[chosen] = -np.inf
+    return chosen
+
+
+def select(items: list[int], target: int, label_of: Callable[[int], str], vectors: np.ndarray | None,
+           quality: Callable[[int], float]) -> list[int]:
+    """Down to `target` items: an equal quota per label (leftovers to labels
+    with more), then k-center on embeddings within a label (the best-grounded
+    first), or the best-grounded when there are no embeddings."""
+    if len(items) <= target:
+        return items
+    by_label: dict[str, list[int]] = {}
+    for i in items:
+        by_label.setdefault(label_of(i), []).append(i)
+    quota = {lab: 0 for lab in by_label}
+    left = target
+    while left > 0:
+        open_ = [lab for lab in by_label if quota[lab] < len(by_label[lab])]
+        if not open_:
+            break
+        share = max(1, left // len(open_))
+        # Small labels first while everyone gets a share; single leftovers go to the biggest.
+        small_first = left >= len(open_)
+        for lab in sorted(open_, key=lambda lb: len(by_label[lb]) * (1 if small_first else -1)):
+            take = min(share, len(by_label[lab]) - quota[lab], left)
+            quota[lab] += take
+            left -= take
+            if left == 0:
+                break
+    chosen: list[int] = []
+    for lab, members in by_label.items():
+        members = sorted(members, key=lambda i: -quality(i))
+        if vectors is None:
+            chosen += members[:quota[lab]]
+        else:
+            picked = k_center(vectors[members], quota[lab])
+            chosen += [members[p] for p in picked]
+    return sorted(chosen)

@@ -1,0 +1,244 @@
+"""The run report: report.json (every figure) and a self-contained report.html.
+
+`build(ctx)` gathers what the finished stages wrote; `write(ctx)` saves both
+files under runs/<id>/. `taskling report` rebuilds them at any time.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..teacher import allocate
+from ..teacher.allocate import arm_label
+from ..teacher.calls import CallLog
+from ..data.pile import Pile
+from ..core.workspace import STAGES, Context, atomic_write_json, atomic_write_text, read_jsonl, read_manifest
+
+# What the report keeps of each arm an analyse stage weighed (analysis.json has more).
+ARM_FIELDS = ("name", "dev_items", "dev_errors", "error_mean", "uncertainty", "keep_rate", "weight", "jobs_total",
+              "new")
+
+
+def topic_names(ctx: Context) -> dict:
+    if not ctx.ws.pile_db.exists():
+        return {}
+    with Pile(ctx.ws.pile_db) as pile:
+        return {t["id"]: t["label"] for t in pile.topics()}
+
+
+def arm_spend(generate: dict, curate: dict, topics: dict) -> list[dict]:
+    """Per arm of a generate manifest: its jobs, examples, what curate kept, tokens and cost
+    (the report's spend per arm, and each round's arms in the loop)."""
+    kept = curate.get("kept_by_arm") or {}
+    return [{"arm": r["arm"], "name": arm_label(tuple(r["arm"]), topics), "jobs": r["jobs"],
+             "seeded_jobs": r.get("seeded_jobs", 0), "examples": r["examples"],
+             "kept": kept.get(allocate.arm_key(r["arm"]), 0), "tokens": r.get("tokens"), "cost": r.get("cost")}
+            for r in generate.get("jobs_by_arm", [])]
+
+
+def loop_state(ctx: Context) -> dict | None:
+    """runs/<id>/loop.json (the loop's rounds, stop rule and kept round), or None when there is none
+    or it is half written."""
+    state = _read_json(ctx.run_dir / "loop.json")
+    return state if isinstance(state, dict) else None
+
+
+def kept_round(ctx: Context) -> int | None:
+    """The round the loop exported (loop.json), if the run went through the loop."""
+    loop = loop_state(ctx) or {}
+    kept = loop.get("kept")
+    return kept.get("round") if isinstance(kept, dict) and isinstance(kept.get("round"), int) else None
+
+
+def build(ctx: Context) -> dict:
+    """Everything the finished stages of `ctx.round` wrote (a run rebuilt by `taskling report` shows
+    the round the loop exported), and the loop's rounds."""
+    cfg = ctx.cfg
+    from .. import tasks
+
+    rep: dict = {"run_id": ctx.run_id, "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "task": {"name": cfg.task.name, "type": cfg.task.type, "description": cfg.task.description,
+                          "metric": tasks.get(cfg.task).METRIC}, "stages": []}
+    manifests = {}
+    for s in STAGES:
+        m = read_manifest(ctx.stage_dir(s))
+        if m:
+            manifests[s] = m
+            rep["stages"].append({"stage": s, "round": m.get("round", 0), "seconds": m.get("seconds"),
+                                  "skipped": False, "counts": m.get("counts", {})})
+    if "generate" in manifests:
+        g = manifests["generate"]
+        rep["generation"] = {k: g.get(k) for k in ("stopped", "rates", "failures_by_kind", "examples_by_arm",
+                                                   "teacher_health", "counts")}
+        rep["generation"]["spend_by_arm"] = arm_spend(g, manifests.get("curate") or {}, topic_names(ctx))
+    if "curate" in manifests:
+        rep["funnel"] = manifests["curate"].get("funnel", [])
+        rep["rejections"] = manifests["curate"].get("rejections", {})
+        rep["split"] = {k: v for k, v in manifests["curate"].get("split", {}).items() if k != "held_out_units"}
+        c = manifests["curate"]
+        rep["curation"] = {k: c.get(k) for k in ("rejected_samples", "labels", "topics", "grounding", "judge", "pii",
+                                                 "review", "language")}
+    if "train" in manifests:
+        t = manifests["train"]
+        loss = {}
+        lp = ctx.stage_dir("train") / "loss.json"
+        if lp.exists():
+            loss = json.loads(lp.read_text())
+        rep["training"] = {"loss": loss.get("loss", []), "eval_loss": loss.get("eval_loss", []),
+                           "steps": t["counts"].get("steps"), "planned_steps": t["counts"].get("planned_steps"),
+                           "tokens_per_s": t.get("tokens_per_s"), "seconds": t.get("train_seconds"),
+                           "trainable_params": t["counts"].get("trainable_params"),
+                           **{k: t.get(k) for k in ("best_step", "best_eval_loss", "stopped_early", "stop_reason",
+                                                    "lr", "precision", "device", "mode")}}
+    if "evaluate" in manifests:
+        ev = manifests["evaluate"]
+        res = ev.get("results", {})
+        detail = ("per_label", "per_class", "confusion", "per_field")
+        rep["results"] = {s: {w: {k: v for k, v in r.items() if k not in detail} for w, r in per.items()}
+                          for s, per in res.items()}
+        rep["per_label"] = {s: {w: r.get("per_label", {}) for w, r in per.items() if r.get("per_label")}
+                            for s, per in res.items()}
+        rep["evaluation"] = {k: {s: {w: r[k] for w, r in per.items() if r.get(k)} for s, per in res.items()}
+                             for k in ("confusion", "per_class", "per_field")}
+        rep["evaluation"].update({"error_rates": ev.get("error_rates"), "constrained": ev.get("constrained"),
+                                  "systems": ev.get("systems")})
+        rep["failures"] = read_jsonl(ctx.stage_dir("evaluate") / "failures.jsonl")[:200]
+        rep["summary"] = summary(res, rep["task"]["metric"])
+    if "export" in manifests:
+        e = manifests["export"]
+        rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.get("artifacts", []),
+                         "verified": e.get("verified_on"), "tolerance": e.get("tolerance"),
+                         "student_metric": e.get("student_metric"), "failed": e.get("failed")}
+    sources = label_sources(manifests)
+    if sources:
+        rep["label_sources"] = sources
+    spread = cluster_work(manifests)
+    if spread:
+        rep["cluster"] = spread
+    loop = loop_rounds(ctx)
+    if loop is not None:
+        rep["loop"] = loop
+    log = CallLog(ctx.ws.calls_db) if ctx.ws.calls_db.exists() else None
+    try:
+        if log is not None:
+            rep["teacher_calls"] = log.totals()
+        rep["costs"] = costs(log, manifests)
+    finally:
+        if log is not None:
+            log.close()
+    if manifests:
+        rep["versions"] = list(manifests.values())[-1].get("versions", {})
+    return rep
+
+
+def _read_json(path: Path):
+    """A JSON file's content, or None when it is missing or half written (reports are built mid-run)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def loop_rounds(ctx: Context) -> dict | None:
+    """loop.json once the loop has done more than one round, each later round with the arms its analyse
+    stage weighed (`analysis_arms`); None for a single-round run."""
+    loop = loop_state(ctx)
+    if loop is None or not isinstance(loop.get("rounds"), list) or len(loop["rounds"]) < 2:
+        return None
+    for r in loop["rounds"]:
+        k = r.get("round") if isinstance(r, dict) else None
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            continue
+        analysis = _read_json(ctx.stage_dir("analyse", k) / "analysis.json")
+        arms = analysis.get("arms") if isinstance(analysis, dict) else None
+        if isinstance(arms, list):
+            r["analysis_arms"] = [{f: a.get(f) for f in ARM_FIELDS} for a in arms if isinstance(a, dict)]
+    return loop
+
+
+def cluster_work(manifests: dict) -> dict:
+    """What the cluster did in each stage that ran on one: per-node work, work lost with nodes
+    that died, rescheduled shards, training restarts."""
+    out: dict = {}
+    ing = (manifests.get("ingest") or {}).get("cluster") or {}
+    for name, pool in (("ingest: convert", ing.get("convert")), ("ingest: embed", ing.get("embed")),
+                       ("generate: teacher", (manifests.get("generate") or {}).get("cluster"))):
+        if isinstance(pool, dict):
+            out.setdefault("pools", []).append({"stage": name, **pool})
+    train = (manifests.get("train") or {}).get("cluster")
+    if isinstance(train, dict):
+        out["training"] = train
+    return out
+
+
+def costs(log: CallLog | None, manifests: dict) -> dict:
+    """What the run cost: teacher and judge calls (tokens, money; cached replies are free and not
+    counted) and the seconds of each stage."""
+    def spent(purposes):
+        if log is None:
+            return None
+        rows = [log.totals(p) for p in purposes]
+        out = {k: sum(r[k] for r in rows) for k in ("calls", "prompt_tokens", "completion_tokens", "cost", "failed")}
+        return {"calls": out["calls"], "input_tokens": out["prompt_tokens"], "output_tokens": out["completion_tokens"],
+                "money": round(out["cost"], 6), "failed": out["failed"]} if out["calls"] else None
+    seconds = {s: m.get("seconds") for s, m in manifests.items()}
+    teacher, judge = spent(("generate", "evaluate")), spent(("judge", "consistency"))
+    return {"teacher": teacher, "judge": judge, "train_seconds": manifests.get("train", {}).get("train_seconds"),
+            "evaluate_seconds": seconds.get("evaluate"), "stage_seconds": seconds,
+            "total_seconds": round(sum(v for v in seconds.values() if v), 1),
+            "money_total": round(sum((x or {}).get("money") or 0 for x in (teacher, judge)), 6)}
+
+
+def summary(results: dict, metric: str) -> str:
+    key = "gold" if "gold" in results else next(iter(results), None)
+    if key is None:
+        return ""
+    per = results[key]
+    parts = [f"{w} {r['metric']:.2f}" for w, r in per.items() if r.get("metric") is not None]
+    verdict = ""
+    if "student" in per and "base" in per:
+        s, b = per["student"], per["base"]
+        if s["ci_low"] > b["ci_high"]:
+            verdict = "The tuned student beats its base (95% intervals do not overlap). "
+        elif s["metric"] > b["metric"]:
+            verdict = "The tuned student scores above its base, but the intervals overlap. "
+        else:
+            verdict = "The tuned student does not beat its base. "
+    return f"{verdict}{metric} on {key} (n={next(iter(per.values()))['n']}): " + ", ".join(parts) + "."
+
+
+def write(ctx: Context) -> tuple[Path, Path]:
+    from .html import render_html
+
+    rep = build(ctx)
+    jpath, hpath = ctx.run_dir / "report.json", ctx.run_dir / "report.html"
+    atomic_write_json(jpath, rep)
+    atomic_write_text(hpath, render_html(rep))
+    return jpath, hpath
+
+
+def label_sources(manifests: dict) -> dict | None:
+    """The label model's sources (curate, label:): per source its coverage, estimated accuracy
+    (with interval) and per label, its accuracy measured on gold, and the student beside them."""
+    lm = (manifests.get("curate") or {}).get("label_model")
+    if not lm:
+        return None
+    fit = lm.get("fit") or {}
+    stats = {s.get("name"): s for s in fit.get("stats", []) if isinstance(s, dict)}
+    measured = lm.get("measured") or {}
+    rows = []
+    for name in lm.get("sources", []):
+        st, m = stats.get(name, {}), measured.get(name, {})
+        rows.append({"source": name, "coverage": st.get("coverage"), "votes": st.get("votes"),
+                     "estimated": st.get("accuracy"), "estimated_ci": st.get("accuracy_ci"),
+                     "measured": m.get("accuracy"), "measured_n": m.get("voted"),
+                     "agreement": st.get("agreement"), "conflict": st.get("conflict"),
+                     "per_label": {lab: v.get("accuracy") for lab, v in (st.get("per_label") or {}).items()}})
+    res = ((manifests.get("evaluate") or {}).get("results") or {}).get("gold") or {}
+    student = {w: res[w].get("metric") for w in ("student", "student-constrained", "teacher") if w in res}
+    return {"model": lm.get("model"), "items": lm.get("items"), "relabelled": lm.get("relabelled"),
+            "dropped_unsure": lm.get("dropped_unsure"), "calibrated_with_gold": lm.get("calibrated_with_gold"),
+            "gold_items": lm.get("gold_items"), "label_model_on_gold": measured.get("label_model"),
+            "prior": fit.get("prior"), "sources": rows, "on_gold": student}
+

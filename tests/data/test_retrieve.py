@@ -1,0 +1,83 @@
+"""Retrieval for the teacher (retrieve.py): FTS5 and embeddings fused by reciprocal rank, the
+teacher's answer checked against what it was shown, and evaluate's teacher-retrieval system."""
+from __future__ import annotations
+
+import json
+import re
+
+from rich.console import Console
+
+from conftest import write_workspace
+from taskling.teacher.backends.scripted import set_script
+from taskling.core.config import load_config
+from taskling.data.pile import Pile
+from taskling.data.retrieve import check, retrieve, with_context
+from taskling.stages import curate, evaluate, generate, ingest, train
+from taskling.core.workspace import Context, read_jsonl
+
+QUIET = Console(stderr=True, quiet=True)
+
+
+def test_words_and_meaning_are_fused_and_the_answer_is_checked_against_the_chunks(tmp_path, tiny_model_dir):
+    from taskling.data.embed import Embedder
+
+    path = write_workspace(tmp_path, tiny_model_dir, ingest__embed=True)
+    cfg = load_config(path, [])
+    ctx = Context(cfg, console=QUIET)
+    ingest.run(ctx)
+    emb = Embedder(cfg.ingest.embed_model, max_tokens=cfg.ingest.embed_max_tokens)
+    with Pile(ctx.ws.pile_db) as pile:
+        words = retrieve(pile, "createHash randomBytes", k=3)
+        assert words and all(c.path == "docs/node.html" for c in words)
+        # no shared word with the manual: only the embeddings can find it
+        meaning = retrieve(pile, "computing a message digest of some bytes in javascript", k=2, embedder=emb)
+        assert meaning and meaning[0].path == "docs/node.html"
+        assert retrieve(pile, "   ", k=3) == [] and retrieve(pile, "node", k=0) == []
+        chunks = retrieve(pile, "json_extract path JSON document", k=2, embedder=emb)
+    assert chunks[0].path == "docs/sqlite.md"
+    msgs = with_context([{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}], chunks)
+    assert msgs[-1]["content"].endswith("Q?") and "<document" in msgs[-1]["content"] and msgs[0]["content"] == "s"
+    fixed, info = check("extract", {"fn": "json_extract", "made_up": "json_frobnicate", "none": None}, chunks)
+    assert fixed == {"fn": "json_extract", "made_up": None, "none": None} and info["dropped"] == ["made_up"]
+    assert check("answer", "The sqlite json_extract function reads a value at a path", chunks)[1]["supported"]
+    assert not check("answer", "Bananas are yellow and curved fruit", chunks)[1]["supported"]
+
+
+def reader(messages: list[dict]) -> str:
+    """A teacher that, given documents, answers with their first sentence; without, says it does not know."""
+    text = messages[-1]["content"]
+    doc = re.search(r"<document[^>]*>(.*?)</document>", text, re.S)
+    if "Answer from these documents" in text and doc:
+        return re.split(r"(?<=[.!?])\s", doc.group(1).strip(), maxsplit=1)[0]
+    if doc:  # generation: test_evaluate's grounded question-and-answer writer
+        from test_evaluate import script
+
+        return script(messages)
+    return "I do not know."
+
+
+def test_evaluate_scores_the_teacher_with_retrieved_chunks(tmp_path, tiny_model_dir):
+    import yaml
+
+    path = write_workspace(tmp_path, tiny_model_dir, evaluate__teacher_retrieval=2, budget__examples=24)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["task"] = {"name": "tiny-answers", "type": "answer", "description": "Answer a developer's question from the manual.",
+                   "examples": [{"input": "What does json_extract do?", "output": "It reads a value from JSON."}]}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (path.parent / "gold.jsonl").write_text(json.dumps(
+        {"input": "What does the node fs module do with files?",
+         "output": "The node fs module reads files with readFile and writes them with writeFile."}) + "\n")
+    cfg = load_config(path, [])
+    ctx = Context(cfg, console=QUIET)
+    set_script(reader)
+    try:
+        for stage in (ingest, generate, curate, train):
+            stage.run(ctx)
+        man = evaluate.run(ctx)
+    finally:
+        set_script(None)
+    gold = man["results"]["gold"]
+    assert "teacher-retrieval" in gold and "teacher" in gold
+    assert gold["teacher-retrieval"]["metric"] > gold["teacher"]["metric"]  # the documents help it
+    rows = read_jsonl(ctx.stage_dir("evaluate") / "pred-teacher-retrieval-gold.jsonl")
+    assert len(rows[0]["retrieved"]) == 2 and rows[0]["supported"] is True

@@ -1,0 +1,397 @@
+"""The self-improving loop (loop.py, stages/analyse.py, allocate.py): rounds on the
+scripted teacher and the tiny random student, the allocation policies, the stop
+rules, resumption after kill -9, new documents, and that eval, dev and gold
+never reach training."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from conftest import write_workspace
+from taskling.teacher import allocate
+from taskling import loop
+from taskling.tasks import metrics
+from taskling.core.config import load_config
+from taskling.stages import analyse
+from taskling.core.workspace import Context, atomic_write_json, read_jsonl, write_jsonl
+
+QUIET = {"console": Console(stderr=True, quiet=True)}
+TASKLING = str(Path(sys.executable).parent / "taskling")
+LOOP = dict(loop__rounds=3, budget__examples=60, loop__probe_chunks=12)
+
+
+def run_loop(path: Path, *sets: str, **ctx) -> dict:
+    from taskling.core.config import load_config as lc
+
+    return loop.run(Context(lc(path, list(sets)), **QUIET, **ctx))
+
+
+def rounds_of(root: Path, run: str = "tiny-router") -> Path:
+    return root / "runs" / run
+
+
+def inputs(path: Path) -> set[str]:
+    return {str(r["input"]).strip().lower() for r in read_jsonl(path)}
+
+
+# -- policies -----------------------------------------------------------------------------------------------------
+ARMS = [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+SIZES = {a: 10 for a in ARMS}
+
+
+def test_learning_policies_favour_the_arm_that_fails_and_keep_a_floor():
+    fb = {a: {"items": 10, "errors": 1, "tried": 10, "kept": 9} for a in ARMS}
+    fb[(1, "b")] = {"items": 10, "errors": 9, "tried": 10, "kept": 9}  # the planted weak arm
+    for name in ("thompson", "ucb"):
+        w = allocate.get_policy(name, seed=3, floor=0.2).weights(SIZES, fb)
+        assert sum(w.values()) == pytest.approx(1.0)
+        assert max(w, key=w.get) == (1, "b"), (name, w)
+        assert w[(1, "b")] > 2 * w[(0, "a")]
+        assert min(w.values()) >= 0.2 / len(ARMS) - 1e-9  # nothing starves
+    uniform = allocate.get_policy("uniform").weights(SIZES, fb)
+    assert set(uniform.values()) == {0.25}
+    # a teacher that never gets an arm right is a poor place to spend: the keep rate lowers its weight
+    fb2 = {a: {"items": 10, "errors": 5, "tried": 20, "kept": 18} for a in ARMS}
+    fb2[(0, "a")] = {"items": 10, "errors": 5, "tried": 20, "kept": 1}
+    w2 = allocate.get_policy("thompson", seed=3).weights(SIZES, fb2)
+    assert w2[(0, "a")] < min(w2[a] for a in ARMS if a != (0, "a"))
+    # uncertainty on unlabelled chunks counts when there are no dev items
+    fb3 = {a: {"uncertainty": 0.1} for a in ARMS} | {(0, "b"): {"uncertainty": 0.9}}
+    w3 = allocate.get_policy("ucb", uncertainty_weight=1.0).weights(SIZES, fb3)
+    assert max(w3, key=w3.get) == (0, "b")
+    # an arm seen on few items borrows its label's error rate (pooled prior)
+    post = allocate.posteriors(SIZES, {(0, "a"): {"items": 40, "errors": 36}})
+    a, b = post[(1, "a")]["err"]
+    assert a / (a + b) > 0.8
+    with pytest.raises(Exception, match="loop.policy 'greedy' is unknown"):
+        allocate.get_policy("greedy", "loop.policy")
+
+
+def test_split_random_is_unbiased_and_exact():
+    w = {"x": 0.55, "y": 0.3, "z": 0.1, "t": 0.05}
+    rng = random.Random(0)
+    totals = Counter()
+    for _ in range(4000):
+        c = allocate.split_random(7, w, rng)
+        assert sum(c.values()) == 7 and all(v >= 0 for v in c.values())
+        totals.update(c)
+    for k, v in w.items():  # each arm gets its share on average, even the one below one job a round
+        assert totals[k] / 4000 == pytest.approx(7 * v, rel=0.05)
+    assert allocate.split_random(0, w, rng) == {k: 0 for k in sorted(w)}
+
+
+def test_paired_difference_interval():
+    old = [0, 1, 0, 1, 0, 0, 1, 0, 0, 1] * 6
+    better = [1, 1, 1, 1, 0, 1, 1, 1, 0, 1] * 6
+    d, lo, hi = metrics.paired_diff_ci(better, old, 0.9)
+    assert d == pytest.approx(0.4) and lo > 0 and hi <= 1
+    d, lo, hi = metrics.paired_diff_ci(old, old)
+    assert d == lo == hi == 0
+    with pytest.raises(ValueError):
+        metrics.paired_diff_ci([1], [1, 0])
+
+
+# -- the loop end to end on the scripted teacher ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three_rounds(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("loop")
+    path = write_workspace(root, tiny_model_dir, **LOOP)
+    result = run_loop(path)
+    return root, result
+
+
+def test_rounds_are_created_with_manifests_and_a_stop_rule(three_rounds):
+    root, result = three_rounds
+    run = rounds_of(root)
+    for k in range(3):
+        for stage in ("generate", "curate", "train", "evaluate") + (("analyse",) if k else ()):
+            m = json.loads((run / f"round-{k}" / stage / "manifest.json").read_text())
+            assert m["round"] == k, (k, stage)
+    assert not (run / "round-0" / "analyse").exists() and not (run / "round-3").exists()
+    state = json.loads((run / "loop.json").read_text())
+    assert [r["round"] for r in state["rounds"]] == [0, 1, 2]
+    assert state["stop"]["rule"] == "budget" and "60 of 60" in state["stop"]["reason"]
+    assert state["kept"]["round"] == result["kept_round"] == 2
+    assert sum(r["examples"] for r in state["rounds"]) == 60
+    # later rounds: the analysis planned the jobs, some of them seeded by dev failures
+    a1 = json.loads((run / "round-1" / "analyse" / "analysis.json").read_text())
+    assert a1["policy"] == "thompson" and a1["arms"] and a1["allocation"]["jobs"] == sum(
+        r["jobs_total"] for r in a1["arms"])
+    assert a1["uncertainty"]["probed"] > 0
+    assert all(0 <= r["uncertainty"] <= 1 for r in a1["arms"] if r["uncertainty"] is not None)
+    if a1["dev"]["errors"]:
+        assert a1["allocation"]["seeded_jobs"] > 0
+        seeded = [e for e in read_jsonl(run / "round-1" / "generate" / "examples.jsonl") if "seeded_by" in e]
+        assert seeded and all(e["round"] == 1 for e in seeded)
+    # the kept round was exported, the report has the rounds
+    assert json.loads((run / "export" / "manifest.json").read_text())["round"] == 2
+    assert result["rounds"][-1]["round"] == 2 and result["stop"]["rule"] == "budget"
+
+
+def test_eval_dev_and_gold_never_reach_training(three_rounds):
+    root, _ = three_rounds
+    run = rounds_of(root)
+    evals = [(run / f"round-{k}" / "curate" / "eval.jsonl").read_text() for k in range(3)]
+    assert evals[0] == evals[1] == evals[2] and evals[0].strip()  # the eval set never changes
+    gold = inputs(root / "gold.jsonl")
+    split = json.loads((run / "round-0" / "curate" / "manifest.json").read_text())["split"]
+    held = set(split["held_out_units"])
+    assert set(split["dev_units"]) < held
+    prev: set = set()
+    dev_before: list = []
+    for k in range(3):
+        cur = run / f"round-{k}" / "curate"
+        train = read_jsonl(cur / "train.jsonl")
+        ids = {r["id"] for r in train}
+        assert prev <= ids  # the training set accumulates over rounds
+        prev = ids
+        dev = read_jsonl(cur / "dev.jsonl")
+        assert [d["id"] for d in dev[:len(dev_before)]] == dev_before  # dev only grows
+        dev_before = [d["id"] for d in dev]
+        blocked = inputs(cur / "eval.jsonl") | inputs(cur / "dev.jsonl") | gold
+        assert not {str(r["input"]).strip().lower() for r in train} & blocked, k
+        for r in train:
+            if r.get("provenance") and r.get("source") != "task example":
+                unit = r["provenance"][0]["path"] if split["unit"] == "document" else r["provenance"][0]["chunk"]
+                assert unit not in held, (k, r["id"])
+    # base and teacher answers on eval and gold are carried over, not recomputed
+    for name in ("pred-teacher-gold.jsonl", "pred-base-eval.jsonl"):
+        assert (run / "round-2" / "evaluate" / name).read_text() == (run / "round-0" / "evaluate" / name).read_text()
+
+
+def test_a_finished_loop_is_not_redone_and_more_rounds_continue_it(three_rounds, tmp_path, cli):
+    root, first = three_rounds
+    ws = tmp_path / "copy"
+    shutil.copytree(root, ws)
+    again = run_loop(ws / "taskling.yaml")
+    assert all(v["skipped"] for k, v in again["stages"].items() if k != "export")
+    assert again["rounds"] == first["rounds"]
+    res = cli("export", cwd=ws)  # a stage command after the loop acts on the round the loop exported
+    assert res.exit_code == 0, res.output
+    assert json.loads((rounds_of(ws) / "export" / "manifest.json").read_text())["round"] == first["kept_round"]
+    sets = ["loop.rounds=4", "budget.examples=80", "loop.round_examples=20", "loop.patience=10"]
+    # `taskling analyse` plans the next round and shows why; the loop then goes on from that plan
+    res = cli("analyse", *[x for s in sets for x in ("--set", s)], cwd=ws)
+    assert res.exit_code == 0, res.output
+    assert "thompson" in res.output and "uncertai" in res.output  # the table (wrapped to the terminal's width)
+    plan = json.loads((rounds_of(ws) / "round-3" / "analyse" / "manifest.json").read_text())
+    assert plan["round"] == 3 and plan["allocation"]["jobs"] == sum(a["jobs_total"] for a in plan["arms"])
+    more = run_loop(ws / "taskling.yaml", *sets)
+    assert more["stages"]["analyse@3"]["skipped"]
+    assert [r["round"] for r in more["rounds"]] == [0, 1, 2, 3]
+    assert more["rounds"][:3] == first["rounds"][:3]  # finished rounds are kept as they are
+    assert (rounds_of(ws) / "round-3" / "analyse" / "manifest.json").exists()
+
+
+# -- a planted weak arm ---------------------------------------------------------------------------------------------
+def test_allocation_shifts_towards_a_planted_weak_arm(tmp_path, tiny_model_dir):
+    path = write_workspace(tmp_path, tiny_model_dir, loop__rounds=2, budget__examples=60, loop__probe_chunks=0,
+                           loop__failure_share=0.0, loop__floor=0.1)
+    first = run_loop(path, "loop.target=0")  # the target rule stops it after round 0
+    assert first["stop"]["rule"] == "target" and len(first["rounds"]) == 1
+    assert not (rounds_of(tmp_path) / "round-1").exists()
+    # Plant a dev set on which the student fails every "node" item and gets every other one right.
+    r0 = rounds_of(tmp_path) / "round-0"
+    made = read_jsonl(r0 / "generate" / "examples.jsonl")
+    by_label: dict = {}
+    for ex in made:
+        by_label.setdefault(ex["label"], []).append(ex)
+    dev = [dict(ex, id=f"planted-{i}") for label in ("node", "python", "sqlite") for i, ex in
+           enumerate(by_label[label][:4])]
+    write_jsonl(r0 / "curate" / "dev.jsonl", dev)
+    write_jsonl(r0 / "evaluate" / "pred-student-dev.jsonl",
+                [{"id": d["id"], "output": "python" if d["label"] == "node" else d["label"]} for d in dev])
+    scores = json.loads((r0 / "evaluate" / "scores.json").read_text())
+    scores["dev"] = {"student": [0.0 if d["label"] == "node" else 1.0 for d in dev]}
+    atomic_write_json(r0 / "evaluate" / "scores.json", scores)
+    second = run_loop(path)
+    assert [r["round"] for r in second["rounds"]] == [0, 1] and second["stop"]["rule"] in ("rounds", "budget")
+    a = json.loads((rounds_of(tmp_path) / "round-1" / "analyse" / "analysis.json").read_text())
+    per_label = Counter()
+    for r in a["arms"]:
+        per_label[r["label"]] += r["jobs_total"]
+    assert per_label["node"] > per_label["python"] and per_label["node"] > per_label["sqlite"], per_label
+    assert per_label["node"] > a["allocation"]["jobs"] / 2
+    assert a["dev"] == {"items": 12, "errors": 4, "error_rate": round(4 / 12, 4)}
+    node = [r for r in a["arms"] if r["label"] == "node"]
+    assert all(r["error_mean"] > 0.5 for r in node) and "node" in a["why"][0]
+    # the generated examples followed the plan
+    made1 = Counter(e["label"] for e in read_jsonl(rounds_of(tmp_path) / "round-1" / "generate" / "examples.jsonl"))
+    assert made1["node"] == max(made1.values())
+
+
+def test_failure_seeded_jobs_copy_no_held_out_chunk(tmp_path, tiny_model_dir):
+    path = write_workspace(tmp_path, tiny_model_dir, loop__rounds=2, budget__examples=40, loop__failure_share=1.0,
+                           loop__probe_chunks=0)
+    run_loop(path)
+    run = rounds_of(tmp_path)
+    a = json.loads((run / "round-1" / "analyse" / "analysis.json").read_text())
+    split = json.loads((run / "round-0" / "curate" / "manifest.json").read_text())["split"]
+    dev = {d["id"]: d for d in read_jsonl(run / "round-0" / "curate" / "dev.jsonl")}
+    seeded = a["allocation"]["seeded"]
+    if not a["dev"]["errors"]:
+        pytest.skip("the tiny student got the dev set right; nothing to seed")
+    assert seeded and len(seeded) <= analyse.SEEDS_PER_FAILURE * a["dev"]["errors"]
+    from taskling.data.pile import Pile
+
+    with Pile(tmp_path / ".taskling" / "pile.db") as pile:
+        for s in seeded:
+            assert s["of"] in dev and s["like"] == dev[s["of"]]["input"]
+            for key in s["chunks"]:
+                c = pile.chunk(key)
+                assert (c.path if split["unit"] == "document" else c.key) not in split["held_out_units"]
+
+
+# -- stop rules ----------------------------------------------------------------------------------------------------
+def fake_round(ctx: Context, k: int, eval_scores: list[float], examples: int = 10) -> dict:
+    ev = ctx.stage_dir("evaluate", k)
+    ev.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ev / "scores.json", {"eval": {"student": eval_scores}})
+    m = sum(eval_scores) / len(eval_scores)
+    return {"round": k, "examples": examples, "teacher_tokens": 100, "cost": 0.0, "metric": "accuracy",
+            "results": {"eval": {"student": {"metric": m, "ci_low": m, "ci_high": m, "n": len(eval_scores)}}}}
+
+
+def test_stop_rules_fire_in_order(tmp_path, tiny_model_dir):
+    path = write_workspace(tmp_path, tiny_model_dir, loop__rounds=10, loop__patience=2, budget__examples=1000)
+    ctx = Context(load_config(path), **QUIET)
+    low, mid, high = [0] * 30 + [1] * 10, [0] * 20 + [1] * 20, [1] * 35 + [0] * 5
+    h = [fake_round(ctx, 0, low)]
+    assert loop.stop_rule(ctx, h) is None
+    h.append(fake_round(ctx, 1, high))  # a clear gain
+    assert loop.gain(ctx, h)["significant"]
+    assert loop.stop_rule(ctx, h) is None
+    h.append(fake_round(ctx, 2, high))
+    assert loop.stop_rule(ctx, h) is None  # one flat round is within patience
+    h.append(fake_round(ctx, 3, high[:-1] + [1]))  # +1 item: a raw gain, not a significant one
+    rule = loop.stop_rule(ctx, h)
+    assert rule["rule"] == "plateau" and "no significant gain in the last 2 rounds" in rule["reason"]
+    # kept round: the last, unless an earlier one is significantly better
+    assert loop.kept_round(ctx, h)[0] == 3
+    h2 = [fake_round(ctx, 0, low), fake_round(ctx, 1, high), fake_round(ctx, 2, mid)]
+    for k, s in enumerate((low, high, mid)):
+        fake_round(ctx, k, s)
+    assert loop.kept_round(ctx, h2)[0] == 1
+    # target, then budgets, then rounds
+    ctx2 = Context(load_config(path, ["loop.target=0.8"]), **QUIET)
+    assert loop.stop_rule(ctx2, [fake_round(ctx2, 0, high)])["rule"] == "target"
+    ctx3 = Context(load_config(path, ["budget.examples=20"]), **QUIET)
+    assert "example budget" in loop.stop_rule(ctx3, [fake_round(ctx3, 0, low, examples=25)])["reason"]
+    ctx4 = Context(load_config(path, ["budget.teacher_tokens=150"]), **QUIET)
+    assert "token budget" in loop.stop_rule(ctx4, [fake_round(ctx4, 0, low), fake_round(ctx4, 1, mid)])["reason"]
+    ctx5 = Context(load_config(path), **QUIET)
+    ctx5.deadline = time.monotonic() - 1
+    assert "wall-time" in loop.stop_rule(ctx5, [fake_round(ctx5, 0, low)])["reason"]
+    ctx6 = Context(load_config(path, ["loop.rounds=1"]), **QUIET)
+    assert loop.stop_rule(ctx6, [fake_round(ctx6, 0, low)])["rule"] == "rounds"
+    with pytest.raises(Exception, match="loop.policy 'best' is unknown"):
+        loop.run(Context(load_config(path, ["loop.policy=best"]), **QUIET))
+
+
+# -- kill -9 and resume ---------------------------------------------------------------------------------------------
+KILL_SETS = ["loop.rounds=3", "budget.examples=45", "train.steps=12", "train.checkpoint_every=2",
+             "loop.probe_chunks=6"]
+
+
+def cli_run(root: Path) -> dict:
+    proc = subprocess.run([TASKLING, "run", "--json"] + [x for s in KILL_SETS for x in ("--set", s)], cwd=root,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def comparable(root: Path) -> dict:
+    run = rounds_of(root)
+    out = {}
+    for k in range(3):
+        for name in ("generate/examples.jsonl", "curate/train.jsonl", "curate/dev.jsonl", "analyse/analysis.json",
+                     "train/loss.json", "evaluate/scores.json"):
+            p = run / f"round-{k}" / name
+            if p.exists():
+                out[f"{k}/{name}"] = p.read_text()
+    state = json.loads((run / "loop.json").read_text())
+    out["loop"] = [{k: v for k, v in r.items() if k != "seconds"} for r in state["rounds"]], state["stop"]
+    return out
+
+
+def test_kill_9_in_a_later_round_then_rerun_gives_the_same_result(tmp_path, tiny_model_dir):
+    ref_root, root = tmp_path / "ref", tmp_path / "killed"
+    for r in (ref_root, root):
+        r.mkdir()
+        write_workspace(r, tiny_model_dir)
+    cli_run(ref_root)
+    proc = subprocess.Popen([TASKLING, "run"] + [x for s in KILL_SETS for x in ("--set", s)], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ck = rounds_of(root) / "round-1" / "train" / "checkpoints" / "step-000004" / "state.pt"
+    deadline = time.monotonic() + 600
+    while not ck.exists():  # mid-training of round 1
+        assert proc.poll() is None, "taskling run finished before the kill point"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (rounds_of(root) / "round-1" / "train" / "manifest.json").exists()
+    result = cli_run(root)
+    assert "generate" not in result["stages"]  # round 0 was recorded as finished: kept as it is
+    assert result["stages"]["analyse@1"]["skipped"] and result["stages"]["generate@1"]["skipped"]
+    assert not result["stages"]["train@1"]["skipped"]
+    assert comparable(root) == comparable(ref_root)
+
+
+# -- new documents -----------------------------------------------------------------------------------------------------
+def test_new_documents_get_budget_in_the_next_round(tmp_path, tiny_model_dir, cli):
+    path = write_workspace(tmp_path, tiny_model_dir, loop__rounds=2, budget__examples=40, loop__probe_chunks=0,
+                           generate__pool_per_label=40)
+    run_loop(path)
+    new = tmp_path / "docs" / "node-streams.md"
+    new.write_text("# Node.js streams\n\n" + "\n\n".join(
+        f"In Node.js the fs module reads a file with readFile and writes one with writeFile, and a stream from "
+        f"createReadStream pipes large files {i} without loading them whole; the crypto module digests each stream "
+        f"chunk with createHash, and fs.watch reports a renamed or changed file {i} in the watched folder."
+        for i in range(12)), encoding="utf-8")
+    res = cli("ingest", "--json", cwd=tmp_path)
+    assert res.exit_code == 0, res.output
+    more = run_loop(path, "loop.rounds=3", "budget.examples=60", "loop.round_examples=20", "loop.patience=10")
+    assert [r["round"] for r in more["rounds"]] == [0, 1, 2]
+    cited = {p["path"] for e in read_jsonl(rounds_of(tmp_path) / "round-2" / "generate" / "examples.jsonl")
+             for p in e["provenance"]}
+    assert "docs/node-streams.md" in cited  # fresh chunks are drawn first
+    earlier = {p["path"] for k in (0, 1) for e in read_jsonl(rounds_of(tmp_path) / f"round-{k}" / "generate" /
+                                                             "examples.jsonl") for p in e["provenance"]}
+    assert "docs/node-streams.md" not in earlier
+
+
+# -- a person's "more budget for this arm" -------------------------------------------------------------------------
+def test_a_boosted_arm_gets_twice_its_weight_in_the_next_round_only(tmp_path, tiny_model_dir, cli):
+    path = write_workspace(tmp_path, tiny_model_dir, loop__rounds=2, budget__examples=40, loop__probe_chunks=0,
+                           loop__failure_share=0.0)
+    assert run_loop(path, "loop.target=0")["stop"]["rule"] == "target"
+    plan = rounds_of(tmp_path) / "round-1" / "analyse" / "manifest.json"
+    assert cli("analyse", cwd=tmp_path).exit_code == 0
+    before = {tuple(r["arm"]): r for r in json.loads(plan.read_text())["arms"]}
+    arm, other = sorted(before, key=str)[:2]
+    ws = Context(load_config(path, []), **QUIET).ws
+    rec = allocate.boost(ws.boosts, arm, after_round=0, note="from the UI")
+    assert allocate.boost(ws.boosts, arm, after_round=0) == rec  # asking twice is one boost
+    allocate.boost(ws.boosts, other, after_round=5)  # for a later round: not applied now
+    res = cli("analyse", cwd=tmp_path)
+    assert res.exit_code == 0, res.output
+    after = {tuple(r["arm"]): r for r in json.loads(plan.read_text())["arms"]}
+    ratio = lambda rows: rows[arm]["weight"] / rows[other]["weight"]  # noqa: E731
+    assert ratio(after) == pytest.approx(2 * ratio(before), rel=0.01)
+    assert after[arm]["boost"] == 2.0 and after[other]["boost"] is None
+    assert sum(r["weight"] for r in after.values()) == pytest.approx(1.0, abs=0.01)
+    assert allocate.boosts_for(ws.boosts, 1) == {arm: 2.0} and allocate.boosts_for(ws.boosts, 2) == {}
+    with pytest.raises(Exception, match="positive number"):
+        allocate.boost(ws.boosts, arm, after_round=0, factor=0)

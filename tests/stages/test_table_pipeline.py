@@ -1,0 +1,82 @@
+"""tables: in the pipeline: a mapped table's rows become examples in generate (with row
+provenance, no teacher call), the teacher paraphrases their input side keeping the values, and
+curate keeps every row (no near-duplicate of another row), held out row by row."""
+from __future__ import annotations
+
+import re
+
+from rich.console import Console
+
+from conftest import write_workspace
+from taskling.teacher.backends.scripted import set_script
+from taskling.core.config import load_config
+from taskling.stages import curate, generate, ingest
+from taskling.core.workspace import Context, read_jsonl
+
+QUIET = Console(stderr=True, quiet=True)
+CODES = [("23505", "unique_violation"), ("23503", "foreign_key_violation"), ("42P01", "undefined_table"),
+         ("42703", "undefined_column"), ("40001", "serialization_failure"), ("57014", "query_canceled"),
+         ("08006", "connection_failure"), ("22012", "division_by_zero"), ("53300", "too_many_connections"),
+         ("42601", "syntax_error"), ("0A000", "feature_not_supported"), ("25P02", "in_failed_sql_transaction")]
+
+
+def script(messages: list[dict]) -> str:
+    text = messages[-1]["content"]
+    if text.startswith("Rewrite this"):
+        code = re.search(r"Keep these exactly as they are: ([^.;]+)", text).group(1)
+        # every other row: a rewrite that loses the code (it must be discarded)
+        return f"Which condition name goes with SQLSTATE {code}?" if int(code[-1], 16) % 2 else "Which one is it?"
+    doc = re.search(r"<document[^>]*>(.*?)</document>", text, re.S)
+    if doc:
+        first = doc.group(1).split(".")[0].strip()
+        return f"Question: What does the manual say here about {' '.join(first.split()[:4])}?\nAnswer: {first}."
+    return "I do not know."
+
+
+def test_table_rows_become_examples_paraphrased_and_all_kept(tmp_path, tiny_model_dir):
+    import yaml
+
+    path = write_workspace(tmp_path, tiny_model_dir, budget__examples=8)
+    (tmp_path / "docs" / "errcodes.csv").write_text(
+        "Error Code,Condition Name\n" + "".join(f"{c},{n}\n" for c, n in CODES), encoding="utf-8")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["task"] = {"name": "pg-codes", "type": "answer",
+                   "description": "Give the condition name of a PostgreSQL error code.",
+                   "examples": [{"input": "What is SQLSTATE 00000?", "output": "successful_completion"}]}
+    cfg["sources"] = ["docs/*"]
+    cfg["tables"] = [{"name": "errcodes", "match": "docs/errcodes.csv", "paraphrase": 1, "eval_fraction": 0.25,
+                      "input": "What is the condition name of PostgreSQL error code {error code}?",
+                      "output": "{Condition Name}"}]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg = load_config(path, [])
+    ctx = Context(cfg, console=QUIET)
+    set_script(script)
+    try:
+        ingest.run(ctx)
+        man = generate.run(ctx)
+        cur = curate.run(ctx)
+    finally:
+        set_script(None)
+    assert man["table_examples"] == len(CODES) + man["tables"][0]["paraphrases"]
+    rep = man["tables"][0]
+    assert rep["rows"] == len(CODES) and rep["examples"] == len(CODES) and rep["files"] == 1
+    made = [e for e in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl") if e.get("source") == "table"]
+    rows = [e for e in made if "paraphrase_of" not in e]
+    by_code = {e["provenance"][0]["row"]["Error Code"]: e for e in rows}
+    assert by_code["23505"]["input"] == "What is the condition name of PostgreSQL error code 23505?"
+    assert by_code["23505"]["output"] == "unique_violation"
+    assert by_code["23505"]["provenance"][0]["path"] == "docs/errcodes.csv"
+    assert by_code["23505"]["provenance"][0]["locator"].endswith("2")  # the CSV's second line
+    paras = [e for e in made if "paraphrase_of" in e]
+    odd = [c for c, _ in CODES if int(c[-1], 16) % 2]
+    assert rep["paraphrases"] == len(paras) == len(odd)  # the rewrites that lost the code were discarded
+    for p in paras:
+        base = next(e for e in rows if e["id"] == p["paraphrase_of"])
+        assert p["output"] == base["output"] and base["provenance"][0]["row"]["Error Code"] in p["input"]
+    # curate: every row and paraphrase kept (none a near duplicate of another), held out row by row
+    kept = {e["id"]: s for s in ("train", "eval") for e in read_jsonl(ctx.stage_dir("curate") / f"{s}.jsonl")}
+    assert all(e["id"] in kept for e in made), [r["reason"] for r in read_jsonl(ctx.stage_dir("curate") / "rejected.jsonl")
+                                               if r.get("source") == "table"]
+    assert all(kept[p["id"]] == kept[p["paraphrase_of"]] for p in paras)  # a paraphrase goes where its row goes
+    split = cur["split"]["table_rows"]
+    assert split["eval"] >= 1 and split["train"] > split["eval"]
