@@ -295,10 +295,12 @@ def generate(path: Path, teacher: Teacher, cluster: LocalCluster | None, killer=
     cfg = load_config(path, overrides or [])
     session = None
     if cluster is not None:
-        from taskling.cluster import Session
+        from taskling.cluster import RayExecutor
 
-        session = Session(cluster.address, cfg.cluster)
-    ctx = Context(cfg, console=Console(stderr=True, quiet=True), cluster=session)
+        session = RayExecutor(cluster.address, cfg.cluster)
+    from taskling.core.executor import LocalExecutor
+
+    ctx = Context(cfg, console=Console(stderr=True, quiet=True), executor=session or LocalExecutor())
     meter = Sampler(teacher.proc.pid)
     meter.start()
     if killer:

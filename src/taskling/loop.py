@@ -27,16 +27,19 @@ every round's figures, the stop rule and the reasons.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 from rich.table import Table
 
-from .teacher import allocate
-from .tasks import metrics
+from .core.manifests import (AnalyseManifest, CurateManifest, EvaluateManifest, GenerateManifest, SystemResult,
+    TrainManifest)
+from .core.workspace import Context, atomic_write_json, read_jsonl
 from .report import build as report
 from .stages import analyse, curate, evaluate, export, generate, ingest, train
-from .core.workspace import Context, atomic_write_json, read_jsonl, read_manifest
+from .tasks import metrics
+from .teacher import allocate
 
 ROUND_STAGES = ("analyse", "generate", "curate", "train", "evaluate")
 STOP_SET = "eval"  # the loop decides on the held-out eval set; gold.jsonl only ever measures
@@ -47,24 +50,23 @@ def run(ctx: Context) -> dict:
     if cfg.loop.rounds > 1:
         allocate.get_policy(cfg.loop.policy, "loop.policy")  # a misspelt policy fails now, not after round 0
     timings: dict = {}
-    ctx.round = 0
+    ctx = ctx.at_round(0)
     m = ingest.run(ctx)
-    timings["ingest"] = {"seconds": m["seconds"], "skipped": m["skipped"]}
+    timings["ingest"] = {"seconds": m.seconds, "skipped": m.skipped}
     recorded = rounds_so_far(ctx)  # what earlier invocations finished (read once: loop.json is rewritten below)
     spent_s = sum(r["seconds"] for r in recorded)
-    ctx.deadline = time.monotonic() + max(0.0, cfg.budget.wall_time_minutes * 60 - spent_s)
+    ctx = dataclasses.replace(ctx, deadline=time.monotonic() + max(0.0, cfg.budget.wall_time_minutes * 60 - spent_s))
     history: list[dict] = []
     stop = None
     k = 0
     while stop is None:
-        ctx.round = k
         if not finished(ctx, k, recorded):
             for name, stage in (("analyse", analyse), ("generate", generate), ("curate", curate),
                                 ("train", train), ("evaluate", evaluate)):
                 if name == "analyse" and k == 0:
                     continue
-                m = stage.run(ctx)
-                timings[name if k == 0 else f"{name}@{k}"] = {"seconds": m["seconds"], "skipped": m["skipped"]}
+                m = stage.run(ctx.at_round(k))
+                timings[name if k == 0 else f"{name}@{k}"] = {"seconds": m.seconds, "skipped": m.skipped}
         history.append(round_record(ctx, k))
         stop = stop_rule(ctx, history)
         history[-1]["gain"] = gain(ctx, history)
@@ -76,12 +78,14 @@ def run(ctx: Context) -> dict:
         ctx.console.print(rounds_table(history, ctx))
         ctx.console.print(f"loop: stopped after round {history[-1]['round']}: {stop['reason']}; "
                           f"exporting round {best} ({why})")
-    ctx.round = best
+    ctx = ctx.at_round(best)
     m = export.run(ctx)
-    timings["export"] = {"seconds": m["seconds"], "skipped": m["skipped"]}
+    timings["export"] = {"seconds": m.seconds, "skipped": m.skipped}
     json_path, html_path = report.write(ctx)
-    results = ctx.manifest("evaluate")["results"]
-    ctx.console.print(summary_table(results, ctx.manifest("evaluate")["metric"]))
+    ev = ctx.manifest("evaluate")
+    ctx.console.print(summary_table(ev.results, ev.metric))
+    results = {s: {w: r.model_dump(mode="json", exclude_unset=True) for w, r in per.items()}
+               for s, per in ev.results.items()}
     exp = ctx.stage_dir("export")
     ggufs = sorted(str(p) for p in (exp / "gguf").glob("*.gguf"))
     ctx.console.print(f"report: {html_path}\nmodel:  {exp / 'merged'}" + "".join(f"\n        {g}" for g in ggufs)
@@ -97,7 +101,7 @@ def finished(ctx: Context, k: int, recorded: list[dict]) -> bool:
     never for a single-round run, where settings changes re-run stages as usual)."""
     if ctx.force or ctx.cfg.loop.rounds == 1:
         return False
-    return any(r["round"] == k for r in recorded) and read_manifest(ctx.stage_dir("evaluate", k)) is not None
+    return any(r["round"] == k for r in recorded) and EvaluateManifest.read(ctx.stage_dir("evaluate", k)) is not None
 
 
 def rounds_so_far(ctx: Context) -> list[dict]:
@@ -115,26 +119,24 @@ def scores(ctx: Context, k: int, s: str = STOP_SET, who: str = "student") -> lis
 
 def round_record(ctx: Context, k: int) -> dict:
     """What round k did and reached, from its manifests."""
-    man = {s: read_manifest(ctx.stage_dir(s, k)) or {} for s in ROUND_STAGES}
-    g, c, t, e = man["generate"], man["curate"], man["train"], man["evaluate"]
-    res = e.get("results", {})
-    per_set = {s: {w: {x: r.get(x) for x in ("metric", "ci_low", "ci_high", "n")} for w, r in per.items()
-                   if w in ("student", "student-constrained", "base", "teacher")} for s, per in res.items()}
-    topics = report.topic_names(ctx)
-    arms = report.arm_spend(g, c, topics)
-    a = man["analyse"]
-    return {"round": k, "results": per_set, "metric": e.get("metric"),
-            "examples": (g.get("counts") or {}).get("examples", 0),
-            "teacher_tokens": (g.get("counts") or {}).get("teacher_tokens", 0),
-            "cost": (g.get("counts") or {}).get("cost", 0.0),
-            "seeded_examples": g.get("seeded_examples", 0),
-            "train_size": (c.get("counts") or {}).get("train"), "new_train": (c.get("counts") or {}).get("new_train"),
-            "dev_size": (c.get("counts") or {}).get("dev"), "steps": (t.get("counts") or {}).get("steps"),
-            "continued": bool(t.get("continued_from")),
-            "seconds": round(sum(m.get("seconds", 0.0) for m in man.values() if m), 1),
-            "arms": arms, "allocation": {"policy": (a.get("allocation") or {}).get("policy"),
-                                         "why": a.get("why", []), "dev": a.get("dev"),
-                                         "uncertainty": a.get("uncertainty"), "new_arms": a.get("new_arms", [])}
+    a = AnalyseManifest.read(ctx.stage_dir("analyse", k))
+    g = GenerateManifest.read(ctx.stage_dir("generate", k))
+    c = CurateManifest.read(ctx.stage_dir("curate", k))
+    t = TrainManifest.read(ctx.stage_dir("train", k))
+    e = EvaluateManifest.read(ctx.stage_dir("evaluate", k))
+    per_set = {s: {w: {"metric": r.metric, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n}
+                   for w, r in per.items() if w in ("student", "student-constrained", "base", "teacher")}
+               for s, per in (e.results if e else {}).items()}
+    arms = report.arm_spend(g, c, report.topic_names(ctx))
+    return {"round": k, "results": per_set, "metric": e.metric if e else None,
+            "examples": g.counts.examples if g else 0, "teacher_tokens": g.counts.teacher_tokens if g else 0,
+            "cost": g.counts.cost if g else 0.0, "seeded_examples": g.seeded_examples if g else 0,
+            "train_size": c.counts.train if c else None, "new_train": c.counts.new_train if c else None,
+            "dev_size": c.counts.dev if c else None, "steps": t.counts.steps if t else None,
+            "continued": bool(t and t.continued_from),
+            "seconds": round(sum(m.seconds for m in (a, g, c, t, e) if m), 1),
+            "arms": arms, "allocation": {"policy": a.allocation.policy, "why": a.why, "dev": a.dev.model_dump(),
+                                         "uncertainty": a.uncertainty.model_dump(), "new_arms": a.new_arms}
             if a else {"policy": ctx.cfg.generate.policy, "why": [], "dev": None, "uncertainty": None,
                        "new_arms": []}}
 
@@ -240,14 +242,14 @@ def rounds_table(history: list[dict], ctx: Context) -> Table:
     return t
 
 
-def summary_table(results: dict, metric: str) -> Table:
+def summary_table(results: dict[str, dict[str, SystemResult]], metric: str) -> Table:
     """The headline metric per set and system; every other figure is in report.json and report.html."""
     t = Table(title="student vs base vs teacher")
     for col in ("set", "model", metric, "95% CI", "n", "items/s", "p50 ms", "size MB"):
         t.add_column(col, justify="left" if col in ("set", "model") else "right", no_wrap=True)
     for s, per in results.items():
         for who, r in per.items():
-            t.add_row(s, who, f"{r['metric']:.3f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", str(r["n"]),
-                      f"{r['items_per_s']:.1f}", f"{(r.get('latency_ms') or {}).get('p50', float('nan')):.0f}",
-                      "—" if r.get("size_mb") is None else f"{r['size_mb']:.0f}")
+            t.add_row(s, who, f"{r.metric:.3f}", f"[{r.ci_low:.2f}, {r.ci_high:.2f}]", str(r.n),
+                      f"{r.items_per_s:.1f}", f"{(r.latency_ms or {}).get('p50', float('nan')):.0f}",
+                      "—" if r.size_mb is None else f"{r.size_mb:.0f}")
     return t

@@ -32,17 +32,19 @@ def cluster():
     c.close()
 
 
-def session_on(c: LocalCluster, cfg):
-    from taskling.cluster import Session
+def executor_on(c: LocalCluster, cfg):
+    from taskling.cluster import RayExecutor
 
-    return Session(c.address, cfg.cluster)
+    return RayExecutor(c.address, cfg.cluster)
 
 
-def stages(path: Path, names: list[str], session=None, **ctx_opts) -> Context:
+def stages(path: Path, names: list[str], executor=None, **ctx_opts) -> Context:
     import importlib
 
+    from taskling.core.executor import LocalExecutor
+
     cfg = load_config(path, [])
-    ctx = Context(cfg, console=QUIET, cluster=session, **ctx_opts)
+    ctx = Context(cfg, console=QUIET, executor=executor or LocalExecutor(), **ctx_opts)
     for name in names:
         importlib.import_module(f"taskling.stages.{name}").run(ctx)
     return ctx
@@ -53,11 +55,11 @@ def test_same_curated_set_on_one_machine_and_on_the_cluster(tmp_path, tiny_model
     (tmp_path / "two").mkdir()
     one, two = (write_workspace(tmp_path / w, tiny_model_dir, ingest__embed=True) for w in ("one", "two"))
     solo = stages(one, ["ingest", "generate", "curate"])
-    session = session_on(cluster, load_config(two, []))
+    executor = executor_on(cluster, load_config(two, []))
     try:
-        spread = stages(two, ["ingest", "generate", "curate"], session)
+        spread = stages(two, ["ingest", "generate", "curate"], executor)
     finally:
-        session.close()
+        executor.close()
     for name in ("generate/examples.jsonl", "curate/train.jsonl", "curate/eval.jsonl"):
         a = read_jsonl(solo.run_dir / "round-0" / name)
         b = read_jsonl(spread.run_dir / "round-0" / name)
@@ -94,7 +96,7 @@ def test_a_node_killed_mid_generation_loses_and_duplicates_nothing(tmp_path, tin
         path = write_workspace(tmp_path, tiny_model_dir, budget__examples=60)
         stages(path, ["ingest"])
         cfg = load_config(path, [])
-        session = session_on(c, cfg)
+        executor = executor_on(c, cfg)
         journal = Path(tmp_path / "runs" / "tiny-router" / "round-0" / "generate" / "journal.jsonl")
         killed = {}
 
@@ -107,9 +109,9 @@ def test_a_node_killed_mid_generation_loses_and_duplicates_nothing(tmp_path, tin
         t = threading.Thread(target=killer, daemon=True)
         t.start()
         try:
-            ctx = stages(path, ["generate"], session)
+            ctx = stages(path, ["generate"], executor)
         finally:
-            session.close()
+            executor.close()
         t.join(timeout=5)
         assert "at" in killed
         m = json.loads((ctx.stage_dir("generate") / "manifest.json").read_text())
@@ -152,9 +154,9 @@ def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(tmp_path, 
         solo = stages(tmp_path / "c" / "taskling.yaml", ["train"])
         other = tmp_path / "b" / "taskling.yaml"
         cfg = load_config(path, [])
-        session = session_on(c, cfg)
+        executor = executor_on(c, cfg)
         try:
-            whole = stages(path, ["train"], session)
+            whole = stages(path, ["train"], executor)
             storage = tmp_path / "b" / "runs" / "tiny-router" / "round-0" / "train" / "ray"
             killed = {}
 
@@ -178,10 +180,10 @@ def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(tmp_path, 
 
             t = threading.Thread(target=killer, daemon=True)
             t.start()
-            again = stages(other, ["train"], session)
+            again = stages(other, ["train"], executor)
             t.join(timeout=10)
         finally:
-            session.close()
+            executor.close()
         assert "pid" in killed, "no training worker was found to kill"
         m = json.loads((again.stage_dir("train") / "manifest.json").read_text())
         assert m["cluster"]["restarts"] >= 1 and m["cluster"]["resumed_at_steps"][0] >= 8, m["cluster"]
@@ -203,7 +205,7 @@ def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(tmp_path, 
 
 
 def test_predict_shards_rows_over_the_nodes_and_writes_them_in_order(tmp_path, tiny_model_dir, cluster):
-    from taskling.cluster import Session
+    from taskling.cluster import RayExecutor
     from taskling.core.config import ClusterCfg
     from taskling.serving.predict import predict_file
 
@@ -216,12 +218,12 @@ def test_predict_shards_rows_over_the_nodes_and_writes_them_in_order(tmp_path, t
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     solo = predict_file(src, tmp_path / "solo.jsonl", str(model), tmp_path, QUIET, batch_size=3, threads=1)
-    session = Session(cluster.address, ClusterCfg())
+    executor = RayExecutor(cluster.address, ClusterCfg())
     try:
         spread = predict_file(src, tmp_path / "spread.jsonl", str(model), tmp_path, QUIET, batch_size=3,
-                              threads=1, cluster=session)
+                              threads=1, executor=executor)
     finally:
-        session.close()
+        executor.close()
     a, b = read_jsonl(tmp_path / "solo.jsonl"), read_jsonl(tmp_path / "spread.jsonl")
     assert [r["id"] for r in b] == list(range(11))  # row order kept though batches finish in any order
     assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
@@ -263,18 +265,18 @@ def test_without_a_cluster_ray_is_never_imported_and_the_cli_runs_on_a_local_one
 
 def test_a_node_that_cannot_do_the_work_is_named_with_its_cause(tmp_path, cluster):
     from taskling.teacher.backends import Request
-    from taskling.cluster import Session
+    from taskling.cluster import RayExecutor
     from taskling.core.config import ClusterCfg, ModelCfg
     from taskling.core.errors import TasklingError
 
     # every node probes the endpoints: none answers, so no node can be a teacher here
-    session = Session(cluster.address, ClusterCfg(endpoints=["http://127.0.0.1:9/v1"], wait_for_nodes_s=60))
+    executor = RayExecutor(cluster.address, ClusterCfg(endpoints=["http://127.0.0.1:9/v1"], wait_for_nodes_s=60))
     try:
-        backend = session.backend(ModelCfg(backend="openai", model="m"))
+        backend = executor.backend(ModelCfg(backend="openai", model="m"))
         assert backend.describe() == {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
         with pytest.raises(TasklingError, match="no node can do this work: ConnectionError: none of cluster.endpoints"):
             backend.generate([Request([{"role": "user", "content": "hi"}])])
         assert len(backend.pool.refused) == 2
         assert {e["event"] for e in backend.pool.events} == {"refused"}
     finally:
-        session.close()
+        executor.close()

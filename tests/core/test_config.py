@@ -57,6 +57,25 @@ def test_bad_value_names_key_and_allowed(tmp_path):
     assert "task.type" in msg and "'summarise'" in msg and "classify" in msg and "extract" in msg
 
 
+def test_unknown_task_type_names_the_nearest_registered_one(tmp_path):
+    msg = error_of(write(tmp_path, {**MINIMAL, "task": {**MINIMAL["task"], "type": "clasify"}}))
+    assert "task.type: 'clasify' is not a task type; did you mean 'classify'?" in msg
+    assert "answer, classify, extract, generate" in msg
+
+
+def test_sections_that_need_a_kind_of_task(tmp_path):
+    answer = {"name": "t", "description": "d", "type": "answer"}
+    rules = {"rules": [{"name": "kw", "keywords": ["x"], "label": "a"}]}
+    assert "need a classify task (this one is answer)" in error_of(write(tmp_path, {**MINIMAL, "task": answer,
+                                                                                    "label": rules}))
+    table = {"name": "t1", "input": "{q}", "output": {"a": "{a}"}}
+    assert "output is one template for a answer task" in error_of(write(tmp_path, {**MINIMAL, "task": answer,
+                                                                                    "tables": [table]}))
+    extract = {"name": "t", "description": "d", "type": "extract", "output_schema": {"type": "object"}}
+    msg = error_of(write(tmp_path, {**MINIMAL, "task": extract, "tables": [{**table, "output": "{a}"}]}))
+    assert "an extract task maps output to fields" in msg
+
+
 def test_classify_needs_labels_and_extract_needs_schema(tmp_path):
     assert "two labels" in error_of(write(tmp_path, {**MINIMAL, "task": {**MINIMAL["task"], "labels": ["a"]}}))
     msg = error_of(write(tmp_path, {**MINIMAL, "task": {"name": "t", "description": "d", "type": "extract"}}))

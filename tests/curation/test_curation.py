@@ -1,9 +1,11 @@
-"""The curation filters on their own (curation.py): language, grounding,
-dedup kinds, decontamination by n-gram and by paraphrase, balanced selection."""
+"""The curation filters on their own (curation/filters.py): language, grounding (each task
+type's), dedup kinds, decontamination by n-gram and by paraphrase, balanced selection."""
 from __future__ import annotations
 
 import numpy as np
 
+from taskling.core import tasktype
+from taskling.core.tasktype import TaskCfg
 from taskling.curation import filters as curation
 from taskling.data.embed import Embedder
 
@@ -14,13 +16,25 @@ def test_language_vote_is_confident_or_silent():
     assert curation.language_of("json_extract bm25") is None
 
 
+def grounding(kind: str, ex: dict, source: str, similarity: float | None = None) -> float:
+    task = TaskCfg(name="t", description="d", type=kind, labels=["a", "b"], output_schema={"type": "object"})
+    return tasktype.get(kind).grounding(task, ex, source, similarity)
+
+
 def test_grounding_by_task_type():
     src = "The json_extract function reads a value at a path. Invoice INV-204 is due on 2026-12-01."
-    assert curation.grounding("extract", {"output": {"invoice": "INV-204", "due": "2026-12-01"}}, src) == 1.0
-    assert curation.grounding("extract", {"output": {"invoice": "INV-999", "due": "2026-12-01"}}, src) == 0.5
-    assert curation.grounding("classify", {"input": "How does json_extract read a path?"}, src) > 0.5
-    assert curation.grounding("classify", {"input": "How do Kubernetes operators reconcile?"}, src) == 0.0
-    assert curation.grounding("answer", {"input": "q", "output": "It reads a value at a path."}, src, 0.8) > 0.6
+    assert grounding("extract", {"output": {"invoice": "INV-204", "due": "2026-12-01"}}, src) == 1.0
+    assert grounding("extract", {"output": {"invoice": "INV-999", "due": "2026-12-01"}}, src) == 0.5
+    assert grounding("classify", {"input": "How does json_extract read a path?"}, src) > 0.5
+    assert grounding("classify", {"input": "How do Kubernetes operators reconcile?"}, src) == 0.0
+    assert grounding("answer", {"input": "q", "output": "It reads a value at a path."}, src, 0.8) > 0.6
+    # the claim is the output for free text, the input for a label: an off-topic input does not count
+    off = {"input": "How do Kubernetes operators reconcile?", "output": "It reads a value at a path."}
+    assert grounding("generate", off, src) == grounding("answer", off, src) > 0.5
+    assert grounding("classify", off, src) == 0.0
+    # similarity weighs half for text claims; values are found or not
+    assert grounding("answer", off, src, 0.0) == round(grounding("answer", off, src) / 2, 4)
+    assert grounding("extract", {"output": {"invoice": "INV-204"}}, src, 0.0) == 1.0
 
 
 def test_dedup_kinds_keep_the_first_in_order():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from taskling.core.errors import TasklingError
-from taskling.curation.filters import labelmodel as lm
+from taskling.curation import labelmodel as lm
 from taskling.curation.labelmodel import fit, majority
 
 approx = pytest.approx

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from taskling.curation.filters import review
+from taskling.curation import review
 from taskling.core.errors import TasklingError
 
 

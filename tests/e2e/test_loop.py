@@ -290,8 +290,7 @@ def test_stop_rules_fire_in_order(tmp_path, tiny_model_dir):
     assert "example budget" in loop.stop_rule(ctx3, [fake_round(ctx3, 0, low, examples=25)])["reason"]
     ctx4 = Context(load_config(path, ["budget.teacher_tokens=150"]), **QUIET)
     assert "token budget" in loop.stop_rule(ctx4, [fake_round(ctx4, 0, low), fake_round(ctx4, 1, mid)])["reason"]
-    ctx5 = Context(load_config(path), **QUIET)
-    ctx5.deadline = time.monotonic() - 1
+    ctx5 = Context(load_config(path), deadline=time.monotonic() - 1, **QUIET)
     assert "wall-time" in loop.stop_rule(ctx5, [fake_round(ctx5, 0, low)])["reason"]
     ctx6 = Context(load_config(path, ["loop.rounds=1"]), **QUIET)
     assert loop.stop_rule(ctx6, [fake_round(ctx6, 0, low)])["rule"] == "rounds"

@@ -13,7 +13,8 @@ from rich.console import Console
 from taskling import loop
 from taskling.core.config import load_config
 from taskling.stages import generate, ingest, train
-from taskling.core.workspace import Context, read_manifest
+from taskling.core.manifests import BY_STAGE, ExportManifest
+from taskling.core.workspace import Context
 
 QUIET = dict(console=Console(stderr=True, quiet=True))
 
@@ -32,11 +33,11 @@ def test_run_produces_every_artifact(finished):
     root = path.parent
     run = root / "runs" / "tiny-router"
     for stage in ("ingest", "generate", "curate", "train", "evaluate"):
-        m = read_manifest(run / "round-0" / stage)
-        assert m and m["fingerprint"] and m["versions"]["torch"] and m["seconds"] >= 0
-    exp = read_manifest(run / "export")
-    assert exp["counts"]["checked_items"] > 0 and exp["failed"] == []
-    assert [a["status"] for a in exp["artifacts"]][0] in ("match", "near-ties flipped")
+        m = BY_STAGE[stage].read(run / "round-0" / stage)
+        assert m and m.fingerprint and m.versions["torch"] and m.seconds >= 0
+    exp = ExportManifest.read(run / "export")
+    assert exp.counts.checked_items > 0 and exp.failed == []
+    assert [a["status"] for a in exp.artifacts][0] in ("match", "near-ties flipped")
     assert (run / "export" / "README.md").read_text().startswith("# tiny-router")
     assert (run / "round-0" / "train" / "checkpoints" / "step-000006" / "state.pt").exists()
     assert set(result["results"]["gold"]) == {"student", "base", "base-fewshot", "teacher", "student-constrained",
@@ -75,7 +76,7 @@ def test_teacher_calls_are_logged_and_replayed(finished):
     assert n >= 30
     ctx = Context(load_config(path), force=True, **QUIET)
     m = generate.run(ctx)
-    assert m["counts"]["new_calls"] == 0 and m["counts"]["cached_calls"] > 0
+    assert m.counts.new_calls == 0 and m.counts.cached_calls > 0
 
 
 def test_exported_model_loads_in_plain_transformers(finished):
@@ -120,7 +121,7 @@ def test_rerun_skips_and_force_reruns(finished, capsys):
     assert all(s["skipped"] for s in again["stages"].values())
     assert "up to date" in capsys.readouterr().err
     ctx = Context(load_config(path), force=True, **QUIET)
-    assert ingest.run(ctx)["skipped"] is False
+    assert ingest.run(ctx).skipped is False
 
 
 def test_changed_setting_reruns_only_downstream(finished):
@@ -148,7 +149,7 @@ def test_train_resumes_exactly(finished, tmp_path):
     shutil.copytree(partial / "checkpoints" / "step-000004", src / "checkpoints" / "step-000004")
     m = train.run(ctx)
     resumed = json.loads((src / "loss.json").read_text())["loss"]
-    assert m["skipped"] is False and not (ck / "step-000002").exists()
+    assert m.skipped is False and not (ck / "step-000002").exists()
     assert resumed == full
     import safetensors.torch as st
 

@@ -29,9 +29,12 @@ import uvicorn
 from rich.console import Console
 
 from taskling.serving import engine as eng
+from taskling.serving import target as targets
 from taskling.core.config import ServeCfg
 from taskling.core.errors import TasklingError
-from taskling.serving.serve import check_exposure, create_app, prepare
+from taskling.serving.app import create_app
+from taskling.serving.outputs import task_outputs
+from taskling.serving.serve import check_exposure, prepare
 
 QUIET = Console(stderr=True, quiet=True)
 LABELS = ["sqlite", "node", "python"]
@@ -94,13 +97,13 @@ def classify_gguf(gguf, tmp_path_factory) -> Path:
 def llama(classify_gguf):
     """One llama.cpp engine shared by every server below (each app has its own worker; the engine's lock
     keeps them from overlapping)."""
-    engine = eng.load(eng.resolve(str(classify_gguf), Path(".")))
+    engine = targets.load(targets.resolve(str(classify_gguf), Path(".")))
     yield engine
     engine.close()
 
 
-def target(path: Path, info: dict) -> eng.Target:
-    return eng.Target("llama.cpp", path, info, f"test {path}")
+def target(path: Path, info: dict) -> targets.Target:
+    return targets.Target("llama.cpp", path, info, f"test {path}")
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +273,7 @@ def test_task_errors(base_url, llama, tmp_path):
     assert r.status_code == 400 and "inptu" in r.json()["error"]["message"]
     r = httpx.post(f"{base_url}/task", json={"input": "x", "model": "other"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
-    bare = eng.Target("llama.cpp", llama_path(llama), {}, "bare")
+    bare = targets.Target("llama.cpp", llama_path(llama), {}, "bare")
     with running(create_app(llama, bare, CFG)) as url:
         r = httpx.post(f"{url}/task", json={"input": "hello"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "no_task" and "task.json" in r.text
@@ -453,12 +456,12 @@ def test_tampered_bundle_is_refused_naming_the_member(tmp_path):
     fake = b"GGUF not really a model"
     bundle = make_bundle(tmp_path / "b.tar", fake, tamper={"task.json": json.dumps({**CLASSIFY, "name": "x"}).encode()})
     with pytest.raises(TasklingError, match=r"member 'task.json' does not match its SHA256SUMS"):
-        eng.open_bundle(bundle, cache=tmp_path / "cache")
+        targets.open_bundle(bundle, cache=tmp_path / "cache")
     assert not list((tmp_path / "cache").iterdir())  # nothing half-unpacked is left to be served later
     unlisted = make_bundle(tmp_path / "c.tar", fake, extra=lambda t: add(t, "notes.txt", b"hi"))
     with pytest.raises(TasklingError, match=r"member 'notes.txt' is not listed in SHA256SUMS"):
-        eng.open_bundle(unlisted, cache=tmp_path / "cache")
-    ok = eng.open_bundle(make_bundle(tmp_path / "d.tar", fake), cache=tmp_path / "cache")
+        targets.open_bundle(unlisted, cache=tmp_path / "cache")
+    ok = targets.open_bundle(make_bundle(tmp_path / "d.tar", fake), cache=tmp_path / "cache")
     assert ok.backend == "llama.cpp" and ok.path.name == "model.gguf" and ok.model_id == "dev-router"
 
 
@@ -479,7 +482,7 @@ def test_hostile_bundle_members_are_refused(tmp_path, member, why):
         tar.addfile(ti, io.BytesIO(b"") if ti.isreg() else None)
     bundle = make_bundle(tmp_path / "h.tar", b"GGUF", extra=hostile)
     with pytest.raises(TasklingError) as e:
-        eng.open_bundle(bundle, cache=tmp_path / "cache")
+        targets.open_bundle(bundle, cache=tmp_path / "cache")
     assert f"member '{member['name']}' {why}" in str(e.value) and str(bundle) in str(e.value)
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
 
@@ -488,7 +491,7 @@ def test_not_a_bundle(tmp_path):
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"\x1f\x8b" + b"0" * 600)
     with pytest.raises(TasklingError, match="not a readable uncompressed tar bundle"):
-        eng.open_bundle(junk, cache=tmp_path / "cache")
+        targets.open_bundle(junk, cache=tmp_path / "cache")
 
 
 # -------------------------------------------------------------------------------------------- predict
@@ -550,8 +553,8 @@ def tiny(tiny_model_dir, tmp_path_factory):
         (folder / p.name).symlink_to(p)
     info = {**CLASSIFY, "name": "tiny-router"}
     (folder / "task.json").write_text(json.dumps(info))
-    t = eng.resolve(str(folder), Path("."))
-    return eng.load(t), t
+    t = targets.resolve(str(folder), Path("."))
+    return targets.load(t), t
 
 
 def test_transformers_backend_chat_stream_and_task(tiny):
@@ -566,7 +569,7 @@ def test_transformers_backend_chat_stream_and_task(tiny):
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == want
         out = httpx.post(f"{url}/task", json={"input": "How do I hash data?"}, timeout=60).json()
         assert out["label"] in LABELS and math.isclose(sum(out["probabilities"].values()), 1, abs_tol=1e-4)
-    ext = eng.task_outputs(engine, EXTRACT, ["Ada moved to Paris in 1842."], max_tokens=40)[0]
+    ext = task_outputs(engine, EXTRACT, ["Ada moved to Paris in 1842."], max_tokens=40)[0]
     assert ext["output"] is None or valid(ext["output"], SCHEMA)
 
 
@@ -585,38 +588,38 @@ def export(root: Path, run: str, ggufs: list[str], merged: bool = True) -> Path:
 
 def test_resolve_runs_files_and_fallbacks(tmp_path):
     full = export(tmp_path, "full", ["f16", "q8_0", "q4_k_m", "lora-f16"])
-    t = eng.resolve("full", tmp_path)
+    t = targets.resolve("full", tmp_path)
     assert (t.backend, t.path.name, t.notes, t.model_id) == ("llama.cpp", "dev-router-q8_0.gguf", (), "dev-router")
-    assert eng.resolve("full", tmp_path, quant="q4_k_m").path.name == "dev-router-q4_k_m.gguf"
-    assert eng.resolve("full", tmp_path, "transformers").path == (full / "merged").resolve()
-    f16 = eng.resolve("full", tmp_path, quant="q5_k_m")
+    assert targets.resolve("full", tmp_path, quant="q4_k_m").path.name == "dev-router-q4_k_m.gguf"
+    assert targets.resolve("full", tmp_path, "transformers").path == (full / "merged").resolve()
+    f16 = targets.resolve("full", tmp_path, quant="q5_k_m")
     assert f16.path.name == "dev-router-f16.gguf" and "dev-router-q5_k_m.gguf was not exported" in f16.notes[0]
     export(tmp_path, "nogguf", [])
-    t = eng.resolve("nogguf", tmp_path)
+    t = targets.resolve("nogguf", tmp_path)
     assert t.backend == "transformers" and "holds no GGUF" in t.notes[0]
     with pytest.raises(TasklingError, match="no GGUF file exported"):
-        eng.resolve("nogguf", tmp_path, explicit=True)
+        targets.resolve("nogguf", tmp_path, explicit=True)
     os.utime(full / "gguf", (1, 1))
     os.utime(full, (1, 1))
-    assert eng.resolve(None, tmp_path).source.startswith("run nogguf")
+    assert targets.resolve(None, tmp_path).source.startswith("run nogguf")
     one = full / "gguf" / "dev-router-f16.gguf"
-    assert eng.resolve(str(one), tmp_path).info["name"] == "dev-router"
+    assert targets.resolve(str(one), tmp_path).info["name"] == "dev-router"
     with pytest.raises(TasklingError, match="runs on llama.cpp; --backend transformers"):
-        eng.resolve(str(one), tmp_path, "transformers", explicit=True)
+        targets.resolve(str(one), tmp_path, "transformers", explicit=True)
 
 
 def test_resolve_errors_name_what_is_missing(tmp_path):
     with pytest.raises(TasklingError) as e:
-        eng.resolve("nope", tmp_path)
+        targets.resolve("nope", tmp_path)
     assert str(tmp_path / "runs" / "nope" / "export") in str(e.value) and "taskling export" in str(e.value)
     with pytest.raises(TasklingError, match="no exported model in"):
-        eng.resolve(None, tmp_path)
+        targets.resolve(None, tmp_path)
     bad = tmp_path / "m"
     bad.mkdir()
     (bad / "config.json").write_text("{}")
     (bad / "task.json").write_text("{oops")
     with pytest.raises(TasklingError, match=r"task.json: not valid JSON"):
-        eng.resolve(str(bad), tmp_path)
+        targets.resolve(str(bad), tmp_path)
 
 
 def test_stop_text_never_sends_a_stop_string():

@@ -7,8 +7,10 @@ import pytest
 from rich.console import Console
 
 from taskling.core.config import load_config
-from taskling.stages import curate
+from taskling.core.manifests import GenerateCounts, GenerateManifest
 from taskling.core.workspace import Context, atomic_write_json, fingerprint, write_jsonl
+from taskling.curation.split import SPLIT_UNITS, split
+from taskling.stages import curate
 
 
 def example(i: int, text: str, label: str, path: str, chunk: str | None = None) -> dict:
@@ -19,14 +21,19 @@ def example(i: int, text: str, label: str, path: str, chunk: str | None = None) 
 def fake_generate(ctx: Context, rows: list[dict]) -> None:
     out = ctx.stage_dir("generate")
     write_jsonl(out / "examples.jsonl", rows)
-    atomic_write_json(out / "manifest.json", {"fingerprint": fingerprint(rows), "digest": "x"})
+    m = GenerateManifest(run_id=ctx.run_id, round=ctx.round, fingerprint=fingerprint(rows), settings={}, inputs={},
+                         outputs=["examples.jsonl"], digest="x", started="", seconds=0.0, versions={},
+                         counts=dict.fromkeys(GenerateCounts.model_fields, 0), rates={}, failures_by_kind={},
+                         stopped="planted by the test", examples_by_arm={}, teacher_health={}, jobs_by_arm=[],
+                         seeded_examples=0, pool_arms=[], pile_inputs=0, table_examples=0, tables=[], teacher={})
+    atomic_write_json(out / "manifest.json", m.on_disk())
 
 
 def test_split_by_document_when_documents_allow(workspace):
     cfg = load_config(workspace)
     rows = [example(i, f"question {i} about things", ["sqlite", "node"][i % 2], f"doc{i % 10}.md")
             for i in range(100)]
-    train, evals, info = curate.split(cfg, rows)
+    train, evals, info = split(cfg, rows)
     assert info["unit"] == "document" and evals and train
     assert not {e["provenance"][0]["path"] for e in evals} & {t["provenance"][0]["path"] for t in train}
     assert 10 <= len(evals) <= 35
@@ -37,7 +44,7 @@ def test_split_falls_back_to_chunks_when_each_label_is_one_document(workspace):
     labels = ["sqlite", "node", "python"]
     rows = [example(i, f"question {i}", labels[i % 3], f"{labels[i % 3]}.md", chunk=f"c{i % 15}")
             for i in range(60)]
-    train, evals, info = curate.split(cfg, rows)
+    train, evals, info = split(cfg, rows)
     assert info["unit"] == "chunk" and "fallback_reason" in info
     assert evals and info["label_coverage"] in ("2/3", "3/3")
     assert not {e["provenance"][0]["chunk"] for e in evals} & {t["provenance"][0]["chunk"] for t in train}
@@ -130,14 +137,14 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
     assert all(t["grounding"] >= 0.1 for t in train)  # the floor set above
     # the task's own examples train too, and a generated copy of one is its duplicate
     seeds = {f"task-example-{k}" for k in range(1, len(cfg.task.examples) + 1)}
-    assert seeds <= train_ids and m["counts"]["task_examples"] == len(seeds)
+    assert seeds <= train_ids and m.counts.task_examples == len(seeds)
     assert rejected["gen-00907"] == "exact duplicate (of task-example-1)"
-    assert len(train) - len(seeds) + len(evals) + m["counts"]["rejected"] == len(rows)
-    assert [f["step"] for f in m["funnel"]][:4] == ["generated", "valid", "unique", "grounded"]
-    assert 1 <= len(m["rejected_samples"]["not grounded in its source"]) <= 3
-    assert m["grounding"]["embeddings"] is True and m["labels"]["train"]
+    assert len(train) - len(seeds) + len(evals) + m.counts.rejected == len(rows)
+    assert [f.step for f in m.funnel][:4] == ["generated", "valid", "unique", "grounded"]
+    assert 1 <= len(m.rejected_samples["not grounded in its source"]) <= 3
+    assert m.grounding["embeddings"] is True and m.labels["train"]
     # Same inputs, same settings: skipped.
-    assert curate.run(Context(cfg, console=Console(stderr=True, quiet=True)))["skipped"] is True
+    assert curate.run(Context(cfg, console=Console(stderr=True, quiet=True))).skipped is True
 
 
 def test_hallucinated_extraction_value_is_dropped(workspace):
@@ -221,7 +228,7 @@ def test_pii_is_scrubbed_before_training_when_asked(workspace):
     out = ctx.stage_dir("curate")
     kept = generated_kept(out)
     assert kept and all("@example.com" not in ex["input"] and "[EMAIL]" in ex["input"] for ex in kept)
-    assert m["pii"]["email"] == len(kept) and m["pii"]["phone"] == len(kept)
+    assert m.pii["email"] == len(kept) and m.pii["phone"] == len(kept)
 
 
 def test_judge_drops_low_scores_with_its_reason_and_is_cached(workspace):
@@ -247,11 +254,11 @@ def test_judge_drops_low_scores_with_its_reason_and_is_cached(workspace):
         for b in bad:
             assert rejected[b]["reason"] == "judge score 1.667 < 3: off task"
         assert all(k["judge"] == 4.667 for k in kept)
-        assert m["judge"]["judged"] == len(rows) - len([r for r in rejected.values() if "judge" not in r["reason"]])
-        assert m["rejections"]["judge score below the threshold"] == len(bad)
+        assert m.judge["judged"] == len(rows) - len([r for r in rejected.values() if "judge" not in r["reason"]])
+        assert m.rejections["judge score below the threshold"] == len(bad)
         # A forced re-run asks the judge nothing new.
         m2 = curate.run(Context(cfg, console=Console(stderr=True, quiet=True), force=True))
-        assert m2["judge"]["new_calls"] == 0 and m2["judge"]["cached_calls"] == m["judge"]["judged"]
+        assert m2.judge["new_calls"] == 0 and m2.judge["cached_calls"] == m.judge["judged"]
     finally:
         set_script(None)
 
@@ -270,7 +277,7 @@ def test_self_consistency_keeps_what_the_teacher_agrees_with(workspace):
                                                   .read_text().splitlines())}
     assert set(rejected) == {"gen-00003", "gen-00004"}
     assert all("does not give this output again" in r for r in rejected.values())
-    assert m["judge"]["self_consistency"] == {"checked": 5, "dropped": 2, "samples": 2}
+    assert m.judge["self_consistency"] == {"checked": 5, "dropped": 2, "samples": 2}
 
 
 def test_filters_off_keeps_everything_but_contamination(workspace):
@@ -282,8 +289,8 @@ def test_filters_off_keeps_everything_but_contamination(workspace):
              cited(52, gold, "sqlite", chunks[0])]
     fake_generate(ctx, rows)
     m = curate.run(ctx)
-    assert m["counts"]["train"] + m["counts"]["eval"] >= len(rows) - 1
-    assert set(m["rejections"]) <= {"overlaps eval or gold (n-gram)", "overlaps eval or gold (paraphrase)"}
+    assert m.counts.train + m.counts.eval >= len(rows) - 1
+    assert set(m.rejections) <= {"overlaps eval or gold (n-gram)", "overlaps eval or gold (paraphrase)"}
 
 
 def test_eval_set_is_fixed_across_rounds(workspace):
@@ -299,10 +306,10 @@ def test_eval_set_is_fixed_across_rounds(workspace):
     fake_generate(ctx1, more)
     m1 = curate.run(ctx1)
     assert (ctx1.stage_dir("curate") / "eval.jsonl").read_text() == eval0
-    assert m1["split"]["fixed_from_round"] == 0
-    unit = m0["split"]["unit"]
-    held = set(m0["split"]["held_out_units"])
-    key = curate.SPLIT_UNITS[unit]
+    assert m1.split.fixed_from_round == 0
+    unit = m0.split.unit
+    held = set(m0.split.held_out_units)
+    key = SPLIT_UNITS[unit]
     train1 = [json.loads(x) for x in (ctx1.stage_dir("curate") / "train.jsonl").read_text().splitlines()]
     assert train1 and not any(key(ex) in held for ex in train1)
 
@@ -322,5 +329,5 @@ def test_eval_items_that_overlap_a_task_example_leave_eval(workspace):
     out = ctx.stage_dir("curate")
     evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert not curation.contaminated([e["input"] for e in evals], None, [seed], None, 0.9)
-    assert m["rejections"]["eval item overlaps a task example"] >= 1
+    assert m.rejections["eval item overlaps a task example"] >= 1
     assert "task-example-1" in {json.loads(x)["id"] for x in (out / "train.jsonl").read_text().splitlines()}

@@ -57,8 +57,8 @@ def test_table_rows_become_examples_paraphrased_and_all_kept(tmp_path, tiny_mode
         cur = curate.run(ctx)
     finally:
         set_script(None)
-    assert man["table_examples"] == len(CODES) + man["tables"][0]["paraphrases"]
-    rep = man["tables"][0]
+    assert man.table_examples == len(CODES) + man.tables[0]["paraphrases"]
+    rep = man.tables[0]
     assert rep["rows"] == len(CODES) and rep["examples"] == len(CODES) and rep["files"] == 1
     made = [e for e in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl") if e.get("source") == "table"]
     rows = [e for e in made if "paraphrase_of" not in e]
@@ -78,5 +78,5 @@ def test_table_rows_become_examples_paraphrased_and_all_kept(tmp_path, tiny_mode
     assert all(e["id"] in kept for e in made), [r["reason"] for r in read_jsonl(ctx.stage_dir("curate") / "rejected.jsonl")
                                                if r.get("source") == "table"]
     assert all(kept[p["id"]] == kept[p["paraphrase_of"]] for p in paras)  # a paraphrase goes where its row goes
-    split = cur["split"]["table_rows"]
+    split = cur.split.table_rows
     assert split["eval"] >= 1 and split["train"] > split["eval"]

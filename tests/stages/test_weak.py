@@ -13,7 +13,7 @@ from conftest import write_workspace
 from taskling.report import build as report
 from taskling.core.config import load_config
 from taskling.stages import curate, generate, ingest
-from taskling.core.workspace import Context, atomic_write_json, read_jsonl, write_jsonl
+from taskling.core.workspace import Context, read_jsonl, write_jsonl
 
 QUIET = Console(stderr=True, quiet=True)
 TRUTH = {"docs/sqlite.md": "sqlite", "docs/node.html": "node", "docs/python.txt": "python"}
@@ -40,8 +40,6 @@ def plant_wrong_labels(ctx: Context, every: int = 3) -> dict[str, str]:
             wrong = labels[(labels.index(ex["label"]) + 1) % 3]
             ex.update(label=wrong, output=wrong, arm=[ex["arm"][0], wrong])
     write_jsonl(out / "examples.jsonl", rows)
-    man = json.loads((out / "manifest.json").read_text())
-    atomic_write_json(out / "manifest.json", {**man, "planted": True})
     return {ex["id"]: truth(ex) for ex in rows}
 
 
@@ -67,9 +65,9 @@ def test_the_label_model_fixes_planted_wrong_labels_and_measures_every_source(we
     true = plant_wrong_labels(ctx)
     asked_right = sum(ex["label"] == true[ex["id"]] for ex in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl"))
     man = curate.run(Context(cfg, console=QUIET, force=True))
-    lm = man["label_model"]
-    assert lm["sources"] == ["asked", "kw-sqlite", "kw-node", "kw-python", "echo"]
-    assert lm["relabelled"] > 0 and lm["gold_items"] == 6
+    lm = man.label_model
+    assert lm.sources == ["asked", "kw-sqlite", "kw-node", "kw-python", "echo"]
+    assert lm.relabelled > 0 and lm.gold_items == 6
     rows = kept(ctx)
     right = sum(ex["label"] == true[ex["id"]] for ex in rows)
     n_gen = len(true)
@@ -77,20 +75,20 @@ def test_the_label_model_fixes_planted_wrong_labels_and_measures_every_source(we
     assert right / len(rows) > asked_right / n_gen + 0.15, (right, len(rows), asked_right, n_gen)
     for ex in rows:
         assert ex["output"] == ex["label"] and 0.6 <= ex["weight"] <= 1.0
-        assert set(ex["label_votes"]) == set(lm["sources"])
+        assert set(ex["label_votes"]) == set(lm.sources)
     rejected = read_jsonl(ctx.stage_dir("curate") / "rejected.jsonl")
     unsure = [r for r in rejected if r["reason"].startswith("label model unsure")]
-    assert len(unsure) == lm["dropped_unsure"]
+    assert len(unsure) == lm.dropped_unsure
     # every source measured on the gold items it voted on (the keyword rules cover some of them)
-    m = lm["measured"]
+    m = lm.measured
     assert m["asked"]["voted"] == 0 and m["kw-sqlite"]["voted"] >= 1 and m["echo"]["voted"] == 6
     assert m["kw-sqlite"]["accuracy"] == 1.0
-    fit = {s["name"]: s for s in lm["fit"]["stats"]}
+    fit = {s["name"]: s for s in lm.fit["stats"]}
     assert fit["asked"]["accuracy"] < fit["kw-sqlite"]["accuracy"]  # the planted flips are seen as the asked source's errors
     # the report and its HTML show the sources
     rep = report.build(ctx)
     names = [r["source"] for r in rep["label_sources"]["sources"]]
-    assert names == lm["sources"]
+    assert names == lm.sources
     from taskling.report.html import render_html
 
     page = render_html(rep)
@@ -102,11 +100,11 @@ def test_weights_reach_training_and_majority_is_a_choice(weak_ws):
     cfg2 = load_config(cfg.root / "taskling.yaml", ["label.model=majority", "label.weight=false",
                                                    "label.min_confidence=0"])
     man = curate.run(Context(cfg2, console=QUIET, force=True))
-    assert man["label_model"]["model"] == "majority" and "fit" not in man["label_model"]
-    assert all("weight" not in ex for ex in kept(ctx)) and man["label_model"]["dropped_unsure"] == 0
+    assert man.label_model.model == "majority" and man.label_model.fit is None
+    assert all("weight" not in ex for ex in kept(ctx)) and man.label_model.dropped_unsure == 0
     # the settings are part of curate's fingerprint: the default label model runs again
     man = curate.run(Context(cfg, console=QUIET))
-    assert man["label_model"]["model"] == "dawid-skene"
+    assert man.label_model.model == "dawid-skene"
     assert any(ex.get("weight", 1.0) < 1.0 for ex in kept(ctx))
 
 
@@ -117,9 +115,9 @@ def test_a_folder_rule_votes_from_the_source_path_and_abstains_on_gold(weak_ws):
     cfg2 = load_config(cfg.root / "taskling.yaml", [f"label.rules={json.dumps([rule])}", "label.teachers=[]"])
     plant_wrong_labels(ctx)
     man = curate.run(Context(cfg2, console=QUIET, force=True))
-    lm = man["label_model"]
-    assert lm["measured"]["by-file"]["voted"] == 0  # gold items have no source document
-    fit = {s["name"]: s for s in lm["fit"]["stats"]}
+    lm = man.label_model
+    assert lm.measured["by-file"]["voted"] == 0  # gold items have no source document
+    fit = {s["name"]: s for s in lm.fit["stats"]}
     assert fit["by-file"]["coverage"] > 0.5
 
 
@@ -148,7 +146,7 @@ def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_mo
     made = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
     pile = [e for e in made if e.get("source") == "pile"]
     # at most 12: as many distinct chunks as the label pools of this tiny pile hold
-    assert 8 <= len(pile) == man["pile_inputs"] <= 12 and len({e["chunks"][0] for e in pile}) == len(pile)
+    assert 8 <= len(pile) == man.pile_inputs <= 12 and len({e["chunks"][0] for e in pile}) == len(pile)
     from taskling.data.pile import Pile
 
     with Pile(ctx.ws.pile_db) as p:
@@ -156,12 +154,12 @@ def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_mo
             assert e["input"] == " ".join(p.chunk(e["chunks"][0]).text.split()[:cfg.curate.max_words])
             assert e["label"] == e["arm"][1] and e["provenance"][0]["chunk"] == e["chunks"][0]
     assert {e["arm"][1] for e in pile} == {"sqlite", "node", "python"}  # dealt over the arms
-    lm = curate.run(ctx)["label_model"]
-    assert lm["sources"][:2] == ["asked", "retrieved"]
-    fit = {s["name"]: s for s in lm["fit"]["stats"]}
+    lm = curate.run(ctx).label_model
+    assert lm.sources[:2] == ["asked", "retrieved"]
+    fit = {s["name"]: s for s in lm.fit["stats"]}
     assert 6 <= fit["retrieved"]["votes"] <= len(pile)  # the pile inputs that passed validation
     # the chunk's own text is real documentation: the keyword rules fire on most of them, and rightly
-    from taskling.curation.filters import rules
+    from taskling.curation import rules
 
     said = rules.votes(rules.compile_rules(cfg.label.rules, list(cfg.task.labels)), pile)
     fired = [(next(v for v in row.values() if v), truth(e)) for row, e in zip(said, pile) if any(row.values())]

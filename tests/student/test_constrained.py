@@ -8,7 +8,8 @@ import json
 
 from taskling.student import infer
 from taskling import tasks
-from taskling.core.config import TaskCfg
+from taskling.core import tasktype
+from taskling.core.tasktype import TaskCfg
 from taskling.student.models import load_causal_lm
 from taskling.stages import evaluate
 
@@ -16,6 +17,7 @@ TASK = TaskCfg(name="codes", type="extract", description="Extract the error code
                output_schema={"type": "object", "properties": {
                    "severity": {"type": "integer"}, "code": {"type": "string", "maxLength": 12},
                    "level": {"type": "string", "enum": ["low", "high"]}}})
+EXTRACT = tasktype.get("extract")
 CONVS = [tasks.student_messages("Extract the code as JSON.", text)
          for text in ("Error E1042 is severity 3.", "The printer says P-7, level high.", "All fine today.")]
 
@@ -36,7 +38,7 @@ def valid(obj, schema: dict) -> bool:
 
 
 def test_the_student_schema_is_every_field_nullable_in_training_order():
-    schema = tasks.get(TASK).student_schema(TASK)
+    schema = EXTRACT.decoding(TASK).json_schema
     assert list(schema["properties"]) == ["code", "level", "severity"] == schema["required"]  # json.dumps sort_keys
     assert schema["properties"]["severity"]["type"] == ["integer", "null"]
     assert schema["additionalProperties"] is False
@@ -45,9 +47,9 @@ def test_the_student_schema_is_every_field_nullable_in_training_order():
 
 def test_a_random_model_writes_schema_valid_json_only_when_constrained(tiny_model_dir):
     model, tok = load_causal_lm(tiny_model_dir)
-    schema = tasks.get(TASK).student_schema(TASK)
+    schema = EXTRACT.decoding(TASK).json_schema
     free = infer.generate(model, tok, CONVS, max_new_tokens=48)
-    assert not any(valid(tasks.get(TASK).parse_output(TASK, r["text"]), schema) for r in free)
+    assert not any(valid(EXTRACT.parse_output(TASK, r["text"]), schema) for r in free)
     bound = infer.generate(model, tok, CONVS, max_new_tokens=200, json_schema=schema, batch_size=2)
     for r in bound:
         assert r["finish_reason"] == "stop", r  # the value closed and the turn ended
@@ -63,6 +65,6 @@ def test_extract_evaluation_adds_constrained_systems(tiny_model_dir, workspace):
     cfg = cfg.model_copy(update={"task": TASK})
     assert evaluate.systems(cfg)[-2:] == ["student-constrained", "base-constrained"]
     model, tok = load_causal_lm(tiny_model_dir)
-    out = evaluate.predict_local(model, tok, "student-constrained", CONVS, tasks.get(TASK), cfg)
-    schema = tasks.get(TASK).student_schema(TASK)
+    out = evaluate.predict_local(model, tok, "student-constrained", CONVS, EXTRACT, cfg)
+    schema = EXTRACT.decoding(TASK).json_schema
     assert all(valid(json.loads(r["text"]), schema) for r in out)

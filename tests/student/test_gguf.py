@@ -1,5 +1,5 @@
 """GGUF export: llama.cpp's converters on a tiny random Llama (and a LoRA on
-it) checked against transformers, quantization, and the Ollama Modelfile.
+it) checked against transformers, quantization, and the Ollama Modelfile (student.ollama).
 
 The converter only accepts tokenizers it knows (by a hash of their
 pre-tokenizer output), so the tiny model here carries SmolLM2's real tokenizer
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taskling.student import gguf
+from taskling.student import gguf, ollama
 from taskling.core.errors import TasklingError
 from taskling.student.models import PLAIN_TEMPLATE
 
@@ -354,23 +354,23 @@ def test_modelfile_template_renders_like_the_hf_chat_template(tiny_dir, tiny_mod
 
     for tok_dir in (tiny_dir, tiny_model_dir):  # SmolLM2's own template and conftest's ChatML
         tok = AutoTokenizer.from_pretrained(tok_dir)
-        kind = gguf.chat_template_kind(tok.chat_template)
+        kind = ollama.chat_template_kind(tok.chat_template)
         assert kind == "chatml"
-        text = gguf.modelfile("m.gguf", kind, SYSTEM, gguf.default_stops(kind), {})
-        template = gguf.parse_modelfile(text)["template"]
+        text = ollama.modelfile("m.gguf", kind, SYSTEM, ollama.default_stops(kind), {})
+        template = ollama.parse_modelfile(text)["template"]
         for conv in CONVERSATIONS:
             assert render_go(template, conv) == tok.apply_chat_template(conv, tokenize=False,
                                                                         add_generation_prompt=True)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.chat_template = PLAIN_TEMPLATE
-    assert gguf.chat_template_kind(tok.chat_template) == gguf.chat_template_kind(None) == "plain"
-    text = gguf.modelfile("m.gguf", "plain", SYSTEM, gguf.default_stops("plain", tok.eos_token), {},
+    assert ollama.chat_template_kind(tok.chat_template) == ollama.chat_template_kind(None) == "plain"
+    text = ollama.modelfile("m.gguf", "plain", SYSTEM, ollama.default_stops("plain", tok.eos_token), {},
                           eos_token=tok.eos_token)
-    template = gguf.parse_modelfile(text)["template"]
+    template = ollama.parse_modelfile(text)["template"]
     for conv in CONVERSATIONS:
         assert render_go(template, conv) == tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
     with pytest.raises(TasklingError, match="neither ChatML nor"):
-        gguf.chat_template_kind("{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")
+        ollama.chat_template_kind("{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")
 
 
 def test_modelfile_round_trip():
@@ -379,11 +379,11 @@ def test_modelfile_round_trip():
               'A docstring: """like this""" stays.\n'
               'def f():\n    """Docstring."""\n'
               "Ends with a quote: \"")
-    text = gguf.modelfile("tiny-q4_k_m.gguf", "chatml", system, ["<|im_end|>", "<|im_start|>", "\nUser:"],
+    text = ollama.modelfile("tiny-q4_k_m.gguf", "chatml", system, ["<|im_end|>", "<|im_start|>", "\nUser:"],
                           {"num_ctx": 2048, "top_k": 1, "repeat_penalty": 1.0}, adapter="adapter.gguf")
-    parsed = gguf.parse_modelfile(text)
+    parsed = ollama.parse_modelfile(text)
     assert parsed["from"] == "./tiny-q4_k_m.gguf" and parsed["adapter"] == "./adapter.gguf"
-    assert parsed["template"] == gguf.CHATML_GO
+    assert parsed["template"] == ollama.CHATML_GO
     assert parsed["parameters"] == [("stop", "<|im_end|>"), ("stop", "<|im_start|>"), ("stop", "\nUser:"),
                                     ("temperature", "0"), ("num_ctx", "2048"), ("top_k", "1"),
                                     ("repeat_penalty", "1.0")]
@@ -391,13 +391,12 @@ def test_modelfile_round_trip():
     # the string, so its last quote becomes U+201D; everything else is kept.
     assert parsed["system"] == system.replace('"""Docstring."""', '"""Docstring.""\u201d')
     plain = "One label.\nNo tricks here."
-    assert gguf.parse_modelfile(gguf.modelfile("m.gguf", "chatml", plain, [], {"temperature": 0.2}))["system"] == plain
-    assert ("temperature", "0.2") in gguf.parse_modelfile(gguf.modelfile("m.gguf", "chatml", plain, [],
-                                                                          {"temperature": 0.2}))["parameters"]
+    warm = ollama.parse_modelfile(ollama.modelfile("m.gguf", "chatml", plain, [], {"temperature": 0.2}))
+    assert warm["system"] == plain and ("temperature", "0.2") in warm["parameters"]
     # Characters Ollama would silently drop are dropped (Unicode spaces become spaces).
-    assert gguf.ollama_text("a\u00a0b\u200bc\r\nd") == "a bc\nd"
+    assert ollama.ollama_text("a\u00a0b\u200bc\r\nd") == "a bc\nd"
     with pytest.raises(TasklingError, match="parameter 'stop'"):
-        gguf.modelfile("m.gguf", "chatml", plain, [], {"stop": "x"})
+        ollama.modelfile("m.gguf", "chatml", plain, [], {"stop": "x"})
 
 
 def test_parse_modelfile_reads_an_ollama_style_file():
@@ -405,14 +404,14 @@ def test_parse_modelfile_reads_an_ollama_style_file():
             'TEMPLATE "{{ .Prompt }}"\n'
             'SYSTEM """\nYou are Mario from Super Mario Bros.\n"""\n'
             'MESSAGE user Is Toronto in Canada?\nMESSAGE assistant yes\n')
-    parsed = gguf.parse_modelfile(text)
+    parsed = ollama.parse_modelfile(text)
     assert parsed["from"] == "llama3.2" and parsed["template"] == "{{ .Prompt }}"
     assert parsed["system"] == "\nYou are Mario from Super Mario Bros.\n"
     assert parsed["parameters"] == [("temperature", "1"), ("num_ctx", "4096")]
     assert parsed["messages"] == [("user", "Is Toronto in Canada?"), ("assistant", "yes")]
     with pytest.raises(TasklingError, match="no FROM line"):
-        gguf.parse_modelfile("SYSTEM hi\n")
+        ollama.parse_modelfile("SYSTEM hi\n")
     with pytest.raises(TasklingError, match="line 2: unknown command 'FORM'"):
-        gguf.parse_modelfile("FROM x\nFORM y\n")
+        ollama.parse_modelfile("FROM x\nFORM y\n")
     with pytest.raises(TasklingError, match="unterminated"):
-        gguf.parse_modelfile('FROM x\nSYSTEM """never closed\n')
+        ollama.parse_modelfile('FROM x\nSYSTEM """never closed\n')

@@ -1,9 +1,10 @@
-"""train: early stopping on held-out loss, the best checkpoint kept, resume
-after an early stop, full fine-tuning, and the device check; on the tiny
-random Llama."""
+"""train: the one training loop (student/train.py) through the train stage: early stopping on
+held-out loss, the best checkpoint kept, resume after an early stop and after a kill, full
+fine-tuning, checkpoints that load as data only, and the device check; on the tiny random Llama."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import safetensors.torch as st
@@ -11,8 +12,12 @@ from rich.console import Console
 
 from taskling.core.config import load_config
 from taskling.core.errors import TasklingError
-from taskling.stages import train
+from taskling.core.manifests import CurateCounts, CurateManifest
 from taskling.core.workspace import Context, atomic_write_json, fingerprint, write_jsonl
+from taskling.stages import train
+from taskling.student.batches import collate, completion_loss, encode, token_mass
+from taskling.student.train import Stopper, default_eval_every, default_steps
+from taskling.student.trained import load_trained, trained_dir
 
 QUIET = dict(console=Console(stderr=True, quiet=True))
 
@@ -21,7 +26,14 @@ def fake_curate(ctx: Context, train_rows: list[dict], eval_rows: list[dict]) -> 
     out = ctx.stage_dir("curate")
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "eval.jsonl", eval_rows)
-    atomic_write_json(out / "manifest.json", {"fingerprint": fingerprint([train_rows, eval_rows]), "digest": "x"})
+    m = CurateManifest(run_id=ctx.run_id, round=ctx.round, fingerprint=fingerprint([train_rows, eval_rows]),
+                       settings={}, inputs={}, outputs=["train.jsonl", "eval.jsonl"], digest="x", started="",
+                       seconds=0.0, versions={}, counts=dict.fromkeys(CurateCounts.model_fields, 0), review=None,
+                       kept_by_arm={}, rejections={}, rejected_samples={}, funnel=[],
+                       split={"unit": "document", "held_out": 0, "groups": 0, "label_coverage": None,
+                              "held_out_units": []},
+                       labels={}, topics={}, language=None, grounding={}, pii=None, judge=None)
+    atomic_write_json(out / "manifest.json", m.on_disk())
 
 
 def rows(label: str, n: int) -> list[dict]:
@@ -43,19 +55,19 @@ def test_early_stopping_keeps_the_best_step(workspace):
                                        "train.patience": 2, "train.checkpoint_every": 4})
     m = train.run(ctx)
     out = ctx.stage_dir("train")
-    assert m["stopped_early"] is True and "did not improve for 2 evaluations" in m["stop_reason"]
-    assert m["counts"]["steps"] < m["counts"]["planned_steps"] == 40
+    assert m.stopped_early is True and "did not improve for 2 evaluations" in m.stop_reason
+    assert m.counts.steps < m.counts.planned_steps == 40
     losses = json.loads((out / "loss.json").read_text())
     evals = dict(map(tuple, losses["eval_loss"]))
-    assert m["best_step"] == min(evals, key=evals.get) == losses["best_step"]
-    assert m["counts"]["steps"] == max(evals)  # stopped at the evaluation that ran out of patience
+    assert m.best_step == min(evals, key=evals.get) == losses["best_step"]
+    assert m.counts.steps == max(evals)  # stopped at the evaluation that ran out of patience
     kept = st.load_file(out / "adapter" / "adapter_model.safetensors")
     best = st.load_file(out / "checkpoints" / "best" / "adapter_model.safetensors")
     assert kept.keys() == best.keys() and all((kept[k] == best[k]).all() for k in kept)
     # A re-run after the manifest is lost resumes from the last checkpoint and trains no further.
     (out / "manifest.json").unlink()
     again = train.run(Context(cfg, **QUIET))
-    assert again["counts"]["steps"] == m["counts"]["steps"] and again["best_step"] == m["best_step"]
+    assert again.counts.steps == m.counts.steps and again.best_step == m.best_step
     assert json.loads((out / "loss.json").read_text()) == losses
 
 
@@ -63,7 +75,7 @@ def test_without_patience_it_trains_every_step_and_keeps_the_last(workspace):
     cfg, ctx = diverging(workspace, **{"train.steps": 8, "train.lr": 0.01, "train.eval_every": 2,
                                        "train.patience": "null", "train.best_checkpoint": "false"})
     m = train.run(ctx)
-    assert m["stopped_early"] is False and m["counts"]["steps"] == 8 and m["best_step"] == 8
+    assert m.stopped_early is False and m.counts.steps == 8 and m.best_step == 8
     assert len(json.loads((ctx.stage_dir("train") / "loss.json").read_text())["eval_loss"]) == 4
 
 
@@ -71,8 +83,8 @@ def test_nothing_needing_a_curve_means_one_held_out_loss_at_the_end(workspace):
     cfg, ctx = diverging(workspace, **{"train.steps": 6, "train.lr": 0.01,
                                        "train.patience": "null", "train.best_checkpoint": "false"})
     m = train.run(ctx)
-    assert json.loads((ctx.stage_dir("train") / "loss.json").read_text())["eval_loss"] == [[6, m["eval_loss"]]]
-    assert m["compiled"] is False  # 6 steps: compiling would cost more than it saves
+    assert json.loads((ctx.stage_dir("train") / "loss.json").read_text())["eval_loss"] == [[6, m.eval_loss]]
+    assert m.compiled is False  # 6 steps: compiling would cost more than it saves
 
 
 def test_compiled_decoder_trains_the_same_curve_as_eager(workspace):
@@ -82,11 +94,11 @@ def test_compiled_decoder_trains_the_same_curve_as_eager(workspace):
     eager_loss = json.loads((ctx.stage_dir("train") / "loss.json").read_text())
     cfg, ctx = diverging(workspace, **sets, **{"train.compile": "true"})
     compiled = train.run(ctx)
-    assert compiled["compiled"] is True and compiled["compile_seconds"] > 0
+    assert compiled.compiled is True and compiled.compile_seconds > 0
     got = json.loads((ctx.stage_dir("train") / "loss.json").read_text())
     assert [s for s, _ in got["loss"]] == [1, 2, 3, 4]
     assert [v for _, v in got["loss"]] == pytest.approx([v for _, v in eager_loss["loss"]], rel=0.05)
-    assert compiled["eval_loss"] == pytest.approx(eager["eval_loss"], rel=0.05)
+    assert compiled.eval_loss == pytest.approx(eager.eval_loss, rel=0.05)
 
 
 def test_a_failing_compile_falls_back_to_eager(workspace, monkeypatch):
@@ -100,24 +112,24 @@ def test_a_failing_compile_falls_back_to_eager(workspace, monkeypatch):
     monkeypatch.setattr(torch, "compile", broken)
     cfg, ctx = diverging(workspace, **{"train.steps": 2, "train.compile": "true", "train.patience": "null"})
     m = train.run(ctx)
-    assert m["compiled"] is False and m["counts"]["steps"] == 2 and m["final_loss"] is not None
+    assert m.compiled is False and m.counts.steps == 2 and m.final_loss is not None
 
 
 def test_default_budget_follows_the_data_size():
-    assert train.default_steps(10, 8) == 30            # a floor: small sets are not under-trained
-    assert train.default_steps(200, 8) == 100          # about four passes
-    assert train.default_steps(100_000, 8) == 300      # a ceiling: early stopping decides the rest
-    assert train.default_eval_every(30) == 4 and train.default_eval_every(4) == 1
+    assert default_steps(10, 8) == 30            # a floor: small sets are not under-trained
+    assert default_steps(200, 8) == 100          # about four passes
+    assert default_steps(100_000, 8) == 300      # a ceiling: early stopping decides the rest
+    assert default_eval_every(30) == 4 and default_eval_every(4) == 1
 
 
 def test_full_finetune_trains_every_weight_and_loads_as_one_model(workspace):
     cfg, ctx = diverging(workspace, **{"train.steps": 4, "train.full_finetune": "true", "train.eval_every": 2})
     m = train.run(ctx)
     out = ctx.stage_dir("train")
-    assert m["mode"] == "full" and m["lr"] == 5e-5 and (out / "model" / "model.safetensors").exists()
-    assert not (out / "adapter").exists() and train.trained_dir(ctx) == out / "model"
-    model, tok = train.load_trained(ctx, cfg.student.model)
-    assert m["counts"]["trainable_params"] == sum(p.numel() for p in model.parameters())
+    assert m.mode == "full" and m.lr == 5e-5 and (out / "model" / "model.safetensors").exists()
+    assert not (out / "adapter").exists() and trained_dir(out) == out / "model"
+    model, tok = load_trained(out, cfg.student.model)
+    assert m.counts.trainable_params == sum(p.numel() for p in model.parameters())
 
 
 def test_cuda_asked_for_without_a_gpu_says_so(workspace):
@@ -147,7 +159,7 @@ def test_a_student_without_a_chat_template_gets_one_used_everywhere(tmp_path, ti
     msgs = [{"role": "system", "content": "Route it."}, {"role": "user", "content": "How do I hash?"}]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert text == "System: Route it.\nUser: How do I hash?\nAssistant:" and infer.chat_ids(tok, msgs)
-    enc = train.encode(tok, "Route it.", {"input": "How do I hash?", "output": "node"}, 128)
+    enc = encode(tok, "Route it.", {"input": "How do I hash?", "output": "node"}, 128)
     completion = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100]
     assert tok.decode(completion).strip().startswith("node") and tok.eos_token_id in completion[-2:]
 
@@ -158,12 +170,12 @@ def test_completion_loss_equals_the_full_logits_loss(tiny_model_dir):
     from taskling.student.models import load_causal_lm
 
     model, tok = load_causal_lm(tiny_model_dir)
-    data = [train.encode(tok, "Route it.", {"input": f"question {i} about hashing", "output": ["sqlite", "node"][i % 2]},
+    data = [encode(tok, "Route it.", {"input": f"question {i} about hashing", "output": ["sqlite", "node"][i % 2]},
                          128) for i in range(4)]
-    batch = train.collate(data, tok.pad_token_id)
+    batch = collate(data, tok.pad_token_id)
     with torch.no_grad():
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-        ours = train.completion_loss(model, batch)
+        ours = completion_loss(model, batch)
     assert abs(float(full) - float(ours)) < 1e-5
 
 
@@ -174,22 +186,22 @@ def test_example_weights_scale_each_examples_share_of_the_loss(tiny_model_dir):
 
     model, tok = load_causal_lm(tiny_model_dir)
     exs = [{"input": f"question {i} about hashing", "output": ["sqlite", "node"][i % 2]} for i in range(4)]
-    plain = [train.encode(tok, "Route it.", ex, 128) for ex in exs]
-    assert all("weight" not in e for e in plain) and "weights" not in train.collate(plain, tok.pad_token_id)
-    weighted = [train.encode(tok, "Route it.", {**ex, "weight": w}, 128) for ex, w in zip(exs, (1.0, 0.5, 0.0, 2.0))]
+    plain = [encode(tok, "Route it.", ex, 128) for ex in exs]
+    assert all("weight" not in e for e in plain) and "weights" not in collate(plain, tok.pad_token_id)
+    weighted = [encode(tok, "Route it.", {**ex, "weight": w}, 128) for ex, w in zip(exs, (1.0, 0.5, 0.0, 2.0))]
     with torch.no_grad():
-        per = [float(train.completion_loss(model, train.collate([e], tok.pad_token_id))) for e in plain]
-        n = [train.token_mass(train.collate([e], tok.pad_token_id)) for e in plain]
-        batch = train.collate(weighted, tok.pad_token_id)
-        got = float(train.completion_loss(model, batch))
+        per = [float(completion_loss(model, collate([e], tok.pad_token_id))) for e in plain]
+        n = [token_mass(collate([e], tok.pad_token_id)) for e in plain]
+        batch = collate(weighted, tok.pad_token_id)
+        got = float(completion_loss(model, batch))
     w = (1.0, 0.5, 0.0, 2.0)
     want = sum(wi * ni * li for wi, ni, li in zip(w, n, per)) / sum(wi * ni for wi, ni in zip(w, n))
     assert abs(got - want) < 1e-5
-    assert train.token_mass(batch) == sum(wi * ni for wi, ni in zip(w, n))
+    assert token_mass(batch) == sum(wi * ni for wi, ni in zip(w, n))
     # a weight of 0 removes the example: the same loss as without it
     without = [weighted[i] for i in (0, 1, 3)]
     with torch.no_grad():
-        assert abs(float(train.completion_loss(model, train.collate(without, tok.pad_token_id))) - got) < 1e-5
+        assert abs(float(completion_loss(model, collate(without, tok.pad_token_id))) - got) < 1e-5
 
 
 def test_exact_answers_from_the_loss_pass_are_what_greedy_decoding_writes(tiny_model_dir):
@@ -204,23 +216,68 @@ def test_exact_answers_from_the_loss_pass_are_what_greedy_decoding_writes(tiny_m
     greedy = infer.generate(model, tok, [tasks.student_messages("Route it.", r["input"]) for r in rows],
                             max_new_tokens=8)
     # the model's own greedy answers are exact by construction; the fixed label is not (random weights)
-    mine = [train.encode(tok, "Route it.", {"input": r["input"], "output": g["text"]}, 128)
+    mine = [encode(tok, "Route it.", {"input": r["input"], "output": g["text"]}, 128)
             for r, g in zip(rows, greedy) if g["finish_reason"] == "stop"]
-    fixed = [train.encode(tok, "Route it.", r, 128) for r in rows]
+    fixed = [encode(tok, "Route it.", r, 128) for r in rows]
     for data, want in ((mine, True), (fixed, False)):
         if not data:
             continue
         exact: list = []
         with torch.no_grad():
-            train.completion_loss(model, train.collate(data, tok.pad_token_id), exact)
+            completion_loss(model, collate(data, tok.pad_token_id), exact)
         assert exact == [want] * len(data)
 
 
 def test_the_best_step_is_chosen_by_exact_answers_then_loss():
-    s = train.Stopper(patience=2)
+    s = Stopper(patience=2)
     assert s.update(4, 0.30, 0.5) and s.best_step == 4
     assert s.update(8, 0.45, 0.7) and s.best_step == 8      # more answers right, though the loss rose
     assert not s.update(12, 0.20, 0.6) and s.since == 1     # lower loss, fewer answers right: not better
     assert s.update(16, 0.40, 0.7) and s.best_step == 16    # as many right, lower loss
-    restored = train.Stopper(2, s.state())
+    restored = Stopper(2, s.state())
     assert (restored.best_step, restored.best_exact, restored.best_loss) == (16, 0.7, 0.40)
+
+
+def test_a_run_cut_short_resumes_to_the_same_steps_and_weights(workspace):
+    import torch
+
+    cfg, ctx = diverging(workspace, **{"train.steps": 8, "train.lr": 0.01, "train.checkpoint_every": 3,
+                                       "train.patience": "null", "train.best_checkpoint": "false",
+                                       "train.lora.dropout": 0.1})
+    whole = train.run(ctx)
+    out = ctx.stage_dir("train")
+    losses = json.loads((out / "loss.json").read_text())
+    weights = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    kept = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+    assert kept == ["step-000006", "step-000008"]  # the newest two
+    for ck in kept:  # a checkpoint's state is data only: it loads without running any code
+        state = torch.load(out / "checkpoints" / ck / "state.pt", weights_only=True)
+        assert set(state) == {"step", "optimizer", "scheduler", "torch_rng", "python_rng", "history"}
+    # as if killed after step 6: the last checkpoint, the result and the manifest never written
+    (out / "manifest.json").unlink()
+    shutil.rmtree(out / "checkpoints" / "step-000008")
+    shutil.rmtree(out / "adapter")
+    again = train.run(Context(cfg, **QUIET))
+    assert again.counts.steps == whole.counts.steps == 8
+    assert json.loads((out / "loss.json").read_text()) == losses  # dropout and order: the same draws
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == weights
+
+
+def test_a_planted_checkpoint_state_is_refused_not_run(workspace, tmp_path):
+    import torch
+
+    cfg, ctx = diverging(workspace, **{"train.steps": 4, "train.checkpoint_every": 2, "train.patience": "null"})
+    train.run(ctx)
+    out = ctx.stage_dir("train")
+    (out / "manifest.json").unlink()
+    shutil.rmtree(out / "checkpoints" / "step-000004")
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):  # what unpickling would call: makes the marker file
+            return (marker.touch, ())
+
+    torch.save({"step": 2, "history": Planted()}, out / "checkpoints" / "step-000002" / "state.pt")
+    with pytest.raises(TasklingError, match=r"step-000002/state.pt: not a checkpoint taskling wrote"):
+        train.run(Context(cfg, **QUIET))
+    assert not marker.exists()

@@ -1,22 +1,29 @@
-"""Evaluation metrics against hand-computed values (and scikit-learn as a cross-check)."""
+"""Evaluation metrics against hand-computed values (and scikit-learn as a cross-check), and
+each task type's set of them (TaskType.summarize, TaskType.item_scores)."""
 from __future__ import annotations
 
 import json
 import math
 import random
 import statistics
-from types import SimpleNamespace
-
 import pytest
 
+from taskling.core import tasktype
+from taskling.core.errors import TasklingError
+from taskling.core.tasktype import TaskCfg
 from taskling.tasks import metrics as M
-from taskling.tasks import extract
 
 approx = pytest.approx
+LABELS = ["cat", "dog", "bird", "horse"]  # horse never occurs: it must not count in macro-F1
+FIELDS = ["name", "city", "year"]
+TASKS = {"classify": TaskCfg(name="t", description="d", type="classify", labels=LABELS),
+         "extract": TaskCfg(name="t", description="d", type="extract",
+                            output_schema={"properties": {f: {"type": "string"} for f in FIELDS}}),
+         "answer": TaskCfg(name="t", description="d", type="answer"),
+         "generate": TaskCfg(name="t", description="d", type="generate")}
 
 
 # -- classify ------------------------------------------------------------------------------------------------------
-LABELS = ["cat", "dog", "bird", "horse"]  # horse never occurs: it must not count in macro-F1
 EXPECTED = ["cat", "cat", "cat", "dog", "dog", "bird"]
 PREDICTED = ["cat", "dog", None, "dog", "cat", "fish"]  # None and an unknown label are "(none)"
 
@@ -87,7 +94,6 @@ def test_classify_empty():
 
 
 # -- extract -------------------------------------------------------------------------------------------------------
-FIELDS = ["name", "city", "year"]
 X_EXPECTED = [{"name": "Ada Lovelace", "city": "London", "year": 1815},
               {"name": "Alan Turing", "city": "Wilmslow", "year": None},
               {"name": "Grace Hopper", "city": "New York", "year": 1906}]
@@ -119,11 +125,12 @@ def test_extract_empty_values_are_absent():
 
 
 def test_extract_item_scores_agree_with_task_score():
-    task = SimpleNamespace(output_schema={"properties": {f: {"type": "string"} for f in FIELDS}})
-    want = [extract.score(task, p, e) for e, p in zip(X_EXPECTED, X_PREDICTED)]
-    assert M.item_scores("extract", X_EXPECTED, X_PREDICTED, fields=FIELDS) == approx(want)
+    task, ext = TASKS["extract"], tasktype.get("extract")
+    want = [ext.score(task, p, e) for e, p in zip(X_EXPECTED, X_PREDICTED)]
+    assert ext.item_scores(task, X_EXPECTED, X_PREDICTED) == approx(want)
+    assert M.field_scores(X_EXPECTED, X_PREDICTED, FIELDS) == approx(want)
     assert want == approx([1.0, 2 / 3, 0.0])
-    s = M.summarize("extract", X_EXPECTED, X_PREDICTED, fields=FIELDS)
+    s = ext.summarize(task, X_EXPECTED, X_PREDICTED)
     assert s["field_accuracy"] == approx(5 / 9)
 
 
@@ -185,13 +192,14 @@ def test_answer_none_prediction_and_unicode():
 
 
 def test_item_scores_per_type():
-    assert M.item_scores("classify", ["a", "b", "a"], ["a", None, "b"]) == [1.0, 0.0, 0.0]
-    assert M.item_scores("answer", ["red big fox"], ["red fox"]) == approx([0.8])
-    assert M.item_scores("generate", ["a b"], [None]) == [0.0]
-    with pytest.raises(ValueError, match="'summarise'"):
-        M.item_scores("summarise", [], [])
+    scores = {t: tasktype.get(t).item_scores for t in TASKS}
+    assert scores["classify"](TASKS["classify"], ["cat", "dog", "cat"], ["cat", None, "dog"]) == [1.0, 0.0, 0.0]
+    assert scores["answer"](TASKS["answer"], ["red big fox"], ["red fox"]) == approx([0.8])
+    assert scores["generate"](TASKS["generate"], ["a b"], [None]) == [0.0]
+    with pytest.raises(TasklingError, match="'summarise' is not a task type"):
+        tasktype.get("summarise")
     with pytest.raises(ValueError, match="2 expected items but 1"):
-        M.item_scores("classify", ["a", "b"], ["a"])
+        scores["classify"](TASKS["classify"], ["cat", "dog"], ["cat"])
 
 
 # -- bootstrap -----------------------------------------------------------------------------------------------------
@@ -213,7 +221,7 @@ def test_bootstrap_contains_estimate_and_is_seeded():
 def test_bootstrap_degenerate_and_empty():
     assert M.mean_ci([1.0] * 30) == (1.0, 1.0)
     assert all(math.isnan(x) for x in M.bootstrap_ci(0, lambda idx: 1.0))
-    s = M.summarize("classify", ["a", "b", "a"], ["a", "b", "a"], labels=["a", "b"], reps=200)
+    s = M.label_summary(["a", "b", "a"], ["a", "b", "a"], ["a", "b"], reps=200)
     assert s["cis"] == {"accuracy": [1.0, 1.0], "macro_f1": [1.0, 1.0]}
 
 
@@ -234,18 +242,18 @@ def test_macro_f1_gets_a_real_interval():
     labels = ["a", "b", "c"]
     exp = [rng.choice(labels) for _ in range(300)]
     pred = [e if rng.random() < 0.7 else rng.choice(labels + [None]) for e in exp]
-    s = M.summarize("classify", exp, pred, labels=labels, reps=300)
+    s = M.label_summary(exp, pred, labels, reps=300)
     lo, hi = s["cis"]["macro_f1"]
     assert lo < s["macro_f1"] < hi and hi - lo > 0.02
 
 
-# -- summarize -----------------------------------------------------------------------------------------------------
+# -- each task type's set ------------------------------------------------------------------------------------------
 CASES = {
-    "classify": dict(expected=EXPECTED, predicted=PREDICTED, labels=LABELS),
-    "extract": dict(expected=X_EXPECTED, predicted=X_PREDICTED, fields=FIELDS),
+    "classify": dict(expected=EXPECTED, predicted=PREDICTED),
+    "extract": dict(expected=X_EXPECTED, predicted=X_PREDICTED),
     "answer": dict(expected=["Zürich", "in settings.yaml"], predicted=[None, "max_retries in settings.yaml"],
                    sources=[None, SOURCE]),
-    "generate": dict(expected=["a long text", "ünïcode"], predicted=["a text", None]),
+    "generate": dict(expected=["a long text", "ünïcode"], predicted=["a text", None], sources=[SOURCE, SOURCE]),
 }
 HEADLINES = {"classify": {"accuracy", "macro_f1"}, "extract": {"valid_json", "exact_match", "field_f1", "field_accuracy"},
              "answer": {"exact_match", "token_f1", "rouge_l", "citation_rate"}, "generate": {"token_f1", "rouge_l"}}
@@ -253,19 +261,27 @@ HEADLINES = {"classify": {"accuracy", "macro_f1"}, "extract": {"valid_json", "ex
 
 @pytest.mark.parametrize("task_type", list(CASES))
 def test_summarize_is_plain_json(task_type):
-    s = M.summarize(task_type, **CASES[task_type], reps=200)
-    assert set(s["cis"]) == HEADLINES[task_type]
+    kind, task = tasktype.get(task_type), TASKS[task_type]
+    s = kind.summarize(task, **CASES[task_type], reps=200)
+    assert set(s["cis"]) == HEADLINES[task_type] and kind.metric in s["cis"]
     assert s["n"] == len(CASES[task_type]["expected"])
     for k, (lo, hi) in s["cis"].items():
         assert 0.0 <= lo <= s[k] <= hi <= 1.0, k
     assert json.loads(json.dumps(s, allow_nan=False)) == s
-    empty = M.summarize(task_type, [], [], labels=["a"], fields=["a"], sources=[], reps=200)
+    empty = kind.summarize(task, [], [], sources=[], reps=200)
     assert all(empty[k] is None and empty["cis"][k] == [None, None] for k in HEADLINES[task_type])
     json.dumps(empty, allow_nan=False)
 
 
+def test_the_headline_metric_is_the_mean_item_score():
+    for task_type, case in CASES.items():
+        kind, task = tasktype.get(task_type), TASKS[task_type]
+        scores = kind.item_scores(task, case["expected"], case["predicted"])
+        assert kind.summarize(task, **case, reps=50)[kind.metric] == approx(statistics.mean(scores)), task_type
+
+
 def test_summarize_answer_without_sources_has_no_citation_rate():
-    s = M.summarize("answer", ["x", "y"], ["x", "z"], reps=100)
+    s = tasktype.get("answer").summarize(TASKS["answer"], ["x", "y"], ["x", "z"], reps=100)
     assert s["exact_match"] == 0.5 and s["citation_rate"] is None and s["cis"]["citation_rate"] == [None, None]
     json.dumps(s, allow_nan=False)
 

@@ -160,7 +160,8 @@ def test_logged_reports_each_result_and_never_caches_failures(tmp_path):
 
 def test_classify_parse_drops_an_echoed_field_label_and_validate_reads_the_input():
     from taskling.core.config import TaskCfg
-    from taskling.tasks import classify
+    from taskling.core import tasktype
+    classify = tasktype.get("classify")
 
     task = TaskCfg(name="t", description="Route a question.", type="classify", input_noun="developer question",
                    labels={"sqlite-fts": "FTS5", "node-fs": "fs"})

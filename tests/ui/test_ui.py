@@ -258,9 +258,9 @@ def test_a_failure_marks_its_arm_for_more_budget(ui_server, browser):
 
 
 def test_the_examples_api_filters_by_score_round_and_verdict(ui_server):
-    from taskling.stages.curate import candidates
+    from taskling.curation.candidates import candidates
 
-    every = candidates(ui_server["ctx"])
+    every = candidates(ui_server["ctx"].stage_dir("curate"))
     get = lambda **q: httpx.get(ui_server["url"] + "/api/examples", params={**q, "limit": 200}).json()  # noqa: E731
     res = get(min_grounding=0.5)
     assert res["total"] == sum(1 for e in every if isinstance(e.get("grounding"), (int, float)) and e["grounding"] >= 0.5)

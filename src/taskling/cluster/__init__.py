@@ -2,18 +2,21 @@
 
     taskling run --cluster HOST:6379        # or cluster.address in taskling.yaml; "local" starts Ray here
 
-Nothing imports ray until `connect` is called, so a single-machine run never
-starts or loads it. The stages stay what they are; what changes is who does
-the heavy part of each:
+`connect` gives the `RayExecutor` (core.executor.Executor) that the CLI puts on the
+context; stages reach the cluster only through it. Nothing imports ray until
+`connect` is called, so a single-machine run never starts or loads it. What
+changes on a cluster is who does the heavy part of each stage:
 
   ingest     files are converted and chunked by workers on the nodes, chunks are
-             embedded there too; the driver is the pile's one writer (SQLite)
-  generate   teacher requests go out in shards (RemoteBackend); each node asks its
-             own teacher (a local GGUF, or the nearest of cluster.endpoints); the
-             driver logs every call and journals every job, so a shard lost with
-             its node is sent again and any duplicate answer is dropped by key
+             embedded there too (executor.pool); the driver is the pile's one writer
+  generate   teacher requests go out in shards (executor.backend: RemoteBackend); each
+             node asks its own teacher (a local GGUF, or the nearest of
+             cluster.endpoints); the driver logs every call and journals every job, so
+             a shard lost with its node is sent again and any duplicate answer is
+             dropped by key
   evaluate   the teacher's answers the same way
-  train      Ray Train data-parallel workers with checkpoints (cluster/train.py)
+  train      the one training loop in Ray Train data-parallel workers, with
+             checkpoints in shared storage (executor.train; train.py)
   predict    rows answered in shards by workers that each load the model
 
 Per-node work, work lost with dead nodes and rescheduled shards are kept by
@@ -25,17 +28,24 @@ report); never the stages, the UI or the CLI, which reach it only through core.e
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ..core.config import ClusterCfg, ModelCfg
 from ..core.errors import TasklingError
+from ..core.executor import TrainLoop
 
 # What every worker process needs whatever node it runs on: never download weights.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-class Session:
-    """A connection to a Ray cluster and the pools of workers opened on it."""
+class RayExecutor:
+    """A connection to a Ray cluster, and the work a stage spreads over it: pools of workers
+    pinned to the live nodes (pool.py), the training loop data-parallel (train.py) and teachers
+    on the nodes (teacher.py)."""
+
+    name = "ray"
+    distributed = True
 
     def __init__(self, address: str, ccfg: ClusterCfg, console=None):
         if address == "local":  # one machine: every Ray process on loopback (read when ray is first imported)
@@ -65,7 +75,8 @@ class Session:
 
     def describe(self) -> dict:
         nodes = self.nodes()
-        return {"address": self.address, "nodes": len(nodes), "cpus": sum(n["cpus"] for n in nodes)}
+        return {"executor": self.name, "address": self.address, "nodes": len(nodes),
+                "cpus": sum(n["cpus"] for n in nodes)}
 
     def pool(self, name: str, worker: type, args: tuple, per_node: int = 1):
         from .pool import Pool
@@ -73,6 +84,15 @@ class Session:
         p = Pool(self, name, worker, args, per_node)
         self.pools.append(p)
         return p
+
+    def worker_threads(self, threads: int | None) -> int:
+        return threads_for(self.ccfg.cpus_per_worker)
+
+    def train(self, loop: TrainLoop, spec: Any, out: Path, console: Any, tag: str) -> Any:
+        """`loop` in cluster.train_workers Ray Train workers (gloo on CPU, NCCL on GPU)."""
+        from .train import train
+
+        return train(self, loop, spec, out, console, tag)
 
     def backend(self, mcfg: ModelCfg, threads: int | None = None):
         """A teacher backend whose requests run on the cluster's nodes."""
@@ -88,25 +108,16 @@ class Session:
             self.ray.shutdown()
 
 
-def connect(address: str | None, ccfg: ClusterCfg, console=None) -> Session | None:
-    """A session on the cluster at `address` (or cluster.address); None for a single machine."""
+def connect(address: str | None, ccfg: ClusterCfg, console=None) -> RayExecutor | None:
+    """The executor on the cluster at `address` (or cluster.address); None for a single machine."""
     address = address or ccfg.address
     if not address:
         return None
-    return Session(address, ccfg, console)
+    return RayExecutor(address, ccfg, console)
 
 
-def open_for(ctx: Any, mcfg: ModelCfg):
-    """The backend for `mcfg` as a stage should use it: on the cluster when the run has one."""
-    from ..teacher.backends import open_backend
-
-    session = getattr(ctx, "cluster", None)
-    if session is None:
-        return open_backend(mcfg, ctx.threads)
-    return session.backend(mcfg, ctx.threads)
-
-
-def worker_threads(cpus: float) -> int:
+def threads_for(cpus: float) -> int:
+    """Torch threads for a worker given `cpus` CPUs."""
     return max(1, int(cpus)) if cpus >= 1 else 1
 
 

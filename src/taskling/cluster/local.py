@@ -2,7 +2,7 @@
 and for trying node failures before there is a real cluster.
 
     c = LocalCluster(3)              # a head without CPUs and 3 one-CPU worker nodes
-    ctx.cluster = Session(c.address, cfg.cluster)
+    ctx = Context(cfg, executor=RayExecutor(c.address, cfg.cluster))
     c.kill(c.nodes[0])               # a node dies the hard way, mid-task
     c.close()
 

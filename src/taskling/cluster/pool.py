@@ -9,7 +9,8 @@ which is the only writer of the journal, the call log and the pile, so work a
 dead node may still have finished is dropped there by its idempotent key.
 
 A worker class is plain Python with `ready() -> dict` and `run(payload)`;
-its __init__ must not raise (it stores the error and ready() reports it).
+its __init__ must not raise (it stores the error and ready() reports it):
+core.executor says what a worker and a pool are; this is the Ray pool.
 """
 from __future__ import annotations
 
@@ -19,17 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..core.errors import TasklingError
+from ..core.executor import Shard
 
 REFRESH_S = 2.0  # how often the pool looks for nodes that joined or left
 START_TRIES = 3  # a node whose workers die this often while starting is left out
-
-
-@dataclass
-class Shard:
-    id: str
-    items: int                # jobs, requests, files, chunks or rows in it
-    payload: Any = None       # what the worker gets (or built by `load` when the shard is sent)
-    attempts: int = 0
 
 
 @dataclass
@@ -47,9 +41,11 @@ def node_row(stats: dict, node: str, address: str) -> dict:
 
 
 class Pool:
-    def __init__(self, session, name: str, worker: type, args: tuple, per_node: int = 1):
-        self.session, self.ray, self.name = session, session.ray, name
-        self.ccfg = session.ccfg
+    """Workers of one kind on the live nodes of the executor's cluster (core.executor.Pool)."""
+
+    def __init__(self, executor, name: str, worker: type, args: tuple, per_node: int = 1):
+        self.executor, self.ray, self.name = executor, executor.ray, name
+        self.ccfg = executor.ccfg
         self.cls = self.ray.remote(num_cpus=self.ccfg.cpus_per_worker, max_restarts=0, max_task_retries=0)(worker)
         self.args, self.per_node = args, per_node
         self.members: list[Member] = []
@@ -73,7 +69,7 @@ class Pool:
         from ray.exceptions import RayError
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        alive = {n["id"]: n for n in self.session.nodes(self.ccfg.cpus_per_worker)}
+        alive = {n["id"]: n for n in self.executor.nodes(self.ccfg.cpus_per_worker)}
         for m in [m for m in self.members if m.node not in alive]:
             if m.busy is not None:  # its shard goes back to the queue, first in line
                 ref, shard, _ = m.busy
@@ -128,8 +124,8 @@ class Pool:
         self.refused[m.node] = why
         self.events.append({"t": round(time.monotonic() - self.t0, 2), "node": m.node[:12], "event": "refused",
                             "why": why})
-        if self.session.console is not None:
-            self.session.console.print(f"[yellow]cluster {self.name}: node {m.node[:12]} ({m.address}) left out: "
+        if self.executor.console is not None:
+            self.executor.console.print(f"[yellow]cluster {self.name}: node {m.node[:12]} ({m.address}) left out: "
                                        f"{why}[/]", highlight=False, soft_wrap=True)
         self.stop(m)
 
@@ -155,7 +151,7 @@ class Pool:
             self.refresh(force=True)
             if self.members and (not self.starting or time.monotonic() - t0 > settle_s):
                 return
-            alive = {n["id"] for n in self.session.nodes(self.ccfg.cpus_per_worker)}
+            alive = {n["id"] for n in self.executor.nodes(self.ccfg.cpus_per_worker)}
             if not self.members and not self.starting and alive and alive <= set(self.refused):
                 why = "; ".join(sorted({w for n, w in self.refused.items() if n in alive}))[:1500]
                 raise TasklingError(f"cluster {self.name}: no node can do this work: {why}")
@@ -240,21 +236,3 @@ class Pool:
         self.members.clear()
         self.starting.clear()
 
-
-def in_order(total: int, emit: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
-    """A callback that takes results by index in any order and passes them to `emit` in index order."""
-    held: dict[int, Any] = {}
-    nxt = [0]
-
-    def take(i: int, value: Any) -> None:
-        held[i] = value
-        while nxt[0] in held:
-            emit(nxt[0], held.pop(nxt[0]))
-            nxt[0] += 1
-
-    def check() -> None:
-        """After the last shard: every index came (a gap would hold back all that follows)."""
-        if nxt[0] != total:
-            raise TasklingError(f"cluster: result {nxt[0]} of {total} never came back; run the same command again")
-    take.check = check  # type: ignore[attr-defined]
-    return take

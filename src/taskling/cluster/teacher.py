@@ -4,17 +4,75 @@ Wrapped in `Logged` like any backend, so the driver looks every request up in
 the call log first and logs each answer as its shard comes back: a re-run on
 the cluster replays the cache for free, and so does a single-machine re-run
 of a cluster run (the model's identity does not name the node that answered).
+Each node's `TeacherWorker` opens the node's own backend: the server named by
+TASKLING_TEACHER_URL on that node, else the nearest of cluster.endpoints.
 """
 from __future__ import annotations
 
+import os
 import sys
+import time
 
-from ..teacher.backends import Capabilities, OnResult, Request, Result
 from ..core.config import ModelCfg
 from ..core.errors import TasklingError
-from . import worker_threads
-from .pool import Shard
-from .workers import TeacherWorker
+from ..core.executor import Shard, failure
+from ..teacher.backends import Capabilities, OnResult, Request, Result
+from . import node_override, threads_for
+
+
+def nearest(mcfg: ModelCfg, endpoints: list[str], timeout: float = 2.0) -> tuple[ModelCfg, dict]:
+    """The endpoint of `endpoints` that answers GET /models fastest from this node (openai backend only)."""
+    if mcfg.backend != "openai" or not endpoints:
+        return mcfg, {}
+    import httpx
+
+    seen = {}
+    for url in endpoints:
+        t0 = time.perf_counter()
+        try:
+            r = httpx.get(url.rstrip("/") + "/models", timeout=timeout)
+            if r.status_code < 500:
+                seen[url] = round((time.perf_counter() - t0) * 1000, 2)
+        except httpx.HTTPError:
+            continue
+    if not seen:
+        if mcfg.base_url:
+            return mcfg, {"probed_ms": {}}
+        raise ConnectionError(f"none of cluster.endpoints answers from this node: {', '.join(endpoints)}")
+    best = min(seen, key=seen.get)
+    return mcfg.model_copy(update={"base_url": best}), {"probed_ms": seen}
+
+
+class TeacherWorker:
+    """Teacher requests on one node, through the node's own backend."""
+
+    def __init__(self, mcfg: dict, threads: int, endpoints: list[str], script=None):
+        self.error, self.backend, self.probe = None, None, {}
+        try:
+            from ..teacher.backends import open_backend, scripted
+
+            if script is not None:
+                scripted.set_script(script)
+            cfg = node_override(ModelCfg(**mcfg))  # the node's own server wins over the nearest endpoint
+            if cfg.base_url == mcfg.get("base_url"):
+                cfg, self.probe = nearest(cfg, endpoints)
+            self.endpoint = cfg.base_url or "local"
+            self.backend = open_backend(cfg, threads)
+        except Exception as e:  # reported by ready()
+            self.error = failure(e)
+
+    def ready(self) -> dict:
+        if self.error:
+            return {"error": self.error}
+        import ray
+
+        caps = self.backend.capabilities
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "endpoint": self.endpoint,
+                "model": self.backend.describe(),
+                "caps": {"logprobs": caps.logprobs, "json_schema": caps.json_schema}, **self.probe}
+
+    def run(self, requests: list[dict]):
+        return self.backend.generate([Request(**{**r, "stop": tuple(r.get("stop", ()))}) for r in requests])
 
 
 def openai_identity(mcfg: ModelCfg, ccfg) -> dict:
@@ -28,8 +86,8 @@ IDENTITY = {"openai": openai_identity,
 
 
 class RemoteBackend:
-    def __init__(self, session, mcfg: ModelCfg, threads: int | None = None):
-        ccfg = session.ccfg
+    def __init__(self, executor, mcfg: ModelCfg, threads: int | None = None):
+        ccfg = executor.ccfg
         script = None
         if mcfg.backend == "scripted":
             from ..teacher.backends import scripted
@@ -41,8 +99,8 @@ class RemoteBackend:
 
                 cloudpickle.register_pickle_by_value(mod)
         self.cfg, self.ccfg = mcfg, ccfg
-        self.pool = session.pool(f"teacher {mcfg.backend}:{mcfg.model}", TeacherWorker,
-                                 (mcfg.model_dump(mode="json"), worker_threads(ccfg.cpus_per_worker),
+        self.pool = executor.pool(f"teacher {mcfg.backend}:{mcfg.model}", TeacherWorker,
+                                 (mcfg.model_dump(mode="json"), threads_for(ccfg.cpus_per_worker),
                                   list(ccfg.endpoints), script), per_node=ccfg.workers_per_node or 1)
         self.pool.tally = lambda results: {"retries": sum(len(r.attempts) for r in results),
                                            "failed": sum(r.error is not None for r in results)}
@@ -51,7 +109,7 @@ class RemoteBackend:
         if known is not None:  # no worker needed to name the model: a fully cached re-run needs no node
             self.model = known(mcfg, ccfg)
             caps = {"logprobs": mcfg.backend == "openai", "json_schema": mcfg.backend == "openai" and mcfg.json_mode}
-            workers = len(session.nodes(ccfg.cpus_per_worker)) * (ccfg.workers_per_node or 1)
+            workers = len(executor.nodes(ccfg.cpus_per_worker)) * (ccfg.workers_per_node or 1)
         else:  # a local model: its identity (file, size) comes from a node that loaded it
             self.pool.wait_for_members()
             first = self.pool.members[0].info

@@ -1,7 +1,10 @@
 """core: what every other room stands on.
 
-The task file and its typed config (`config`), errors a user reads (`errors`), the workspace on
-disk with atomic writes and the stage runner that caches by fingerprint (`workspace`), progress
-bars (`progress`), the append-only journal (`journal`) and the executor a stage spreads its work
-with (`executor`). May import: nothing else from taskling.
+The task file and its typed config (`config`), the task-type contract and its one registry
+(`tasktype`), errors a user reads (`errors`), the workspace on disk with atomic writes and a
+frozen `Context` (`workspace`), the stage contract and its fingerprinting runner (`stage`), one
+typed manifest per stage (`manifests`), the executor a stage spreads its work with and the
+training `Site` (`executor`), installed packages and the cache derived from them (`packages`),
+progress bars (`progress`) and the append-only journal (`journal`). May import: nothing else
+from taskling.
 """

@@ -3,7 +3,8 @@
 `load_config(path, overrides=["train.steps=50"])` returns a frozen `Config`.
 Unknown keys are errors naming the file, the key and the nearest valid name;
 bad values name the key and what is allowed. `TEMPLATE` is what
-`taskling init` writes.
+`taskling init` writes. The task: section (`TaskCfg`) lives in `tasktype`,
+beside the task types that validate it.
 """
 from __future__ import annotations
 
@@ -14,50 +15,15 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import tasktype
 from .errors import TasklingError
+from .tasktype import TaskCfg
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-TASK_TYPES = ("classify", "extract", "answer", "generate")
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExamplePair(Section):
-    input: str
-    output: Union[str, dict[str, Any]]
-
-
-class TaskCfg(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str
-    type: Literal["classify", "extract", "answer", "generate"]
-    labels: dict[str, str] = {}
-    output_schema: dict[str, Any] | None = None
-    examples: list[ExamplePair] = []
-    system_prompt: str | None = None
-    input_noun: str = "input"  # what an input is called in teacher prompts: "question", "support ticket"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _labels_as_dict(cls, data: Any) -> Any:
-        # A plain list of labels is allowed; descriptions default to the name.
-        if isinstance(data, dict) and isinstance(data.get("labels"), list):
-            data = {**data, "labels": {str(x): str(x) for x in data["labels"]}}
-        return data
-
-    @model_validator(mode="after")
-    def _type_needs(self) -> "TaskCfg":
-        if self.type == "classify" and len(self.labels) < 2:
-            raise ValueError("a classify task needs at least two labels under task.labels")
-        if self.type == "extract" and not self.output_schema:
-            raise ValueError("an extract task needs task.output_schema (a JSON schema of the fields)")
-        if self.type == "classify":
-            for ex in self.examples:
-                if ex.output not in self.labels:
-                    raise ValueError(f"example output {ex.output!r} is not one of the labels {list(self.labels)}")
-        return self
 
 
 class ModelCfg(Section):
@@ -342,8 +308,8 @@ class Config(Section):
         """Rules and labellers name labels of the task; a regex compiles; names are unique."""
         import re
 
-        lab = self.label
-        if lab.active and self.task.type != "classify":
+        lab, kind = self.label, tasktype.get(self.task.type)
+        if lab.active and not kind.labelled:
             raise ValueError(f"label.rules and label.teachers vote on labels: they need a classify task "
                              f"(this one is {self.task.type})")
         names = [r.name for r in lab.rules] + [t.name for t in lab.teachers] + (["asked"] if lab.asked else [])
@@ -365,10 +331,10 @@ class Config(Section):
         if len(set(tables)) < len(tables):
             raise ValueError("tables need distinct names")
         for t in self.tables:
-            if self.task.type == "extract" and not isinstance(t.output, dict):
-                raise ValueError(f"table '{t.name}': an extract task maps output to fields, e.g. "
+            if kind.structured and not isinstance(t.output, dict):
+                raise ValueError(f"table '{t.name}': an {self.task.type} task maps output to fields, e.g. "
                                  "output: {field: '{column}'}")
-            if self.task.type != "extract" and isinstance(t.output, dict):
+            if not kind.structured and isinstance(t.output, dict):
                 raise ValueError(f"table '{t.name}': output is one template for a {self.task.type} task")
         return self
 

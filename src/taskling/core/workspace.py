@@ -1,4 +1,4 @@
-"""The user's workspace on disk, and the stage runner that caches by fingerprint.
+"""The user's workspace on disk, the context every stage gets, and the stage runner that caches by fingerprint.
 
     taskling.yaml, gold.jsonl
     .taskling/pile.db, .taskling/calls.db
@@ -7,10 +7,12 @@
 
 `run_stage` skips a stage whose manifest has the same fingerprint, clears a
 stage directory whose partial state belongs to other settings, and otherwise
-lets the stage body resume from whatever it left there.
+lets the stage body resume from whatever it left there. Stages reach it through
+`core.stage.run`, which builds the fingerprint from what the stage declares.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,14 +23,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rich.console import Console
 
-from .. import __version__
 from .config import Config
 from .errors import TasklingError
+from .executor import Executor, LocalExecutor
+from .manifests import BY_STAGE, Manifest
 
 STAGES = ("ingest", "generate", "curate", "train", "evaluate", "export")
 
@@ -103,10 +107,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def versions() -> dict[str, str]:
-    out = {"taskling": __version__, "python": platform.python_version()}
-    from importlib.metadata import PackageNotFoundError, version
-
-    for pkg in ("torch", "transformers", "peft", "llama_cpp_python"):
+    out = {"python": platform.python_version()}
+    for pkg in ("taskling", "torch", "transformers", "peft", "llama_cpp_python"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -141,6 +143,11 @@ class Workspace:
         return self.root / "gold.jsonl"
 
     @property
+    def reviews(self) -> Path:
+        """A person's review decisions (taskling curate --import; the UI's review page)."""
+        return self.state / "review.jsonl"
+
+    @property
     def boosts(self) -> Path:
         """Arms a person asked more budget for (allocate.boost; the UI's failures page)."""
         return self.state / "boosts.jsonl"
@@ -149,9 +156,12 @@ class Workspace:
         return self.root / "runs" / run_id
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What every stage gets besides the config: where, which run, how loud."""
+    """What every stage gets besides the config: where, which run and round, how loud, on what.
+
+    Frozen: a round is a new context (`ctx.at_round(k)`), and the loop makes the context with the
+    run's deadline once it knows it."""
 
     cfg: Config
     run_id: str | None = None
@@ -160,15 +170,21 @@ class Context:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     threads: int | None = None  # operational: not part of any fingerprint
     deadline: float | None = None  # time.monotonic() by which generation stops (the run's wall-time budget)
-    cluster: Any = None  # a cluster.Session when the work runs on Ray (operational: no fingerprint)
+    executor: Executor = field(default_factory=LocalExecutor)  # how stages spread work (operational)
 
     def __post_init__(self) -> None:
         from .progress import publish_to
 
-        self.ws = Workspace(self.cfg.root)
-        if not self.run_id:
-            self.run_id = slug(self.cfg.task.name)
+        if not self.run_id:  # still constructing: the one field with a default made from another
+            object.__setattr__(self, "run_id", slug(self.cfg.task.name))
         publish_to(self.ws.state / "progress.json")  # progress bars show there too (taskling ui)
+
+    @property
+    def ws(self) -> Workspace:
+        return Workspace(self.cfg.root)
+
+    def at_round(self, k: int) -> Context:
+        return dataclasses.replace(self, round=k)
 
     @property
     def run_dir(self) -> Path:
@@ -181,25 +197,15 @@ class Context:
             return self.run_dir / "round-0" / "ingest"
         return self.run_dir / f"round-{self.round if round is None else round}" / stage
 
-    def manifest(self, stage: str) -> dict:
-        """The finished manifest of an earlier stage, or a message saying what to run."""
-        m = read_manifest(self.stage_dir(stage))
+    def manifest(self, stage: str, round: int | None = None) -> Manifest:
+        """The finished manifest of an earlier stage (typed), or a message saying what to run."""
+        m = BY_STAGE[stage].read(self.stage_dir(stage, round))
         if m is None:
             raise TasklingError(
-                f"{self.stage_dir(stage)}: the {stage} stage has not finished for run '{self.run_id}'; "
+                f"{self.stage_dir(stage, round)}: the {stage} stage has not finished for run '{self.run_id}'; "
                 f"run 'taskling {stage}' (or 'taskling run') first"
             )
         return m
-
-
-def read_manifest(stage_dir: Path) -> dict | None:
-    path = stage_dir / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # a damaged manifest means "not finished"
 
 
 def digest_files(paths: Iterable[Path]) -> str:
@@ -230,42 +236,37 @@ def open_stage_dir(ctx: Context, stage: str, settings: dict, inputs: dict, keep_
     return out
 
 
-def run_stage(ctx: Context, stage: str, settings: dict, inputs: dict, body: StageBody) -> dict:
+def run_stage(ctx: Context, stage: str, settings: dict, inputs: dict, body: StageBody,
+              model: type[Manifest] | None = None) -> Manifest:
     """Run `body(out_dir)` unless a finished manifest has the same fingerprint.
 
-    `body` returns {"counts": {...}, "outputs": [file names], ...}; the runner
-    adds fingerprint, settings, inputs, timings and versions and writes the
-    manifest last. Partial work in out_dir from the same fingerprint is kept
-    so the body can resume; partial work from other settings is removed.
+    `body` returns the stage's own manifest fields ({"counts": {...}, ...}) and
+    "outputs" (file names); the runner adds fingerprint, settings, inputs, timings
+    and versions, checks the whole against the stage's manifest model and writes
+    it last. Partial work in out_dir from the same fingerprint is kept so the
+    body can resume; partial work from other settings is removed.
     """
+    model = model or BY_STAGE[stage]
     out = ctx.stage_dir(stage)
     fp = fingerprint({"stage": stage, "settings": settings, "inputs": inputs})
-    done = read_manifest(out)
-    if done and done.get("fingerprint") == fp and not ctx.force:
+    done = model.read(out)
+    if done is not None and done.fingerprint == fp and not ctx.force:
         ctx.console.print(f"[dim]{stage}: up to date (fingerprint {fp[:12]}), skipped; --force re-runs it[/]")
-        return {**done, "skipped": True}
+        return done.model_copy(update={"skipped": True})
     open_stage_dir(ctx, stage, settings, inputs)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     result = body(out)
     seconds = round(time.perf_counter() - t0, 3)
     outputs = result.pop("outputs", [])
-    manifest = {
-        "stage": stage,
-        "run_id": ctx.run_id,
-        "round": ctx.round,
-        "fingerprint": fp,
-        "settings": settings,
-        "inputs": inputs,
-        **result,
-        "outputs": outputs,
+    manifest = model.model_validate({
+        "stage": stage, "run_id": ctx.run_id, "round": ctx.round, "fingerprint": fp,
+        "settings": settings, "inputs": inputs, **result, "outputs": outputs,
         "digest": digest_files(out / o for o in outputs),
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": seconds,
-        "versions": versions(),
-    }
-    atomic_write_json(out / "manifest.json", manifest)
-    return {**manifest, "skipped": False}
+        "started": started.isoformat(timespec="seconds"), "seconds": seconds, "versions": versions(),
+    })
+    atomic_write_json(out / "manifest.json", manifest.on_disk())
+    return manifest.model_copy(update={"skipped": False})
 
 
 def earlier(ctx: Context, *stages: str) -> dict:
@@ -274,11 +275,11 @@ def earlier(ctx: Context, *stages: str) -> dict:
         return {}
     out = {}
     for s in stages:
-        m = read_manifest(ctx.stage_dir(s, ctx.round - 1))
+        m = BY_STAGE[s].read(ctx.stage_dir(s, ctx.round - 1))
         if m is None:
             raise TasklingError(f"round {ctx.round} needs the {s} stage of round {ctx.round - 1}, which has not "
                                 f"finished; run 'taskling run' to go through the rounds in order")
-        out[f"{s}@{ctx.round - 1}"] = {"fingerprint": m["fingerprint"], "digest": m.get("digest")}
+        out[f"{s}@{ctx.round - 1}"] = {"fingerprint": m.fingerprint, "digest": m.digest}
     return out
 
 
@@ -287,5 +288,5 @@ def upstream(ctx: Context, *stages: str) -> dict:
     out = {}
     for s in stages:
         m = ctx.manifest(s)
-        out[s] = {"fingerprint": m["fingerprint"], "digest": m.get("digest")}
+        out[s] = {"fingerprint": m.fingerprint, "digest": m.digest}
     return out

@@ -1,17 +1,15 @@
 """The filters of the curate stage, as plain functions over example dicts.
 
   - language: a stop-word vote among common languages (only confident calls count);
-  - grounding: how well an example is supported by the chunks it cites, 0..1:
-      extract   share of the output's values found in the source (normalised);
-      answer /  share of the output's content words found in the cited text,
-      generate  averaged with embedding similarity to the cited span when embeddings are on;
-      classify  the same, for the input against its chunk (is it about what the chunk says?);
   - dedup: exact (normalised input), near (MinHash over the input) and
     semantic (embedding cosine), keeping the best-grounded of each group;
   - decontamination: word 6-grams shared with an eval or gold input, or an
     embedding near-duplicate of one (a paraphrase);
   - selection: down to a target size with label balance, then k-center
     greedy on embeddings within each label (the most different first).
+
+Grounding (how well an example is supported by the chunks it cites) depends on the task
+type: each TaskType scores it (`grounding`), with the measures in `tasks.grounding`.
 """
 from __future__ import annotations
 
@@ -22,9 +20,10 @@ import numpy as np
 
 from ..data.dedup import DedupIndex
 from ..tasks import words
+from ..tasks.grounding import ENGLISH_STOP, normalise
 
 STOP = {
-    "en": "the and of to in is that it for on with as are this be by or from at an not was which you can".split(),
+    "en": ENGLISH_STOP,
     "de": "der die und in den von zu das mit sich des auf für ist im dem nicht ein eine als auch".split(),
     "fr": "le la les de des et en un une du est que pour dans qui pas par sur au avec ce".split(),
     "es": "el la de que y en los se del las un por con no una su para es al lo".split(),
@@ -33,11 +32,6 @@ STOP = {
     "pt": "de a o que e do da em um para com não uma os no se na por mais as".split(),
 }
 STOP_SETS = {k: set(v) for k, v in STOP.items()}
-CONTENT_STOP = STOP_SETS["en"] | set("how what when where why who does do did can could should would use using i my me we".split())
-
-
-def normalise(text: str) -> str:
-    return " ".join(words(text))
 
 
 def language_of(text: str, min_hits: int = 3) -> str | None:
@@ -48,42 +42,6 @@ def language_of(text: str, min_hits: int = 3) -> str | None:
     if n < min_hits or (rest and rest[0][1] * 1.5 >= n):
         return None
     return best
-
-
-def content(text: str) -> set[str]:
-    return {w for w in words(text) if len(w) >= 3 and w not in CONTENT_STOP}
-
-
-def lexical_support(claim: str, source: str) -> float:
-    """Share of the claim's content words that occur in the source."""
-    c = content(claim)
-    if not c:
-        return 0.0
-    return len(c & content(source)) / len(c)
-
-
-def value_support(output: dict, source: str) -> float:
-    """Share of an extraction's non-empty values found in the source (normalised)."""
-    vals = [v for v in output.values() if v not in (None, "", [])] if isinstance(output, dict) else []
-    if not vals:
-        return 0.0
-    src = f" {normalise(source)} "
-    found = 0
-    for v in vals:
-        items = v if isinstance(v, list) else [v]
-        found += all(f" {normalise(x)} " in src for x in items if normalise(x)) and any(normalise(x) for x in items)
-    return found / len(vals)
-
-
-def grounding(task_type: str, ex: dict, source: str, similarity: float | None = None) -> float:
-    """0..1: how well the example is supported by its cited source text."""
-    if task_type == "extract":
-        return round(value_support(ex["output"], source), 4)
-    claim = ex["input"] if task_type == "classify" else str(ex["output"])
-    lex = lexical_support(claim, source)
-    if similarity is None:
-        return round(lex, 4)
-    return round(0.5 * lex + 0.5 * max(0.0, similarity), 4)
 
 
 def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: float, semantic: float,

@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 
 from . import labelmodel
-from .. import tasks
-from ..teacher.backends import Logged, Request
+from ..core import tasktype
+from ..teacher.backends import Logged, Request, open_for
 from ..teacher.calls import CallLog
 from ..core.config import Config, LabellerCfg, Price
 from ..data.pile import Pile
@@ -45,7 +45,7 @@ def label_schema(labels: list[str]) -> dict:
 def labeller_messages(cfg: Config, lab: LabellerCfg, text: str) -> list[dict]:
     """How evaluate asks the teacher to do the task; zero-shot: the same without the task's examples."""
     task_cfg = cfg.task if lab.prompt == "fewshot" else cfg.task.model_copy(update={"examples": []})
-    return tasks.get(cfg.task).teacher_eval_messages(task_cfg, text)
+    return tasktype.get(cfg.task.type).teacher_eval_messages(task_cfg, text)
 
 
 def parse_vote(cfg: Config, text: str) -> str | None:
@@ -57,20 +57,18 @@ def parse_vote(cfg: Config, text: str) -> str | None:
             return obj["label"]
     except (json.JSONDecodeError, TypeError):
         pass
-    got = tasks.get(cfg.task).parse_output(cfg.task, text or "")
+    got = tasktype.get(cfg.task.type).parse_output(cfg.task, text or "")
     return got if got in cfg.task.labels else None
 
 
 def llm_votes(cfg: Config, ctx: Context, lab: LabellerCfg, inputs: list[str], on_done=None) -> list[str | None]:
     """One labeller's vote on each input (cached in the call log like every teacher call)."""
-    from ..cluster import open_for
-
     model = cfg.teacher if lab.model == "teacher" else lab.model
     schema = label_schema(list(cfg.task.labels)) if lab.constrained else None
     reqs = [Request(labeller_messages(cfg, lab, text), max_tokens=LABEL_TOKENS, temperature=0.0, json_schema=schema)
             for text in inputs]
     log = CallLog(ctx.ws.calls_db)
-    backend = Logged(open_for(ctx, model), log, purpose=f"label:{lab.name}",
+    backend = Logged(open_for(ctx.executor, model, ctx.threads), log, purpose=f"label:{lab.name}",
                      price=cfg.budget.prices.get(model.model, Price()))
     try:
         res = backend.generate(reqs, on_result=(lambda i, r: on_done(1)) if on_done else None)

@@ -1,15 +1,20 @@
 """Structure-aware chunking: segments (pages, slides, row blocks, messages,
 code units, sections) are never mixed in one chunk; inside a segment,
 paragraphs are packed up to a token budget, starting anew at headings.
-Offsets are char offsets into the document's extracted text.
+Offsets are char offsets into the document's extracted text. Placing a
+document's table rows in the chunks that hold them (`place_tables`) is here
+too, so a row example cites a chunk curate can check it against.
 """
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable
 
-from .formats import Extracted
+from .formats import Extracted, Table
+
+SEARCH_AHEAD = 64   # chunks looked through for a row that has no offset in the text
 
 CountTokens = Callable[[list[str]], list[int]]
 
@@ -126,3 +131,47 @@ def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[list[str]], l
         only_headings = only_headings and heading is not None
     flush()
     return chunks
+
+
+def place_tables(tables: list[Table], text: str, chunks: list[dict]) -> None:
+    """Sets each table's `chunks`: per row, the ordinal of the chunk that holds it (None when none
+    does), found by the row's offset in the text (pipe tables), else as the next chunk, in order, whose
+    text has every one of the row's plain values. A table without a name takes the heading of the
+    chunk that holds its first row ("Setup > Codes (lines 3-9)" -> "Codes")."""
+    starts = [c["start"] for c in chunks]
+    texts = [_squash(text[c["start"]:c["end"]]) for c in chunks]
+    cursor = 0
+
+    def by_offset(offset: int) -> int | None:
+        i = bisect_right(starts, offset) - 1
+        return i if i >= 0 and offset < chunks[i]["end"] else None
+
+    def by_values(cells: list[str]) -> int | None:
+        nonlocal cursor
+        # JSON-encoded values are flattened differently in the text: they cannot be looked for
+        needles = [_squash(c)[:200] for c in cells if c.strip() and not c.lstrip().startswith(("{", "["))]
+        for i in range(cursor, min(len(chunks), cursor + SEARCH_AHEAD)) if needles else ():
+            if all(n in texts[i] for n in needles):
+                cursor = i
+                return i
+        return None
+
+    for t in tables:
+        if t.offsets:
+            t.chunks = [by_offset(off) for off in t.offsets]
+            first = t.chunks[0] if t.chunks else None
+            if t.name is None and first is not None:
+                t.name = _locator_heading(chunks[first]["locator"])
+        else:
+            t.chunks = [by_values(cells) for cells in t.rows]
+
+
+def _squash(text: str) -> str:
+    return " ".join(str(text).split()).lower()
+
+
+def _locator_heading(locator: str) -> str | None:
+    """"Setup > Codes (lines 3-9)" -> "Codes"; "slide 2 — Prices" -> "Prices"; a page or line range -> None."""
+    loc = re.sub(r"( \(lines \d+-\d+\)| part \d+)+$", "", locator).split(" > ")[-1].strip()
+    loc = re.sub(r"^slide \d+ — ", "", loc)
+    return None if not loc or re.fullmatch(r"\(start\)|page \d+|slide \d+|lines? \d+(-\d+)?", loc) else loc

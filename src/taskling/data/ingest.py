@@ -1,9 +1,11 @@
 """Source files into the pile: finding them, converting, chunking and storing them with provenance.
 
 `find_sources` lists what taskling.yaml's sources name (inside the workspace only), `prepare`
-converts one file's bytes into documents and chunks (also what a cluster's node runs), and the
-`Ingester` is the pile's one writer: it stores prepared documents, skips unchanged files and
-records every skip with its reason. The ingest stage (stages/ingest.py) is the recipe over it.
+converts one file's bytes into documents, chunks and tables, each table row placed in the chunk
+that holds it (also what a cluster's node runs), and the `Ingester` is the pile's one writer: it
+stores prepared documents, skips unchanged files and records every skip with its reason. The
+ingest stage (stages/ingest.py) is the recipe over it. `changed_since_ingest` says which pile
+documents no longer match their source file (table mapping skips those).
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.config import Config
-from ..core.errors import TasklingError
-from .chunking import chunk_document
+from ..core.workspace import sha256_file
+from .chunking import chunk_document, place_tables
 from .formats import ConvertError, Limits, convert
 from .pile import Pile
 
@@ -98,28 +100,6 @@ def display_path(cfg: Config, path: Path) -> str:
             return str(path)
 
 
-def token_counter(model: str):
-    """Counts tokens of the student's tokenizer. The fast `tokenizers` file is
-    used directly when there is one: importing transformers costs seconds."""
-    from ..student.models import load_tokenizer, resolve_hf
-
-    path = resolve_hf(model) / "tokenizer.json"
-    if path.exists():
-        from tokenizers import Tokenizer
-
-        fast = Tokenizer.from_file(str(path))
-        fast.no_truncation()
-
-        def count(texts: list[str]) -> list[int]:
-            return [len(e.ids) for e in fast.encode_batch(texts, add_special_tokens=False)] if texts else []
-        return count
-    tok = load_tokenizer(model)
-
-    def count_slow(texts: list[str]) -> list[int]:
-        return [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    return count_slow
-
-
 def limits_of(cfg: Config) -> Limits:
     i = cfg.ingest
     return Limits(max_file_bytes=int(i.max_file_mb * 2**20), max_archive_total_bytes=int(i.max_archive_mb * 2**20),
@@ -141,10 +121,11 @@ def prepare(cfg: Config, limits: Limits, count, rel: str, data: bytes, sha: str,
         return [{"kind": "skip", "rel": rel,
                  "reason": f"format {ex.format} is not in ingest.formats ({', '.join(cfg.ingest.formats)})"}]
     text, chunks = chunk_document(ex, cfg.ingest.chunk_tokens, count)
+    place_tables(ex.tables or [], text, chunks)
     out = [{"kind": "doc", "rel": rel, "sha": sha, "format": ex.format, "converter": ex.converter, "size": len(data),
             "text": text, "chunks": chunks, "parent": parent, "relation": relation, "warnings": ex.warnings,
             "meta": ex.meta, "status": "partial" if ex.children else "ok", "depth": depth,
-            "seconds": time.perf_counter() - t0}]
+            "tables": ex.tables or [], "table_notes": ex.table_notes, "seconds": time.perf_counter() - t0}]
     for child in ex.children:
         child_rel = f"{rel}!/{child.name}"
         if depth + 1 > limits.max_depth:
@@ -168,17 +149,12 @@ class Ingester:
     def __init__(self, cfg: Config, pile: Pile):
         self.cfg, self.pile = cfg, pile
         self.limits = limits_of(cfg)
-        self._count = None
         self.counts = Counter()
         self.formats = Counter()
         self.format_bytes = Counter()
         self.format_seconds = Counter()
         self.skipped: list[dict] = []
         self.warnings: list[dict] = []
-
-    def count(self, texts: list[str]) -> list[int]:
-        self._count = self._count or token_counter(self.cfg.student.model)  # loaded once, when first needed
-        return self._count(texts)
 
     def skip(self, rel: str, reason: str) -> None:
         """Leave a file out, with its reason; an older version of it leaves the pile too."""
@@ -210,11 +186,6 @@ class Ingester:
             self.skip(rel, f"cannot read it ({e.strerror or e})")
             return None
 
-    def file(self, path: Path, rel: str, sha: str, size: int) -> None:
-        data = self.read(path, rel, sha, size)
-        if data is not None:
-            self.store(prepare(self.cfg, self.limits, self.count, rel, data, sha))
-
     def store(self, items: list[dict]) -> None:
         """Write one file's prepared documents (and skips) into the pile, in order."""
         for it in items:
@@ -228,7 +199,8 @@ class Ingester:
             old = self.pile.document(rel) if it["depth"] == 0 else None
             self.pile.replace_document(rel, it["sha"], it["format"], it["converter"], it["size"], it["text"],
                                        it["chunks"], parent=it["parent"], relation=it["relation"],
-                                       warnings=it["warnings"], meta=it["meta"], status=it["status"])
+                                       warnings=it["warnings"], meta=it["meta"], status=it["status"],
+                                       tables=it["tables"], table_notes=it["table_notes"])
             for w in it["warnings"]:
                 self.warnings.append({"path": rel, "warning": w})
                 self.pile.log(rel, "warning", w)
@@ -238,6 +210,25 @@ class Ingester:
             self.pile.log(rel, "converted", f"{it['format']} by {it['converter']}: {len(it['chunks'])} chunks")
             self.counts["contained" if it["depth"] else ("added" if old is None else "updated")] += 1
 
+
+def changed_since_ingest(pile: Pile, root: Path, paths: list[str]) -> dict[str, str]:
+    """Of these pile documents, those whose source is no longer the file ingest read, with the reason:
+    the file in the workspace (for an archive member or an attachment, its outermost container) has
+    another sha256 than the pile holds. A file gone from the workspace has not changed: the pile keeps
+    what was read from it until the next ingest marks it gone."""
+    seen: dict[str, bool] = {}
+    out = {}
+    for path in paths:
+        top = path.split("!/", 1)[0]
+        if top not in seen:
+            doc, file = pile.document(top), root / top
+            try:
+                seen[top] = doc is not None and file.is_file() and sha256_file(file) != doc["sha256"]
+            except OSError:  # unreadable now: nothing says it changed
+                seen[top] = False
+        if seen[top]:
+            out[path] = "it changed since it was ingested" + (f" (its container {top} did)" if top != path else "")
+    return out
 
 
 def reason_kind(reason: str) -> str:

@@ -5,22 +5,48 @@
               Later stages sample unique chunks only.
   embeddings  all-MiniLM-L6-v2 (embedded, offline) for unique chunks that
               have none yet, so an incremental ingest embeds only what is new;
-              a duplicate is represented by the chunk it copies.
+              a duplicate is represented by the chunk it copies. The executor's
+              workers embed (`EmbedWorker`: here, or on a cluster's nodes) and
+              the vectors are stored here as each slice comes back.
   topics      the unique chunks clustered; each topic gets a readable label
               from its distinctive terms, a size and example chunks. Later
               stages spread their samples over topics.
 """
 from __future__ import annotations
 
+import os
 import time
-
+from typing import Callable
 
 from ..core.config import Config
-from .pile import Pile
+from ..core.executor import Shard, failure
 from ..core.progress import bar
 from ..core.workspace import Context
+from .pile import Pile
 
 DOC_CHARS_FOR_DEDUP = 200_000  # longer documents are compared on their first 200k characters
+SLICE = 2048  # chunks embedded and stored at a time in one process: a kill loses at most one slice
+
+
+class EmbedWorker:
+    """Embeds chunk texts wherever the executor runs it. `progress(n)` (only in this process: a
+    callback cannot travel to a node) hears how many texts of the current slice are done."""
+
+    def __init__(self, model: str, threads: int | None, max_tokens: int | None,
+                 progress: Callable[[int], None] | None = None):
+        self.error, self.progress = None, progress
+        try:
+            from .embed import Embedder
+
+            self.emb = Embedder(model, threads=threads, max_tokens=max_tokens)
+        except Exception as e:  # reported by ready()
+            self.error = failure(e)
+
+    def ready(self) -> dict:
+        return {"error": self.error} if self.error else {"pid": os.getpid()}
+
+    def run(self, texts: list[str]):
+        return self.emb.encode(texts, progress=self.progress)
 
 
 def organise(cfg: Config, pile: Pile, ctx: Context) -> dict:
@@ -52,24 +78,10 @@ def organise(cfg: Config, pile: Pile, ctx: Context) -> dict:
 
     todo = pile.chunks_without_embedding()
     if todo:
-        from .embed import Embedder, to_blob
-
         t0 = time.perf_counter()
-        emb = Embedder(cfg.ingest.embed_model, threads=ctx.threads, max_tokens=cfg.ingest.embed_max_tokens)
-        with bar(ctx.console) as progress:
-            task = progress.add_task("embed", total=len(todo), info=emb.name)
-            if getattr(ctx, "cluster", None) is not None:  # on the nodes, stored here as shards come back
-                from ..cluster.ingest import embed
-
-                out["cluster"] = embed(ctx, cfg, pile, todo, progress, task)
-            else:
-                step = 2048  # store as we go: a kill loses at most one slice
-                for i in range(0, len(todo), step):
-                    part = todo[i:i + step]
-                    base = i
-                    vecs = emb.encode([t for _, t in part],
-                                      progress=lambda n, b=base: progress.update(task, completed=b + n))
-                    pile.set_embeddings([(cid, to_blob(v)) for (cid, _), v in zip(part, vecs)])
+        spread = embed(cfg, ctx, pile, todo)
+        if spread is not None:
+            out["cluster"] = spread
         secs = time.perf_counter() - t0
         timings["embed_seconds"] = round(secs, 2)
         timings["embed_chunks_per_s"] = round(len(todo) / max(secs, 1e-9), 1)
@@ -79,6 +91,34 @@ def organise(cfg: Config, pile: Pile, ctx: Context) -> dict:
     out["topics"] = cluster_topics(cfg, pile)
     timings["topics_seconds"] = round(time.perf_counter() - t0, 2)
     return out | {"timings": timings}
+
+
+def embed(cfg: Config, ctx: Context, pile: Pile, todo: list[tuple[int, str]]) -> dict | None:
+    """Embed `todo` ([(chunk id, text)]) with the executor's workers and store the vectors as each slice
+    comes back. Returns what each node did when they were a cluster's."""
+    from .embed import resolve_embedder, to_blob
+
+    ex = ctx.executor
+    k = cfg.cluster.embed_batch if ex.distributed else SLICE
+    shards = [Shard(f"chunks-{i:07d}", len(todo[i:i + k]), i) for i in range(0, len(todo), k)]
+    done_n = [0]
+    with bar(ctx.console) as progress:
+        task = progress.add_task("embed", total=len(todo), info=resolve_embedder(cfg.ingest.embed_model)[0])
+
+        def done(shard: Shard, vecs) -> None:
+            part = todo[shard.payload:shard.payload + k]
+            pile.set_embeddings([(cid, to_blob(v)) for (cid, _), v in zip(part, vecs)])
+            done_n[0] += len(part)
+            progress.update(task, completed=done_n[0])
+
+        tick = None if ex.distributed else (lambda n: progress.update(task, completed=done_n[0] + n))
+        pool = ex.pool("embed", EmbedWorker, (cfg.ingest.embed_model, ex.worker_threads(ctx.threads),
+                                              cfg.ingest.embed_max_tokens, tick))
+        try:
+            pool.map(shards, done, load=lambda s: [t for _, t in todo[s.payload:s.payload + k]])
+            return pool.report()
+        finally:
+            pool.close()
 
 
 def cluster_topics(cfg: Config, pile: Pile) -> int:

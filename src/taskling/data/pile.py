@@ -9,8 +9,11 @@
                MinHash signature, embedding, topic, duplicate-of
   chunks_fts   FTS5 index over chunk text
   topics       clusters of chunks: label, distinctive terms, size, examples
+  tables       the tables its converter read from a document: number, name, header
+  table_rows   their rows: locator, cells, the chunk that holds the row
   ingest_log   what happened to each file, and why
 The pile is derived from the sources: an older schema is rebuilt, not migrated.
+A document, its chunks and its tables are written in one transaction.
 """
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-SCHEMA_VERSION = 2
+from .formats import Table
+
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY,
@@ -42,6 +47,7 @@ CREATE TABLE IF NOT EXISTS documents (
     dup_method TEXT,                            -- exact | near
     dup_similarity REAL,
     status TEXT NOT NULL DEFAULT 'ok',          -- ok | partial (children pending) | gone
+    table_notes TEXT NOT NULL DEFAULT '[]',     -- JSON list: what reading its tables left out, and why
     ingested_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id);
@@ -62,7 +68,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     dup_method TEXT,
     dup_similarity REAL
 );
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ord);
 CREATE INDEX IF NOT EXISTS chunks_topic ON chunks(topic_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, content='chunks', content_rowid='id');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
@@ -79,6 +85,22 @@ CREATE TABLE IF NOT EXISTS topics (
     examples TEXT NOT NULL,                     -- JSON list of chunk keys
     embed_model TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS tables (
+    id INTEGER PRIMARY KEY,
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL,                       -- the table's number in its document, from 1
+    name TEXT,                                  -- sheet, caption or nearest heading
+    header TEXT NOT NULL,                       -- JSON list; [] when the first row is data
+    UNIQUE (doc_id, ord)
+);
+CREATE TABLE IF NOT EXISTS table_rows (
+    table_id INTEGER NOT NULL REFERENCES tables(id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL,
+    locator TEXT NOT NULL,                      -- row 14, 'Sheet1' row 5, record 3, line 3, table 2, row 14
+    cells TEXT NOT NULL,                        -- JSON list of cell texts
+    chunk_ord INTEGER,                          -- chunks.ord of the document's chunk that holds the row
+    PRIMARY KEY (table_id, ord)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ingest_log (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -113,6 +135,20 @@ class Chunk:
             "end_char": self.end_char,
             "locator": self.locator,
         }
+
+
+@dataclass(frozen=True)
+class PileTable:
+    """A document's table as the pile holds it: its number in the document (from 1), name, header
+    and rows of cell texts with their locators; per row, the key of the chunk that holds it (None
+    when none does) and that chunk's topic."""
+    index: int
+    name: str | None
+    header: list[str]
+    rows: list[list[str]]
+    locators: list[str]
+    chunks: list[str | None]
+    topics: list[int | None]
 
 
 def now() -> str:
@@ -174,8 +210,10 @@ class Pile:
     def replace_document(self, path: str, sha256: str, fmt: str, converter: str, size: int, text: str,
                          chunks: list[dict], *, parent: str | None = None, relation: str = "",
                          warnings: list[str] | None = None, meta: dict | None = None,
-                         signatures: list[bytes | None] | None = None, status: str = "ok") -> int:
-        """Insert or replace a document, its chunks and everything it contained, in one transaction."""
+                         signatures: list[bytes | None] | None = None, status: str = "ok",
+                         tables: list[Table] | None = None, table_notes: list[str] | None = None) -> int:
+        """Insert or replace a document, its chunks, its tables and everything it contained, in one
+        transaction. A table's `chunks` are ordinals into `chunks`."""
         with self.transaction() as db:
             db.execute("DELETE FROM documents WHERE path=? OR path LIKE ? ESCAPE '\\'",
                        (path, _like_prefix(path + "!/")))
@@ -185,9 +223,10 @@ class Pile:
                 parent_id = row[0] if row else None
             cur = db.execute(
                 "INSERT INTO documents(path, sha256, format, converter, size, n_chars, text, parent_id, relation,"
-                " warnings, meta, status, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " warnings, meta, status, table_notes, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (path, sha256, fmt, converter, size, len(text), text, parent_id, relation,
-                 json.dumps(warnings or []), json.dumps(meta or {}, default=str), status, now()),
+                 json.dumps(warnings or []), json.dumps(meta or {}, default=str), status,
+                 json.dumps(table_notes or [], ensure_ascii=False), now()),
             )
             doc_id = cur.lastrowid
             sigs = signatures or [None] * len(chunks)
@@ -197,6 +236,13 @@ class Pile:
                 [(chunk_key(path, sha256, i), doc_id, i, c["start"], c["end"], c["n_tokens"], c["locator"],
                   text[c["start"]:c["end"]], sig) for i, (c, sig) in enumerate(zip(chunks, sigs))],
             )
+            for n, t in enumerate(tables or [], 1):
+                table_id = db.execute("INSERT INTO tables(doc_id, ord, name, header) VALUES (?,?,?,?)",
+                                      (doc_id, n, t.name, json.dumps(t.header, ensure_ascii=False))).lastrowid
+                placed = t.chunks or [None] * len(t.rows)
+                db.executemany("INSERT INTO table_rows(table_id, ord, locator, cells, chunk_ord) VALUES (?,?,?,?,?)",
+                               [(table_id, k, loc, json.dumps(cells, ensure_ascii=False), at)
+                                for k, (loc, cells, at) in enumerate(zip(t.locators, t.rows, placed), 1)])
         return doc_id
 
     def set_status(self, path: str, status: str) -> None:
@@ -209,6 +255,7 @@ class Pile:
             for p in paths:
                 db.execute("DELETE FROM documents WHERE path LIKE ? ESCAPE '\\'", (_like_prefix(p + "!/"),))
                 db.execute("DELETE FROM chunks WHERE doc_id IN (SELECT id FROM documents WHERE path=?)", (p,))
+                db.execute("DELETE FROM tables WHERE doc_id IN (SELECT id FROM documents WHERE path=?)", (p,))
                 db.execute("UPDATE documents SET status='gone', dup_of=NULL WHERE path=?", (p,))
 
     def log(self, path: str, action: str, detail: str = "") -> None:
@@ -218,6 +265,11 @@ class Pile:
     def live_paths(self, top_level_only: bool = True) -> list[str]:
         sql = "SELECT path FROM documents WHERE status!='gone'" + (" AND parent_id IS NULL" if top_level_only else "")
         return [r[0] for r in self.db.execute(sql + " ORDER BY path")]
+
+    def documents(self) -> list[sqlite3.Row]:
+        """Live documents in path order: id, path, sha256, format, parent_id and table_notes (a JSON list)."""
+        return self.db.execute("SELECT id, path, sha256, format, parent_id, table_notes FROM documents"
+                               " WHERE status='ok' ORDER BY path").fetchall()
 
     def snapshot(self) -> list[tuple[str, str]]:
         """(path, sha256) of every live document: what later stages depend on."""
@@ -351,6 +403,30 @@ class Pile:
         top = np.argsort(-sims)[:limit]
         chunks = {c.id: c for c in self.chunks_by_id([ids[i] for i in top])}
         return [(chunks[ids[i]], float(sims[i])) for i in top if ids[i] in chunks]
+
+    # -- tables --------------------------------------------------------------
+    def tables(self, doc_id: int) -> list[PileTable]:
+        """A document's tables in order, each row with the chunk that holds it and that chunk's topic."""
+        rows = self.db.execute(
+            "SELECT t.ord AS n, t.name, t.header, r.locator, r.cells, c.key, c.topic_id FROM tables t"
+            " JOIN table_rows r ON r.table_id=t.id LEFT JOIN chunks c ON c.doc_id=t.doc_id AND c.ord=r.chunk_ord"
+            " WHERE t.doc_id=? ORDER BY t.ord, r.ord", (doc_id,))
+        out: list[PileTable] = []
+        for r in rows:
+            if not out or out[-1].index != r["n"]:
+                out.append(PileTable(r["n"], r["name"], json.loads(r["header"]), [], [], [], []))
+            t = out[-1]
+            t.rows.append(json.loads(r["cells"]))
+            t.locators.append(r["locator"])
+            t.chunks.append(r["key"])
+            t.topics.append(r["topic_id"])
+        return out
+
+    def paths_with_tables(self, limit: int) -> list[str]:
+        """The first `limit` live documents, by path, that hold a table."""
+        return [r[0] for r in self.db.execute(
+            "SELECT path FROM documents d WHERE status='ok' AND EXISTS (SELECT 1 FROM tables t WHERE t.doc_id=d.id)"
+            " ORDER BY path LIMIT ?", (limit,))]
 
     def log_rows(self, limit: int = 100) -> list[dict]:
         return [dict(r) for r in self.db.execute("SELECT * FROM ingest_log ORDER BY id DESC LIMIT ?", (limit,))]

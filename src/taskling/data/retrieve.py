@@ -6,17 +6,15 @@ FTS5 (BM25) and embedding cosine each rank the pile; reciprocal rank fusion (RRF
 merges the two lists, so a chunk that is near the top of either comes first and one near
 the top of both comes before it. Without embeddings (ingest.embed: false) it is FTS5 alone.
 
-For answer and extract tasks, evaluate's `teacher-retrieval` system asks the teacher with
-these chunks in its prompt, then checks its answer against them (`check`): an extract
-value that occurs in none of the retrieved text is dropped (set to null), an answer gets
-`supported` True when its words are found in one span of them. So the report shows what
-the teacher knows *with* the documents, the bar the student, which answers without
-them, has to reach.
+For task types that check it (TaskType.retrieval_check: answer, extract), evaluate's
+`teacher-retrieval` system asks the teacher with these chunks in its prompt
+(`tasks.with_context`), then checks its answer against them (TaskType.check_retrieved). So
+the report shows what the teacher knows *with* the documents, the bar the student, which
+answers without them, has to reach.
 """
 from __future__ import annotations
 
 from .pile import Chunk, Pile
-from ..tasks import document_block, locate
 
 # Words that match nearly every chunk: left out of the FTS5 query (BM25 would rank on them when a
 # question shares no content word with the documents, and that ranking would count in the fusion).
@@ -45,31 +43,3 @@ def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
     by_meaning = {c.key: r for r, (c, _) in enumerate(rankings[-1])} if embedder is not None else {}
     best = sorted(scores, key=lambda key: (-round(scores[key], 12), by_meaning.get(key, CANDIDATES), key))[:k]
     return [chunks[key] for key in best]
-
-
-def with_context(messages: list[dict], chunks: list[Chunk]) -> list[dict]:
-    """The conversation with the retrieved chunks put before the last user turn."""
-    if not chunks:
-        return messages
-    last = messages[-1]
-    lead = ("Answer from these documents; if they do not contain the answer, say so.\n\n"
-            f"{document_block(chunks)}\n\n")
-    return messages[:-1] + [{**last, "content": lead + last["content"]}]
-
-
-def check(task_type: str, parsed, chunks: list[Chunk]) -> tuple[object, dict]:
-    """The answer constrained to the retrieved text: (answer, {"supported": ..., "dropped": [...]})."""
-    text = " ".join(c.text for c in chunks).lower()
-    if task_type == "extract" and isinstance(parsed, dict):
-        kept, dropped = {}, []
-        for field, value in parsed.items():
-            if value is None or str(value).strip().lower() in text:
-                kept[field] = value
-            else:
-                kept[field] = None
-                dropped.append(field)
-        return kept, {"supported": not dropped, "dropped": dropped}
-    if task_type == "answer" and isinstance(parsed, str) and parsed.strip():
-        return parsed, {"supported": locate(chunks, parsed) is not None or parsed.strip().lower() in text,
-                        "dropped": []}
-    return parsed, {"supported": None, "dropped": []}

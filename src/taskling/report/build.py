@@ -9,11 +9,12 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..core.manifests import BY_STAGE, CurateManifest, GenerateManifest
+from ..core.workspace import STAGES, Context, atomic_write_json, atomic_write_text, read_jsonl
+from ..data.pile import Pile
 from ..teacher import allocate
 from ..teacher.allocate import arm_label
 from ..teacher.calls import CallLog
-from ..data.pile import Pile
-from ..core.workspace import STAGES, Context, atomic_write_json, atomic_write_text, read_jsonl, read_manifest
 
 # What the report keeps of each arm an analyse stage weighed (analysis.json has more).
 ARM_FIELDS = ("name", "dev_items", "dev_errors", "error_mean", "uncertainty", "keep_rate", "weight", "jobs_total",
@@ -27,14 +28,13 @@ def topic_names(ctx: Context) -> dict:
         return {t["id"]: t["label"] for t in pile.topics()}
 
 
-def arm_spend(generate: dict, curate: dict, topics: dict) -> list[dict]:
+def arm_spend(generate: GenerateManifest | None, curate: CurateManifest | None, topics: dict) -> list[dict]:
     """Per arm of a generate manifest: its jobs, examples, what curate kept, tokens and cost
     (the report's spend per arm, and each round's arms in the loop)."""
-    kept = curate.get("kept_by_arm") or {}
-    return [{"arm": r["arm"], "name": arm_label(tuple(r["arm"]), topics), "jobs": r["jobs"],
-             "seeded_jobs": r.get("seeded_jobs", 0), "examples": r["examples"],
-             "kept": kept.get(allocate.arm_key(r["arm"]), 0), "tokens": r.get("tokens"), "cost": r.get("cost")}
-            for r in generate.get("jobs_by_arm", [])]
+    kept = curate.kept_by_arm if curate else {}
+    return [{"arm": r.arm, "name": arm_label(tuple(r.arm), topics), "jobs": r.jobs, "seeded_jobs": r.seeded_jobs,
+             "examples": r.examples, "kept": kept.get(allocate.arm_key(r.arm), 0), "tokens": r.tokens, "cost": r.cost}
+            for r in (generate.jobs_by_arm if generate else [])]
 
 
 def loop_state(ctx: Context) -> dict | None:
@@ -55,61 +55,36 @@ def build(ctx: Context) -> dict:
     """Everything the finished stages of `ctx.round` wrote (a run rebuilt by `taskling report` shows
     the round the loop exported), and the loop's rounds."""
     cfg = ctx.cfg
-    from .. import tasks
+    from ..core import tasktype
 
     rep: dict = {"run_id": ctx.run_id, "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "task": {"name": cfg.task.name, "type": cfg.task.type, "description": cfg.task.description,
-                          "metric": tasks.get(cfg.task).METRIC}, "stages": []}
-    manifests = {}
-    for s in STAGES:
-        m = read_manifest(ctx.stage_dir(s))
-        if m:
-            manifests[s] = m
-            rep["stages"].append({"stage": s, "round": m.get("round", 0), "seconds": m.get("seconds"),
-                                  "skipped": False, "counts": m.get("counts", {})})
+                          "metric": tasktype.get(cfg.task.type).metric}, "stages": []}
+    manifests = {s: m for s in STAGES if (m := BY_STAGE[s].read(ctx.stage_dir(s))) is not None}
+    rep["stages"] = [{"stage": s, "round": m.round, "seconds": m.seconds, "skipped": False,
+                      "counts": m.counts.model_dump(mode="json", exclude_unset=True)} for s, m in manifests.items()]
     if "generate" in manifests:
         g = manifests["generate"]
-        rep["generation"] = {k: g.get(k) for k in ("stopped", "rates", "failures_by_kind", "examples_by_arm",
-                                                   "teacher_health", "counts")}
-        rep["generation"]["spend_by_arm"] = arm_spend(g, manifests.get("curate") or {}, topic_names(ctx))
+        rep["generation"] = {"stopped": g.stopped, "rates": g.rates, "failures_by_kind": g.failures_by_kind,
+                             "examples_by_arm": g.examples_by_arm, "teacher_health": g.teacher_health,
+                             "counts": g.counts.model_dump(mode="json", exclude_unset=True),
+                             "spend_by_arm": arm_spend(g, manifests.get("curate"), topic_names(ctx))}
     if "curate" in manifests:
-        rep["funnel"] = manifests["curate"].get("funnel", [])
-        rep["rejections"] = manifests["curate"].get("rejections", {})
-        rep["split"] = {k: v for k, v in manifests["curate"].get("split", {}).items() if k != "held_out_units"}
         c = manifests["curate"]
-        rep["curation"] = {k: c.get(k) for k in ("rejected_samples", "labels", "topics", "grounding", "judge", "pii",
-                                                 "review", "language")}
+        rep["funnel"] = [f.model_dump(mode="json") for f in c.funnel]
+        rep["rejections"] = c.rejections
+        rep["split"] = c.split.model_dump(mode="json", exclude_unset=True, exclude={"held_out_units"})
+        rep["curation"] = {"rejected_samples": c.rejected_samples, "labels": c.labels, "topics": c.topics,
+                           "grounding": c.grounding, "judge": c.judge, "pii": c.pii, "review": c.review,
+                           "language": c.language}
     if "train" in manifests:
-        t = manifests["train"]
-        loss = {}
-        lp = ctx.stage_dir("train") / "loss.json"
-        if lp.exists():
-            loss = json.loads(lp.read_text())
-        rep["training"] = {"loss": loss.get("loss", []), "eval_loss": loss.get("eval_loss", []),
-                           "steps": t["counts"].get("steps"), "planned_steps": t["counts"].get("planned_steps"),
-                           "tokens_per_s": t.get("tokens_per_s"), "seconds": t.get("train_seconds"),
-                           "trainable_params": t["counts"].get("trainable_params"),
-                           **{k: t.get(k) for k in ("best_step", "best_eval_loss", "stopped_early", "stop_reason",
-                                                    "lr", "precision", "device", "mode")}}
+        rep["training"] = training(ctx, manifests["train"])
     if "evaluate" in manifests:
-        ev = manifests["evaluate"]
-        res = ev.get("results", {})
-        detail = ("per_label", "per_class", "confusion", "per_field")
-        rep["results"] = {s: {w: {k: v for k, v in r.items() if k not in detail} for w, r in per.items()}
-                          for s, per in res.items()}
-        rep["per_label"] = {s: {w: r.get("per_label", {}) for w, r in per.items() if r.get("per_label")}
-                            for s, per in res.items()}
-        rep["evaluation"] = {k: {s: {w: r[k] for w, r in per.items() if r.get(k)} for s, per in res.items()}
-                             for k in ("confusion", "per_class", "per_field")}
-        rep["evaluation"].update({"error_rates": ev.get("error_rates"), "constrained": ev.get("constrained"),
-                                  "systems": ev.get("systems")})
-        rep["failures"] = read_jsonl(ctx.stage_dir("evaluate") / "failures.jsonl")[:200]
-        rep["summary"] = summary(res, rep["task"]["metric"])
+        rep.update(evaluation(ctx, manifests["evaluate"], rep["task"]["metric"]))
     if "export" in manifests:
         e = manifests["export"]
-        rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.get("artifacts", []),
-                         "verified": e.get("verified_on"), "tolerance": e.get("tolerance"),
-                         "student_metric": e.get("student_metric"), "failed": e.get("failed")}
+        rep["export"] = {"dir": str(ctx.stage_dir("export")), "artifacts": e.artifacts, "verified": e.verified_on,
+                         "tolerance": e.tolerance, "student_metric": e.student_metric, "failed": e.failed}
     sources = label_sources(manifests)
     if sources:
         rep["label_sources"] = sources
@@ -128,8 +103,32 @@ def build(ctx: Context) -> dict:
         if log is not None:
             log.close()
     if manifests:
-        rep["versions"] = list(manifests.values())[-1].get("versions", {})
+        rep["versions"] = list(manifests.values())[-1].versions
     return rep
+
+
+def training(ctx: Context, t) -> dict:
+    """The train stage's curves and figures (loss.json and its manifest)."""
+    loss = _read_json(ctx.stage_dir("train") / "loss.json") or {}
+    return {"loss": loss.get("loss", []), "eval_loss": loss.get("eval_loss", []), "steps": t.counts.steps,
+            "planned_steps": t.counts.planned_steps, "tokens_per_s": t.tokens_per_s, "seconds": t.train_seconds,
+            "trainable_params": t.counts.trainable_params, "best_step": t.best_step,
+            "best_eval_loss": t.best_eval_loss, "stopped_early": t.stopped_early, "stop_reason": t.stop_reason,
+            "lr": t.lr, "precision": t.precision, "device": t.device, "mode": t.mode}
+
+
+def evaluation(ctx: Context, ev, metric: str) -> dict:
+    """The evaluate stage's results per set and system, the details apart, failures and the summary line."""
+    detail = ("per_label", "per_class", "confusion", "per_field")
+    results = {s: {w: r.model_dump(mode="json", exclude_unset=True, exclude=set(detail)) for w, r in per.items()}
+               for s, per in ev.results.items()}
+    return {"results": results,
+            "per_label": {s: {w: r.per_label for w, r in per.items() if r.per_label} for s, per in ev.results.items()},
+            "evaluation": {k: {s: {w: getattr(r, k) for w, r in per.items() if getattr(r, k)}
+                               for s, per in ev.results.items()} for k in ("confusion", "per_class", "per_field")}
+            | {"error_rates": ev.error_rates, "constrained": ev.constrained, "systems": ev.systems},
+            "failures": read_jsonl(ctx.stage_dir("evaluate") / "failures.jsonl")[:200],
+            "summary": summary(results, metric)}
 
 
 def _read_json(path: Path):
@@ -161,12 +160,13 @@ def cluster_work(manifests: dict) -> dict:
     """What the cluster did in each stage that ran on one: per-node work, work lost with nodes
     that died, rescheduled shards, training restarts."""
     out: dict = {}
-    ing = (manifests.get("ingest") or {}).get("cluster") or {}
+    ing = (manifests["ingest"].cluster if "ingest" in manifests else None) or {}
+    gen = manifests["generate"].cluster if "generate" in manifests else None
     for name, pool in (("ingest: convert", ing.get("convert")), ("ingest: embed", ing.get("embed")),
-                       ("generate: teacher", (manifests.get("generate") or {}).get("cluster"))):
+                       ("generate: teacher", gen)):
         if isinstance(pool, dict):
             out.setdefault("pools", []).append({"stage": name, **pool})
-    train = (manifests.get("train") or {}).get("cluster")
+    train = manifests["train"].cluster if "train" in manifests else None
     if isinstance(train, dict):
         out["training"] = train
     return out
@@ -182,9 +182,10 @@ def costs(log: CallLog | None, manifests: dict) -> dict:
         out = {k: sum(r[k] for r in rows) for k in ("calls", "prompt_tokens", "completion_tokens", "cost", "failed")}
         return {"calls": out["calls"], "input_tokens": out["prompt_tokens"], "output_tokens": out["completion_tokens"],
                 "money": round(out["cost"], 6), "failed": out["failed"]} if out["calls"] else None
-    seconds = {s: m.get("seconds") for s, m in manifests.items()}
+    seconds = {s: m.seconds for s, m in manifests.items()}
     teacher, judge = spent(("generate", "evaluate")), spent(("judge", "consistency"))
-    return {"teacher": teacher, "judge": judge, "train_seconds": manifests.get("train", {}).get("train_seconds"),
+    return {"teacher": teacher, "judge": judge,
+            "train_seconds": manifests["train"].train_seconds if "train" in manifests else None,
             "evaluate_seconds": seconds.get("evaluate"), "stage_seconds": seconds,
             "total_seconds": round(sum(v for v in seconds.values() if v), 1),
             "money_total": round(sum((x or {}).get("money") or 0 for x in (teacher, judge)), 6)}
@@ -221,24 +222,24 @@ def write(ctx: Context) -> tuple[Path, Path]:
 def label_sources(manifests: dict) -> dict | None:
     """The label model's sources (curate, label:): per source its coverage, estimated accuracy
     (with interval) and per label, its accuracy measured on gold, and the student beside them."""
-    lm = (manifests.get("curate") or {}).get("label_model")
-    if not lm:
+    lm = manifests["curate"].label_model if "curate" in manifests else None
+    if lm is None:
         return None
-    fit = lm.get("fit") or {}
+    fit = lm.fit or {}
     stats = {s.get("name"): s for s in fit.get("stats", []) if isinstance(s, dict)}
-    measured = lm.get("measured") or {}
+    measured = lm.measured
     rows = []
-    for name in lm.get("sources", []):
+    for name in lm.sources:
         st, m = stats.get(name, {}), measured.get(name, {})
         rows.append({"source": name, "coverage": st.get("coverage"), "votes": st.get("votes"),
                      "estimated": st.get("accuracy"), "estimated_ci": st.get("accuracy_ci"),
                      "measured": m.get("accuracy"), "measured_n": m.get("voted"),
                      "agreement": st.get("agreement"), "conflict": st.get("conflict"),
                      "per_label": {lab: v.get("accuracy") for lab, v in (st.get("per_label") or {}).items()}})
-    res = ((manifests.get("evaluate") or {}).get("results") or {}).get("gold") or {}
-    student = {w: res[w].get("metric") for w in ("student", "student-constrained", "teacher") if w in res}
-    return {"model": lm.get("model"), "items": lm.get("items"), "relabelled": lm.get("relabelled"),
-            "dropped_unsure": lm.get("dropped_unsure"), "calibrated_with_gold": lm.get("calibrated_with_gold"),
-            "gold_items": lm.get("gold_items"), "label_model_on_gold": measured.get("label_model"),
+    res = manifests["evaluate"].results.get("gold", {}) if "evaluate" in manifests else {}
+    student = {w: res[w].metric for w in ("student", "student-constrained", "teacher") if w in res}
+    return {"model": lm.model, "items": lm.items, "relabelled": lm.relabelled,
+            "dropped_unsure": lm.dropped_unsure, "calibrated_with_gold": lm.calibrated_with_gold,
+            "gold_items": lm.gold_items, "label_model_on_gold": measured.get("label_model"),
             "prior": fit.get("prior"), "sources": rows, "on_gold": student}
 

@@ -10,6 +10,9 @@ classify, `probability` (JSONL rows also get `probabilities`, per label).
 Rows are written a batch at a time and flushed to disk, so a run that is killed can
 be started again with the same command: rows already in the output are checked
 against the input and skipped, a torn last row is dropped, and the rest is appended.
+Batches are answered by the executor's workers (`PredictWorker`): in this process, or
+on a cluster's nodes (each loads the model, which must be readable there), and written
+here in row order.
 """
 from __future__ import annotations
 
@@ -22,11 +25,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import engine as eng
 from ..core.config import ServeCfg
 from ..core.errors import TasklingError
+from ..core.executor import Executor, LocalExecutor, Shard, failure, in_order
 from ..core.progress import bar
 from ..core.workspace import atomic_write_text, read_jsonl
+from .engine import NO_TASK
+from .outputs import served_decoding, task_outputs
+from .target import Target, load, resolve
 
 EXTRA = ("prediction", "probability")
 
@@ -125,24 +131,46 @@ def append(output: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+class PredictWorker:
+    """Answers rows with the served model wherever the executor runs it (the model file must be readable there)."""
+
+    def __init__(self, target: Target, threads: int | None):
+        self.error, self.engine = None, None
+        try:
+            self.target, self.engine = target, load(target, threads)
+        except Exception as e:  # reported by ready()
+            self.error = failure(e)
+
+    def ready(self) -> dict:
+        return {"error": self.error} if self.error else {"pid": os.getpid()}
+
+    def run(self, inputs: list[str]) -> list[dict]:
+        return task_outputs(self.engine, self.target.info, inputs)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
 def predict_file(path: Path, output: Path | None, target: str | None, root: Path, console: Console, *,
                  cfg: ServeCfg = ServeCfg(), backend: str | None = None, batch_size: int = 16,
-                 threads: int | None = None, cluster=None) -> dict:
-    """Answer every row of `path` with the task, appending to `output` as it goes. With a
-    cluster session, batches are answered by workers on its nodes (each loads the model,
-    which must be readable there) and written here in row order."""
+                 threads: int | None = None, executor: Executor | None = None) -> dict:
+    """Answer every row of `path` with the task, appending to `output` as it goes, one batch at a
+    time by the executor's workers (default: in this process)."""
+    executor = executor or LocalExecutor()
     path = Path(path)
     fmt = input_format(path)
     in_columns, rows = read_inputs(path)
     output = Path(output) if output else default_output(path)
     if output.resolve() == path.resolve():
         raise TasklingError(f"{output}: the output cannot be the input file; pass another --output")
-    t = eng.resolve(target, Path(root), backend or cfg.backend, cfg.quant, explicit=backend is not None)
+    t = resolve(target, Path(root), backend or cfg.backend, cfg.quant, explicit=backend is not None)
     for note in t.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    if t.info.get("type") not in eng.TASK_TYPES:
-        raise TasklingError(f"{t.source}: {eng.NO_TASK}")
-    columns = in_columns + ["prediction"] + (["probability"] if t.info.get("type") == "classify" else [])
+    decoding = served_decoding(t.info)
+    if decoding is None:
+        raise TasklingError(f"{t.source}: {NO_TASK}")
+    columns = in_columns + ["prediction"] + (["probability"] if decoding.labels is not None else [])
     done = len(done_rows(output, fmt, rows, columns if fmt == "csv" else None))
     t0, spread = time.perf_counter(), None
     if done < len(rows):
@@ -158,14 +186,17 @@ def predict_file(path: Path, output: Path | None, target: str | None, root: Path
                                       header=False))
                 progress.update(job, completed=starts[i] + len(batch))
 
-            if cluster is not None:
-                spread = predict_on_cluster(cluster, t, rows, starts, batch_size, write)
-            else:
-                with console.status(f"loading {t.path.name} ({t.backend})"):
-                    engine = eng.load(t, threads)
-                for i, b in enumerate(starts):
-                    write(i, eng.task_outputs(engine, t.info, [str(r["input"]) for r in rows[b:b + batch_size]]))
-                engine.close()
+            with console.status(f"loading {t.path.name} ({t.backend})"):
+                pool = executor.pool("predict", PredictWorker, (t, executor.worker_threads(threads)))
+            ordered = in_order(len(starts), write)
+            shards = [Shard(f"rows-{b:07d}", len(rows[b:b + batch_size]), i) for i, b in enumerate(starts)]
+            try:
+                pool.map(shards, lambda s, outs: ordered(s.payload, outs),
+                         load=lambda s: [str(r["input"]) for r in rows[starts[s.payload]:starts[s.payload] + batch_size]])
+                ordered.check()
+                spread = pool.report()
+            finally:
+                pool.close()
     seconds = time.perf_counter() - t0
     new = len(rows) - done
     console.print(f"predict: {new} rows answered" + (f", {done} already done" if done else "") + f" -> {output}")
@@ -174,20 +205,3 @@ def predict_file(path: Path, output: Path | None, target: str | None, root: Path
             "items_per_s": round(new / seconds, 2) if new and seconds > 0 else None,
             **({"cluster": spread} if spread else {})}
 
-
-def predict_on_cluster(session, t: eng.Target, rows: list[dict], starts: list[int], batch_size: int, write) -> dict:
-    """Batches answered on the cluster's nodes; `write(i, outputs)` called in batch order."""
-    from ..cluster import worker_threads
-    from ..cluster.pool import Shard, in_order
-    from ..cluster.workers import PredictWorker
-
-    pool = session.pool("predict", PredictWorker, (t, worker_threads(session.ccfg.cpus_per_worker)))
-    ordered = in_order(len(starts), write)
-    shards = [Shard(f"rows-{b:07d}", len(rows[b:b + batch_size]), i) for i, b in enumerate(starts)]
-    try:
-        pool.map(shards, lambda s, outs: ordered(s.payload, outs),
-                 load=lambda s: [str(r["input"]) for r in rows[starts[s.payload]:starts[s.payload] + batch_size]])
-        ordered.check()
-        return pool.report()
-    finally:
-        pool.close()

@@ -26,34 +26,38 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from ..teacher import allocate
-from ..student import infer
 from .. import tasks
-from ..teacher.allocate import arm_label
+from ..core import tasktype
+from ..core import stage
 from ..core.config import Config
-from ..data.pile import Chunk, Pile
+from ..core.manifests import AnalyseManifest, CurateManifest, GenerateManifest
 from ..core.progress import bar
-from ..core.workspace import Context, atomic_write_json, earlier, read_jsonl, read_manifest, run_stage, upstream
-from .generate import limits, per_call
-from .train import load_trained
+from ..core.stage import StageSpec
+from ..core.workspace import Context, atomic_write_json, read_jsonl
+from ..data.pile import Chunk, Pile
+from ..student import infer
+from ..student.trained import load_trained
+from ..teacher import allocate
+from ..teacher.allocate import arm_label
+from ..teacher.budget import limits, per_call
 
 PROBE_WORDS = 80  # an unlabelled chunk is shown to the student as an input of about this many words
 SEEDS_PER_FAILURE = 3  # one failure seeds at most this many jobs (each on other chunks near it)
 
 
-def settings_of(cfg: Config) -> dict:
-    loop = {k: v for k, v in cfg.section("loop").items() if k not in ("target", "patience", "confidence", "train",
-                                                                      "continue_steps")}
-    gen = {k: v for k, v in cfg.section("generate").items() if k in ("pool_per_label", "max_calls_factor",
-                                                                     "examples_per_call", "chunks_per_example")}
-    return {"task": cfg.section("task"), "loop": loop, "generate": gen, "seed": cfg.seed,
-            "budget": cfg.section("budget")}
+# The loop's stop rules and how later rounds train are not what the analysis weighs: not read.
+SPEC = StageSpec("analyse", manifest=AnalyseManifest, needs=("ingest",),
+                 earlier=("evaluate", "curate", "generate", "train"),
+                 reads=("task", "seed", "budget", "loop.rounds", "loop.policy", "loop.round_examples",
+                        "loop.failure_share", "loop.floor", "loop.uncertainty_weight", "loop.probe_chunks",
+                        "loop.dev_fraction", "generate.pool_per_label", "generate.max_calls_factor",
+                        "generate.examples_per_call", "generate.chunks_per_example"))
 
 
 def held_units(ctx: Context) -> tuple[str, set[str]]:
     """Round 0's held-out unit kind and units (eval and dev): never a grounding for new examples."""
-    split = (read_manifest(ctx.stage_dir("curate", 0)) or {}).get("split", {})
-    return split.get("unit", "document"), set(split.get("held_out_units", []))
+    first = CurateManifest.read(ctx.stage_dir("curate", 0))
+    return (first.split.unit, set(first.split.held_out_units)) if first else ("document", set())
 
 
 def unit_of(chunk: Chunk, unit: str) -> str:
@@ -80,11 +84,11 @@ def reliability(ctx: Context) -> dict:
     """Per arm, over all earlier rounds: examples asked of the teacher and kept by curation."""
     out: dict = defaultdict(lambda: {"tried": 0, "kept": 0})
     for r in range(ctx.round):
-        g = read_manifest(ctx.stage_dir("generate", r)) or {}
-        c = read_manifest(ctx.stage_dir("curate", r)) or {}
-        for row in g.get("jobs_by_arm", []):
-            out[tuple(row["arm"])]["tried"] += row["asked"]
-        for key, n in (c.get("kept_by_arm") or {}).items():
+        g = GenerateManifest.read(ctx.stage_dir("generate", r))
+        c = CurateManifest.read(ctx.stage_dir("curate", r))
+        for row in g.jobs_by_arm if g else []:
+            out[tuple(row.arm)]["tried"] += row.asked
+        for key, n in (c.kept_by_arm if c else {}).items():
             out[tuple(json.loads(key))]["kept"] += n
     return dict(out)
 
@@ -106,10 +110,10 @@ def probe(cfg: Config, ctx: Context, pools: dict, unit: str, held: set[str], pre
     picks = picks[:max(n, len(arms))]
     if not picks:
         return {}
-    task = tasks.get(cfg.task)
+    task = tasktype.get(cfg.task.type)
     system = task.system_prompt(cfg.task)
     infer.set_threads(ctx.threads)
-    model, tok = load_trained(ctx, cfg.student.model, round=prev)
+    model, tok = load_trained(ctx.stage_dir("train", prev), cfg.student.model)
     model.eval()
     labels = list(cfg.task.labels)
     values: dict = defaultdict(list)
@@ -118,12 +122,12 @@ def probe(cfg: Config, ctx: Context, pools: dict, unit: str, held: set[str], pre
         for b in range(0, len(picks), cfg.evaluate.batch_size):
             part = picks[b:b + cfg.evaluate.batch_size]
             convs = [tasks.student_messages(system, " ".join(c.text.split()[:PROBE_WORDS])) for _, c in part]
-            if cfg.task.type == "classify":
+            if task.labelled:
                 for (a, _), conv in zip(part, convs):
                     lp = infer.label_logprobs(model, tok, infer.chat_ids(tok, conv), labels, cfg.evaluate.batch_size)
                     values[a].append(normalised_entropy(lp))
             else:
-                outs = infer.generate(model, tok, convs, max_new_tokens=min(task.MAX_NEW_TOKENS, 64),
+                outs = infer.generate(model, tok, convs, max_new_tokens=min(task.max_new_tokens, 64),
                                       batch_size=cfg.evaluate.batch_size)
                 for (a, _), conv, o in zip(part, convs, outs):
                     if not o["text"]:
@@ -176,17 +180,15 @@ def seeds_for(failures: list[dict], n: int, pools: dict, pile: Pile, unit: str, 
     return out
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> AnalyseManifest:
     cfg = ctx.cfg
-    settings = settings_of(cfg)
-    inputs = upstream(ctx, "ingest") | earlier(ctx, "evaluate", "curate", "generate", "train")
     boosts = allocate.boosts_for(ctx.ws.boosts, ctx.round, ctx.run_id)
-    if boosts:  # only when there are some, so a workspace without boosts keeps its fingerprints
-        inputs["boosts"] = sorted([list(a), f] for a, f in boosts.items())
+    # only when there are some, so a workspace without boosts keeps its fingerprints
+    inputs = {"boosts": sorted([list(a), f] for a, f in boosts.items())} if boosts else {}
 
     def body(out: Path) -> dict:
         prev = ctx.round - 1
-        task = tasks.get(cfg.task)
+        task = tasktype.get(cfg.task.type)
         unit, held = held_units(ctx)
         dev, errors = dev_errors(ctx, prev)
         kept = reliability(ctx)
@@ -205,20 +207,21 @@ def run(ctx: Context) -> dict:
                 total = sum(weights.values()) or 1.0
                 weights = {a: w / total for a, w in weights.items()}
             k = per_call(cfg)
-            n_jobs = math.ceil(limits(cfg, ctx)["examples"] * cfg.generate.max_calls_factor / k)
+            n_jobs = math.ceil(limits(ctx)["examples"] * cfg.generate.max_calls_factor / k)
             failures = [d for d in dev if d["score"] < 1.0]
             failures.sort(key=lambda d: (-weights.get(tuple(d["arm"]), 0.0), str(d.get("id"))))
             rng = random.Random(f"{cfg.seed}:analyse:{ctx.round}")
             n_seeded = min(round(cfg.loop.failure_share * n_jobs), SEEDS_PER_FAILURE * len(failures))
-            width = k if getattr(task, "ONE_INPUT_PER_CHUNK", False) else cfg.generate.chunks_per_example
+            width = k if task.one_input_per_chunk else cfg.generate.chunks_per_example
             seeded = seeds_for(failures, n_seeded, pools, pile, unit, held, width, rng)
         counts = allocate.split_random(n_jobs - len(seeded), weights, rng)
         seeded_per_arm: dict = defaultdict(int)
         for s in seeded:
             seeded_per_arm[tuple(s["arm"])] += 1
-        before = read_manifest(ctx.stage_dir("analyse", prev)) if prev > 0 else None
-        known = ({tuple(a["arm"]) for a in before["arms"]} if before else
-                 {tuple(a) for a in (read_manifest(ctx.stage_dir("generate", 0)) or {}).get("pool_arms", [])})
+        before = AnalyseManifest.read(ctx.stage_dir("analyse", prev)) if prev > 0 else None
+        first = GenerateManifest.read(ctx.stage_dir("generate", 0))
+        known = ({tuple(a.arm) for a in before.arms} if before else
+                 {tuple(a) for a in (first.pool_arms if first else [])})
         post = allocate.posteriors(sizes, feedback)
         rows = []
         for a in sorted(pools, key=str):
@@ -260,7 +263,7 @@ def run(ctx: Context) -> dict:
                 **{k: analysis[k] for k in ("arms", "allocation", "dev", "uncertainty", "new_arms", "why")},
                 "outputs": ["analysis.json"]}
 
-    return run_stage(ctx, "analyse", settings, inputs, body)
+    return stage.run(ctx, SPEC, body, inputs=inputs)
 
 
 def explain(rows: list[dict], top: int = 3) -> list[str]:

@@ -25,25 +25,33 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..student import infer
-from ..tasks import metrics
 from .. import tasks
-from ..teacher.backends import Logged, Request
-from ..cluster import open_for
-from ..teacher.calls import CallLog
+from ..core import tasktype
+from ..core import stage
 from ..core.config import Config, Price
-from ..student.models import dir_size_mb, load_causal_lm, model_size_mb, resolve_gguf, resolve_hf
+from ..core.manifests import EvaluateManifest
+from ..core.stage import StageSpec
+from ..core.workspace import Context, atomic_write_json, read_jsonl, sha256_file, write_jsonl
+from ..curation.gold import load_gold
 from ..data.pile import Pile
-from ..core.workspace import Context, atomic_write_json, read_jsonl, run_stage, sha256_file, upstream, write_jsonl
-from .curate import load_gold
-from .train import load_trained, trained_dir
+from ..serving.systems import conversations, predict_local, predict_teacher
+from ..student import infer
+from ..student.models import dir_size_mb, load_causal_lm, model_size_mb, resolve_gguf, resolve_hf
+from ..student.trained import load_trained, trained_dir
+from ..tasks import metrics
+from ..teacher.backends import Logged, open_for
+from ..teacher.calls import CallLog
+
+SPEC = StageSpec("evaluate", reads=("task", "student", "teacher", "evaluate", "seed"), manifest=EvaluateManifest,
+                 needs=("curate", "train"))
 
 
 def systems(cfg: Config) -> list[str]:
+    kind = tasktype.get(cfg.task.type)
     out = list(cfg.evaluate.models)
-    if cfg.task.type in ("classify", "extract") and cfg.evaluate.constrained:
+    if kind.decoding(cfg.task).constrained and cfg.evaluate.constrained:
         out += [f"{w}-constrained" for w in ("student", "base") if w in cfg.evaluate.models]
-    if cfg.task.type in ("answer", "extract") and cfg.evaluate.teacher_retrieval and "teacher" in cfg.evaluate.models:
+    if kind.retrieval_check and cfg.evaluate.teacher_retrieval and "teacher" in cfg.evaluate.models:
         out.append("teacher-retrieval")
     return out
 
@@ -52,68 +60,39 @@ def retrieval_conversations(cfg: Config, ctx: Context, task, items: list[dict]) 
     """The teacher's few-shot conversations with the pile chunks nearest each input put in front
     (retrieve.py), and those chunks (what its answers are checked against)."""
     from ..data.embed import Embedder
-    from ..data.retrieve import retrieve, with_context
+    from ..data.retrieve import retrieve
 
     emb = Embedder(cfg.ingest.embed_model, ctx.threads, max_tokens=cfg.ingest.embed_max_tokens) \
         if cfg.ingest.embed else None
     with Pile(ctx.ws.pile_db) as pile:
         found = [retrieve(pile, str(it["input"]), cfg.evaluate.teacher_retrieval, emb) for it in items]
-    return [with_context(task.teacher_eval_messages(cfg.task, it["input"]), ch) for it, ch in zip(items, found)], found
-
-
-def conversations(cfg: Config, task, who: str, items: list[dict]) -> list[list[dict]]:
-    if who.startswith("base-fewshot") or who == "teacher":
-        return [task.teacher_eval_messages(cfg.task, it["input"]) for it in items]
-    return [tasks.student_messages(task.system_prompt(cfg.task), it["input"]) for it in items]
-
-
-def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Config) -> list[dict]:
-    if who.endswith("-constrained") and cfg.task.type == "classify":
-        return infer.choose(model, tok, convs, list(cfg.task.labels), batch_size=cfg.evaluate.batch_size)
-    schema = task.student_schema(cfg.task) if who.endswith("-constrained") else None
-    return infer.generate(model, tok, convs, max_new_tokens=task.MAX_NEW_TOKENS, batch_size=cfg.evaluate.batch_size,
-                          json_schema=schema)
+    convs = [task.teacher_eval_messages(cfg.task, it["input"]) for it in items]
+    return [tasks.with_context(c, ch) for c, ch in zip(convs, found)], found
 
 
 def checked(cfg: Config, task, rows: list[dict], found: list[list]) -> None:
     """Each retrieval answer checked against its chunks, in place: extract values not in them are
     set to null; `supported` and the chunks it saw are recorded."""
-    from ..data.retrieve import check
-
     for row, chunks in zip(rows, found):
         parsed = task.parse_output(cfg.task, row["output"])
-        fixed, info = check(cfg.task.type, parsed, chunks)
+        fixed, info = task.check_retrieved(cfg.task, parsed, chunks)
         if info["dropped"]:
             row["raw_output"], row["output"] = row["output"], tasks.output_text(fixed)
         row.update(supported=info["supported"], dropped=info["dropped"], retrieved=[c.key for c in chunks])
 
 
-def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:
-    reqs = [Request(c, max_tokens=task.MAX_NEW_TOKENS, temperature=0.0) for c in convs]
-    # Cached replies cost nothing now; latency is that of the original call.
-    return [{"text": r.text if r.error is None else "", "prompt_tokens": r.prompt_tokens,
-             "completion_tokens": r.completion_tokens, "latency_s": r.latency_s, "cost": r.cost}
-            for r in backend.generate(reqs)]
-
-
 def score_set(task, cfg: Config, items: list[dict], rows: list[dict], sources: list[str | None], seed: int) -> dict:
     preds = [task.parse_output(cfg.task, r["output"]) for r in rows]
     expected = [it["output"] for it in items]
-    kind = cfg.task.type
-    extra = {"labels": list(cfg.task.labels)} if kind == "classify" else {}
-    if kind == "extract":
-        extra["fields"] = list(task.fields(cfg.task)) or None
-    if kind == "answer":
-        extra["sources"] = sources
-    summ = metrics.summarize(kind, expected, preds, seed=seed, **extra)
-    scores = metrics.item_scores(kind, expected, preds, **({"fields": extra["fields"]} if kind == "extract" else {}))
-    head = task.METRIC
+    summ = task.summarize(cfg.task, expected, preds, sources, seed=seed)
+    scores = task.item_scores(cfg.task, expected, preds)
+    head = task.metric
     lo, hi = summ["cis"].get(head, [None, None])
     lat = sorted(r.get("seconds", 0.0) * 1000 for r in rows)
     secs = sum(r.get("seconds", 0.0) for r in rows)
     n = len(rows)
     per_label: dict[str, list[float]] = {}
-    if kind == "classify":
+    if task.labelled:
         for it, s in zip(items, scores):
             per_label.setdefault(it["output"], []).append(s)
     out = {"metric": summ.get(head), "ci_low": lo, "ci_high": hi, "n": n,
@@ -180,13 +159,13 @@ def chunks_of(ctx: Context, items: list[dict]) -> list[list]:
 def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, out: Path) -> dict | None:
     """answer/generate with evaluate.judge: a 1-5 judge score for every system's answers and the
     student's (and base's) win rate against the teacher, into each system's metrics."""
-    if cfg.evaluate.judge is None or cfg.task.type not in ("answer", "generate"):
+    if cfg.evaluate.judge is None or not tasktype.get(cfg.task.type).judged:
         return None
     from ..teacher import judge as judging
 
     jcfg = cfg.teacher if cfg.evaluate.judge == "teacher" else cfg.evaluate.judge
     log = CallLog(ctx.ws.calls_db)
-    backend = Logged(open_for(ctx, jcfg), log, purpose="judge",
+    backend = Logged(open_for(ctx.executor, jcfg, ctx.threads), log, purpose="judge",
                      price=cfg.budget.prices.get(jcfg.model, Price()))
     try:
         for s, items in sets.items():
@@ -212,22 +191,20 @@ def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, o
         log.close()
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> EvaluateManifest:
     cfg = ctx.cfg
     gold_path = ctx.ws.gold
-    settings = {k: cfg.section(k) for k in ("task", "student", "teacher", "evaluate")} | {"seed": cfg.seed}
-    inputs = upstream(ctx, "curate", "train") | {"gold": sha256_file(gold_path) if gold_path.exists() else None}
 
     def body(out: Path) -> dict:
         infer.set_threads(ctx.threads)
-        task = tasks.get(cfg.task)
+        task = tasktype.get(cfg.task.type)
         sets = {"eval": read_jsonl(ctx.stage_dir("curate") / "eval.jsonl")[: cfg.evaluate.max_items],
                 "gold": load_gold(cfg, gold_path)[: cfg.evaluate.max_items]}
         # The loop's dev set: only the student is run on it (the analysis reads where it fails).
         sets["dev"] = read_jsonl(ctx.stage_dir("curate") / "dev.jsonl")[: cfg.evaluate.max_items]
         sets = {k: v for k, v in sets.items() if v}
         t_start = time.perf_counter()
-        trained = trained_dir(ctx)
+        trained = trained_dir(ctx.stage_dir("train"))
         base_mb = model_size_mb(cfg.student.model)
         sizes = {"student": dir_size_mb(trained / "model.safetensors") if trained.name == "model" else
                  base_mb + dir_size_mb(trained / "adapter_model.safetensors"), "base": base_mb}
@@ -248,11 +225,11 @@ def run(ctx: Context) -> dict:
                 continue
             if model_name == "teacher":
                 log = CallLog(ctx.ws.calls_db)
-                backend = Logged(open_for(ctx, cfg.teacher), log, purpose="evaluate",
+                backend = Logged(open_for(ctx.executor, cfg.teacher, ctx.threads), log, purpose="evaluate",
                                  price=cfg.budget.prices.get(cfg.teacher.model, Price()))
                 runner = lambda w, convs: predict_teacher(backend, convs, task)  # noqa: E731
             else:
-                model, tok = (load_trained(ctx, cfg.student.model) if model_name == "student" else
+                model, tok = (load_trained(ctx.stage_dir("train"), cfg.student.model) if model_name == "student" else
                               load_causal_lm(resolve_hf(cfg.student.model)))
                 model.eval()
                 runner = lambda w, convs: predict_local(model, tok, w, convs, task, cfg)  # noqa: E731
@@ -295,7 +272,7 @@ def run(ctx: Context) -> dict:
             student = results[s].get("student")
             if not student:
                 continue
-            rows = [{"topic": topics[s][i][1], "label": str(it["output"]) if cfg.task.type == "classify" else None}
+            rows = [{"topic": topics[s][i][1], "label": str(it["output"]) if task.labelled else None}
                     for i, it in enumerate(items)]
             wrong = []
             for i, it in enumerate(items):
@@ -307,7 +284,7 @@ def run(ctx: Context) -> dict:
                                      "arm": [topics[s][i][0], rows[i]["label"]],  # what a UI boost names
                                      "source": (it.get("provenance") or [{}])[0].get("path", "gold.jsonl")})
             rates["topic"][s] = error_rates(wrong, rows, "topic")
-            if cfg.task.type == "classify":
+            if task.labelled:
                 rates["label"][s] = error_rates(wrong, rows, "label")
         write_jsonl(out / "failures.jsonl", failures)
         # Per-item scores (same items in every round): what the loop's paired comparisons of rounds read.
@@ -316,18 +293,18 @@ def run(ctx: Context) -> dict:
         clean = rounded({s: {w: {k: v for k, v in r.items() if not k.startswith("_")} for w, r in per.items()}
                          for s, per in results.items()})
         constrained = {s: {w: {"free": per[w]["metric"], "constrained": per[f"{w}-constrained"]["metric"],
-                               "metric": task.METRIC}
+                               "metric": task.metric}
                            for w in ("student", "base") if f"{w}-constrained" in per and w in per}
                        for s, per in clean.items()}
-        atomic_write_json(out / "metrics.json", {"metric": task.METRIC, "results": clean, "error_rates": rates,
+        atomic_write_json(out / "metrics.json", {"metric": task.metric, "results": clean, "error_rates": rates,
                                                  "constrained": constrained})
         for s, per in clean.items():
             line = ", ".join(f"{w} {r['metric']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for w, r in per.items()
                              if r["metric"] is not None)
-            ctx.console.print(f"evaluate ({s}, n={len(sets[s])}, {task.METRIC}): {line}")
+            ctx.console.print(f"evaluate ({s}, n={len(sets[s])}, {task.metric}): {line}")
         return {"counts": {s: len(v) for s, v in sets.items()} | {"failures": len(failures)},
-                "metric": task.METRIC, "systems": names, "results": clean, "error_rates": rates,
+                "metric": task.metric, "systems": names, "results": clean, "error_rates": rates,
                 "constrained": constrained, "judge": judge_info, "evaluate_seconds": round(time.perf_counter() - t_start, 1),
                 "outputs": ["metrics.json", "failures.jsonl", "scores.json"]}
 
-    return run_stage(ctx, "evaluate", settings, inputs, body)
+    return stage.run(ctx, SPEC, body, inputs={"gold": sha256_file(gold_path) if gold_path.exists() else None})

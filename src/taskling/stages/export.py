@@ -34,14 +34,21 @@ import tarfile
 import time
 from pathlib import Path
 
-from ..student import gguf, infer
 from .. import tasks
+from ..core import tasktype
+from ..core import stage
 from ..core.config import Config
+from ..core.packages import cache_dir
 from ..core.errors import TasklingError
-from ..student.models import EMBEDDED, cache_dir, dir_size_mb, resolve_gguf, resolve_hf
-from ..core.workspace import Context, atomic_write_json, read_jsonl, read_manifest, run_stage, sha256_file, upstream
-from .curate import load_gold
-from .train import load_trained, trained_dir
+from ..core.manifests import CurateManifest, EvaluateManifest, ExportManifest, IngestManifest, TrainManifest
+from ..core.stage import StageSpec
+from ..core.workspace import Context, atomic_write_json, read_jsonl, sha256_file
+from ..curation.gold import load_gold
+from ..student import gguf, infer, ollama
+from ..student.models import EMBEDDED, dir_size_mb, resolve_gguf, resolve_hf
+from ..student.trained import load_trained, trained_dir
+
+SPEC = StageSpec("export", reads=("task", "student", "export"), manifest=ExportManifest, needs=("train", "evaluate"))
 
 LICENCES = {"smollm2-135m-instruct": "Apache-2.0 (SmolLM2 by Hugging Face)"}
 
@@ -49,9 +56,9 @@ LICENCES = {"smollm2-135m-instruct": "Apache-2.0 (SmolLM2 by Hugging Face)"}
 def task_info(cfg: Config, task, tok) -> dict:
     """task.json: what a server needs to prompt the student as it was trained."""
     return {"name": cfg.task.name, "type": cfg.task.type, "system_prompt": task.system_prompt(cfg.task),
-            "labels": list(cfg.task.labels), "max_new_tokens": task.MAX_NEW_TOKENS,
-            "output_schema": task.student_schema(cfg.task) if cfg.task.type == "extract" else None,
-            "base_model": cfg.student.model, "chat_template_kind": gguf.chat_template_kind(tok.chat_template)}
+            "labels": list(cfg.task.labels), "max_new_tokens": task.max_new_tokens,
+            "output_schema": task.decoding(cfg.task).json_schema,
+            "base_model": cfg.student.model, "chat_template_kind": ollama.chat_template_kind(tok.chat_template)}
 
 
 def verify_set(ctx: Context, n: int) -> tuple[list[dict], list[dict], str]:
@@ -109,33 +116,35 @@ def base_f16(student: str) -> Path:
     if student in EMBEDDED or student.endswith(".gguf"):
         return resolve_gguf(student)
     hf = resolve_hf(student)
-    out = cache_dir() / f"{hf.name}-{hashlib.sha256(str(hf).encode()).hexdigest()[:10]}-f16.gguf"
+    out = cache_dir("models") / f"{hf.name}-{hashlib.sha256(str(hf).encode()).hexdigest()[:10]}-f16.gguf"
     return out if out.exists() else gguf.hf_to_gguf(hf, out)
 
 
 def model_card(cfg: Config, ctx: Context, info: dict, artifacts: list[dict], modelfile: str | None) -> str:
     """README.md of the export: what the model does, where it came from, how good it is, how to run it."""
-    ing, cur, tr, ev = (read_manifest(ctx.stage_dir(s)) or {} for s in ("ingest", "curate", "train", "evaluate"))
+    ing = IngestManifest.read(ctx.stage_dir("ingest"))
+    cur = CurateManifest.read(ctx.stage_dir("curate"))
+    tr = TrainManifest.read(ctx.stage_dir("train"))
+    ev = EvaluateManifest.read(ctx.stage_dir("evaluate"))
     name = cfg.task.name
     lines = [f"# {name}", "", f"A small model for one job: {cfg.task.description.strip()}", "",
              f"- task type: {cfg.task.type}" + (f"; labels: {', '.join(info['labels'])}" if info["labels"] else ""),
-             f"- base model: {cfg.student.model} ({tr.get('mode', 'lora')} fine-tuning)",
+             f"- base model: {cfg.student.model} ({tr.mode if tr else 'lora'} fine-tuning)",
              f"- licence: {LICENCES.get(cfg.student.model, 'that of the base model; check it before you ship')}",
              f"- teacher that wrote the training data: {cfg.teacher.model} ({cfg.teacher.backend})",
              f"- made by taskling, run {ctx.run_id}", "", "## Data lineage", ""]
-    ic = ing.get("counts", {})
-    lines.append(f"- sources: {', '.join(cfg.sources)}: {ic.get('documents', '?')} documents, "
-                 f"{ic.get('chunks', '?')} chunks, {ic.get('tokens', '?')} tokens")
-    for step in cur.get("funnel", []):
-        lines.append(f"- {step['step']}: {step['count']}")
+    docs, chunks, tokens = (ing.counts.documents, ing.counts.chunks, ing.counts.tokens) if ing else ("?", "?", "?")
+    lines.append(f"- sources: {', '.join(cfg.sources)}: {docs} documents, {chunks} chunks, {tokens} tokens")
+    for step in cur.funnel if cur else []:
+        lines.append(f"- {step.step}: {step.count}")
     if tr:
-        lines.append(f"- training: {tr.get('counts', {}).get('steps')} steps on {tr.get('counts', {}).get('examples')} "
-                     f"examples, kept step {tr.get('best_step')} (held-out loss {tr.get('best_eval_loss')})")
+        lines.append(f"- training: {tr.counts.steps} steps on {tr.counts.examples} "
+                     f"examples, kept step {tr.best_step} (held-out loss {tr.best_eval_loss})")
     lines += ["", "## Results", "", "95% bootstrap intervals; the same items for every system.", "",
               "| set | system | metric | 95% CI | n |", "|---|---|---:|---|---:|"]
-    for s, per in (ev.get("results") or {}).items():
+    for s, per in (ev.results if ev else {}).items():
         for who, r in per.items():
-            lines.append(f"| {s} | {who} | {r.get('metric')} | [{r.get('ci_low')}, {r.get('ci_high')}] | {r.get('n')} |")
+            lines.append(f"| {s} | {who} | {r.metric} | [{r.ci_low}, {r.ci_high}] | {r.n} |")
     lines += ["", "## Files", "", "| artefact | file | size MB | metric on held-out | matches the student | tokens/s |",
               "|---|---|---:|---:|---:|---:|"]
     for a in artifacts:
@@ -158,18 +167,16 @@ def model_card(cfg: Config, ctx: Context, info: dict, artifacts: list[dict], mod
     return "\n".join(lines) + "\n"
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> ExportManifest:
     cfg = ctx.cfg
-    settings = {k: cfg.section(k) for k in ("task", "student", "export")}
-    inputs = upstream(ctx, "train", "evaluate")
 
     def body(out: Path) -> dict:
         infer.set_threads(ctx.threads)
         ec = cfg.export
-        task = tasks.get(cfg.task)
+        task = tasktype.get(cfg.task.type)
         name = cfg.task.name
-        trained = trained_dir(ctx)
-        merged_model, tok = load_trained(ctx, cfg.student.model)
+        trained = trained_dir(ctx.stage_dir("train"))
+        merged_model, tok = load_trained(ctx.stage_dir("train"), cfg.student.model)
         info = task_info(cfg, task, tok)
         merged = out / "merged"
         shutil.rmtree(merged, ignore_errors=True)
@@ -204,7 +211,7 @@ def run(ctx: Context) -> dict:
 
         with ctx.console.status("export: checking the merged model with transformers"):
             check("merged model (safetensors, transformers)", merged, "lossless",
-                  *run_transformers(merged, convs, task.MAX_NEW_TOKENS))
+                  *run_transformers(merged, convs, task.max_new_tokens))
         gdir = out / "gguf"
         shutil.rmtree(gdir, ignore_errors=True)
         files: dict[str, Path] = {}
@@ -220,21 +227,21 @@ def run(ctx: Context) -> dict:
             for q, path in files.items():
                 with ctx.console.status(f"export: checking {path.name} with llama-cpp-python"):
                     check(f"GGUF {q} (llama.cpp)", path, "lossless" if q == "f16" else "quantized",
-                          *run_gguf(path, tok, prompts, task.MAX_NEW_TOKENS))
+                          *run_gguf(path, tok, prompts, task.max_new_tokens))
         if ec.lora_gguf and adapter.exists():
             with ctx.console.status("export: converting the LoRA adapter to GGUF"):
                 lora = gguf.lora_to_gguf(adapter, resolve_hf(cfg.student.model), gdir / f"{name}-lora-f16.gguf")
                 base = base_f16(cfg.student.model)
             with ctx.console.status(f"export: checking {lora.name} on {base.name} with llama-cpp-python"):
                 check("LoRA adapter GGUF f16 (llama.cpp --lora)", lora, "lossless",
-                      *run_gguf(base, tok, prompts, task.MAX_NEW_TOKENS, lora=lora))
+                      *run_gguf(base, tok, prompts, task.max_new_tokens, lora=lora))
                 artifacts[-1]["base"] = str(base)
         modelfile = None
         if ec.ollama:
             kind = info["chat_template_kind"]
-            modelfile = gguf.modelfile(f"gguf/{files[ec.ollama].name}", kind, info["system_prompt"],
-                                       gguf.default_stops(kind, tok.eos_token or ""),
-                                       {"num_predict": task.MAX_NEW_TOKENS}, eos_token=tok.eos_token or "")
+            modelfile = ollama.modelfile(f"gguf/{files[ec.ollama].name}", kind, info["system_prompt"],
+                                       ollama.default_stops(kind, tok.eos_token or ""),
+                                       {"num_predict": task.max_new_tokens}, eos_token=tok.eos_token or "")
             (out / "Modelfile").write_text(modelfile)
         for q in [q for q in files if q not in ec.gguf and q != ec.ollama]:  # f16 only as the conversion source
             files.pop(q).unlink()
@@ -255,7 +262,7 @@ def run(ctx: Context) -> dict:
                 "outputs": ["merged/model.safetensors", "merged/task.json", "README.md", "artifacts.json",
                             *[f"gguf/{p.name}" for p in files.values()], *(["Modelfile"] if modelfile else [])]}
 
-    return run_stage(ctx, "export", settings, inputs, body)
+    return stage.run(ctx, SPEC, body)
 
 
 def bundle(ctx: Context, cfg: Config, artifact: str | None = None) -> Path:

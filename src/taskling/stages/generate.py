@@ -9,8 +9,8 @@ key, so after a kill at any moment a re-run replays finished calls for free,
 makes only the missing ones and writes no example twice.
 
 The stage stops at the first budget reached (examples, teacher tokens,
-money, wall time) and says which. `taskling generate --dry-run` runs a small
-sample and estimates tokens, cost and time of the whole stage first.
+money, wall time) and says which. `dry_run(ctx)` (`taskling generate --dry-run`)
+runs a small sample and estimates tokens, cost and time of the whole stage first.
 """
 from __future__ import annotations
 
@@ -21,36 +21,24 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..teacher import allocate
 from .. import tasks
-from ..teacher.backends import Logged, Request, Result
-from ..teacher.calls import CallLog, call_key
-from ..cluster import open_for
-from ..core.config import EMBEDDED_MODEL, Config, Price
+from ..core import tasktype
+from ..core import stage
+from ..core.config import Config, Price
 from ..core.errors import TasklingError, TeacherOutputError
 from ..core.journal import Journal
-from ..data.pile import Pile
+from ..core.manifests import AnalyseManifest, GenerateManifest, SeededJob
 from ..core.progress import bar
-from ..core.workspace import (Context, atomic_write_json, open_stage_dir, read_jsonl, read_manifest, run_stage,
-    upstream, write_jsonl)
+from ..core.stage import StageSpec
+from ..core.workspace import Context, atomic_write_json, read_jsonl, write_jsonl
+from ..data.pile import Pile
+from ..teacher import allocate
+from ..teacher.backends import Logged, Request, Result, open_for
+from ..teacher.budget import limits, per_call
+from ..teacher.calls import CallLog, call_key
 
-# Teacher settings that change how calls are made, not what is asked: not fingerprinted.
-OPERATIONAL = ("concurrency", "timeout_s", "max_retries", "down_after_s", "allow_remote")
-
-
-def per_call(cfg: Config) -> int:
-    if cfg.generate.examples_per_call:
-        return cfg.generate.examples_per_call
-    weak = cfg.teacher.backend == "scripted" or cfg.teacher.model == EMBEDDED_MODEL
-    return 1 if weak else 4
-
-
-def settings_of(cfg: Config) -> dict:
-    teacher = {k: v for k, v in cfg.section("teacher").items() if k not in OPERATIONAL}
-    gen = {k: v for k, v in cfg.section("generate").items() if k != "dry_run_sample"}
-    return {"task": cfg.section("task"), "teacher": teacher, "budget": cfg.section("budget"), "generate": gen,
-            "seed": cfg.seed, "examples_per_call": per_call(cfg),
-            **({"tables": [t.model_dump(mode="json") for t in cfg.tables]} if cfg.tables else {})}
+SPEC = StageSpec("generate", reads=("task", "teacher", "budget", "generate", "seed", "tables"),
+                 manifest=GenerateManifest, needs=("ingest", "analyse"))
 
 
 class Generation:
@@ -58,22 +46,22 @@ class Generation:
 
     def __init__(self, cfg: Config, ctx: Context, out: Path):
         self.cfg, self.ctx, self.out = cfg, ctx, out
-        self.task = tasks.get(cfg.task)
+        self.task = tasktype.get(cfg.task.type)
         self.k = per_call(cfg)
-        self.limits = limits(cfg, ctx)
+        self.limits = limits(ctx)
         # Round 0 keeps the seed it always had (its cached calls stay valid); later rounds draw afresh.
         rng = random.Random(cfg.seed if ctx.round == 0 else f"{cfg.seed}:round-{ctx.round}")
         n_jobs = math.ceil(self.limits["examples"] * cfg.generate.max_calls_factor / self.k)
-        chunks_per_job = self.k if getattr(self.task, "ONE_INPUT_PER_CHUNK", False) else cfg.generate.chunks_per_example
-        plan = read_manifest(ctx.stage_dir("analyse")) if ctx.round > 0 else None
+        chunks_per_job = self.k if self.task.one_input_per_chunk else cfg.generate.chunks_per_example
+        plan = AnalyseManifest.read(ctx.stage_dir("analyse")) if ctx.round > 0 else None
         with Pile(ctx.ws.pile_db) as pile:
             pools = self.task.pools(cfg.task, pile, cfg.generate.pool_per_label)
             if plan is None:
                 self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, allocate.get_policy(cfg.generate.policy), rng,
                                                cfg.generate.personas, cfg.generate.difficulties, chunks_per_job)
             else:  # a later round: the analysis of the last one decided the jobs per arm and the failure seeds
-                seeded = plan["allocation"]["seeded"]
-                counts = {tuple(a["arm"]): a["jobs"] for a in plan["arms"]}
+                seeded = plan.allocation.seeded
+                counts = {tuple(a.arm): a.jobs for a in plan.arms}
                 self.jobs = allocate.plan_jobs(pools, n_jobs, self.k, None, rng,
                                                cfg.generate.personas, cfg.generate.difficulties, chunks_per_job,
                                                counts=counts, used=used_chunks(ctx), seen=seen_chunks(ctx))
@@ -87,7 +75,8 @@ class Generation:
         atomic_write_json(out / "pool.json", sorted({c.key for cs in pools.values() for c in cs}))
         price = cfg.budget.prices.get(cfg.teacher.model, Price())
         self.log = CallLog(ctx.ws.calls_db)
-        self.teacher = Logged(open_for(ctx, cfg.teacher), self.log, purpose="generate", price=price)
+        self.teacher = Logged(open_for(ctx.executor, cfg.teacher, ctx.threads), self.log, purpose="generate",
+                              price=price)
         self.model_id = self.teacher.describe()
         self.journal = Journal(out / "journal.jsonl")
         self.sums = {"jobs": 0, "examples": 0, "tokens": 0, "cost": 0.0, "failed": 0}
@@ -113,7 +102,7 @@ class Generation:
 
     def request(self, job: dict) -> Request:
         chunks = [self.chunk_of[k] for k in job["chunks"]]
-        cap = getattr(self.task, "TEACHER_MAX_TOKENS", 10**6) if job["n"] == 1 else 10**6
+        cap = self.task.teacher_max_tokens if job["n"] == 1 else 10**6
         schema = self.task.teacher_schema(self.cfg.task, job) if self.cfg.teacher.json_mode else None
         return Request(self.task.teacher_messages(self.cfg.task, job, chunks),
                        max_tokens=min(self.cfg.teacher.max_tokens * job["n"], cap),
@@ -209,31 +198,6 @@ class Generation:
             self.log.close()
 
 
-def round_examples(cfg: Config) -> int:
-    """Examples one round asks for: the whole budget in a single pass, else an equal part of it per round."""
-    if cfg.loop.rounds == 1:
-        return cfg.budget.examples
-    return cfg.loop.round_examples or math.ceil(cfg.budget.examples / cfg.loop.rounds)
-
-
-def spent_before(ctx: Context) -> dict:
-    """What earlier rounds of this run spent (their finished generate manifests)."""
-    out = {"examples": 0, "teacher_tokens": 0, "cost": 0.0}
-    for r in range(ctx.round):
-        m = read_manifest(ctx.stage_dir("generate", r)) or {}
-        for k in out:
-            out[k] += (m.get("counts") or {}).get(k, 0)
-    return out
-
-
-def limits(cfg: Config, ctx: Context) -> dict:
-    """This round's share of the budgets: its examples, and what is left of the run's tokens and money."""
-    b, spent = cfg.budget, spent_before(ctx)
-    return {"examples": max(0, min(round_examples(cfg), b.examples - spent["examples"])),
-            "teacher_tokens": b.teacher_tokens - spent["teacher_tokens"],
-            "money": None if b.money is None else b.money - spent["cost"]}
-
-
 def used_chunks(ctx: Context) -> set[str]:
     """Chunks earlier rounds already wrote examples from (drawn last in a later round)."""
     out: set[str] = set()
@@ -253,7 +217,8 @@ def seen_chunks(ctx: Context) -> set[str]:
     return out
 
 
-def interleave(jobs: list[dict], seeded: list[dict], k: int, personas: list[str], difficulties: list[str]) -> list[dict]:
+def interleave(jobs: list[dict], seeded: list[SeededJob], k: int, personas: list[str],
+               difficulties: list[str]) -> list[dict]:
     """The policy's jobs with the failure-seeded ones spread evenly among them, renumbered."""
     out: list[dict] = []
     total = len(jobs) + len(seeded)
@@ -263,11 +228,11 @@ def interleave(jobs: list[dict], seeded: list[dict], k: int, personas: list[str]
         if take_seed:
             s = seeded[si]
             si += 1
-            job = {"arm": s["arm"], "chunks": s["chunks"], "n": k, "like": s["like"], "of": s["of"],
+            job = {"arm": list(s.arm), "chunks": list(s.chunks), "n": k, "like": s.like, "of": s.of,
                    "persona": personas[i % len(personas)] if personas else "a typical user",
                    "difficulty": difficulties[i % len(difficulties)] if difficulties else "medium"}
-            if s["arm"][1] is not None:
-                job["label"] = s["arm"][1]
+            if s.arm[1] is not None:
+                job["label"] = s.arm[1]
         else:
             job = dict(jobs[ji])
             ji += 1
@@ -281,12 +246,13 @@ def table_examples(cfg: Config, ctx: Context) -> tuple[list[dict], list[dict]]:
     Round 0 only: later rounds train on them through the rounds before."""
     if not cfg.tables or ctx.round > 0:
         return [], []
-    from ..data import tables as tab
+    from ..data.tables import find_tables
+    from ..tasks.tables import rows_to_examples
 
     out, reports = [], []
     with Pile(ctx.ws.pile_db) as pile:
         for t in cfg.tables:
-            exs, rep = tab.rows_to_examples(t, cfg.task, tab.find_tables(pile, t, cfg.root), ctx.round)
+            exs, rep = rows_to_examples(t, cfg.task, find_tables(pile, t, cfg.root), ctx.round)
             out += exs
             reports.append(rep)
             ctx.console.print(f"generate: table '{t.name}': {rep['files']} file(s), {rep['tables']} table(s), "
@@ -335,7 +301,7 @@ def pile_inputs(cfg: Config, ctx: Context, pools: dict) -> list[dict]:
     text, no teacher call), dealt round-robin over the arms. Each comes with its pool's label, a
     retrieval guess that the label model (label:) weighs with the other sources. Round 0 only."""
     n = cfg.generate.pile_inputs
-    if not n or cfg.task.type != "classify" or ctx.round > 0:
+    if not n or not tasktype.get(cfg.task.type).labelled or ctx.round > 0:
         return []
     rng = random.Random(f"{cfg.seed}:pile-inputs")
     queues = {}
@@ -371,15 +337,16 @@ def failures_by_kind(records) -> dict[str, int]:
     return dict(Counter(r["failure"]["kind"] for r in records if r["failure"]).most_common())
 
 
-def run(ctx: Context, dry_run: bool = False) -> dict:
-    cfg = ctx.cfg
-    settings = settings_of(cfg)
-    inputs = upstream(ctx, "ingest")
+def extra_settings(ctx: Context) -> dict:
+    """Beyond the sections it reads: the examples per call, and in a later round its share of the budgets."""
+    out = {"examples_per_call": per_call(ctx.cfg)}
     if ctx.round > 0:
-        settings["round"] = {"round": ctx.round, "limits": limits(cfg, ctx)}
-        inputs |= upstream(ctx, "analyse")
-    if dry_run:
-        return estimate(cfg, ctx, open_stage_dir(ctx, "generate", settings, inputs, keep_done=True))
+        out["round"] = {"round": ctx.round, "limits": limits(ctx)}
+    return out
+
+
+def run(ctx: Context) -> GenerateManifest:
+    cfg = ctx.cfg
 
     def body(out: Path) -> dict:
         gen = Generation(cfg, ctx, out)
@@ -473,13 +440,14 @@ def run(ctx: Context, dry_run: bool = False) -> dict:
                 "teacher": {k: v for k, v in cfg.teacher.model_dump(mode="json").items()},
                 "outputs": ["examples.jsonl", "failures.jsonl"]}
 
-    return run_stage(ctx, "generate", settings, inputs, body)
+    return stage.run(ctx, SPEC, body, settings=extra_settings(ctx))
 
 
-def estimate(cfg: Config, ctx: Context, out: Path) -> dict:
-    """Run a small sample of the planned jobs (kept: the real run reuses them)
-    and project tokens, cost and time for the whole stage."""
-    gen = Generation(cfg, ctx, out)
+def dry_run(ctx: Context) -> dict:
+    """Run a small sample of the planned jobs (kept in the stage's folder: the real run reuses
+    them) and project tokens, cost and time for the whole stage."""
+    cfg = ctx.cfg
+    gen = Generation(cfg, ctx, stage.open_dir(ctx, SPEC, settings=extra_settings(ctx)))
     try:
         n = max(cfg.generate.dry_run_sample, 2 * gen.teacher.capabilities.concurrency)
         sample = gen.jobs[:n]
@@ -503,24 +471,24 @@ def estimate(cfg: Config, ctx: Context, out: Path) -> dict:
     secs = wall / max(fresh, 1) if fresh >= m // 2 else sum(r["latency_s"] for r in recs) / m / max(1, min(conc, m))
     b = cfg.budget
     need = len(gen.jobs) if per_job["examples"] <= 0 else min(len(gen.jobs), math.ceil(b.examples / per_job["examples"]))
-    limits = {"example budget": need}
+    reach = {"example budget": need}
     if per_job["tokens"] > 0:
-        limits["teacher token budget"] = math.ceil(b.teacher_tokens / per_job["tokens"])
+        reach["teacher token budget"] = math.ceil(b.teacher_tokens / per_job["tokens"])
     if b.money is not None and per_job["cost"] > 0:
-        limits["money budget"] = math.ceil(b.money / per_job["cost"])
+        reach["money budget"] = math.ceil(b.money / per_job["cost"])
     if secs > 0:
-        limits["wall-time budget"] = math.ceil(b.wall_time_minutes * 60 / secs)
-    first = min(limits, key=limits.get)
-    jobs = min(limits[first], len(gen.jobs))
+        reach["wall-time budget"] = math.ceil(b.wall_time_minutes * 60 / secs)
+    first = min(reach, key=reach.get)
+    jobs = min(reach[first], len(gen.jobs))
     est = {"sample_jobs": m, "sample_new_calls": fresh, "sample_seconds": round(wall, 2),
            "per_job": {k: round(v, 6) for k, v in per_job.items()} | {"seconds": round(secs, 3)},
            "jobs_planned": len(gen.jobs), "jobs_estimated": jobs,
            "estimate": {"examples": round(min(b.examples, jobs * per_job["examples"])),
                         "teacher_tokens": round(jobs * per_job["tokens"]), "cost": round(jobs * per_job["cost"], 4),
                         "seconds": round(jobs * secs, 1)},
-           "stops_at": first if limits[first] < len(gen.jobs) or first == "example budget" else "jobs exhausted",
+           "stops_at": first if reach[first] < len(gen.jobs) or first == "example budget" else "jobs exhausted",
            "failures_by_kind": failures_by_kind(recs)}
-    atomic_write_json(out / "dry_run.json", est)
+    atomic_write_json(gen.out / "dry_run.json", est)
     e = est["estimate"]
     ctx.console.print(
         f"generate --dry-run: {m} sample jobs gave {per_job['examples']:.2f} examples and {per_job['tokens']:.0f} "

@@ -12,6 +12,12 @@ the sources is marked gone. Each document is one transaction and a container
 stays 'partial' until all its children are in, so a kill -9 at any point
 leaves the pile consistent and the next run finishes the job.
 
+Files are converted by the executor's workers (`IngestWorker`): in this
+process one file at a time, or on a cluster's nodes cluster.ingest_files at a
+time. This process reads each file (nodes need no access to the sources) and
+is the pile's one writer: what comes back is stored in the files' own order,
+so the pile is the same wherever the files were converted.
+
 After the files: duplicates (exact and near, documents and chunks) are
 recorded, new chunks are embedded, and the pile is clustered into topics.
 A file that cannot be read is skipped with its reason in the ingest log and
@@ -19,20 +25,89 @@ the summary; the rest goes on. Nothing is ever written outside .taskling/.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
+from ..core.config import Config
 from ..core.errors import TasklingError
+from ..core.executor import Shard, failure, in_order
 from ..core.progress import bar
-from ..core.workspace import Context, atomic_write_json, run_stage, sha256_file
-from ..data.ingest import Ingester, display_path, find_sources, reason_kind
+from ..core import stage
+from ..core.manifests import IngestManifest
+from ..core.stage import StageSpec
+from ..core.workspace import Context, atomic_write_json, sha256_file
+from ..data import organise
+from ..data.ingest import Ingester, display_path, find_sources, limits_of, prepare, reason_kind
 from ..data.pile import Pile
+from ..student.models import token_counter
 
 
-def run(ctx: Context, paths: list[str] | None = None) -> dict:
+class IngestWorker:
+    """Converts and chunks files wherever the executor runs it (it writes nothing)."""
+
+    def __init__(self, cfg_json: dict):
+        self.error = None
+        try:
+            self.cfg = Config.model_validate(cfg_json)
+            self.limits = limits_of(self.cfg)
+            self.count = token_counter(self.cfg.student.model)
+        except Exception as e:  # reported by ready()
+            self.error = failure(e)
+
+    def ready(self) -> dict:
+        return {"error": self.error} if self.error else {"pid": os.getpid()}
+
+    def run(self, files: list[tuple[str, bytes, str]]) -> list[list[dict]]:
+        return [prepare(self.cfg, self.limits, self.count, rel, data, sha) for rel, data, sha in files]
+
+
+def convert(ctx: Context, ing: Ingester, files: list[Path], snapshot: list[tuple], progress, task) -> dict | None:
+    """Convert and chunk `files` with the executor's workers; `ing` stores what comes back in the files'
+    order. Returns what each node did when the files went to a cluster's nodes."""
+    k = ctx.cfg.cluster.ingest_files if ctx.executor.distributed else 1
+    shards = [Shard(f"files-{i:06d}", len(files[i:i + k]), i) for i in range(0, len(files), k)]
+    loaded: dict[str, list] = {}  # a shard sent again (its node died) is not read, or judged, twice
+
+    def load(shard: Shard) -> list:
+        """Read the shard's files that need converting (unchanged, unreadable and too large are settled here)."""
+        if shard.id not in loaded:
+            work = []
+            at = slice(shard.payload, shard.payload + k)
+            for f, (rel, sha, size) in zip(files[at], snapshot[at]):
+                progress.update(task, info=rel[-40:])
+                data = ing.read(f, rel, sha, size)
+                if data is not None:
+                    work.append((rel, data, sha))
+            loaded[shard.id] = work
+        return loaded[shard.id]
+
+    def store(_: int, prepared: list) -> None:
+        for items in prepared:
+            ing.store(items)
+
+    ordered = in_order(len(shards), store)
+
+    def done(shard: Shard, prepared: list) -> None:
+        loaded.pop(shard.id, None)
+        ordered(shard.payload // k, prepared)
+        progress.advance(task, shard.items)
+
+    pool = ctx.executor.pool("ingest", IngestWorker, (ing.cfg.model_dump(mode="json"),))
+    try:
+        pool.map(shards, done, load=load)
+        ordered.check()
+        return pool.report()
+    finally:
+        pool.close()
+
+SPEC = StageSpec("ingest", reads=("ingest", "student.model"), manifest=IngestManifest)
+
+
+def run(ctx: Context) -> IngestManifest:
     cfg = ctx.cfg
-    files, missing, refused = find_sources(cfg, paths)
+    files, missing, refused = find_sources(cfg)
     for pat in missing:
         ctx.console.print(f"[yellow]sources: '{pat}' matches no file under {cfg.root}; check the path in taskling.yaml[/]")
     if not files:
@@ -44,8 +119,6 @@ def run(ctx: Context, paths: list[str] | None = None) -> dict:
             snapshot.append((display_path(cfg, f), sha256_file(f), f.stat().st_size))
         except OSError as e:
             snapshot.append((display_path(cfg, f), f"unreadable: {e.strerror}", 0))
-    settings = {"ingest": cfg.section("ingest"), "tokenizer": cfg.student.model}
-    inputs = {"files": snapshot, "refused": refused}
 
     def body(out: Path) -> dict:
         t0 = time.perf_counter()
@@ -55,24 +128,13 @@ def run(ctx: Context, paths: list[str] | None = None) -> dict:
                 ing.skip(rel, reason)
             with bar(ctx.console) as progress:
                 task = progress.add_task("ingest", total=len(files), info="")
-                spread = None
-                if ctx.cluster is not None:  # converted on the nodes, stored here
-                    from ..cluster.ingest import convert_files
-
-                    spread = convert_files(ctx, ing, files, snapshot, progress, task)
-                else:
-                    for f, (rel, sha, size) in zip(files, snapshot):
-                        progress.update(task, info=rel[-40:])
-                        ing.file(f, rel, sha, size)
-                        progress.advance(task)
+                spread = convert(ctx, ing, files, snapshot, progress, task)
             live = {rel for rel, _, _ in snapshot}
             gone = [p for p in pile.live_paths() if p not in live]
             pile.mark_gone(gone)
             for p in gone:
                 pile.log(p, "gone")
             convert_seconds = time.perf_counter() - t0
-            from ..data import organise
-
             organised = organise.organise(cfg, pile, ctx)
             stats = pile.stats()
             docs = [{"path": p, "sha256": s} for p, s in pile.snapshot()]
@@ -106,6 +168,6 @@ def run(ctx: Context, paths: list[str] | None = None) -> dict:
                 **({"cluster": {"convert": spread, "embed": organised.get("cluster")}} if spread else {}),
                 "outputs": ["documents.json"]}
 
-    return run_stage(ctx, "ingest", settings, inputs, body)
+    return stage.run(ctx, SPEC, body, inputs={"files": snapshot, "refused": refused})
 
 

@@ -1,25 +1,25 @@
-"""Task types: classify, extract, answer, generate, each in one module owning
-its prompts, teacher-output parser, validator and metric. `get(task_cfg)`
-returns the module for a task; all share the helpers here. Metrics with
-bootstrap intervals live in `metrics`. May import: core, data.
+"""tasks: what each kind of task changes.
+
+The task types (classify, extract, answer, generate), one module each, implement the
+`core.tasktype.TaskType` contract (prompts, parsers, validator, grounding, decoding constraint,
+scores and set metrics) and register themselves. Every module of this package is imported with
+it, so adding a task type is adding one module here; read one with `core.tasktype.get(name)`.
+The helpers the types share live here (message shapes, lenient JSON, exact source spans, token
+F1); `grounding` measures how a source supports a claim or values, `metrics` holds the set
+metrics with bootstrap intervals, `tables` turns rows of mapped tables into examples of the
+task. May import: core, data.
 """
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
-from types import ModuleType
 from typing import Any
 
-from ..core.config import TaskCfg
 from ..data.pile import Chunk, Pile
 
 EXCERPT_CHARS = 1400
-
-
-def get(task: TaskCfg) -> ModuleType:
-    from . import answer, classify, extract, generate
-
-    return {"classify": classify, "extract": extract, "answer": answer, "generate": generate}[task.type]
 
 
 def output_text(output: Any) -> str:
@@ -78,6 +78,17 @@ def document_block(chunks: list[Chunk], limit: int = EXCERPT_CHARS) -> str:
     return "\n".join(parts)
 
 
+def with_context(messages: list[dict], chunks: list[Chunk]) -> list[dict]:
+    """The conversation with retrieved chunks put before the last user turn (evaluate's
+    teacher-retrieval system)."""
+    if not chunks:
+        return messages
+    last = messages[-1]
+    lead = ("Answer from these documents; if they do not contain the answer, say so.\n\n"
+            f"{document_block(chunks)}\n\n")
+    return messages[:-1] + [{**last, "content": lead + last["content"]}]
+
+
 # -- several examples per call: JSON in, robust parsing out -----------------------------------------------------
 def examples_schema(item: dict, n: int) -> dict:
     """JSON schema of a reply holding exactly n example objects."""
@@ -119,6 +130,17 @@ def parse_json_loose(text: str):
         pass
     end = max(text.rfind("}"), text.rfind("]"))
     return _loads_lenient(text[start:end + 1]) if end > start else None
+
+
+def parse_json_object(text: str) -> dict | None:
+    """The first JSON value in a reply when it is an object, else None."""
+    val = parse_json_loose(text)
+    return val if isinstance(val, dict) else None
+
+
+def norm_value(v) -> str:
+    """A field value as extraction compares it: text, lowercase, runs of space as one."""
+    return re.sub(r"\s+", " ", str(v).strip().lower()) if v is not None else ""
 
 
 def salvage_objects(text: str) -> list[dict]:
@@ -251,3 +273,12 @@ def token_f1(pred: str, gold: str) -> float:
         return 0.0
     prec, rec = hit / len(p), hit / len(g)
     return 2 * prec * rec / (prec + rec)
+
+
+def _register_all() -> None:
+    """Import every module of the package: each task type registers itself on import."""
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_register_all()

@@ -1,38 +1,27 @@
 """answer: a question in, a short answer grounded in the documents out.
 
 The teacher reads a chunk and writes a question it answers and the answer.
-Metric: token F1 against the reference answer. `generate` reuses this module
-with other wording (instruction in, free text out).
+Metric: token F1 against the reference answer (exact match, ROUGE-L and the
+citation rate beside it). `FreeText` is the machinery of every type whose
+answer is free text written from the documents; `generate` is the same class
+with other words (instruction in, free text out).
 """
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
+from typing import Any
 
-from ..core.config import TaskCfg
 from ..core.errors import TeacherOutputError
+from ..core.tasktype import Decoding, TaskCfg, register
 from ..data.pile import Chunk, Pile
-from . import (DATA_RULE, document_block, diversity_line, example_items, examples_schema, object_schema, output_text,
-    spans_for, token_f1, topic_pools)
+from . import (DATA_RULE, diversity_line, document_block, example_items, examples_schema, locate, object_schema,
+    output_text, spans_for, token_f1, topic_pools)
+from . import metrics
+from .grounding import text_grounding
 
-METRIC = "token_f1"
-MAX_NEW_TOKENS = 128
-FIRST, SECOND = "Question", "Answer"
-
-
-def system_prompt(task: TaskCfg) -> str:
-    return task.system_prompt or f"{task.description.strip()}\nAnswer briefly and only from what you know of the documents."
-
-
-def pools(task: TaskCfg, pile: Pile, pool_per_label: int) -> dict[tuple, list[Chunk]]:
-    return topic_pools(pile)
-
-
-def teacher_schema(task: TaskCfg, job: dict) -> dict | None:
-    if job["n"] == 1:
-        return None
-    item = object_schema({"input": {"type": "string"}, "output": {"type": "string"}, "quote": {"type": "string"}})
-    return examples_schema(item, job["n"])
+ANSWER_HINT = "Answer briefly and only from what you know of the documents."
 
 
 def like_line(job: dict, noun: str) -> str:
@@ -82,34 +71,101 @@ def parse_pair(text: str, first: str, second: str, job: dict, chunks: list[Chunk
     return out
 
 
-def teacher_messages(task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict]:
-    return pair_messages(task, job, chunks, FIRST, SECOND)
+@dataclass(frozen=True)
+class FreeText:
+    """A type whose answer is free text written from the documents: `first` and `second` name
+    input and answer in the teacher's prompts; `hint` ends the default system prompt."""
+    name: str
+    max_new_tokens: int
+    first: str
+    second: str
+    hint: str | None = None
+    exact_match: bool = True      # the set metrics include normalised exact match
+    citations: bool = True        # ... and the citation rate against each item's source
+    retrieval_check: bool = True  # an answer from retrieved chunks is checked against them
+    metric: str = "token_f1"
+    teacher_max_tokens: int = 10**6
+    min_grounding: float = 0.3
+    labelled: bool = False
+    structured: bool = False
+    judged: bool = True
+    one_input_per_chunk: bool = False
+    claim: str = "output"         # is the answer what the cited text says?
+
+    def check_task(self, task: TaskCfg) -> str | None:
+        return None
+
+    def system_prompt(self, task: TaskCfg) -> str:
+        desc = task.description.strip()
+        return task.system_prompt or (f"{desc}\n{self.hint}" if self.hint else desc)
+
+    def pools(self, task: TaskCfg, pile: Pile, pool_per_label: int) -> dict[tuple, list[Chunk]]:
+        return topic_pools(pile)
+
+    def teacher_schema(self, task: TaskCfg, job: dict) -> dict | None:
+        if job["n"] == 1:
+            return None
+        item = object_schema({"input": {"type": "string"}, "output": {"type": "string"}, "quote": {"type": "string"}})
+        return examples_schema(item, job["n"])
+
+    def teacher_messages(self, task: TaskCfg, job: dict, chunks: list[Chunk]) -> list[dict]:
+        return pair_messages(task, job, chunks, self.first, self.second)
+
+    def teacher_eval_messages(self, task: TaskCfg, input_text: str) -> list[dict]:
+        # Every free-text type asks the teacher (and the few-shot base) with answer's hint, generate
+        # too: evaluate's teacher and base-fewshot figures were measured so.
+        system = task.system_prompt or f"{task.description.strip()}\n{ANSWER_HINT}"
+        msgs = [{"role": "system", "content": system}]
+        for ex in task.examples:
+            msgs += [{"role": "user", "content": ex.input}, {"role": "assistant", "content": output_text(ex.output)}]
+        return msgs + [{"role": "user", "content": input_text}]
+
+    def parse_teacher(self, task: TaskCfg, job: dict, text: str, chunks: list[Chunk],
+                      finish_reason: str = "stop") -> list[dict]:
+        return parse_pair(text, self.first, self.second, job, chunks, finish_reason)
+
+    def validate(self, task: TaskCfg, ex: dict, min_words: int, max_words: int) -> str | None:
+        for part in ("input", "output"):
+            n = len(str(ex[part]).split())
+            if n < (min_words if part == "input" else 1):
+                return f"{part} too short"
+            if n > max_words:
+                return f"{part} longer than {max_words} words"
+        return None
+
+    def parse_output(self, task: TaskCfg, text: str) -> str:
+        return text.strip()
+
+    def split_key(self, task: TaskCfg, ex: dict) -> str:
+        return str((ex.get("arm") or [None])[0])
+
+    def grounding(self, task: TaskCfg, ex: dict, source: str, similarity: float | None = None) -> float:
+        return text_grounding(str(ex["output"]), source, similarity)
+
+    def check_retrieved(self, task: TaskCfg, parsed: Any, chunks: list[Chunk]) -> tuple[Any, dict]:
+        """`supported` when the answer's words are found in one span of the retrieved text."""
+        if not self.retrieval_check or not isinstance(parsed, str) or not parsed.strip():
+            return parsed, {"supported": None, "dropped": []}
+        text = " ".join(c.text for c in chunks).lower()
+        return parsed, {"supported": locate(chunks, parsed) is not None or parsed.strip().lower() in text,
+                        "dropped": []}
+
+    def decoding(self, task: TaskCfg) -> Decoding:
+        return Decoding()
+
+    def served_decoding(self, info: dict) -> Decoding:
+        return Decoding()
+
+    def score(self, task: TaskCfg, pred: Any, gold: Any) -> float:
+        return token_f1(pred or "", output_text(gold))
+
+    def item_scores(self, task: TaskCfg, expected: list, predicted: list) -> list[float]:
+        return metrics.text_scores(expected, predicted)
+
+    def summarize(self, task: TaskCfg, expected: list, predicted: list, sources: list | None = None, *,
+                  seed: int = 0, reps: int = 1000) -> dict:
+        return metrics.text_summary(expected, predicted, sources, exact_match=self.exact_match,
+                                    citations=self.citations, seed=seed, reps=reps)
 
 
-def parse_teacher(task: TaskCfg, job: dict, text: str, chunks: list[Chunk], finish_reason: str = "stop") -> list[dict]:
-    return parse_pair(text, FIRST, SECOND, job, chunks, finish_reason)
-
-
-def validate(task: TaskCfg, ex: dict, min_words: int, max_words: int) -> str | None:
-    for part in ("input", "output"):
-        n = len(str(ex[part]).split())
-        if n < (min_words if part == "input" else 1):
-            return f"{part} too short"
-        if n > max_words:
-            return f"{part} longer than {max_words} words"
-    return None
-
-
-def parse_output(task: TaskCfg, text: str) -> str:
-    return text.strip()
-
-
-def score(task: TaskCfg, pred, gold) -> float:
-    return token_f1(pred or "", output_text(gold))
-
-
-def teacher_eval_messages(task: TaskCfg, input_text: str) -> list[dict]:
-    msgs = [{"role": "system", "content": system_prompt(task)}]
-    for ex in task.examples:
-        msgs += [{"role": "user", "content": ex.input}, {"role": "assistant", "content": output_text(ex.output)}]
-    return msgs + [{"role": "user", "content": input_text}]
+ANSWER = register(FreeText(name="answer", max_new_tokens=128, first="Question", second="Answer", hint=ANSWER_HINT))

@@ -1,4 +1,6 @@
-"""Evaluation metrics per task type, with bootstrap intervals; pure Python and numpy.
+"""Evaluation metrics by kind of answer, with bootstrap intervals; pure Python and numpy.
+Each task type picks its set (TaskType.summarize, TaskType.item_scores): labels (classify),
+fields (extract) or texts (answer, generate).
 
   - accuracy: share of items whose predicted label is the expected one.
   - macro_f1: per-label F1 averaged over the labels that occur in the expected
@@ -26,13 +28,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..curation.filters import lexical_support
-from . import output_text, token_f1, words
-from .extract import _norm, parse_json
+from . import norm_value, output_text, parse_json_object, token_f1, words
+from .grounding import lexical_support
 
 NONE = "(none)"
 CITED_SHARE = 0.6
-TYPES = ("classify", "extract", "answer", "generate")
 
 
 # -- bootstrap -----------------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def classify_metrics(expected: list[str], predicted: list[str | None], labels: l
 # -- extract -------------------------------------------------------------------------------------------------------
 def _as_dict(value) -> dict | None:
     if isinstance(value, str):
-        value = parse_json(value)
+        value = parse_json_object(value)
     return value if isinstance(value, dict) else None
 
 
@@ -181,7 +181,7 @@ def _present(value) -> str | None:
     """The normalised value, or None when it is null or empty (absent)."""
     if value is None or value == [] or value == {}:
         return None
-    return _norm(value) or None
+    return norm_value(value) or None
 
 
 def _extract_items(expected: list, predicted: list, names: list[str]) -> dict[str, np.ndarray]:
@@ -194,7 +194,7 @@ def _extract_items(expected: list, predicted: list, names: list[str]) -> dict[st
         gold, pred = _as_dict(e) or {}, _as_dict(p)
         out["valid"][i] = pred is not None
         pred = pred or {}
-        same = [_norm(pred.get(k)) == _norm(gold.get(k)) for k in names]
+        same = [norm_value(pred.get(k)) == norm_value(gold.get(k)) for k in names]
         out["exact"][i] = out["valid"][i] and all(same)
         for j, k in enumerate(names):
             g, q = _present(gold.get(k)), _present(pred.get(k))
@@ -309,28 +309,30 @@ def answer_metrics(expected: list[str], predicted: list[str], sources: list[str 
             "rouge_l": _mean(it["rouge_l"]), "citation_rate": _mean(it["cited"])}
 
 
-# -- per item and all together -------------------------------------------------------------------------------------
-def item_scores(task_type: str, expected, predicted, *, fields: list[str] | None = None) -> list[float]:
-    """The per-item score behind the type's headline metric: classify 1/0 for
-    the exact label; extract the share of fields equal (extract.score; the
-    reference's own keys when no fields are given); answer and generate token F1."""
-    _check_type(task_type)
+# -- per item and all together, by kind of answer -----------------------------------------------------------------
+def label_scores(expected: list, predicted: list) -> list[float]:
+    """1/0 per item: the predicted label is the expected one."""
     _check_lengths(expected, predicted)
-    if task_type == "classify":
-        return [float(p is not None and p == e) for e, p in zip(expected, predicted)]
-    if task_type == "extract":
-        out = []
-        for e, p in zip(expected, predicted):
-            gold, pred = _as_dict(e) or {}, _as_dict(p) or {}
-            names = list(fields or []) or list(gold)
-            out.append(sum(_norm(pred.get(k)) == _norm(gold.get(k)) for k in names) / len(names) if names else 0.0)
-        return out
+    return [float(p is not None and p == e) for e, p in zip(expected, predicted)]
+
+
+def field_scores(expected: list, predicted: list, fields: list[str] | None = None) -> list[float]:
+    """Per item, the share of fields equal after normalisation (the reference's own keys
+    when no fields are given); 0.0 for an item with no fields at all."""
+    _check_lengths(expected, predicted)
+    out = []
+    for e, p in zip(expected, predicted):
+        gold, pred = _as_dict(e) or {}, _as_dict(p) or {}
+        names = list(fields or []) or list(gold)
+        out.append(sum(norm_value(pred.get(k)) == norm_value(gold.get(k)) for k in names) / len(names) if names
+                   else 0.0)
+    return out
+
+
+def text_scores(expected: list, predicted: list) -> list[float]:
+    """Token F1 per item; a None prediction is an empty answer."""
+    _check_lengths(expected, predicted)
     return [token_f1(p or "", output_text(e)) for e, p in zip(expected, predicted)]
-
-
-def _check_type(task_type: str) -> None:
-    if task_type not in TYPES:
-        raise ValueError(f"unknown task type {task_type!r}; expected one of {', '.join(TYPES)}")
 
 
 def _clean(x):
@@ -346,48 +348,57 @@ def _clean(x):
     return x
 
 
-def summarize(task_type: str, expected: list, predicted: list, *, labels=None, fields=None, sources=None,
-              seed: int = 0, reps: int = 1000) -> dict:
-    """Every metric of the type, "n", and "cis": {metric: [lo, hi]} for each
-    scalar metric, bootstrapping items jointly so macro-F1 and field F1 get
-    real intervals. Undefined values are None, so the result is plain JSON.
-
-    classify without labels uses the sorted expected labels; extract adds
-    field_accuracy (its headline); generate has only token_f1 and rouge_l (the
-    judge's scores come from elsewhere).
-    """
-    _check_type(task_type)
-    _check_lengths(expected, predicted)
-    n = len(expected)
-    if task_type == "classify":
-        labels = list(labels) if labels else sorted(set(expected))
-        out = classify_metrics(expected, predicted, labels)
-        exp, pred = _codes(expected, predicted, out["confusion"]["labels"])
-        k = len(out["confusion"]["labels"])
-        stats = {"accuracy": lambda idx: (exp[idx] == pred[idx]).mean(),
-                 "macro_f1": lambda idx: _macro_f1(_confusion(exp[idx], pred[idx], k))}
-    elif task_type == "extract":
-        names = _field_names(fields, expected)
-        out = extract_metrics(expected, predicted, names)
-        it = _extract_items(expected, predicted, names)
-        share = np.array(item_scores("extract", expected, predicted, fields=fields))
-        out["field_accuracy"] = float(share.mean()) if n else None
-        tp, fp, fn = it["tp"].sum(axis=1), it["fp"].sum(axis=1), it["fn"].sum(axis=1)
-        stats = {"valid_json": lambda idx: it["valid"][idx].mean(),
-                 "exact_match": lambda idx: it["exact"][idx].mean(),
-                 "field_f1": lambda idx: _micro_f1(tp[idx].sum(), fp[idx].sum(), fn[idx].sum()),
-                 "field_accuracy": lambda idx: share[idx].mean()}
-    else:
-        if task_type == "generate":
-            sources = None
-        elif sources is not None:
-            _check_lengths(expected, sources, "sources")
-        it = _answer_items(expected, predicted, sources)
-        keys = ("exact_match", "token_f1", "rouge_l") if task_type == "answer" else ("token_f1", "rouge_l")
-        out = {k: _mean(it[k]) for k in keys}
-        stats = {k: (lambda idx, a=it[k]: a[idx].mean()) for k in keys}
-        if task_type == "answer":
-            out["citation_rate"] = _mean(it["cited"])
-            stats["citation_rate"] = lambda idx: _mean(it["cited"][idx])
+def _summary(n: int, out: dict, stats: dict[str, Callable], seed: int, reps: int) -> dict:
+    """The metrics with "n" and "cis": {metric: [lo, hi]}, bootstrapping items jointly so
+    macro-F1 and field F1 get real intervals; undefined values are None (plain JSON)."""
     cis = _intervals(n, stats, reps, seed)
     return _clean({"n": n, **out, "cis": {k: list(v) for k, v in cis.items()}})
+
+
+def label_summary(expected: list[str], predicted: list, labels=None, *, seed: int = 0, reps: int = 1000) -> dict:
+    """classify_metrics with intervals for accuracy and macro-F1; without labels, the sorted
+    expected labels."""
+    _check_lengths(expected, predicted)
+    labels = list(labels) if labels else sorted(set(expected))
+    out = classify_metrics(expected, predicted, labels)
+    exp, pred = _codes(expected, predicted, out["confusion"]["labels"])
+    k = len(out["confusion"]["labels"])
+    stats = {"accuracy": lambda idx: (exp[idx] == pred[idx]).mean(),
+             "macro_f1": lambda idx: _macro_f1(_confusion(exp[idx], pred[idx], k))}
+    return _summary(len(expected), out, stats, seed, reps)
+
+
+def field_summary(expected: list, predicted: list, fields=None, *, seed: int = 0, reps: int = 1000) -> dict:
+    """extract_metrics plus field_accuracy (the mean of field_scores), each with an interval."""
+    _check_lengths(expected, predicted)
+    n = len(expected)
+    names = _field_names(fields, expected)
+    out = extract_metrics(expected, predicted, names)
+    it = _extract_items(expected, predicted, names)
+    share = np.array(field_scores(expected, predicted, fields))
+    out["field_accuracy"] = float(share.mean()) if n else None
+    tp, fp, fn = it["tp"].sum(axis=1), it["fp"].sum(axis=1), it["fn"].sum(axis=1)
+    stats = {"valid_json": lambda idx: it["valid"][idx].mean(),
+             "exact_match": lambda idx: it["exact"][idx].mean(),
+             "field_f1": lambda idx: _micro_f1(tp[idx].sum(), fp[idx].sum(), fn[idx].sum()),
+             "field_accuracy": lambda idx: share[idx].mean()}
+    return _summary(n, out, stats, seed, reps)
+
+
+def text_summary(expected: list, predicted: list, sources: list | None = None, *, exact_match: bool = True,
+                 citations: bool = True, seed: int = 0, reps: int = 1000) -> dict:
+    """token_f1 and rouge_l with intervals; with `exact_match` the normalised exact match too,
+    with `citations` the citation rate over the items that have a source (None without any)."""
+    _check_lengths(expected, predicted)
+    if not citations:
+        sources = None
+    elif sources is not None:
+        _check_lengths(expected, sources, "sources")
+    it = _answer_items(expected, predicted, sources)
+    keys = ("exact_match", "token_f1", "rouge_l") if exact_match else ("token_f1", "rouge_l")
+    out = {k: _mean(it[k]) for k in keys}
+    stats = {k: (lambda idx, a=it[k]: a[idx].mean()) for k in keys}
+    if citations:
+        out["citation_rate"] = _mean(it["cited"])
+        stats["citation_rate"] = lambda idx: _mean(it["cited"][idx])
+    return _summary(len(expected), out, stats, seed, reps)

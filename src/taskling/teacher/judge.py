@@ -17,7 +17,7 @@ cost nothing and `taskling log --purpose judge` shows them.
 """
 from __future__ import annotations
 
-from .. import tasks
+from ..core import tasktype
 from .backends import Request
 from ..tasks import DATA_RULE, document_block, object_schema, output_text, parse_json_loose
 
@@ -65,8 +65,8 @@ def judge(backend, task_cfg, examples: list[dict], chunks_of, max_tokens: int = 
 def consistent(backend, task_cfg, examples: list[dict], samples: int = 2, temperature: float = 0.7,
                max_tokens: int | None = None) -> list[bool]:
     """Whether each example's output agrees with `samples` answers of the teacher to its input."""
-    task = tasks.get(task_cfg)
-    reqs = [Request(task.teacher_eval_messages(task_cfg, ex["input"]), max_tokens=max_tokens or task.MAX_NEW_TOKENS,
+    task = tasktype.get(task_cfg.type)
+    reqs = [Request(task.teacher_eval_messages(task_cfg, ex["input"]), max_tokens=max_tokens or task.max_new_tokens,
                     temperature=temperature, seed=s) for ex in examples for s in range(samples)]
     res = backend.generate(reqs)
     out = []

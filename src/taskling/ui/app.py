@@ -1,23 +1,22 @@
-"""The UI's HTTP side: the page, its assets, and a small JSON API over the workspace."""
+"""The UI's HTTP side: the page, its assets, and a small JSON API over the workspace, its routes
+grouped by the page that calls them (pile, examples, runs, playground)."""
 from __future__ import annotations
 
 import json
-import secrets
-import sqlite3
-from collections import Counter
 from pathlib import Path
-from urllib.parse import urlparse
 
-from fastapi import Request  # at module level: FastAPI resolves the (string) annotations here
+from fastapi import FastAPI, HTTPException, Request  # at module level: FastAPI resolves the (string) annotations here
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ..teacher.allocate import arm_label, boost
 from ..core.errors import TasklingError
+from ..core.manifests import EvaluateManifest
 from ..core.workspace import Context, read_jsonl
+from ..teacher.allocate import boost
 from .play import Playground
+from .session import LOOPBACK, Session
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 PAGE_LIMIT = 200
@@ -25,25 +24,8 @@ PAGE_LIMIT = 200
 
 def create_app(ctx: Context):
     """The FastAPI app for `ctx`'s workspace and its session token."""
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-
-    from ..curation import review
-    from ..data.pile import Pile
-    from ..stages.curate import candidates, review_store
-
-    token = secrets.token_urlsafe(24)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    root = ctx.cfg.root.resolve()
-    cache: dict = {"key": None, "rows": [], "embedder": None}  # what is kept between requests
-
-    def guard(request: Request) -> None:
-        """State-changing requests: the session token, from a page of this server."""
-        if not secrets.compare_digest(request.headers.get("x-taskling-token", ""), token):
-            raise HTTPException(403, "missing or wrong session token; reload the page")
-        origin = request.headers.get("origin")
-        if origin and urlparse(origin).hostname not in LOOPBACK:
-            raise HTTPException(403, f"requests from {origin} are not allowed")
+    ui = Session(ctx)
 
     @app.exception_handler(TasklingError)
     async def user_error(request: Request, e: TasklingError):
@@ -60,7 +42,7 @@ def create_app(ctx: Context):
 
     @app.get("/")
     def index():
-        html = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
+        html = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", ui.token)
         return HTMLResponse(html)
 
     @app.get("/static/{name}")
@@ -69,30 +51,20 @@ def create_app(ctx: Context):
             raise HTTPException(404, "no such asset")
         return Response((STATIC / name).read_bytes(), media_type=ASSETS[name])
 
-    def pile_version():
-        """Changes whenever another connection wrote to pile.db (SQLite's data_version, on a connection
-        kept open for just that): what the cached pile figures, topics and vectors are keyed by."""
-        if cache.get("watch") is None:
-            if not ctx.ws.pile_db.exists():
-                return None
-            cache["watch"] = sqlite3.connect(f"file:{ctx.ws.pile_db.resolve()}?mode=ro", uri=True,
-                                             check_same_thread=False)
-        return cache["watch"].execute("PRAGMA data_version").fetchone()[0]
+    pile_routes(app, ui)
+    example_routes(app, ui)
+    run_routes(app, ui)
+    app.state.playground = play_routes(app, ui)
+    return app, ui.token
 
-    def cached(name: str, make):
-        """`make(pile)`, computed again only when the pile changed."""
-        version = pile_version()
-        hit = cache.get(name)
-        if hit is not None and version is not None and hit[0] == version:
-            return hit[1]
-        with Pile(ctx.ws.pile_db) as pile:
-            value = make(pile)
-        cache[name] = (version, value)
-        return value
+
+def pile_routes(app: FastAPI, ui: Session) -> None:
+    """The pile page: figures, topics, search by words or meaning, a chunk in its document."""
+    ctx = ui.ctx
 
     @app.get("/api/state")
     def state():
-        stats = cached("stats", lambda pile: pile.stats())
+        stats = ui.cached("stats", lambda pile: pile.stats())
         t = ctx.cfg.task
         return {"task": {"name": t.name, "type": t.type, "description": t.description,
                          "labels": sorted(t.labels) if t.labels else []},
@@ -100,15 +72,17 @@ def create_app(ctx: Context):
 
     @app.get("/api/topics")
     def topics():
-        return {"topics": cached("topics", lambda pile: [{k: t[k] for k in ("id", "label", "terms", "size")}
-                                                         for t in pile.topics()])}
+        return {"topics": ui.cached("topics", lambda pile: [{k: t[k] for k in ("id", "label", "terms", "size")}
+                                                            for t in pile.topics()])}
 
     @app.get("/api/search")
     def search(q: str = "", mode: str = "fts", limit: int = 20):
+        from ..data.pile import Pile
+
         limit = max(1, min(limit, 100))
         with Pile(ctx.ws.pile_db) as pile:
             if mode == "semantic":
-                hits = semantic(embedder(), pile, q, limit, cache, pile_version())
+                hits = semantic(ui.embedder(), pile, q, limit, ui.cache, ui.pile_version())
             else:
                 hits = pile.search(q, limit) if q.strip() else []
         return {"hits": [{"key": c.key, "path": c.path, "locator": c.locator, "topic": c.topic_id,
@@ -116,6 +90,8 @@ def create_app(ctx: Context):
 
     @app.get("/api/chunk/{key}")
     def chunk(key: str):
+        from ..data.pile import Pile
+
         with Pile(ctx.ws.pile_db) as pile:
             c = pile.chunk(key)
             if c is None:
@@ -127,37 +103,16 @@ def create_app(ctx: Context):
                 "document": {"before": text[lo:c.start_char], "chunk": text[c.start_char:c.end_char],
                              "after": text[c.end_char:hi], "cut_before": lo > 0, "cut_after": hi < len(text)}}
 
-    def embedder():
-        """The pile's embedder, loaded on the first semantic search and kept."""
-        if cache["embedder"] is None:
-            from ..data.embed import Embedder
 
-            cache["embedder"] = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens)
-        return cache["embedder"]
-
-    def examples_now() -> list[dict]:
-        """Every candidate with its review decision; read again only when curate or a review wrote."""
-        cur = ctx.stage_dir("curate")
-        files = [cur / n for n in ("manifest.json", "train.jsonl", "eval.jsonl", "rejected.jsonl")]
-        key = tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in files + [review_store(ctx)])
-        if key == cache["key"]:
-            return cache["rows"]
-        try:
-            rows = candidates(ctx)
-        except TasklingError:
-            rows = []
-        decided = review.load_decisions(review_store(ctx))
-        for ex in rows:
-            d = decided.get(ex["id"])
-            ex["decision"] = d["decision"] if d and d.get("of") in (None, review.digest(ex)) else None
-        cache.update(key=key, rows=rows)
-        return rows
+def example_routes(app: FastAPI, ui: Session) -> None:
+    """The examples page: every candidate, filtered and paged, and a person's decision on one."""
+    ctx = ui.ctx
 
     @app.get("/api/examples")
     def examples(status: str = "", label: str = "", q: str = "", decision: str = "", round: str = "",
                  arm: str = "", reason: str = "", min_grounding: float | None = None,
                  min_judge: float | None = None, offset: int = 0, limit: int = 50):
-        every = examples_now()
+        every = ui.examples_now()
         rows = every
         if status:
             rows = [r for r in rows if r.get("status") == status]
@@ -181,25 +136,30 @@ def create_app(ctx: Context):
         page = rows[max(0, offset):max(0, offset) + limit]
         keep = ("id", "status", "reason", "input", "output", "label", "arm", "round", "spans", "provenance",
                 "grounding", "judge", "decision")
-        return {"total": len(rows), "offset": offset, "facets": facets(every),
-                "examples": [{k: r.get(k) for k in keep} | {"arm_name": arm_name(r.get("arm"))} for r in page]}
+        return {"total": len(rows), "offset": offset, "facets": ui.facets(every),
+                "examples": [{k: r.get(k) for k in keep} | {"arm_name": ui.arm_name(r.get("arm"))} for r in page]}
 
-    def facets(rows: list[dict]) -> dict:
-        """What the filters can choose from, with counts (over every candidate, so choices never vanish)."""
-        if cache.get("facets_of") is not rows:
-            count = lambda key: Counter(key(r) for r in rows).most_common()  # noqa: E731
-            cache["facets"] = {
-                "round": [[str(k), n] for k, n in sorted(count(lambda r: r.get("round", 0)))],
-                "arm": [[k, arm_name(json.loads(k)), n] for k, n in count(lambda r: json.dumps(r.get("arm")))],
-                "reason": [[k, n] for k, n in count(lambda r: r.get("reason") or "kept")]}
-            cache["facets_of"] = rows
-        return cache["facets"]
+    @app.post("/api/review")
+    async def decide(request: Request):
+        from ..curation import review
 
-    def arm_name(arm) -> str:
-        if not isinstance(arm, list) or len(arm) != 2:
-            return "-"
-        names = cached("topic_names", lambda pile: {t["id"]: t["label"] for t in pile.topics()})
-        return arm_label(tuple(arm), names)
+        body = await ui.posted(request, "id", "{id, decision}")
+        known = {ex["id"]: ex for ex in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")}
+        ex = known.get(body["id"])
+        if ex is None:
+            raise HTTPException(404, f"example {body['id']!r} is not a current candidate")
+        out = {}
+        if body.get("decision"):
+            out["review"] = review.decide(ctx.ws.reviews, ex, body["decision"], input=body.get("input"),
+                                          output=body.get("output"), note=body.get("note"))
+        if body.get("gold"):
+            out["gold"] = add_gold(ui.root / "gold.jsonl", ex)
+        return out
+
+
+def run_routes(app: FastAPI, ui: Session) -> None:
+    """The runs page: the running stage's progress, every run's report, more budget for an arm."""
+    ctx, root = ui.ctx, ui.root
 
     @app.get("/api/progress")
     async def progress(request: Request, once: bool = False):
@@ -247,63 +207,38 @@ def create_app(ctx: Context):
                 "cluster", "failures", "label_sources")
         return {k: rep.get(k) for k in keep}
 
-    async def posted(request: Request, key: str, shape: str) -> dict:
-        """A state-changing request's JSON body, after the token and origin checks; `key` must be a string."""
-        guard(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get(key), str):
-            raise HTTPException(400, f"send {shape} as JSON")
-        return body
+    @app.post("/api/boost")
+    async def more_budget(request: Request):
+        """Mark an arm for more teacher budget in the run's next round (allocate.boost)."""
+        body = await ui.posted(request, "run", "{arm, run}")
+        run_id = body["run"]
+        if "/" in run_id or run_id[:1] == "." or not (root / "runs" / run_id).is_dir():
+            raise HTTPException(400, f"{run_id!r} is not a run of this workspace")
+        rounds = [int(p.parent.name.split("-")[1]) for p in (root / "runs" / run_id).glob("round-*/evaluate")
+                  if EvaluateManifest.read(p) is not None]
+        if not rounds:
+            raise HTTPException(400, f"run {run_id} has no evaluated round yet")
+        rec = boost(ctx.ws.boosts, body.get("arm"), after_round=max(rounds), run=run_id,
+                    note=str(body.get("note") or "")[:500] or None)
+        return {"boost": rec, "applies_to_round": rec["after_round"] + 1, "arm_name": ui.arm_name(rec["arm"])}
 
-    @app.post("/api/review")
-    async def decide(request: Request):
-        body = await posted(request, "id", "{id, decision}")
-        known = {ex["id"]: ex for ex in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")}
-        ex = known.get(body["id"])
-        if ex is None:
-            raise HTTPException(404, f"example {body['id']!r} is not a current candidate")
-        out = {}
-        if body.get("decision"):
-            out["review"] = review.decide(review_store(ctx), ex, body["decision"], input=body.get("input"),
-                                          output=body.get("output"), note=body.get("note"))
-        if body.get("gold"):
-            out["gold"] = add_gold(root / "gold.jsonl", ex)
-        return out
 
-    player = Playground(ctx)
+def play_routes(app: FastAPI, ui: Session) -> Playground:
+    """The playground page: one input answered by the student, its base or the teacher."""
+    player = Playground(ui.ctx)
 
     @app.get("/api/play")
     def play_systems():
-        return {"systems": player.systems(), "task": {"type": ctx.cfg.task.type}}
+        return {"systems": player.systems(), "task": {"type": ui.ctx.cfg.task.type}}
 
     @app.post("/api/play")
     async def play(request: Request):
         """One system's answer to an input (compute and teacher budget: the session token is needed)."""
         from starlette.concurrency import run_in_threadpool
 
-        body = await posted(request, "input", "{input, system}")
+        body = await ui.posted(request, "input", "{input, system}")
         return await run_in_threadpool(player.answer, body["input"], str(body.get("system", "student")))
-
-    @app.post("/api/boost")
-    async def more_budget(request: Request):
-        """Mark an arm for more teacher budget in the run's next round (allocate.boost)."""
-        body = await posted(request, "run", "{arm, run}")
-        run_id = body["run"]
-        if "/" in run_id or run_id[:1] == "." or not (root / "runs" / run_id).is_dir():
-            raise HTTPException(400, f"{run_id!r} is not a run of this workspace")
-        rounds = [int(p.parent.parent.name.split("-")[1])
-                  for p in (root / "runs" / run_id).glob("round-*/evaluate/manifest.json")]
-        if not rounds:
-            raise HTTPException(400, f"run {run_id} has no evaluated round yet")
-        rec = boost(ctx.ws.boosts, body.get("arm"), after_round=max(rounds), run=run_id,
-                    note=str(body.get("note") or "")[:500] or None)
-        return {"boost": rec, "applies_to_round": rec["after_round"] + 1, "arm_name": arm_name(rec["arm"])}
-
-    app.state.playground = player
-    return app, token
+    return player
 
 
 def add_gold(path: Path, ex: dict) -> bool:

@@ -1,6 +1,6 @@
 """The UI's playground: one input answered by the tuned student, its base and the teacher.
 
-Each system is prompted exactly as `evaluate` prompts it (evaluate.conversations), so what
+Each system is prompted exactly as `evaluate` prompts it (serving.systems), so what
 a person sees here is what the scores measure. The student is the newest round's trained
 model of the run; it is loaded on first use and loaded again when a later round finishes.
 The teacher's calls go through the call log (purpose "playground") like every other call,
@@ -12,8 +12,10 @@ import threading
 import time
 
 from .. import tasks
+from ..core import tasktype
 from ..core.errors import TasklingError
-from ..core.workspace import Context, read_manifest
+from ..core.manifests import TrainManifest
+from ..core.workspace import Context
 
 SYSTEMS = ("student", "base", "teacher")
 MAX_INPUT_CHARS = 20_000
@@ -31,7 +33,7 @@ class Playground:
         """The newest round whose train stage finished (None: nothing trained yet)."""
         found, k = None, 0
         while (self.ctx.run_dir / f"round-{k}").is_dir():
-            if read_manifest(self.ctx.stage_dir("train", k)) is not None:
+            if TrainManifest.read(self.ctx.stage_dir("train", k)) is not None:
                 found = k
             k += 1
         return found
@@ -46,7 +48,7 @@ class Playground:
 
     def model(self, who: str):
         from ..student.models import load_causal_lm, resolve_hf
-        from ..stages.train import load_trained
+        from ..student.trained import load_trained
 
         cfg = self.ctx.cfg
         if who == "student":
@@ -56,7 +58,7 @@ class Playground:
             key = (r, (self.ctx.stage_dir("train", r) / "manifest.json").stat().st_mtime_ns)
             if self.loaded.get(who, (None,))[0] != key:
                 self.loaded.pop(who, None)
-                model, tok = load_trained(self.ctx, cfg.student.model, r)
+                model, tok = load_trained(self.ctx.stage_dir("train", r), cfg.student.model)
                 self.loaded[who] = (key, model.eval(), tok)
         elif who not in self.loaded:
             model, tok = load_causal_lm(resolve_hf(cfg.student.model))
@@ -65,7 +67,7 @@ class Playground:
 
     def answer(self, text: str, who: str) -> dict:
         """`who`'s answer to `text`: raw output, the task's parsed answer, latency and tokens."""
-        from ..stages.evaluate import conversations, predict_local, predict_teacher
+        from ..serving.systems import conversations, predict_local, predict_teacher
 
         if who not in SYSTEMS:
             raise TasklingError(f"system {who!r} is not one of {', '.join(SYSTEMS)}")
@@ -74,7 +76,7 @@ class Playground:
             raise TasklingError("type an input first")
         if len(text) > MAX_INPUT_CHARS:
             raise TasklingError(f"the input is {len(text)} characters; the playground takes at most {MAX_INPUT_CHARS}")
-        cfg, task = self.ctx.cfg, tasks.get(self.ctx.cfg.task)
+        cfg, task = self.ctx.cfg, tasktype.get(self.ctx.cfg.task.type)
         convs = conversations(cfg, task, who, [{"input": text}])
         with self.lock:
             t0 = time.perf_counter()

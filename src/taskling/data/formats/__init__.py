@@ -9,6 +9,12 @@ chunker never lets a chunk span two segments. Files found *inside* a file
 (archive members, e-mail attachments) come back as `children` and are
 ingested as documents of their own, linked to their container.
 
+An `Extracted` also holds the document's `tables` (header, rows of cell
+texts, one locator per row). CSV/TSV, spreadsheets, JSON/JSONL records and
+HTML <table>s are read by their converters; for every other format `convert`
+reads the pipe tables of the text ("| a | b |", "a | b": Markdown, DOCX and
+PPTX tables, PDF text where cell boundaries survive).
+
 `convert(name, data)` picks the converter; anything unreadable raises
 ConvertError with a reason a person can act on.
 """
@@ -18,7 +24,7 @@ import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import PurePosixPath
-from typing import Callable
+from typing import Callable, Iterable
 
 
 class ConvertError(Exception):
@@ -55,6 +61,34 @@ class Child:
 
 
 @dataclass
+class Table:
+    """A table of a document, cells as text. Rows are as ragged as they came; `header` is [] when the
+    first row is data. Locators name rows as a person finds them: "row 14" (a CSV line), "rows 5-6"
+    (a CSV record over two lines), "'Q3 data' row 5", "record 3" (JSON), "line 3" (JSONL), "codes
+    record 2" (a JSON list under a key), "table 2, row 14" (the 14th data row of the document's 2nd
+    table; tables are numbered from 1)."""
+
+    name: str | None                 # sheet, caption or nearest heading
+    header: list[str]
+    rows: list[list[str]]
+    locators: list[str]              # one per row
+    offsets: list[int] = field(default_factory=list)       # pipe tables: where each row starts in the text
+    chunks: list[int | None] = field(default_factory=list)  # per row: ordinal of the chunk that holds it
+
+
+def keep_tables(found: Iterable[Table]) -> list[Table]:
+    """The tables with at least one row, in order; rows without locators of their own are named
+    "table N, row K", N counting the tables kept."""
+    out: list[Table] = []
+    for t in found:
+        if t.rows:
+            if not t.locators:
+                t.locators = [f"table {len(out) + 1}, row {k}" for k in range(1, len(t.rows) + 1)]
+            out.append(t)
+    return out
+
+
+@dataclass
 class Extracted:
     segments: list[Segment]
     format: str                      # pdf, docx, xlsx, csv, html, markdown, text, json, eml, python, zip, ...
@@ -62,6 +96,8 @@ class Extracted:
     warnings: list[str] = field(default_factory=list)   # e.g. "page 4 has no text layer"
     children: list[Child] = field(default_factory=list)
     meta: dict = field(default_factory=dict)            # title, subject, Message-ID, ...
+    tables: list[Table] | None = None  # None: the converter reads none itself; convert() finds the text's
+    table_notes: list[str] = field(default_factory=list)  # what reading the tables left out, and why
 
     def text(self) -> tuple[str, list[tuple[int, int]]]:
         """The document's text (segments joined by blank lines) and each segment's char span in it."""
@@ -155,11 +191,25 @@ def convert(name: str, data: bytes, limits: Limits = Limits()) -> Extracted:
     if not any(s.text.strip() for s in out.segments) and not out.children:
         raise ConvertError(f"no text found in this {out.format} file" +
                            (f" ({'; '.join(out.warnings[:3])})" if out.warnings else ""))
+    if out.tables is None:
+        from .pipes import pipe_tables
+
+        out.tables = read_tables(lambda: pipe_tables(out.text()[0], out.format), out.table_notes)
     return out
 
 
+def read_tables(read: Callable[[], list[Table]], notes: list[str]) -> list[Table]:
+    """The tables `read` finds (kept and numbered as keep_tables does); a reader that fails costs the
+    tables, with a note, never the document."""
+    try:
+        return keep_tables(read())
+    except Exception as e:
+        notes.append(f"its tables could not be read ({type(e).__name__}: {str(e)[:200]})")
+        return []
+
+
 # The built-in converters register here; each module imports its libraries lazily.
-_BUILTIN = ("text", "office", "sheets", "epub", "mail", "archive", "code")
+_BUILTIN = ("text", "html", "office", "sheets", "epub", "mail", "archive", "code")
 for _m in _BUILTIN:
     try:
         importlib.import_module(f"{__name__}.{_m}")

@@ -12,8 +12,9 @@ from urllib.parse import unquote
 from xml.etree import ElementTree as ET
 
 from . import ConvertError, Extracted, Limits, Segment, register
-from .office import _clean, _is_epub, _meta, _one_line, _open_package, _read_member
-from .text import _HTMLText, cut_long_lines, decode_text
+from .html import HTMLText
+from .package import clean_text, metadata, one_line, open_package, read_member, zip_mimetype
+from .text import cut_long_lines, decode_text
 
 # --------------------------------------------------------------------------- EPUB
 
@@ -23,7 +24,7 @@ _OPS_NS = "{http://www.idpf.org/2007/ops}"
 
 def convert_epub(data: bytes, name: str, limits: Limits) -> Extracted:
     """An EPUB book: one segment per chapter in reading (spine) order, titled from its table of contents."""
-    zf = _open_package(data, "epub", "META-INF/container.xml", limits)
+    zf = open_package(data, "epub", "META-INF/container.xml", limits)
     opf_path = _epub_rootfile(zf)
     opf = _parse_xml(zf, opf_path, "the package file")
     manifest = _epub_manifest(opf, posixpath.dirname(opf_path))
@@ -51,7 +52,7 @@ def convert_epub(data: bytes, name: str, limits: Limits) -> Extracted:
         warnings.append(f"{locked} chapter(s) are encrypted (DRM) and were skipped")
     if no_text:
         warnings.append(f"{no_text} spine item(s) had no text (cover or image pages)")
-    meta = _meta(title=_first_text(opf, "title"), author=_first_text(opf, "creator"))
+    meta = metadata(title=_first_text(opf, "title"), author=_first_text(opf, "creator"))
     meta["chapters"] = len(segments)
     return Extracted(segments, "epub", "stdlib zipfile + html.parser", warnings, meta=meta)
 
@@ -112,7 +113,7 @@ def _epub_titles(zf: zipfile.ZipFile, opf: ET.Element, manifest: dict[str, tuple
             continue  # titles are a nicety: fall back to headings and file names
         base = posixpath.dirname(path)
         for href, title in (_nav_entries(root) if item_id in nav_ids else _ncx_entries(root)):
-            titles.setdefault(_resolve(base, href), _one_line(title))
+            titles.setdefault(_resolve(base, href), one_line(title))
         if titles:
             break
     return titles
@@ -138,7 +139,7 @@ def _ncx_entries(root: ET.Element) -> Iterator[tuple[str, str]]:
 
 def _epub_encrypted(zf: zipfile.ZipFile) -> set[str]:
     """Paths listed in META-INF/encryption.xml (DRM, or obfuscated fonts)."""
-    raw = _read_member(zf, "META-INF/encryption.xml")
+    raw = read_member(zf, "META-INF/encryption.xml")
     if not raw:
         return set()
     try:
@@ -162,24 +163,28 @@ def _epub_chapter(zf: zipfile.ZipFile, path: str, limits: Limits, warnings: list
     except (ConvertError, zipfile.BadZipFile, EOFError, ValueError) as e:
         warnings.append(f"chapter {path} could not be read ({e}); skipped")
         return ""
-    parser = _HTMLText()
+    parser = HTMLText()
     parser.feed(html)
     parser.close()
-    return cut_long_lines(_clean(parser.text()), limits, warnings)
+    return cut_long_lines(clean_text(parser.text()), limits, warnings)
 
 
 def _first_heading(text: str) -> str:
     m = re.search(r"^#{1,6} (.+)$", text, re.M)
-    return _one_line(m.group(1)) if m else ""
+    return one_line(m.group(1)) if m else ""
 
 
 def _demote_title(text: str, title: str) -> str:
     """Drop the "#" marks of a chapter's opening heading when it repeats the chapter title,
     so chunk locators read "Chapter 1 > Section", not "Chapter 1 > Chapter 1"."""
     m = re.match(r"#{1,6} (.+)(\n|$)", text)
-    if m and _one_line(m.group(1)) == title:
+    if m and one_line(m.group(1)) == title:
         return m.group(1) + text[m.end(1):]
     return text
+
+
+def _is_epub(data: bytes, name: str) -> bool:
+    return zip_mimetype(data) == "application/epub+zip"
 
 
 register((".epub",), "epub", f"{__name__}:convert_epub", sniff=_is_epub)

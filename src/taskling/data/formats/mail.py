@@ -30,7 +30,8 @@ from email.parser import BytesParser
 from mimetypes import guess_extension
 
 from . import Child, ConvertError, Extracted, Limits, Segment, register, suffix
-from .text import _HTMLText, cut_long_lines
+from .html import HTMLText
+from .text import cut_long_lines
 
 CONVERTER = f"stdlib email (python {platform.python_version()})"
 
@@ -127,7 +128,7 @@ def _part_text(part: EmailMessage) -> str:
             text = str(payload)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if part.get_content_subtype() == "html":
-        parser = _HTMLText()
+        parser = HTMLText()
         parser.feed(text)
         parser.close()
         text = parser.text()

@@ -1,4 +1,4 @@
-"""PDF, Word and PowerPoint, and what all zip-packaged Office formats share.
+"""PDF, Word and PowerPoint.
 
 Each format becomes segments a person can find again in the source:
 
@@ -6,13 +6,11 @@ Each format becomes segments a person can find again in the source:
   DOCX         one per heading section         "Intro > Setup"; text before the first heading: "(start)"
   PPTX         one per slide                   "slide 2 — Quarterly results" (just "slide 2" without a title)
 
-Spreadsheets and CSV are in sheets.py, EPUB in epub.py; both use the
-package helpers here (opening an OOXML/ODF zip, telling an encrypted or
-legacy OLE file apart, sniffing). Files whose extension lies are recognised
-by their bytes: "%PDF-" is a PDF, a zip holding word/document.xml a DOCX,
-ppt/presentation.xml a PPTX, xl/workbook.xml an XLSX, and a zip whose
-"mimetype" member says so an EPUB or ODS. The libraries are imported inside
-the converters, on first use.
+Tables in DOCX and PPTX are written as "cell | cell" lines, so they come back as the pipe tables of
+the text (pipes.py). Spreadsheets and CSV are in sheets.py, EPUB in epub.py; opening a zip package,
+telling an encrypted or legacy OLE file apart and sniffing are in package.py. Files whose extension
+lies are recognised by their bytes: "%PDF-" is a PDF, a zip holding word/document.xml a DOCX,
+ppt/presentation.xml a PPTX. The libraries are imported inside the converters, on first use.
 """
 from __future__ import annotations
 
@@ -22,136 +20,27 @@ import zipfile
 from typing import Iterable, Iterator
 
 from . import ConvertError, Extracted, Limits, Segment, lib_version, register
+from .package import clean_text, metadata, one_line, open_package, package_error, zip_names
 from .text import cut_long_lines
 
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"   # old binary Office files, and encrypted OOXML
 MAX_PAGE_WARNINGS = 20   # per-page "no text layer" warnings before they are summed up
-ZIP_BOMB_MIN_BYTES = 2**20  # members smaller than this are never called a zip bomb
 
 
 # --------------------------------------------------------------------------- sniffing
-
-def _zip_names(data: bytes) -> list[str]:
-    """Member names when the bytes are a readable zip, else []. Cheap: reads the central directory only."""
-    if not data.startswith(b"PK"):
-        return []
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return zf.namelist()
-    except Exception:
-        return []
-
-
-def _zip_mimetype(data: bytes) -> str:
-    """The "mimetype" member of an OpenDocument / EPUB zip, or ""."""
-    if not data.startswith(b"PK"):
-        return ""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            info = zf.getinfo("mimetype")
-            if info.file_size > 200:
-                return ""
-            return zf.read(info).decode("ascii", errors="replace").strip()
-    except Exception:
-        return ""
-
 
 def _is_pdf(data: bytes, name: str) -> bool:
     return data.startswith(b"%PDF-")
 
 
 def _is_docx(data: bytes, name: str) -> bool:
-    return "word/document.xml" in _zip_names(data)
+    return "word/document.xml" in zip_names(data)
 
 
 def _is_pptx(data: bytes, name: str) -> bool:
-    return "ppt/presentation.xml" in _zip_names(data)
+    return "ppt/presentation.xml" in zip_names(data)
 
 
-def _is_xlsx(data: bytes, name: str) -> bool:
-    return "xl/workbook.xml" in _zip_names(data)
-
-
-def _is_epub(data: bytes, name: str) -> bool:
-    return _zip_mimetype(data) == "application/epub+zip"
-
-
-def _is_ods(data: bytes, name: str) -> bool:
-    return _zip_mimetype(data) == "application/vnd.oasis.opendocument.spreadsheet"
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _clean(text: str) -> str:
-    """Text as a segment wants it: no control characters, no trailing blanks, at most one blank line in a row."""
-    text = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
-    lines = [line.rstrip() for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _one_line(text: str, limit: int = 80) -> str:
-    """A title or cell value on one line, cut to `limit` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _open_package(data: bytes, fmt: str, main: str, limits: Limits) -> zipfile.ZipFile:
-    """Open a zip-based document (OOXML, OpenDocument, EPUB), or say clearly why it is not one."""
-    label = fmt.upper()
-    if data.startswith(OLE_MAGIC):
-        raise _ole_error(data, fmt)
-    if not data.startswith(b"PK"):
-        raise ConvertError(f"not a valid {label}: it is not a zip file, and every {label} is one "
-                           f"(was another kind of file renamed to .{fmt}?)")
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:
-        raise ConvertError(f"not a valid {label}: the zip is damaged ({e}); "
-                           f"re-save it or download it again") from None
-    if main not in zf.namelist():
-        raise ConvertError(f"not a valid {label}: the zip has no {main}, so it is some other kind of zip")
-    _check_unpacked_size(zf, label, limits)
-    return zf
-
-
-def _check_unpacked_size(zf: zipfile.ZipFile, label: str, limits: Limits) -> None:
-    """Refuse a document that would unpack to absurd sizes (a zip bomb) before a library inflates it."""
-    infos = zf.infolist()
-    total = sum(i.file_size for i in infos)
-    if total > limits.max_archive_total_bytes:
-        raise ConvertError(f"this {label} unpacks to {total / 2**20:.0f} MB, over the limit of "
-                           f"{limits.max_archive_total_bytes / 2**20:.0f} MB; split it into smaller files")
-    for i in infos:
-        if i.file_size > ZIP_BOMB_MIN_BYTES and i.file_size > limits.max_archive_ratio * max(i.compress_size, 1):
-            raise ConvertError(f"this {label} looks like a zip bomb: {i.filename} expands "
-                               f"{i.file_size / max(i.compress_size, 1):.0f}x (limit {limits.max_archive_ratio:.0f}x)")
-
-
-_OLE_STREAMS = {"docx": ("WordDocument", "Word 97-2003 (.doc)"),
-                "pptx": ("PowerPoint Document", "PowerPoint 97-2003 (.ppt)"),
-                "xlsx": ("Workbook", "Excel 97-2003 (.xls)")}
-
-
-def _ole_has_stream(data: bytes, stream: str) -> bool:
-    """Whether an OLE compound file names a stream (directory entries are UTF-16-LE)."""
-    return stream.encode("utf-16-le") in data
-
-
-def _ole_error(data: bytes, fmt: str) -> ConvertError:
-    """The message for an OLE compound file where a zip-based document was expected."""
-    label = fmt.upper()
-    if _ole_has_stream(data, "EncryptedPackage") or _ole_has_stream(data, "EncryptionInfo"):
-        return ConvertError(f"encrypted or legacy Office file: this {label} is password protected "
-                            f"(encrypted Office files are OLE containers); open it in Office, remove the "
-                            f"password (File > Info > Protect > Encrypt with Password) and save it again")
-    stream, legacy = _OLE_STREAMS.get(fmt, ("", "Office 97-2003"))
-    what = legacy if stream and _ole_has_stream(data, stream) else "Office 97-2003"
-    return ConvertError(f"encrypted or legacy Office file: this is an old binary {what} file, not a {label}; "
-                        f"open it in Office or LibreOffice and save it as .{fmt}")
-
+# --------------------------------------------------------------------------- Word and PowerPoint packages
 
 # Content types of macro-enabled files, templates and slide shows; the
 # libraries only open the plain document type, which has the same parts.
@@ -189,30 +78,6 @@ def _as_plain_document(data: bytes, zf: zipfile.ZipFile, fmt: str) -> bytes:
     return out.getvalue()
 
 
-def _package_error(fmt: str, e: Exception) -> ConvertError:
-    """A library refused a zip-based document: name the likely cause."""
-    label = fmt.upper()
-    if isinstance(e, zipfile.BadZipFile):
-        return ConvertError(f"not a valid {label}: the zip is damaged ({e}); re-save it or download it again")
-    if isinstance(e, KeyError):
-        return ConvertError(f"not a valid {label}: a part it refers to is missing ({e}); "
-                            f"open it in Office or LibreOffice and save it again")
-    return ConvertError(f"not a valid {label}: {type(e).__name__}: {str(e)[:200]}; "
-                        f"open it in Office or LibreOffice and save it again")
-
-
-def _read_member(zf: zipfile.ZipFile, member: str) -> bytes:
-    try:
-        return zf.read(member)
-    except KeyError:
-        return b""
-
-
-def _meta(**fields) -> dict:
-    """Metadata without the empty fields."""
-    return {k: _one_line(v, 300) for k, v in fields.items() if v and str(v).strip()}
-
-
 # --------------------------------------------------------------------------- PDF
 
 def convert_pdf(data: bytes, name: str, limits: Limits) -> Extracted:
@@ -229,7 +94,7 @@ def convert_pdf(data: bytes, name: str, limits: Limits) -> Extracted:
     segments, no_text = [], []
     for n, page in enumerate(pages, 1):
         try:
-            text = _clean(page.extract_text() or "")
+            text = clean_text(page.extract_text() or "")
         except Exception as e:
             warnings.append(f"page {n} could not be read ({type(e).__name__}: {str(e)[:120]}); skipped")
             continue
@@ -292,7 +157,7 @@ def _no_text_warnings(pages: list[int]) -> list[str]:
 def _pdf_meta(reader) -> dict:
     try:
         info = reader.metadata
-        return _meta(title=info.title, author=info.author) if info else {}
+        return metadata(title=info.title, author=info.author) if info else {}
     except Exception:  # broken info dictionaries are common and never worth failing over
         return {}
 
@@ -304,7 +169,7 @@ _HEADING_STYLE = re.compile(r"heading\s*([1-9])$", re.I)
 
 def convert_docx(data: bytes, name: str, limits: Limits) -> Extracted:
     """A Word document: one segment per heading section, tables as "cell | cell" lines."""
-    zf = _open_package(data, "docx", "word/document.xml", limits)
+    zf = open_package(data, "docx", "word/document.xml", limits)
     data = _as_plain_document(data, zf, "docx")
     import docx
 
@@ -312,11 +177,11 @@ def convert_docx(data: bytes, name: str, limits: Limits) -> Extracted:
         doc = docx.Document(io.BytesIO(data))
         blocks = list(_docx_blocks(doc))
     except Exception as e:
-        raise _package_error("docx", e) from None
+        raise package_error("docx", e) from None
     warnings: list[str] = []
     segments = [Segment(cut_long_lines(text, limits, warnings), loc, "section") for loc, text in _sections(blocks)]
     cp = doc.core_properties
-    meta = _meta(title=cp.title, author=cp.author)
+    meta = metadata(title=cp.title, author=cp.author)
     return Extracted(segments, "docx", lib_version("python-docx"), warnings, meta=meta)
 
 
@@ -337,7 +202,7 @@ def _docx_blocks(doc) -> Iterator[tuple[int | None, str]]:
             if text:
                 yield None, text
             continue
-        text = _clean(_paragraph_text(el))
+        text = clean_text(_paragraph_text(el))
         if text:
             yield _heading_level(el, style_levels), text
 
@@ -417,7 +282,7 @@ def _docx_table(tbl) -> str:
     a table inside a cell is flattened into that cell."""
     lines = []
     for tr in tbl.iterchildren(_W + "tr"):
-        cells = [_one_line(" ".join(_docx_table(el) if el.tag == _W + "tbl" else _paragraph_text(el)
+        cells = [one_line(" ".join(_docx_table(el) if el.tag == _W + "tbl" else _paragraph_text(el)
                                     for el in _story_elements(tc)), 10_000)
                  for tc in tr.iterchildren(_W + "tc")]
         if any(cells):
@@ -438,7 +303,7 @@ def _sections(blocks: Iterable[tuple[int | None, str]]) -> Iterator[tuple[str, s
             continue
         if has_body or (parts and level <= level_now):
             yield locator, "\n\n".join(parts)
-        path = [h for h in path if h[0] < level] + [(level, _one_line(text))]
+        path = [h for h in path if h[0] < level] + [(level, one_line(text))]
         locator, parts, has_body, level_now = " > ".join(t for _, t in path), [text], False, level
     if parts:
         yield locator, "\n\n".join(parts)
@@ -448,7 +313,7 @@ def _sections(blocks: Iterable[tuple[int | None, str]]) -> Iterator[tuple[str, s
 
 def convert_pptx(data: bytes, name: str, limits: Limits) -> Extracted:
     """A presentation: one segment per slide with the text of every shape, tables and speaker notes."""
-    zf = _open_package(data, "pptx", "ppt/presentation.xml", limits)
+    zf = open_package(data, "pptx", "ppt/presentation.xml", limits)
     data = _as_plain_document(data, zf, "pptx")
     from pptx import Presentation
 
@@ -456,7 +321,7 @@ def convert_pptx(data: bytes, name: str, limits: Limits) -> Extracted:
         prs = Presentation(io.BytesIO(data))
         slides = list(prs.slides)
     except Exception as e:
-        raise _package_error("pptx", e) from None
+        raise package_error("pptx", e) from None
     segments, warnings = [], []
     for n, slide in enumerate(slides, 1):
         try:
@@ -470,7 +335,7 @@ def convert_pptx(data: bytes, name: str, limits: Limits) -> Extracted:
         locator = f"slide {n}" + (f" — {title}" if title else "")
         segments.append(Segment(cut_long_lines(text, limits, warnings), locator, "slide"))
     cp = prs.core_properties
-    meta = _meta(title=cp.title, author=cp.author)
+    meta = metadata(title=cp.title, author=cp.author)
     meta["slides"] = len(slides)
     return Extracted(segments, "pptx", lib_version("python-pptx"), warnings, meta=meta)
 
@@ -478,11 +343,11 @@ def convert_pptx(data: bytes, name: str, limits: Limits) -> Extracted:
 def _slide_text(slide) -> tuple[str, str]:
     """The slide's title (one line, may be "") and its text: shapes top to bottom, then "Notes: ..."."""
     title_shape = slide.shapes.title
-    title = _one_line(title_shape.text_frame.text) if title_shape is not None and title_shape.has_text_frame else ""
+    title = one_line(title_shape.text_frame.text) if title_shape is not None and title_shape.has_text_frame else ""
     parts = list(_shape_texts(slide.shapes))
     if slide.has_notes_slide:
         frame = slide.notes_slide.notes_text_frame
-        notes = _clean(frame.text) if frame is not None else ""
+        notes = clean_text(frame.text) if frame is not None else ""
         if notes:
             parts.append("Notes: " + notes)
     return title, "\n\n".join(parts)
@@ -499,12 +364,12 @@ def _shape_texts(shapes) -> Iterator[str]:
         if isinstance(shape, GroupShape):
             yield from _shape_texts(shape.shapes)
         elif getattr(shape, "has_table", False) and shape.has_table:
-            rows = [" | ".join(_one_line(c.text, 10_000) for c in row.cells) for row in shape.table.rows]
+            rows = [" | ".join(one_line(c.text, 10_000) for c in row.cells) for row in shape.table.rows]
             text = "\n".join(r for r in rows if r.strip(" |"))
             if text:
                 yield text
         elif shape.has_text_frame:
-            text = _clean(shape.text_frame.text.replace("\v", "\n"))
+            text = clean_text(shape.text_frame.text.replace("\v", "\n"))
             if text:
                 yield text
 

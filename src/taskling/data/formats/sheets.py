@@ -1,11 +1,13 @@
-"""Spreadsheets (XLSX/XLSM, XLS, ODS) and CSV/TSV, as row blocks.
+"""Spreadsheets (XLSX/XLSM, XLS, ODS) and CSV/TSV, as row blocks and as tables.
 
   XLSX/XLS/ODS row blocks of up to 40 rows     "Sheet1!A2:F41", "'Q3 data'!B5:D9" (the block's data rows)
   CSV/TSV      row blocks of up to 40 rows     "rows 2-41" (file line numbers; the header is line 1)
 
 Row blocks repeat the sheet's header row first and render each row as
 "Header1: v1 | Header2: v2", so a block read on its own still says what its
-numbers mean.
+numbers mean. The same rows are the document's tables, one per sheet (named
+by it) or one for a CSV file: "'Q3 data' row 5", "row 14", "rows 5-6" (a CSV
+record over two lines).
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import csv
 import io
 import re
 import warnings as pywarnings
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from itertools import chain
 from typing import Callable, Iterable, Iterator
 
-from . import ConvertError, Extracted, Limits, Segment, lib_version, register
-from .office import OLE_MAGIC, _is_ods, _is_xlsx, _meta, _ole_has_stream, _open_package, _package_error, _read_member
+from . import ConvertError, Extracted, Limits, Segment, Table, keep_tables, lib_version, register
+from .package import (OLE_MAGIC, metadata, ole_has_stream, open_package, package_error, read_member, zip_mimetype,
+    zip_names)
 from .text import cut_long_lines, decode_text
 
 # --------------------------------------------------------------------------- rows: spreadsheets and CSV
@@ -30,6 +34,28 @@ BLOCK_CHARS = 6000       # ... or fewer when the rows are wide
 # For sheets both lines are the row number; a CSV record may span lines.
 Row = tuple[int, int, list]
 Locate = Callable[[int, int, int, int], str]   # (first row, last row, first col, last col) -> locator
+
+
+@dataclass
+class _Sheet:
+    """How one sheet (or a CSV file) names what is read from it."""
+    label: str                          # in warnings: "sheet 'Q3'", "this CSV file"
+    locate: Locate                      # a row block's segment locator
+    row: Callable[[int, int], str]      # (first line, last line) -> a table row's locator
+    name: str | None = None             # the table's name
+
+
+@dataclass
+class _Read:
+    """What a workbook or CSV file gave so far."""
+    segments: list[Segment] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # what the tables left out
+
+    def extracted(self, fmt: str, converter: str, meta: dict | None = None) -> Extracted:
+        return Extracted(self.segments, fmt, converter, self.warnings, meta=meta or {},
+                         tables=keep_tables(self.tables), table_notes=self.notes)
 
 _NUMBER = re.compile(r"[-+(]?[$€£¥]?\s?\d[\d,.\s]*%?\)?|\d{4}-\d\d-\d\d(?:[ T][\d:.]+)?")
 
@@ -78,6 +104,11 @@ def _sheet_locate(sheet: str) -> Locate:
 
 
 def _line_locate(r0: int, r1: int, c0: int, c1: int) -> str:
+    return _line_rows(r0, r1)
+
+
+def _line_rows(r0: int, r1: int) -> str:
+    """A CSV record by its lines: "row 14", or "rows 5-6" for a record with a line break in a cell."""
     return f"row {r0}" if r0 == r1 else f"rows {r0}-{r1}"
 
 
@@ -120,15 +151,17 @@ def _width(row) -> int:
     return sum(1 for c in row[2] if c)
 
 
-def _row_segments(rows: Iterable[Row], locate: Locate, label: str, limits: Limits,
-                  warnings: list[str]) -> list[Segment]:
-    """A table's rows as segments of up to BLOCK_ROWS rows, each repeating the title and header lines."""
+def _read_sheet(rows: Iterable[Row], sheet: _Sheet, limits: Limits, out: _Read) -> None:
+    """A sheet's rows as segments of up to BLOCK_ROWS rows, each repeating the title and header lines,
+    and as a table: the header row (none when the first row is data) and the data rows."""
     split = _split_header(_nonempty_rows(rows))
     if split is None:
-        warnings.append(f"{label} is empty; skipped")
-        return []
+        out.warnings.append(f"{sheet.label} is empty; skipped")
+        return
     titles, header, data = split
     header_cells = header[2] if header else []
+    table = Table(sheet.name, list(header_cells), [], [])
+    out.tables.append(table)
     names = [h or _col_letter(i) for i, h in enumerate(header_cells, 1)]
     header_cols = [i for i, h in enumerate(header_cells, 1) if h]
     context = [next(c for c in cells if c) for _, _, cells, _ in titles]
@@ -143,24 +176,36 @@ def _row_segments(rows: Iterable[Row], locate: Locate, label: str, limits: Limit
         if block:
             cols = header_cols + [i for _, _, cells, _ in block for i, c in enumerate(cells, 1) if c]
             lines = context + [_render_row(cells, names) for _, _, cells, _ in block]
-            segments.append(Segment("\n".join(lines), locate(block[0][0], block[-1][1], min(cols), max(cols)), "rows"))
+            segments.append(Segment("\n".join(lines), sheet.locate(block[0][0], block[-1][1], min(cols), max(cols)),
+                                    "rows"))
             block.clear()
             size = 0
 
     for n, row in enumerate(data, 1):
         if n > limits.max_rows:
-            warnings.append(f"{label}: only the first {limits.max_rows} rows were read (the max_rows limit); "
-                            f"split it into smaller files to read the rest")
+            out.warnings.append(f"{sheet.label}: only the first {limits.max_rows} rows were read (the max_rows "
+                                f"limit); split it into smaller files to read the rest")
+            out.notes.append(f"{sheet.name or 'the table'}: only the first {limits.max_rows} rows were read")
             break
         block.append(row)
+        table.rows.append(list(row[2]))
+        table.locators.append(sheet.row(row[0], row[1]))
         size += sum(map(len, row[2]))
         if len(block) >= BLOCK_ROWS or size >= BLOCK_CHARS:
             flush()
     flush()
     if not segments and header:  # a header (and titles) without data rows: still worth keeping
         r0 = (titles or [header])[0][0]
-        segments.append(Segment("\n".join(context), locate(r0, header[1], min(header_cols), max(header_cols)), "rows"))
-    return segments
+        segments.append(Segment("\n".join(context), sheet.locate(r0, header[1], min(header_cols), max(header_cols)),
+                                "rows"))
+    out.segments += segments
+
+
+def _workbook_sheet(name: str, table_name: str | None = None) -> _Sheet:
+    """A workbook's sheet: blocks "Sheet1!A2:F41", rows "Sheet1 row 5" ("'Q3 data' row 5")."""
+    ref = _sheet_ref(table_name or name)
+    return _Sheet(f"sheet '{name}'", _sheet_locate(name), lambda first, last: f"{ref} row {first}",
+                  table_name or name)
 
 
 def _render_row(cells: list[str], names: list[str]) -> str:
@@ -171,12 +216,12 @@ def _render_row(cells: list[str], names: list[str]) -> str:
 
 def convert_xlsx(data: bytes, name: str, limits: Limits) -> Extracted:
     """An Excel workbook (.xlsx/.xlsm): cached cell values, sheet by sheet, in row blocks."""
-    legacy = data.startswith(OLE_MAGIC) and _ole_has_stream(data, "Workbook")
-    if legacy and not _ole_has_stream(data, "EncryptedPackage"):
+    legacy = data.startswith(OLE_MAGIC) and ole_has_stream(data, "Workbook")
+    if legacy and not ole_has_stream(data, "EncryptedPackage"):
         out = convert_xls(data, name, limits)   # an old .xls saved under a new name
         out.warnings.insert(0, "this is an Excel 97-2003 (.xls) file with an .xlsx name; it was read as .xls")
         return out
-    _open_package(data, "xlsx", "xl/workbook.xml", limits)
+    open_package(data, "xlsx", "xl/workbook.xml", limits)
     from openpyxl import load_workbook
 
     try:
@@ -184,22 +229,22 @@ def convert_xlsx(data: bytes, name: str, limits: Limits) -> Extracted:
             pywarnings.simplefilter("ignore")
             wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as e:
-        raise _package_error("xlsx", e) from None
-    segments, warnings = [], []
+        raise package_error("xlsx", e) from None
+    out = _Read()
     try:
         for ws in wb.worksheets:
             ws.reset_dimensions()  # the stored used range is often wrong; read what is there
             rows = ((n, n, list(values)) for n, values in enumerate(ws.iter_rows(values_only=True), 1))
-            segments += _row_segments(rows, _sheet_locate(ws.title), f"sheet '{ws.title}'", limits, warnings)
+            _read_sheet(rows, _workbook_sheet(ws.title), limits, out)
     except ConvertError:
         raise
     except Exception as e:
-        raise _package_error("xlsx", e) from None
+        raise package_error("xlsx", e) from None
     finally:
         wb.close()
-    meta = _meta(title=wb.properties.title, author=wb.properties.creator)
+    meta = metadata(title=wb.properties.title, author=wb.properties.creator)
     meta["sheets"] = len(wb.worksheets)
-    return Extracted(segments, "xlsx", lib_version("openpyxl"), warnings, meta=meta)
+    return out.extracted("xlsx", lib_version("openpyxl"), meta)
 
 
 def convert_xls(data: bytes, name: str, limits: Limits) -> Extracted:
@@ -217,19 +262,19 @@ def convert_xls(data: bytes, name: str, limits: Limits) -> Extracted:
                                "(File > Info > Protect Workbook) and save it again") from None
         raise ConvertError(f"not a valid XLS: the file is damaged ({type(e).__name__}: {str(e)[:200]}); "
                            f"open it in Excel or LibreOffice and save it again") from None
-    segments, warnings = [], []
+    out = _Read()
     try:
         for i in range(book.nsheets):
             sheet = book.sheet_by_index(i)
             rows = ((r + 1, r + 1, [_xls_value(c, book.datemode) for c in sheet.row(r)])
                     for r in range(sheet.nrows))
-            segments += _row_segments(rows, _sheet_locate(sheet.name), f"sheet '{sheet.name}'", limits, warnings)
+            _read_sheet(rows, _workbook_sheet(sheet.name), limits, out)
             book.unload_sheet(i)
-        meta = _meta(author=book.user_name)
+        meta = metadata(author=book.user_name)
         meta["sheets"] = book.nsheets
     finally:
         book.release_resources()
-    return Extracted(segments, "xls", lib_version("xlrd"), warnings, meta=meta)
+    return out.extracted("xls", lib_version("xlrd"), meta)
 
 
 def _xls_value(cell, datemode: int):
@@ -252,8 +297,8 @@ def _xls_value(cell, datemode: int):
 
 def convert_ods(data: bytes, name: str, limits: Limits) -> Extracted:
     """An OpenDocument spreadsheet (.ods), read with odfpy."""
-    zf = _open_package(data, "ods", "content.xml", limits)
-    if b"encryption-data" in _read_member(zf, "META-INF/manifest.xml"):
+    zf = open_package(data, "ods", "content.xml", limits)
+    if b"encryption-data" in read_member(zf, "META-INF/manifest.xml"):
         raise ConvertError("encrypted ODS: password protected; open it in LibreOffice, save a copy "
                            "without a password and add that")
     from odf import table as odtable
@@ -263,13 +308,14 @@ def convert_ods(data: bytes, name: str, limits: Limits) -> Extracted:
         doc = load(io.BytesIO(data))
         tables = doc.spreadsheet.getElementsByType(odtable.Table)
     except Exception as e:
-        raise _package_error("ods", e) from None
-    segments, warnings = [], []
-    for tbl in tables:
-        sheet = tbl.attributes.get((_TABLENS, "name"), "") or f"Sheet{len(segments) + 1}"
-        segments += _row_segments(_ods_rows(tbl, limits), _sheet_locate(sheet), f"sheet '{sheet}'", limits, warnings)
-    meta = {"sheets": len(tables)}
-    return Extracted(segments, "ods", lib_version("odfpy"), warnings, meta=meta)
+        raise package_error("ods", e) from None
+    out = _Read()
+    for n, tbl in enumerate(tables, 1):
+        name = tbl.attributes.get((_TABLENS, "name"), "")
+        # an unnamed sheet: its blocks count the segments so far, its table is named by its place
+        sheet = _workbook_sheet(name or f"Sheet{len(out.segments) + 1}", name or f"Sheet{n}")
+        _read_sheet(_ods_rows(tbl, limits), sheet, limits, out)
+    return out.extracted("ods", lib_version("odfpy"), {"sheets": len(tables)})
 
 
 _TABLENS = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
@@ -342,7 +388,7 @@ def convert_csv(data: bytes, name: str, limits: Limits) -> Extracted:
     fmt = "tsv" if name.lower().endswith((".tsv", ".tab")) else "csv"
     delimiter = "\t" if fmt == "tsv" else _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    warnings: list[str] = []
+    out = _Read()
 
     def rows() -> Iterator[Row]:
         prev = 0
@@ -351,13 +397,13 @@ def convert_csv(data: bytes, name: str, limits: Limits) -> Extracted:
             prev = reader.line_num
 
     try:
-        segments = _row_segments(rows(), _line_locate, f"this {fmt.upper()} file", limits, warnings)
+        _read_sheet(rows(), _Sheet(f"this {fmt.upper()} file", _line_locate, _line_rows), limits, out)
     except csv.Error as e:
         raise ConvertError(f"not a valid {fmt.upper()} file (line {reader.line_num}: {e}); "
                            f"check its quoting, or open it in a spreadsheet and save it again") from None
-    for seg in segments:
-        seg.text = cut_long_lines(seg.text, limits, warnings)
-    return Extracted(segments, fmt, f"stdlib csv ({enc}, delimiter {delimiter!r})", warnings)
+    for seg in out.segments:
+        seg.text = cut_long_lines(seg.text, limits, out.warnings)
+    return out.extracted(fmt, f"stdlib csv ({enc}, delimiter {delimiter!r})")
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -372,6 +418,14 @@ def _sniff_delimiter(text: str) -> str:
         counts = {d: first.count(d) for d in ",;\t|"}
         best = max(counts, key=counts.get)
         return best if counts[best] else ","
+
+
+def _is_xlsx(data: bytes, name: str) -> bool:
+    return "xl/workbook.xml" in zip_names(data)
+
+
+def _is_ods(data: bytes, name: str) -> bool:
+    return zip_mimetype(data) == "application/vnd.oasis.opendocument.spreadsheet"
 
 
 register((".xlsx", ".xlsm", ".xltx", ".xltm"), "xlsx", f"{__name__}:convert_xlsx", sniff=_is_xlsx)

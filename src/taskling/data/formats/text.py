@@ -1,15 +1,18 @@
-"""Plain text (any common encoding), Markdown, reStructuredText, HTML, JSON and JSONL."""
+"""Plain text (any common encoding), Markdown, reStructuredText, JSON and JSONL; decoding text.
+
+JSON records are also tables: a list of objects is one ("record 3"), each list of objects under a
+key is one named by the key ("codes record 3"), an object of objects is one with the key as a
+column, and JSONL lines that are objects are one ("line 3"). Nested values are JSON-encoded cells.
+"""
 from __future__ import annotations
 
 import json
-import re
-from html.parser import HTMLParser
+from typing import Any
 
-from . import ConvertError, Extracted, Limits, Segment, register
+from . import ConvertError, Extracted, Limits, Segment, Table, keep_tables, register
 
 TEXT_EXT = {".txt": "text", ".text": "text", ".rst": "rst", ".md": "markdown", ".markdown": "markdown",
             ".log": "text", ".org": "text", ".adoc": "text"}
-HTML_EXT = (".html", ".htm", ".xhtml")
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -62,18 +65,6 @@ def convert_text(data: bytes, name: str, limits: Limits) -> Extracted:
     return Extracted([Segment(text, "", "text")], fmt, f"stdlib decode ({enc})", warnings)
 
 
-def convert_html(data: bytes, name: str, limits: Limits) -> Extracted:
-    raw, enc = decode_text(data)
-    warnings: list[str] = []
-    parser = _HTMLText()
-    parser.feed(raw)
-    parser.close()
-    title = parser.title.strip()
-    text = cut_long_lines(parser.text(), limits, warnings)
-    return Extracted([Segment(text, "", "text")], "html", f"stdlib html.parser ({enc})", warnings,
-                     meta={"title": title} if title else {})
-
-
 def _flatten(value, prefix: str = "", out: list[str] | None = None, depth: int = 0) -> list[str]:
     """key.path: value lines, so a JSON record reads as text and keeps its field names."""
     out = [] if out is None else out
@@ -99,7 +90,7 @@ def convert_json(data: bytes, name: str, limits: Limits) -> Extracted:
     segs: list[Segment] = []
     warnings: list[str] = []
     if name.lower().endswith((".jsonl", ".ndjson")):
-        bad = 0
+        items, bad = [], 0
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -108,10 +99,14 @@ def convert_json(data: bytes, name: str, limits: Limits) -> Extracted:
             except json.JSONDecodeError:
                 bad += 1
                 continue
+            items.append((n, rec))
             segs.append(Segment("\n".join(_flatten(rec)), f"line {n}", "record"))
         if bad:
             warnings.append(f"{bad} line(s) are not valid JSON and were skipped")
-        return Extracted(segs, "jsonl", f"stdlib json ({enc})", warnings)
+        out = Extracted(segs, "jsonl", f"stdlib json ({enc})", warnings)
+        out.tables = keep_tables([_records(None, items, "line", out.table_notes)])
+        out.table_notes += [f"{bad} line(s) are not valid JSON; left out"] if bad else []
+        return out
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -122,68 +117,43 @@ def convert_json(data: bytes, name: str, limits: Limits) -> Extracted:
         segs = [Segment("\n".join(_flatten(v, str(k))), f"$.{k}", "record") for k, v in doc.items()]
     else:
         segs = [Segment(str(doc), "$", "record")]
-    return Extracted(segs, "json", f"stdlib json ({enc})", warnings)
+    out = Extracted(segs, "json", f"stdlib json ({enc})", warnings)
+    out.tables = keep_tables(_json_tables(doc, out.table_notes))
+    return out
 
 
-class _HTMLText(HTMLParser):
-    BLOCK = {"p", "div", "br", "li", "tr", "table", "section", "article", "pre", "blockquote", "dt", "dd",
-             "ul", "ol", "hr", "header", "footer", "main", "nav", "h1", "h2", "h3", "h4", "h5", "h6"}
-    SKIP = {"script", "style", "noscript", "template", "svg", "head"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = 0
-        self.pre = 0
-        self.in_title = False
-        self.title = ""
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "title":
-            self.in_title = True
-        elif tag in self.SKIP:
-            self.skip += 1
-        elif tag == "pre":
-            self.pre += 1
-            self.parts.append("\n\n")
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n" if tag in {"p", "div", "table", "section", "ul", "ol"} else "\n")
-        elif tag in {"td", "th"}:
-            self.parts.append(" | ")
-
-    def handle_endtag(self, tag):
-        if tag == "title":
-            self.in_title = False
-        elif tag in self.SKIP:
-            self.skip = max(0, self.skip - 1)
-        elif tag == "pre":
-            self.pre = max(0, self.pre - 1)
-            self.parts.append("\n\n")
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n" if re.fullmatch(r"h[1-6]|p", tag) else "\n")
-
-    def handle_data(self, data):
-        if self.in_title:
-            self.title += data
-            return
-        if self.skip:
-            return
-        self.parts.append(data if self.pre else re.sub(r"\s+", " ", data))
-
-    def text(self) -> str:
-        raw = "".join(self.parts)
-        lines = [line.rstrip() for line in raw.split("\n")]
-        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+def _json_tables(doc: Any, notes: list[str]) -> list[Table]:
+    """The record tables of a JSON document (see the module's docstring)."""
+    if isinstance(doc, list):
+        return [_records(None, list(enumerate(doc, 1)), "record", notes)]
+    if not isinstance(doc, dict) or not doc:
+        return []
+    lists = [(k, v) for k, v in doc.items() if isinstance(v, list) and any(isinstance(x, dict) for x in v)]
+    if lists:  # {"codes": [{...}, ...], "limits": [...]}: a table per list
+        return [_records(k, list(enumerate(v, 1)), f"{k} record", notes) for k, v in lists]
+    if all(isinstance(v, dict) for v in doc.values()):  # {"E1": {...}, "E2": {...}}: the key is a column too
+        return [_records(None, list(enumerate(({"key": k, **v} for k, v in doc.items()), 1)), "record", notes)]
+    return [_records(None, [(1, doc)], "record", notes)]
 
 
-def _is_html(data: bytes, name: str) -> bool:
-    head = data[:512].lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html")) and not name.lower().endswith(HTML_EXT)
+def _records(name: str | None, items: list[tuple[int, Any]], label: str, notes: list[str]) -> Table:
+    """(number, item) pairs as rows, objects only: the columns are their keys in first-seen order."""
+    keys = list(dict.fromkeys(k for _, r in items if isinstance(r, dict) for k in r))
+    objects = [(n, r) for n, r in items if isinstance(r, dict)]
+    if len(objects) < len(items):
+        notes.append(f"{len(items) - len(objects)} {label}(s) are not JSON objects; left out")
+    return Table(name, [str(k) for k in keys], [[_json_cell(r.get(k)) for k in keys] for _, r in objects],
+                 [f"{label} {n}" for n, _ in objects])
+
+
+def _json_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    # numbers as JSON writes them; nested values JSON-encoded
+    return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 register(tuple(TEXT_EXT) + ("",), "text", f"{__name__}:convert_text")
-register(HTML_EXT, "html", f"{__name__}:convert_html")
-register((".html-sniffed",), "html", f"{__name__}:convert_html", sniff=_is_html)
 register((".json", ".jsonl", ".ndjson", ".geojson"), "json", f"{__name__}:convert_json")

@@ -1,8 +1,11 @@
 """Teacher and judge backends: a small Protocol, a registry, and the cache.
 
 A backend turns chat requests into text. `open_backend(cfg.teacher)` builds
-one by name; `Logged` wraps any backend so each call is looked up in and
-written to the call log (calls.db) first, making re-runs free and auditable.
+one by name in this process; `open_for(ctx.executor, cfg.teacher, ctx.threads)`
+is how a stage opens one: the executor's own when its requests run on the
+nodes of a cluster, else `open_backend`'s. `Logged` wraps any backend so each
+call is looked up in and written to the call log (calls.db) first, making
+re-runs free and auditable.
 
 A backend reports each finished request through `on_result(i, result)` as
 soon as it has it, so a call paid for is logged before the next one returns:
@@ -92,6 +95,13 @@ def open_backend(cfg: ModelCfg, threads: int | None = None) -> Backend:
     if cfg.backend not in REGISTRY:
         raise TasklingError(f"teacher.backend '{cfg.backend}' is unknown; use one of {', '.join(sorted(REGISTRY))}")
     return REGISTRY[cfg.backend](cfg, threads)
+
+
+def open_for(executor, mcfg: ModelCfg, threads: int | None = None) -> Backend:
+    """The backend for `mcfg` as a stage uses it: the executor's, whose requests run on the nodes
+    (core.executor.Executor.backend), or one opened here when the work stays in this process."""
+    remote = executor.backend(mcfg, threads)
+    return remote if remote is not None else open_backend(mcfg, threads)
 
 
 def run_each(requests: list[Request], one: Callable[[Request], Result], on_result: OnResult | None) -> list[Result]:

@@ -1,0 +1,36 @@
+"""The systems evaluate compares, asked one way: the tuned student, its base (zero- or few-shot)
+and the teacher. Evaluate's scores and the UI's playground both prompt through here, so what a
+person tries in the playground is what the scores measure.
+"""
+from __future__ import annotations
+
+from .. import tasks
+from ..core.config import Config
+from ..student import infer
+from ..teacher.backends import Request
+
+
+def conversations(cfg: Config, task, who: str, items: list[dict]) -> list[list[dict]]:
+    """Each item's chat as `who` is asked it: the few-shot teacher prompt, or the student's own."""
+    if who.startswith("base-fewshot") or who == "teacher":
+        return [task.teacher_eval_messages(cfg.task, it["input"]) for it in items]
+    return [tasks.student_messages(task.system_prompt(cfg.task), it["input"]) for it in items]
+
+
+def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Config) -> list[dict]:
+    """A local model's answers (student or base); `-constrained` ones limited to the labels or the schema."""
+    decoding = task.decoding(cfg.task)
+    if who.endswith("-constrained") and decoding.labels is not None:
+        return infer.choose(model, tok, convs, list(decoding.labels), batch_size=cfg.evaluate.batch_size)
+    schema = decoding.json_schema if who.endswith("-constrained") else None
+    return infer.generate(model, tok, convs, max_new_tokens=task.max_new_tokens, batch_size=cfg.evaluate.batch_size,
+                          json_schema=schema)
+
+
+def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:
+    """The teacher's answers through its backend, greedy."""
+    reqs = [Request(c, max_tokens=task.max_new_tokens, temperature=0.0) for c in convs]
+    # Cached replies cost nothing now; latency is that of the original call.
+    return [{"text": r.text if r.error is None else "", "prompt_tokens": r.prompt_tokens,
+             "completion_tokens": r.completion_tokens, "latency_s": r.latency_s, "cost": r.cost}
+            for r in backend.generate(reqs)]

@@ -1,0 +1,277 @@
+"""What `taskling serve` and `taskling predict` run, found and loaded.
+
+    t = resolve("my-run", root)        # a run id, a .gguf, an HF folder or a bundle .tar
+    engine = load(t)                   # llama.cpp (GGUF) or transformers (HF folder)
+
+A run resolves to runs/<id>/export/gguf/<name>-<quant>.gguf for llama.cpp (f16, then any
+other GGUF, when that type was not exported) or to runs/<id>/export/merged for transformers.
+A bundle (`taskling export --bundle`) is checked against its SHA256SUMS and unpacked into a
+cache folder keyed by its sha256 (open_bundle), refusing links, devices and paths outside it.
+task.json beside the model says how the student was prompted (system prompt, labels, schema);
+without it the chat endpoints still work and /v1/task does not.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core import tasktype
+from ..core.errors import TasklingError
+from .engine import Engine
+from .hf import HFEngine
+from .llama import LlamaEngine
+
+QUANT_ORDER = ("q8_0", "q5_k_m", "q4_k_m", "q4_0")  # fallbacks when neither the asked type nor f16 exists
+EXPORT_HINT = "run 'taskling export' first, or pass a run id, a .gguf file, a model folder or a bundle (.tar)"
+
+
+@dataclass(frozen=True)
+class Target:
+    backend: str                 # "llama.cpp" | "transformers"
+    path: Path                   # a .gguf file or an HF model folder
+    info: dict                   # task.json ({} when there is none)
+    source: str                  # what it came from, for the start-up line
+    notes: tuple[str, ...] = ()  # fallbacks taken, told to the user once
+
+    @property
+    def model_id(self) -> str:
+        return self.info.get("name") or (self.path.stem if self.path.suffix == ".gguf" else self.path.name)
+
+
+def read_task(path: Path) -> dict:
+    """task.json as a dict ({} when absent), checked enough that /v1/task can trust it."""
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TasklingError(f"{path}: not valid JSON ({e}); re-run 'taskling export' to rewrite it") from None
+    if not isinstance(info, dict):
+        raise TasklingError(f"{path}: must be a JSON object (name, type, system_prompt, ...)")
+    kind = info.get("type")
+    if kind is None:
+        return info
+    if kind not in tasktype.names():
+        raise TasklingError(f"{path}: type {tasktype.unknown(kind)}")
+    labels = tasktype.get(kind).served_decoding(info).labels
+    if labels is not None and len(labels) < 2:
+        raise TasklingError(f"{path}: a {kind} task needs a list of at least two 'labels'")
+    return info
+
+
+def resolve(target: str | None, root: Path, backend: str = "llama.cpp", quant: str = "q8_0",
+            explicit: bool = False) -> Target:
+    """The model to serve for `target`: None (the newest exported run), a run id, a .gguf
+    file, an HF folder, an export folder or a bundle .tar. `backend` picks what a run
+    serves; a file decides for itself, and an `explicit` backend that disagrees is an error."""
+    root = Path(root)
+    if target is None:
+        return from_export(newest_export(root), backend, quant, explicit)
+    run = root / "runs" / target / "export"
+    path = Path(target).expanduser()
+    if "/" not in target and run.is_dir():
+        return from_export(run, backend, quant, explicit)
+    if path.is_file() and path.suffix in (".tar", ".bundle"):
+        return check_backend(open_bundle(path), backend, explicit)
+    if path.is_file() and path.suffix == ".gguf":
+        t = Target("llama.cpp", path.resolve(), read_task(path.parent / "task.json"), f"GGUF {path}")
+        return check_backend(t, backend, explicit)
+    if path.is_dir() and (path / "config.json").exists():
+        t = Target("transformers", path.resolve(), read_task(path / "task.json"), f"model folder {path}")
+        return check_backend(t, backend, explicit)
+    if path.is_dir() and ((path / "merged").is_dir() or (path / "gguf").is_dir()):
+        return from_export(path, backend, quant, explicit)
+    raise TasklingError(f"'{target}' is neither a run ({run} does not exist), a .gguf file, a model folder "
+                        f"with config.json nor a bundle .tar; {EXPORT_HINT}")
+
+
+def check_backend(t: Target, backend: str, explicit: bool) -> Target:
+    if explicit and backend != t.backend:
+        need = ".gguf file (or a run with GGUF exports)" if backend == "llama.cpp" else "model folder or run"
+        raise TasklingError(f"{t.source} runs on {t.backend}; --backend {backend} needs a {need}")
+    return t
+
+
+def newest_export(root: Path) -> Path:
+    found = [d for d in (root / "runs").glob("*/export")
+             if (d / "merged" / "config.json").exists() or any((d / "gguf").glob("*.gguf"))]
+    if not found:
+        raise TasklingError(f"no exported model in {root / 'runs'}/*/export; {EXPORT_HINT}")
+    return max(found, key=lambda d: ((d / "manifest.json") if (d / "manifest.json").exists() else d).stat().st_mtime)
+
+
+def export_ggufs(gdir: Path) -> dict[str, Path]:
+    """Exported GGUF files by type (f16, q8_0, ...), the LoRA adapter left out."""
+    return {p.stem.rsplit("-", 1)[-1]: p for p in sorted(gdir.glob("*.gguf")) if "-lora-" not in p.name}
+
+
+def from_export(export: Path, backend: str, quant: str, explicit: bool) -> Target:
+    merged, gdir = export / "merged", export / "gguf"
+    where = f"run {export.parent.name}" if export.parent.parent.name == "runs" else f"export {export}"
+    if backend == "transformers":
+        if not (merged / "config.json").exists():
+            raise TasklingError(f"{merged}: no merged model to serve with transformers; run 'taskling export'")
+        return Target("transformers", merged.resolve(), read_task(merged / "task.json"), f"{where} (merged/)")
+    info = read_task(gdir / "task.json") or read_task(merged / "task.json")
+    files = export_ggufs(gdir)
+    if quant in files:
+        return Target("llama.cpp", files[quant].resolve(), info, where)
+    missing = gdir / f"{info.get('name', '<task>')}-{quant}.gguf"
+    for alt in ("f16", *QUANT_ORDER):
+        if alt in files:
+            note = (f"{missing} was not exported; serving {alt} instead "
+                    f"(add {quant} to export.gguf and re-run 'taskling export' to serve it)")
+            return Target("llama.cpp", files[alt].resolve(), info, where, (note,))
+    has_merged = (merged / "config.json").exists()
+    if explicit or not has_merged:
+        raise TasklingError(f"{gdir}: no GGUF file exported; set export.gguf and re-run 'taskling export'"
+                            + (", or serve merged/ with --backend transformers" if has_merged else ""))
+    note = f"{gdir} holds no GGUF (export.gguf is empty); serving {merged} with transformers instead"
+    return Target("transformers", merged.resolve(), read_task(merged / "task.json"), f"{where} (merged/)", (note,))
+
+
+# -------------------------------------------------------------------------------------------- bundles
+BUNDLE_HINT = "re-create it with 'taskling export --bundle'"
+
+
+def bundle_cache() -> Path:
+    from ..core.packages import cache_root
+
+    return cache_root() / "bundles"
+
+
+def open_bundle(tar: Path, cache: Path | None = None) -> Target:
+    """Serve a bundle: verified and unpacked once into <cache>/<sha256 of the tar>/."""
+    from ..core.workspace import sha256_file
+
+    digest = sha256_file(tar)
+    dest = (cache or bundle_cache()) / digest
+    if not (dest / ".verified").exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        unpack_bundle(tar, dest)
+    return bundle_target(tar, dest)
+
+
+def unpack_bundle(tar: Path, dest: Path) -> None:
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name[:16]}."))
+    try:
+        check_sums(tar, tmp, extract_members(tar, tmp))
+        (tmp / ".verified").write_text(f"{tar}\n")
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another server unpacked the same bundle meanwhile
+            if not (dest / ".verified").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def member_name(tar: Path, m) -> str:
+    """A member's path inside the bundle, refusing anything that could write outside the
+    folder or be more than plain data: absolute paths, '..', links, devices, FIFOs."""
+    from pathlib import PurePosixPath
+
+    name = m.name
+    kinds = [(m.issym(), "is a symbolic link"), (m.islnk(), "is a hard link"), (m.ischr() or m.isblk(), "is a device"),
+             (m.isfifo(), "is a FIFO")]
+    why = next((w for bad, w in kinds if bad), None) or (None if m.isreg() or m.isdir() else "is not a regular file")
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        why = "has an absolute path"
+    elif ".." in parts or "\\" in name:
+        why = "points outside the bundle ('..' or '\\' in its path)"
+    elif not parts or parts == (".",):
+        why = why or ("is the bundle's own folder" if m.isdir() else "has an empty name")
+    if why:
+        raise TasklingError(f"{tar}: member '{name}' {why}; refusing to unpack this bundle ({BUNDLE_HINT})")
+    return "/".join(p for p in parts if p != ".")
+
+
+def extract_members(tar: Path, into: Path) -> dict[str, str]:
+    """Unpack regular files and folders (nothing else) and hash each file as it is written."""
+    import hashlib
+    import tarfile
+
+    hashes: dict[str, str] = {}
+    try:
+        with tarfile.open(tar, "r:") as tf:
+            for m in tf:
+                if m.isdir() and m.name.strip("./") == "":
+                    continue
+                name = member_name(tar, m)
+                if name in hashes:
+                    raise TasklingError(f"{tar}: member '{name}' appears twice; refusing to unpack ({BUNDLE_HINT})")
+                out = into / name
+                if m.isdir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                h = hashlib.sha256()
+                with tf.extractfile(m) as src, open(out, "xb") as dst:
+                    while block := src.read(1 << 20):
+                        h.update(block)
+                        dst.write(block)
+                hashes[name] = h.hexdigest()
+    except tarfile.TarError as e:
+        raise TasklingError(f"{tar}: not a readable uncompressed tar bundle ({e}); {BUNDLE_HINT}") from None
+    except OSError as e:
+        raise TasklingError(f"{tar}: cannot unpack it into {into} ({e.strerror or e})") from None
+    return hashes
+
+
+def check_sums(tar: Path, folder: Path, hashes: dict[str, str]) -> None:
+    """Every other member listed in SHA256SUMS, and each one's digest equal to its listing."""
+    if hashes.pop("SHA256SUMS", None) is None:
+        raise TasklingError(f"{tar}: has no SHA256SUMS member, so it is not a taskling bundle; {BUNDLE_HINT}")
+    listed: dict[str, str] = {}
+    for n, line in enumerate((folder / "SHA256SUMS").read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().removeprefix("*")
+        if not line.strip():
+            continue
+        if len(digest) != 64 or not name:
+            raise TasklingError(f"{tar}: SHA256SUMS line {n} is not '<sha256>  <member>': {line[:80]!r}")
+        listed[name.removeprefix("./")] = digest.lower()
+    for name, digest in listed.items():
+        if name not in hashes:
+            raise TasklingError(f"{tar}: member '{name}' is listed in SHA256SUMS but missing; {BUNDLE_HINT}")
+        if hashes[name] != digest:
+            raise TasklingError(f"{tar}: member '{name}' does not match its SHA256SUMS checksum: the bundle is "
+                                f"damaged or was altered; refusing to serve it ({BUNDLE_HINT})")
+    for name in hashes:
+        if name not in listed:
+            raise TasklingError(f"{tar}: member '{name}' is not listed in SHA256SUMS; refusing to serve it "
+                                f"({BUNDLE_HINT})")
+
+
+def bundle_target(tar: Path, folder: Path) -> Target:
+    """What serve.json says to run: model.gguf on llama.cpp or model/ on transformers."""
+    try:
+        spec = json.loads((folder / "serve.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TasklingError(f"{tar}: has no serve.json member; {BUNDLE_HINT}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TasklingError(f"{tar}: serve.json is not valid JSON ({e}); {BUNDLE_HINT}") from None
+    backend, model = spec.get("backend"), str(spec.get("model") or "")
+    if backend not in ("llama.cpp", "transformers"):
+        raise TasklingError(f"{tar}: serve.json backend {backend!r} is not 'llama.cpp' or 'transformers'")
+    path = (folder / model).resolve()
+    inside = path.is_relative_to(folder.resolve()) and path != folder.resolve()
+    ok = path.is_file() and path.suffix == ".gguf" if backend == "llama.cpp" else (path / "config.json").is_file()
+    if not model or not inside or not ok:
+        want = "a .gguf member" if backend == "llama.cpp" else "a folder member with config.json"
+        raise TasklingError(f"{tar}: serve.json model {model!r} is not {want} of the bundle; {BUNDLE_HINT}")
+    return Target(backend, path, read_task(folder / "task.json"), f"bundle {tar}")
+
+
+
+# -------------------------------------------------------------------------------------------- loading
+def load(target: Target, threads: int | None = None) -> Engine:
+    if target.backend == "llama.cpp":
+        return LlamaEngine(target.path, target.info, threads)
+    return HFEngine(target.path, target.info, threads)
