@@ -129,6 +129,31 @@ def write_workspace(root: Path, model_dir: Path, teacher: str = "echo-question",
     return path
 
 
+EVIL = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned=2\"> The json_extract trick, in HTML."
+
+
+@pytest.fixture(scope="session")
+def ui_workspace(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny workspace (embeddings on, plus a document that holds <script>) run through ingest, generate,
+    curate, train and evaluate, with its report: what `taskling ui` shows. Shared read-only by the UI tests;
+    one that changes it works on a copy. Returns its taskling.yaml."""
+    from rich.console import Console
+
+    from taskling.core.config import load_config
+    from taskling.core.workspace import Context
+    from taskling.report import build as report
+    from taskling.stages import curate, evaluate, generate, ingest, train
+
+    root = tmp_path_factory.mktemp("ui")
+    path = write_workspace(root, tiny_model_dir, ingest__embed=True)
+    (root / "docs" / "evil.txt").write_text(EVIL * 3, encoding="utf-8")
+    ctx = Context(load_config(path, []), console=Console(stderr=True, quiet=True))
+    for stage in (ingest, generate, curate, train, evaluate):
+        stage.run(ctx)
+    report.write(ctx)
+    return path
+
+
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir) -> Path:
     """A fresh tiny workspace; returns its taskling.yaml."""

@@ -22,10 +22,11 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from .core.config import TEMPLATE, Config, load_config  # noqa: E402
+from .core.config import Config, load_config  # noqa: E402
 from .core.errors import TasklingError  # noqa: E402
 from .core.executor import Executor, LocalExecutor  # noqa: E402
 from .core.workspace import Context  # noqa: E402
+from .api import Workspace  # noqa: E402
 
 app = typer.Typer(
     help="taskling: your documents and a plain-language task in, a small tuned model out.\n\n"
@@ -34,6 +35,9 @@ app = typer.Typer(
 pile_app = typer.Typer(help="Look inside the pile of ingested documents.\n\nExample: taskling pile stats",
                        no_args_is_help=True)
 app.add_typer(pile_app, name="pile")
+gold_app = typer.Typer(help="gold.jsonl: items a person labelled, never trained on, always evaluated.",
+                       no_args_is_help=True)
+app.add_typer(gold_app, name="gold")
 err = Console(stderr=True)
 STATE = {"debug": False}
 
@@ -93,12 +97,9 @@ def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], for
 
 def executor_for(cfg: Config, address: Optional[str]) -> Executor:
     """The Ray executor on the cluster at `address` (or cluster.address), closed when the command ends."""
-    import atexit
+    from .api import executor_for as connect
 
-    from .cluster import connect
-
-    executor = connect(address, cfg.cluster, err)
-    atexit.register(executor.close)
+    executor = connect(cfg, address or cfg.cluster.address, err)
     d = executor.describe()
     err.print(f"cluster: {d['address']}, {d['nodes']} nodes, {d['cpus']:g} CPUs")
     return executor
@@ -140,10 +141,9 @@ def init(path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path
     Example: taskling init && $EDITOR taskling.yaml
     """
     def go():
-        if path.exists() and not force:
-            raise TasklingError(f"{path}: already exists; pass --force to overwrite it")
-        path.write_text(TEMPLATE, encoding="utf-8")
-        err.print(f"wrote {path}; edit the task, labels and sources, then run 'taskling run'")
+        from .api import init as write
+
+        err.print(f"wrote {write(path, force)}; edit the task, labels and sources, then run 'taskling run'")
     guarded(go)
 
 
@@ -223,18 +223,30 @@ def export(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
            bundle: Annotated[bool, typer.Option("--bundle", help="Also pack one artefact into a tar that "
                                                 "'taskling serve BUNDLE' runs offline.")] = False,
            artifact: Annotated[Optional[str], typer.Option(help="What --bundle packs: a GGUF type (default "
-                                                          "serve.quant) or 'merged'.")] = None) -> None:
+                                                          "serve.quant) or 'merged'.")] = None,
+           dataset: Annotated[Optional[str], typer.Option("--dataset", help="Instead, write the curated sets as "
+                              "openai, sharegpt, alpaca (JSONL) or hf (a Hugging Face datasets folder).")] = None,
+           round_: Annotated[Optional[int], typer.Option("--round", help="--dataset: the round (default: the "
+                             "one the loop exported).")] = None,
+           rejected: Annotated[bool, typer.Option("--rejected", help="--dataset: the rejected candidates too, "
+                               "with reasons.")] = False,
+           out: Annotated[Optional[Path], typer.Option("--out", help="--dataset: the folder (default "
+                          "runs/<id>/datasets/round-<k>/<format>).")] = None) -> None:
     """Write the model the user owns under runs/<id>/export: merged safetensors, the LoRA
     adapter, GGUF (f16 and quantized) and the adapter as GGUF, an Ollama Modelfile and a
     model card, each artefact checked by loading it in transformers or llama.cpp.
 
-    Example: taskling export --bundle --artifact q8_0
+    Example: taskling export --bundle --artifact q8_0; taskling export --dataset hf --rejected
     """
     def go():
         from .report import build as report
         from .stages import export as stage
 
         ctx = make_ctx(config, set_, run, force, threads)
+        if dataset:
+            info = Workspace(ctx).export_dataset(dataset, out, round_, rejected)
+            err.print(f"dataset: {info['dir']} ({', '.join(f'{s} {n}' for s, n in info['rows'].items())})")
+            return emit(info, as_json)
         m = stage.run(ctx).as_dict()
         report.write(ctx)
         if bundle:
@@ -253,16 +265,9 @@ def analyse_cmd(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, 
     Example: taskling analyse --set loop.policy=ucb
     """
     def go():
-        from . import loop
-        from .stages import analyse
-
-        ctx = make_ctx(config, set_, run, force, threads)
-        done = [r["round"] for r in loop.rounds_so_far(ctx)]
-        if not done:
-            raise TasklingError(f"run '{ctx.run_id}' has no finished round yet; run 'taskling run' first")
-        ctx = ctx.at_round(max(done) + 1)
-        m = analyse.run(ctx)
-        table = Table(title=f"round {ctx.round}: {m.allocation.jobs} teacher jobs by {ctx.cfg.loop.policy}")
+        ws = Workspace(make_ctx(config, set_, run, force, threads))
+        m = ws.analyse(force)
+        table = Table(title=f"round {ws.round}: {m.allocation.jobs} teacher jobs by {ws.config.loop.policy}")
         for col in ("arm", "dev wrong", "error", "uncertainty", "keep rate", "weight", "jobs", "seeded"):
             table.add_column(col, justify="left" if col == "arm" else "right")
         for a in sorted(m.arms, key=lambda a: -a.jobs_total):
@@ -470,12 +475,7 @@ def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fal
     Example: taskling pile stats --json
     """
     def go():
-
-        from .data.pile import Pile
-
-        ctx = make_ctx(config, None, None)
-        with Pile(ctx.ws.pile_db) as p:
-            st = p.stats()
+        st = Workspace(make_ctx(config, None, None)).pile_stats()
         if as_json:
             return emit(st, True)
         t = Table(title=f"{st['documents']} documents, {st['chunks']} chunks, {st['tokens']} tokens, "
@@ -499,15 +499,7 @@ def pile_topics(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fa
     Example: taskling pile topics --examples 2
     """
     def go():
-
-        from .data.pile import Pile
-
-        ctx = make_ctx(config, None, None)
-        with Pile(ctx.ws.pile_db) as p:
-            topics = p.topics()
-            for t in topics:
-                t["example_chunks"] = [{**c.provenance(), "text": c.text[:300]}
-                                       for c in filter(None, (p.chunk(k) for k in t["examples"][:examples]))]
+        topics = Workspace(make_ctx(config, None, None)).topics(examples)
         if as_json:
             return emit({"topics": topics}, True)
         if not topics:
@@ -533,26 +525,9 @@ def pile_search(query: Annotated[str, typer.Argument(help="Words to look for, or
     Example: taskling pile search "how do I read a JSON field" --mode embed
     """
     def go():
-        from .data.pile import Pile
-
         if mode not in ("fts", "embed", "both"):
             raise TasklingError(f"--mode {mode}: use fts, embed or both")
-        ctx = make_ctx(config, None, None)
-        hits: list[dict] = []
-        with Pile(ctx.ws.pile_db) as p:
-            if mode in ("fts", "both"):
-                hits += [{**c.provenance(), "by": "fts", "score": round(s, 3), "text": c.text[:300]}
-                         for c, s in p.search(query, limit)]
-            if mode in ("embed", "both"):
-                if not p.stats()["embedded_chunks"]:
-                    if mode == "embed":
-                        raise TasklingError("the pile has no embeddings; run 'taskling ingest' with ingest.embed: true")
-                else:
-                    from .data.embed import Embedder
-
-                    vec = Embedder(ctx.cfg.ingest.embed_model, max_tokens=ctx.cfg.ingest.embed_max_tokens).encode([query])[0]
-                    hits += [{**c.provenance(), "by": "embed", "score": round(s, 3), "text": c.text[:300]}
-                             for c, s in p.nearest(vec, limit)]
+        hits = Workspace(make_ctx(config, None, None)).search(query, limit, mode)
         if as_json:
             return emit({"query": query, "mode": mode, "hits": hits}, True)
         for h in hits:
@@ -569,17 +544,34 @@ def pile_show(chunk: Annotated[str, typer.Argument(help="A chunk key, as printed
     Example: taskling pile show 3f2a9c0d1e2b4a5c:12
     """
     def go():
-        from .data.pile import Pile
-
-        ctx = make_ctx(config, None, None)
-        with Pile(ctx.ws.pile_db) as p:
-            c = p.chunk(chunk)
+        c = Workspace(make_ctx(config, None, None)).chunk(chunk)
         if c is None:
             raise TasklingError(f"chunk '{chunk}' is not in the pile; find keys with 'taskling pile search'")
         if as_json:
-            return emit({**c.provenance(), "text": c.text}, True)
-        Console().print(c.provenance())
-        Console().print(c.text, markup=False, highlight=False)
+            return emit(c, True)
+        Console().print({k: v for k, v in c.items() if k != "text"})
+        Console().print(c["text"], markup=False, highlight=False)
+    guarded(go)
+
+
+@gold_app.command("import")
+def gold_import(file: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL or XLSX file of labelled items.")],
+                input_: Annotated[str, typer.Option("--input", help="The column holding the input.")] = "input",
+                output: Annotated[str, typer.Option("--output", help="The column holding the output.")] = "output",
+                sheet: Annotated[Optional[str], typer.Option(help="XLSX: the sheet (default: the first).")] = None,
+                fraction: Annotated[float, typer.Option(help="Only this seeded share of the items; seed_data: "
+                                                        "FILE then trains on the rest.")] = 1.0,
+                config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
+    """Add a file of items you labelled to gold.jsonl (those already there are skipped); never trained on.
+
+    Example: taskling gold import tickets.xlsx --input text --output team --fraction 0.2
+    """
+    def go():
+        res = Workspace(make_ctx(config, None, None)).import_gold(file, input_, output, sheet, fraction)
+        moved = res["no_longer_trained_on"]
+        err.print(f"gold: {res['imported']} items added ({res['gold_items']} in {res['gold']}); {res['already_in_gold']} "
+                  f"were there, {res['left_out']} left out" + (f"; {moved} were seed_data and leave training" if moved else ""))
+        emit(res, as_json)
     guarded(go)
 
 

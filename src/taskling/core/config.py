@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from . import tasktype
 from .errors import TasklingError
+from .exchange import HubCfg, SeedFiles, Track
 from .tasktype import TaskCfg
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -297,6 +298,9 @@ class Config(Section):
     cluster: ClusterCfg = ClusterCfg()
     label: LabelCfg = LabelCfg()
     tables: list[TableCfg] = []
+    seed_data: SeedFiles = []          # labelled items of your own that join training (core/exchange.py)
+    track: Track = None                # track: mlflow logs every stage to an MLflow run
+    hub: HubCfg = HubCfg()             # licences and tags for the Hugging Face cards
     seed: int = 0
 
     # Set by load_config, not by the user: where the file lives (sources are

@@ -15,7 +15,9 @@ manifests it `needs` in this round and of the `earlier` ones of the round before
 only the extra settings and inputs the stage passes by name (ingest's file snapshot,
 curate's gold.jsonl). Then `workspace.run_stage` skips the stage when that fingerprint
 matches its finished manifest (and not --force), keeps partial work of the same
-fingerprint for resume, and writes the typed manifest last and atomically.
+fingerprint for resume, and writes the typed manifest last and atomically. With `track:` in
+taskling.yaml, every stage that ran is then logged to experiment tracking (`core.tracking`), so
+no stage knows about it.
 """
 from __future__ import annotations
 
@@ -88,9 +90,18 @@ def fingerprinted(ctx: Context, spec: StageSpec, settings: dict | None = None,
 
 def run(ctx: Context, spec: StageSpec, body: StageBody, settings: dict | None = None,
         inputs: dict | None = None) -> Manifest:
-    """Run the stage's `body(out_dir)` unless it finished with the same fingerprint; its manifest."""
+    """Run the stage's `body(out_dir)` unless it finished with the same fingerprint; its manifest.
+    With `track:` on, a stage that ran is logged to its MLflow run (core.tracking); off, nothing is."""
     s, i = fingerprinted(ctx, spec, settings, inputs)
-    return run_stage(ctx, spec.name, s, i, body, spec.manifest)
+    if ctx.cfg.track is None:
+        return run_stage(ctx, spec.name, s, i, body, spec.manifest)
+    from . import tracking
+
+    tracking.ready(ctx)
+    m = run_stage(ctx, spec.name, s, i, body, spec.manifest)
+    if not m.skipped:
+        tracking.log_stage(ctx, m)
+    return m
 
 
 def open_dir(ctx: Context, spec: StageSpec, settings: dict | None = None, inputs: dict | None = None) -> Path:

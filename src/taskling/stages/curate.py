@@ -26,7 +26,7 @@ from ..core.errors import TasklingError
 from ..core.manifests import CurateManifest
 from ..core.stage import StageSpec
 from ..core.workspace import Context, read_jsonl, sha256_file, write_jsonl
-from ..curation import filters as curation, review, weak
+from ..curation import filters as curation, review, seed, weak
 from ..curation.candidates import candidates
 from ..curation.gold import load_gold
 from ..curation.split import SPLIT_UNITS, split, split_dev, split_rows
@@ -164,6 +164,8 @@ def import_review(ctx: Context, path: Path) -> dict:
 def extra_settings(cfg: Config) -> dict:
     """Settings curate reads only when it uses them: the teacher as judge or labeller, the dev split, label:."""
     out: dict = {"embed": cfg.curate.embed if cfg.curate.embed is not None else cfg.ingest.embed}
+    if cfg.seed_data:
+        out["seed_data"] = [s.model_dump(mode="json") for s in cfg.seed_data]
     if cfg.curate.judge == "teacher" or cfg.curate.self_consistency:
         out["teacher"] = {k: v for k, v in cfg.section("teacher").items() if k in TEACHER_KEYS}
     if cfg.loop.rounds > 1:
@@ -179,6 +181,8 @@ def run(ctx: Context) -> CurateManifest:
     gold, store = ctx.ws.gold, ctx.ws.reviews
     inputs = {"gold": sha256_file(gold) if gold.exists() else None,
               "review": sha256_file(store) if store.exists() else None}
+    if ctx.cfg.seed_data:
+        inputs["seed_data"] = seed.digest(ctx.cfg)
     return stage.run(ctx, SPEC, lambda out: funnel(ctx, out), settings=extra_settings(ctx.cfg), inputs=inputs)
 
 
@@ -241,7 +245,8 @@ def funnel(ctx: Context, out: Path) -> dict:
     # A later round of the loop puts everything earlier rounds trained on first instead: the training
     # set grows, and a new example that repeats an old one is its duplicate.
     prior = read_jsonl(ctx.stage_dir("curate", ctx.round - 1) / "train.jsonl") if ctx.round > 0 else None
-    seeds = prior if prior is not None else (seed_examples(cfg) if cfg.curate.task_examples else [])
+    seeds = prior if prior is not None else \
+        (seed_examples(cfg) if cfg.curate.task_examples else []) + seed.examples(cfg, ctx.ws.gold)
     svecs = emb.encode([ex["input"] for ex in seeds])
     unique = deduplicated(cfg, valid, emb, seeds, svecs, sieve)
     # 4. grounded: supported enough by the cited source

@@ -44,6 +44,7 @@ from ..core.manifests import CurateManifest, EvaluateManifest, ExportManifest, I
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, sha256_file
 from ..curation.gold import load_gold
+from ..report import card
 from ..student import gguf, infer, ollama
 from ..student.models import EMBEDDED, dir_size_mb, resolve_gguf, resolve_hf
 from ..student.trained import load_trained, trained_dir
@@ -249,7 +250,8 @@ def run(ctx: Context) -> ExportManifest:
         if adapter.exists():
             artifacts.insert(1, {"name": "LoRA adapter (PEFT)", "file": "adapter", "size_mb": dir_size_mb(adapter),
                                  "consumer": "peft", "status": "copied from train"})
-        (out / "README.md").write_text(model_card(cfg, ctx, info, artifacts, modelfile))
+        (out / "README.md").write_text(card.front_matter(ctx, gguf=bool(files))
+                                       + model_card(cfg, ctx, info, artifacts, modelfile))
         atomic_write_json(out / "artifacts.json", {"verified_on": f"{len(items)} {src} items", "artifacts": artifacts})
         failed = [a["name"] for a in artifacts if a.get("status") == "failed"]
         if failed:
@@ -262,7 +264,8 @@ def run(ctx: Context) -> ExportManifest:
                 "outputs": ["merged/model.safetensors", "merged/task.json", "README.md", "artifacts.json",
                             *[f"gguf/{p.name}" for p in files.values()], *(["Modelfile"] if modelfile else [])]}
 
-    return stage.run(ctx, SPEC, body)
+    hub = cfg.section("hub")
+    return stage.run(ctx, SPEC, body, settings={"hub": hub} if hub != type(cfg.hub)().model_dump(mode="json") else None)
 
 
 def bundle(ctx: Context, cfg: Config, artifact: str | None = None) -> Path:

@@ -1,0 +1,401 @@
+"""taskling from Python: the same functions the CLI calls, typed and documented.
+
+    import taskling
+
+    ws = taskling.open("my-task")                    # a folder holding taskling.yaml, or the file itself
+    ws.run()                                          # ingest, rounds of generate/curate/train/evaluate, export
+    ws.results("gold")["student"].metric              # typed manifests: core.manifests
+    ws.export_dataset("hf")                           # the curated sets for other trainers (curation.datasets)
+    with ws.model() as model:                         # the exported student, as `taskling serve` loads it
+        print(model.predict(["How do I read a JSON field in SQLite?"])[0].output)
+
+Every stage can run alone (`ws.ingest()`, `ws.generate()`, `ws.curate()`, `ws.train()`,
+`ws.evaluate()`, `ws.export()`, `ws.analyse()`, or `ws.stage(name)`), skipped when nothing it
+depends on changed, exactly as on the command line. Settings are overridden per workspace with
+dotted keys (`taskling.open(path, overrides={"train.steps": 40})`). Errors a user can fix are
+`taskling.TasklingError`, one line naming the file or setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from rich.console import Console
+
+from .core.config import TEMPLATE, Config, load_config
+from .core.errors import TasklingError
+from .core.executor import Executor, LocalExecutor
+from .core.manifests import (AnalyseManifest, CurateManifest, EvaluateManifest, ExportManifest, GenerateManifest,
+                             IngestManifest, Manifest, SystemResult, TrainManifest)
+from .core.workspace import Context, read_jsonl
+
+STAGES = ("ingest", "generate", "curate", "train", "evaluate", "export", "analyse")
+SPLITS = ("train", "eval", "dev", "rejected")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def init(path: str | Path = "taskling.yaml", force: bool = False) -> Path:
+    """Write a commented taskling.yaml to start from (a folder gets one inside it); its path."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "taskling.yaml"
+    if path.exists() and not force:
+        raise TasklingError(f"{path}: already exists; pass force=True (--force) to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TEMPLATE, encoding="utf-8")
+    return path
+
+
+def overrides_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[str]:
+    """{"train.steps": 40} or ["train.steps=40"] as the CLI's --set strings."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+    return [str(o) for o in overrides]
+
+
+def open(path: str | Path = "taskling.yaml", overrides: Mapping[str, Any] | Iterable[str] | None = None,
+         run: str | None = None, threads: int | None = None, quiet: bool = False,
+         cluster: str | None = None, console: Console | None = None) -> "Workspace":
+    """The workspace of a task file (or of the folder holding taskling.yaml), at the round the loop
+    exported (round 0 before any loop). `cluster`: a Ray address or "local" (cluster.address otherwise
+    applies only when given here or in the task file)."""
+    from .report.build import kept_round
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "taskling.yaml"
+    cfg = load_config(path, overrides_list(overrides))
+    console = console or Console(stderr=True, quiet=quiet)
+    executor = executor_for(cfg, cluster, console)
+    ctx = Context(cfg, run_id=run, console=console, threads=threads, executor=executor)
+    return Workspace(ctx.at_round(kept_round(ctx) or 0))
+
+
+def executor_for(cfg: Config, address: str | None, console: Console) -> Executor:
+    """Ray's executor on the cluster at `address` (or cluster.address); the local one without either."""
+    if not (address or cfg.cluster.address):
+        return LocalExecutor()
+    import atexit
+
+    from .cluster import connect
+
+    executor = connect(address, cfg.cluster, console)
+    atexit.register(executor.close)
+    return executor
+
+
+@dataclass
+class Prediction:
+    """One answer of an exported model: the task's output (a label, a JSON object, text) and, where
+    the task gives them, the label's probability and every label's, an open-book answer's citations."""
+
+    input: str
+    output: Any
+    probability: float | None = None
+    probabilities: dict[str, float] | None = None
+    citations: list[dict] | None = None
+    abstained: bool | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+class Model:
+    """An exported student loaded once (llama.cpp for a GGUF, transformers for a merged folder), answering
+    as `/v1/task` and `taskling predict` do. Use as a context manager, or call `close()`."""
+
+    def __init__(self, target: str | None = None, root: str | Path = ".", backend: str = "llama.cpp",
+                 quant: str = "q8_0", threads: int | None = None, explicit: bool = False):
+        from .serving.predict import PredictWorker
+        from .serving.target import resolve
+
+        self.target = resolve(target, Path(root), backend, quant, explicit=explicit)
+        self.worker = PredictWorker(self.target, threads)
+        if self.worker.error:
+            self.worker.close()
+            raise TasklingError(f"{self.target.source}: could not load it ({self.worker.error})")
+
+    @property
+    def info(self) -> dict:
+        """task.json: the task's name, type, system prompt, labels or schema."""
+        return self.target.info
+
+    @property
+    def name(self) -> str:
+        return self.target.model_id
+
+    def predict(self, inputs: str | Iterable[str]) -> list[Prediction]:
+        """The task's answers to a batch of inputs (one string is a batch of one)."""
+        items = [inputs] if isinstance(inputs, str) else [str(x) for x in inputs]
+        if not self.info.get("type"):
+            from .serving.engine import NO_TASK
+
+            raise TasklingError(f"{self.target.source}: {NO_TASK}")
+        outs = self.worker.run(items)
+        return [Prediction(x, o.get("output"), o.get("probability"), o.get("probabilities"), o.get("citations"),
+                           o.get("abstained"), o) for x, o in zip(items, outs)]
+
+    def close(self) -> None:
+        self.worker.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_model(target: str | Path | None = None, root: str | Path = ".", backend: str | None = None,
+               quant: str = "q8_0", threads: int | None = None) -> Model:
+    """An exported model to predict with: a run id, a .gguf file, an HF model folder, an export folder or a
+    bundle .tar (None: the newest export under `root`/runs). `backend`: llama.cpp (GGUF, the default for a
+    run) or transformers (the merged folder)."""
+    return Model(None if target is None else str(target), root, backend or "llama.cpp", quant, threads,
+                 explicit=backend is not None)
+
+
+@dataclass
+class Workspace:
+    """A task's workspace: its config, its runs, and every verb of the CLI as a method."""
+
+    ctx: Context
+
+    # -- what it is ----------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        return self.ctx.cfg
+
+    @property
+    def root(self) -> Path:
+        return self.ctx.cfg.root
+
+    @property
+    def run_id(self) -> str:
+        return str(self.ctx.run_id)
+
+    @property
+    def round(self) -> int:
+        return self.ctx.round
+
+    @property
+    def run_dir(self) -> Path:
+        return self.ctx.run_dir
+
+    def at_round(self, k: int) -> "Workspace":
+        """The same workspace acting on round k (stages, results and examples of that round)."""
+        return Workspace(self.ctx.at_round(k))
+
+    def rounds(self) -> list[int]:
+        """Rounds with a finished curate stage, in order."""
+        return sorted(int(d.name.removeprefix("round-")) for d in self.run_dir.glob("round-*")
+                      if d.name.removeprefix("round-").isdigit() and CurateManifest.read(d / "curate") is not None)
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def stage(self, name: str, force: bool = False) -> Manifest:
+        """Run one stage of this round (skipped when up to date unless `force`); its typed manifest."""
+        if name not in STAGES:
+            raise TasklingError(f"no stage '{name}'; the stages are {', '.join(STAGES)}")
+        if name == "analyse":
+            return self.analyse(force)
+        ctx = dataclasses.replace(self.ctx, force=force)
+        m = importlib.import_module(f"taskling.stages.{name}").run(ctx)
+        if name in ("evaluate", "export"):  # as the CLI: the report follows every new figure
+            self.report()
+        return m
+
+    def ingest(self, paths: Iterable[str] | None = None, force: bool = False) -> IngestManifest:
+        """Add or refresh the task file's sources (and `paths`) in the pile."""
+        from .stages import ingest
+
+        ctx = dataclasses.replace(self.ctx, force=force)
+        if paths:
+            ctx = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update={"sources": [*ctx.cfg.sources, *paths]}))
+        return ingest.run(ctx)
+
+    def generate(self, force: bool = False) -> GenerateManifest:
+        return self.stage("generate", force)  # type: ignore[return-value]
+
+    def dry_run(self) -> dict:
+        """generate --dry-run: a small sample measured, the stage's tokens, cost and time projected."""
+        from .stages import generate
+
+        return generate.dry_run(self.ctx)
+
+    def curate(self, force: bool = False) -> CurateManifest:
+        return self.stage("curate", force)  # type: ignore[return-value]
+
+    def train(self, force: bool = False) -> TrainManifest:
+        return self.stage("train", force)  # type: ignore[return-value]
+
+    def evaluate(self, force: bool = False) -> EvaluateManifest:
+        return self.stage("evaluate", force)  # type: ignore[return-value]
+
+    def export(self, force: bool = False, bundle: str | None = None) -> ExportManifest:
+        """The model files under runs/<id>/export, each checked in its consumer; with `bundle` (a GGUF type
+        or "merged") also the one-file bundle that `taskling serve` runs offline (`bundle_path`)."""
+        m = self.stage("export", force)
+        if bundle is not None:
+            self.bundle(bundle)
+        return m  # type: ignore[return-value]
+
+    def bundle(self, artifact: str | None = None) -> Path:
+        """Pack one exported artefact (a GGUF type, or "merged") into a tar for `taskling serve FILE`."""
+        from .stages import export
+
+        return export.bundle(self.ctx, self.ctx.cfg, artifact)
+
+    def analyse(self, force: bool = False) -> AnalyseManifest:
+        """Plan the round after the last finished one (the loop's next step); this workspace moves to it."""
+        from . import loop
+        from .stages import analyse
+
+        done = [r["round"] for r in loop.rounds_so_far(self.ctx)]
+        if not done:
+            raise TasklingError(f"run '{self.run_id}' has no finished round yet; run the loop (run()) first")
+        self.ctx = dataclasses.replace(self.ctx.at_round(max(done) + 1), force=force)
+        return analyse.run(self.ctx)
+
+    def run(self, force: bool = False) -> dict:
+        """The whole loop (`taskling run`): what it did, the results, the files; resumable."""
+        from . import loop
+
+        out = loop.run(dataclasses.replace(self.ctx, force=force))
+        self.ctx = self.ctx.at_round(out["kept_round"])
+        return out
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def manifest(self, stage: str, round: int | None = None) -> Manifest | None:
+        """A stage's finished manifest (typed), or None when it has not finished."""
+        from .core.manifests import BY_STAGE
+
+        if stage not in BY_STAGE:
+            raise TasklingError(f"no stage '{stage}'; the stages are {', '.join(BY_STAGE)}")
+        return BY_STAGE[stage].read(self.ctx.stage_dir(stage, round))
+
+    def results(self, set: str = "gold", round: int | None = None) -> dict[str, SystemResult]:
+        """Every evaluated system's result on `set` ("gold", "eval" or "dev"): metric, interval, n, details."""
+        ev = self.ctx.manifest("evaluate", round)
+        if set not in ev.results:
+            raise TasklingError(f"evaluate has no '{set}' set for run '{self.run_id}'; it has "
+                                f"{', '.join(ev.results) or 'none'}")
+        return dict(ev.results[set])
+
+    def examples(self, split: str = "train", round: int | None = None) -> list[dict]:
+        """Curate's examples of a split (train, eval, dev, or rejected with each one's reason)."""
+        if split not in SPLITS:
+            raise TasklingError(f"no split '{split}'; use one of {', '.join(SPLITS)}")
+        self.ctx.manifest("curate", round)
+        return read_jsonl(self.ctx.stage_dir("curate", round) / f"{split}.jsonl")
+
+    def loss(self, round: int | None = None) -> dict[str, list[tuple[int, float]]]:
+        """Training's curves (loss, eval_loss, ...) as (step, value) pairs."""
+        self.ctx.manifest("train", round)
+        path = self.ctx.stage_dir("train", round) / "loss.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        return {k: [(int(s), float(v)) for s, v in pts] for k, pts in data.items() if isinstance(pts, list)}
+
+    def report(self) -> dict:
+        """Rebuild report.json and report.html from what the stages wrote; report.json's content."""
+        from .report import build
+
+        jpath, _ = build.write(self.ctx)
+        return json.loads(jpath.read_text())
+
+    # -- data in and out ------------------------------------------------------------------------------------
+    def export_dataset(self, format: str, out: str | Path | None = None, round: int | None = None,
+                       rejected: bool = False) -> dict:
+        """The curated sets as openai, sharegpt, alpaca or hf (a `datasets` folder with a dataset card)."""
+        from .curation.datasets import export_dataset
+
+        return export_dataset(self.ctx, format, Path(out) if out else None, round, rejected)
+
+    def import_gold(self, file: str | Path, input: str = "input", output: str = "output",
+                    sheet: str | None = None, fraction: float = 1.0) -> dict:
+        """Add a labelled file's items (or a seeded `fraction`) to gold.jsonl; they are never trained on."""
+        from .curation import seed
+
+        return seed.import_gold(self.config, file, self.ctx.ws.gold, input, output, sheet, fraction)
+
+    def seed_data(self) -> dict:
+        """What seed_data: adds to training, per file (read, skipped, left out as gold), without running curate."""
+        from .curation import seed
+
+        return seed.load(self.config, self.ctx.ws.gold)[1]
+
+    # -- the pile -------------------------------------------------------------------------------------------
+    def pile_stats(self) -> dict:
+        from .data.pile import Pile
+
+        with Pile(self.ctx.ws.pile_db) as p:
+            return p.stats()
+
+    def topics(self, examples: int = 1) -> list[dict]:
+        """The pile's topics: label, size, distinctive terms, a few example chunks with provenance."""
+        from .data.pile import Pile
+
+        with Pile(self.ctx.ws.pile_db) as p:
+            topics = p.topics()
+            for t in topics:
+                t["example_chunks"] = [{**c.provenance(), "text": c.text[:300]}
+                                       for c in filter(None, (p.chunk(k) for k in t["examples"][:examples]))]
+        return topics
+
+    def search(self, query: str, limit: int = 10, mode: str = "both") -> list[dict]:
+        """Chunks by words (FTS5, bm25: mode "fts"), by meaning (embeddings: "embed") or both, with provenance."""
+        from .data.pile import Pile
+
+        if mode not in ("fts", "embed", "both"):
+            raise TasklingError(f"mode {mode!r}: use fts, embed or both")
+        hits: list[dict] = []
+        with Pile(self.ctx.ws.pile_db) as p:
+            if mode in ("fts", "both"):
+                hits += [{**c.provenance(), "by": "fts", "score": round(s, 3), "text": c.text[:300]}
+                         for c, s in p.search(query, limit)]
+            if mode in ("embed", "both") and p.stats()["embedded_chunks"]:
+                from .data.embed import Embedder
+
+                ing = self.config.ingest
+                vec = Embedder(ing.embed_model, max_tokens=ing.embed_max_tokens).encode([query])[0]
+                hits += [{**c.provenance(), "by": "embed", "score": round(s, 3), "text": c.text[:300]}
+                         for c, s in p.nearest(vec, limit)]
+            elif mode == "embed":
+                raise TasklingError("the pile has no embeddings; run ingest with ingest.embed: true")
+        return hits
+
+    def chunk(self, key: str) -> dict | None:
+        """One chunk with its provenance and text (None when the pile has no such key)."""
+        from .data.pile import Pile
+
+        with Pile(self.ctx.ws.pile_db) as p:
+            c = p.chunk(key)
+        return None if c is None else {**c.provenance(), "text": c.text}
+
+    # -- the model ------------------------------------------------------------------------------------------
+    def model(self, backend: str | None = None, quant: str | None = None, threads: int | None = None) -> Model:
+        """This run's exported student, loaded to predict with (llama.cpp on a GGUF by default; transformers
+        on the merged folder, which is what an export without GGUF files has)."""
+        from .serving.target import export_ggufs
+
+        export = self.ctx.stage_dir("export")
+        if backend is None and not export_ggufs(export / "gguf"):
+            backend = "transformers"
+        return Model(self.run_id, self.root, backend or self.config.serve.backend, quant or self.config.serve.quant,
+                     threads or self.ctx.threads, explicit=backend is not None)
+
+    def predict_file(self, file: str | Path, output: str | Path | None = None, model: str | None = None,
+                     backend: str | None = None, batch_size: int = 16) -> dict:
+        """`taskling predict`: every row of a CSV or JSONL file answered, resumable; what was written."""
+        from .serving.predict import predict_file
+
+        return predict_file(Path(file), Path(output) if output else None, model or self.run_id, self.root,
+                            self.ctx.console, cfg=self.config.serve, backend=backend, batch_size=batch_size,
+                            threads=self.ctx.threads, executor=self.ctx.executor)
+

@@ -1,0 +1,139 @@
+"""Datasets out: a run's curated sets in every format, each read back by its real reader (Hugging Face
+`datasets` for the folder and its parquet, the format's schema and `datasets`' JSON reader for the
+JSONL ones, LLaMA-Factory's dataset_info.json entries), with the rows, splits and provenance curate wrote."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import jsonschema
+import pytest
+from rich.console import Console
+
+from conftest import write_workspace
+from taskling.core.config import load_config
+from taskling.core.errors import TasklingError
+from taskling.core.workspace import Context, read_jsonl
+from taskling.curation.datasets import FORMATS, SCHEMAS, export_dataset
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory, tiny_model_dir) -> Context:
+    """The tiny workspace through ingest, generate and curate (no training needed to export data)."""
+    from taskling.stages import curate, generate, ingest
+
+    root = tmp_path_factory.mktemp("datasets")
+    path = write_workspace(root, tiny_model_dir, hub__source_licences={"docs/*.md": "CC0-1.0"})
+    (root / "docs" / "LICENSE").write_text("MIT License\n\nCopyright (c) the authors\n", encoding="utf-8")
+    ctx = Context(load_config(path, []), console=Console(stderr=True, quiet=True))
+    for stage in (ingest, generate, curate):
+        stage.run(ctx)
+    return ctx
+
+
+def curate_rows(ctx: Context, split: str) -> list[dict]:
+    return read_jsonl(ctx.stage_dir("curate") / f"{split}.jsonl")
+
+
+def test_the_hf_folder_loads_with_datasets_with_every_split_and_its_provenance(curated):
+    info = export_dataset(curated, "hf", rejected=True)
+    folder = Path(info["dir"])
+    ds = datasets.load_dataset(str(folder))
+    train, evals, rejected = (curate_rows(curated, s) for s in ("train", "eval", "rejected"))
+    assert set(ds) == {"train", "test", "rejected"}  # no dev set in a one-round run
+    assert ds["train"].num_rows == len(train) == info["rows"]["train"]
+    assert ds["test"].num_rows == len(evals) and ds["rejected"].num_rows == len(rejected)
+    by_id = {ex["id"]: ex for ex in train}
+    system = ds["train"][0]["messages"][0]
+    assert system["role"] == "system" and "Answer with exactly one label" in system["content"]
+    for row in ds["train"]:
+        ex = by_id[row["id"]]
+        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+        assert row["messages"][1]["content"] == ex["input"] and row["messages"][2]["content"] == ex["output"]
+        assert row["label"] == ex["label"] and row["document"] == ex["provenance"][0]["path"]
+        assert row["locator"] == ex["provenance"][0]["locator"]
+        if ex.get("chunks"):  # generated from a chunk: its offsets in the document and the chunk's text
+            assert row["span_start"] == ex["provenance"][0]["start_char"] and row["context"]
+            assert row["source"] == "teacher"
+    assert all(r["reason"] for r in ds["rejected"]) and not any(r["reason"] for r in ds["train"])
+    # each parquet file alone, by datasets' own parquet reader
+    one = datasets.load_dataset("parquet", data_files={"train": str(folder / info["files"]["train"])})["train"]
+    assert one.num_rows == len(train) and "label_confidence" in one.column_names
+
+
+def test_the_dataset_card_has_hub_front_matter_the_funnel_and_the_licences(curated):
+    from huggingface_hub import DatasetCard
+
+    info = export_dataset(curated, "hf")
+    text = (Path(info["dir"]) / "README.md").read_text()
+    card = DatasetCard(text)
+    assert card.data.task_categories == ["text-classification"] and "taskling" in card.data.tags
+    configs = card.data.to_dict()["configs"][0]["data_files"]
+    assert {c["split"] for c in configs} == {"train", "test"}
+    cur = curated.manifest("curate")
+    assert f"| generated | {cur.counts.generated} |" in text  # the funnel, step by step
+    assert "| `docs/sqlite.md` | CC0-1.0 |" in text  # hub.source_licences
+    assert "| `docs/node.html` | see docs/LICENSE |" in text  # a licence file beside the documents
+    assert card.data.license == "other"  # the sources differ
+
+
+@pytest.mark.parametrize("fmt", ["openai", "sharegpt", "alpaca"])
+def test_each_jsonl_format_keeps_its_schema_and_loads_in_datasets(curated, fmt):
+    info = export_dataset(curated, fmt, rejected=True)
+    folder = Path(info["dir"])
+    for split, name in info["files"].items():
+        lines = read_jsonl(folder / name)
+        prov = read_jsonl(folder / f"{split}.provenance.jsonl")
+        assert len(lines) == len(prov) == len(curate_rows(curated, split)) == info["rows"][split]
+        for obj in lines:
+            jsonschema.validate(obj, SCHEMAS[fmt])
+        assert [p["id"] for p in prov] == [ex["id"] for ex in curate_rows(curated, split)]
+        assert all(p["reason"] for p in prov) if split == "rejected" else not any(p["reason"] for p in prov)
+    train = curate_rows(curated, "train")
+    loaded = datasets.load_dataset("json", data_files=str(folder / "train.jsonl"))["train"]
+    assert loaded.num_rows == len(train)
+    first = loaded[0]
+    if fmt == "openai":
+        assert first["messages"][-1] == {"role": "assistant", "content": train[0]["output"]}
+    elif fmt == "sharegpt":
+        assert [t["from"] for t in first["conversations"]] == ["system", "human", "gpt"]
+    else:
+        assert first["input"] == train[0]["input"] and first["output"] == train[0]["output"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_llama_factory_entries_name_files_and_columns_that_exist(curated, fmt):
+    info = export_dataset(curated, fmt)
+    folder = Path(info["dir"])
+    entries = json.loads((folder / "dataset_info.json").read_text())
+    assert set(entries) == {f"tiny-router_{s}" for s in info["files"]}
+    for name, entry in entries.items():
+        path = folder / entry["file_name"]
+        assert path.is_file()
+        row = datasets.load_dataset("parquet" if path.suffix == ".parquet" else "json",
+                                    data_files=str(path))["train"][0]
+        for column in entry["columns"].values():
+            assert column in row, (name, column)
+        tags = entry.get("tags")
+        if tags:  # sharegpt-style: the roles the file really uses
+            turns = row[entry["columns"]["messages"]]
+            assert {t[tags["role_tag"]] for t in turns} == {tags["system_tag"], tags["user_tag"],
+                                                              tags["assistant_tag"]}
+        else:
+            assert fmt == "alpaca" and "formatting" not in entry  # alpaca is LLaMA-Factory's default
+
+
+def test_bad_requests_are_one_line_errors(curated, tmp_path):
+    with pytest.raises(TasklingError, match="use one of openai, sharegpt, alpaca, hf"):
+        export_dataset(curated, "csv")
+    with pytest.raises(TasklingError, match="curate has not finished for round 3"):
+        export_dataset(curated, "openai", round=3)
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(TasklingError, match="not a taskling dataset folder"):
+        export_dataset(curated, "openai", out=tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+    again = tmp_path / "again"
+    export_dataset(curated, "alpaca", out=again)
+    assert export_dataset(curated, "openai", out=again)["format"] == "openai"  # a former export is replaced
+    assert json.loads((again / "dataset.json").read_text())["format"] == "openai"
