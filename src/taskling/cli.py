@@ -25,6 +25,7 @@ from rich.table import Table  # noqa: E402
 from .core.config import Config, load_config  # noqa: E402
 from .core.errors import TasklingError  # noqa: E402
 from .core.executor import Executor, LocalExecutor  # noqa: E402
+from .core.lock import acquire, release  # noqa: E402
 from .core.workspace import Context  # noqa: E402
 from .api import Workspace  # noqa: E402
 
@@ -79,15 +80,21 @@ def guarded(fn: Callable[[], object]) -> object:
         err.print(f"[red]internal error:[/] {type(e).__name__}: {e}  (run again with --debug for the traceback)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        for path in STATE.pop("locks", []):
+            release(path)
 
 
 def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
              threads: Optional[int] = None, cluster: Optional[str] = None, spread: bool = False,
-             sources: Optional[list[str]] = None) -> Context:
-    """The stage context; `spread`: a command whose work can run on a cluster (--cluster or cluster.address)."""
+             sources: Optional[list[str]] = None, lock: bool = True) -> Context:
+    """The stage context; `spread`: a command whose work can run on a cluster (--cluster or cluster.address).
+    `lock`: a command that writes the workspace holds its lock (core.lock) until it ends."""
     from .report.build import kept_round
 
     cfg = load_config(config, sets or [])
+    if lock:
+        STATE.setdefault("locks", []).append(acquire(cfg.root))  # released by guarded(), or when the process ends
     if sources:  # taskling ingest PATH...: the task file's sources and these
         cfg = cfg.model_copy(update={"sources": [*cfg.sources, *sources]})
     ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads,
@@ -311,6 +318,9 @@ def serve(target: Annotated[Optional[str], typer.Argument(help=ModelArg)] = None
                                                        "q4_k_m... (default serve.quant).")] = None,
           api_key: Annotated[Optional[str], typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' "
                                                          "(or set TASKLING_API_KEY, which ps does not show).")] = None,
+          sha256: Annotated[Optional[str], typer.Option("--sha256", help="Serve a bundle only if its sha256 is "
+                                                        "this (from whoever made it: its SHA256SUMS proves it is "
+                                                        "whole, not who made it).")] = None,
           threads: ThreadsOpt = None) -> None:
     """Serve the tuned student behind an OpenAI-compatible API: /v1/chat/completions,
     /v1/completions, /v1/task (the task's parsed answer), /v1/models, /health, /metrics.
@@ -320,8 +330,8 @@ def serve(target: Annotated[Optional[str], typer.Argument(help=ModelArg)] = None
     def go():
         from .serving import serve as srv
 
-        sets = list(set_ or []) + [f"serve.{k}={v}" for k, v in (("host", host), ("port", port), ("quant", quant))
-                                   if v is not None]
+        sets = list(set_ or []) + [f"serve.{k}={v}" for k, v in (("host", host), ("port", port), ("quant", quant),
+                                                                 ("sha256", sha256)) if v is not None]
         if backend is not None and backend not in ("llama.cpp", "transformers"):
             raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
         cfg, root = srv.serve_config(config, sets)
@@ -368,8 +378,10 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
 
 @app.command()
 def ui(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None,
-       host: Annotated[str, typer.Option(help="Interface to bind (loopback unless you mean it).")] = "127.0.0.1",
-       port: Annotated[int, typer.Option(help="Port.")] = 8765) -> None:
+       host: Annotated[str, typer.Option(help="Interface to bind (loopback; any other needs --allow-remote).")] = "127.0.0.1",
+       port: Annotated[int, typer.Option(help="Port (0: any free one, printed).")] = 8765,
+       allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Serve a non-loopback --host: other "
+                                                  "machines get in only with the printed address's token.")] = False) -> None:
     """Open the local web app over the workspace: the pile, the examples and their review.
 
     Example: taskling ui --port 8765, then open http://127.0.0.1:8765/
@@ -377,7 +389,7 @@ def ui(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None,
     def go():
         from .ui import serve
 
-        serve(make_ctx(config, None, run), host=host, port=port, console=err)
+        serve(make_ctx(config, None, run, lock=False), host=host, port=port, console=err, allow_remote=allow_remote)
     guarded(go)
 
 
@@ -418,7 +430,7 @@ def log(key: Annotated[Optional[str], typer.Argument(help="Show one call in full
 
         from .teacher.calls import CallLog
 
-        ctx = make_ctx(config, None, None)
+        ctx = make_ctx(config, None, None, lock=False)
         with CallLog(ctx.ws.calls_db) as calls:
             if key:
                 call = calls.show(key)
@@ -475,7 +487,7 @@ def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fal
     Example: taskling pile stats --json
     """
     def go():
-        st = Workspace(make_ctx(config, None, None)).pile_stats()
+        st = Workspace(make_ctx(config, None, None, lock=False)).pile_stats()
         if as_json:
             return emit(st, True)
         t = Table(title=f"{st['documents']} documents, {st['chunks']} chunks, {st['tokens']} tokens, "
@@ -499,7 +511,7 @@ def pile_topics(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = Fa
     Example: taskling pile topics --examples 2
     """
     def go():
-        topics = Workspace(make_ctx(config, None, None)).topics(examples)
+        topics = Workspace(make_ctx(config, None, None, lock=False)).topics(examples)
         if as_json:
             return emit({"topics": topics}, True)
         if not topics:
@@ -527,7 +539,7 @@ def pile_search(query: Annotated[str, typer.Argument(help="Words to look for, or
     def go():
         if mode not in ("fts", "embed", "both"):
             raise TasklingError(f"--mode {mode}: use fts, embed or both")
-        hits = Workspace(make_ctx(config, None, None)).search(query, limit, mode)
+        hits = Workspace(make_ctx(config, None, None, lock=False)).search(query, limit, mode)
         if as_json:
             return emit({"query": query, "mode": mode, "hits": hits}, True)
         for h in hits:
@@ -544,7 +556,7 @@ def pile_show(chunk: Annotated[str, typer.Argument(help="A chunk key, as printed
     Example: taskling pile show 3f2a9c0d1e2b4a5c:12
     """
     def go():
-        c = Workspace(make_ctx(config, None, None)).chunk(chunk)
+        c = Workspace(make_ctx(config, None, None, lock=False)).chunk(chunk)
         if c is None:
             raise TasklingError(f"chunk '{chunk}' is not in the pile; find keys with 'taskling pile search'")
         if as_json:

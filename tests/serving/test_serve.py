@@ -583,7 +583,19 @@ def export(root: Path, run: str, ggufs: list[str], merged: bool = True) -> Path:
     if merged:
         (out / "merged").mkdir()
         (out / "merged" / "config.json").write_text("{}")
+    finished(out)
     return out
+
+
+def finished(export_dir: Path) -> None:
+    """The manifest.json a finished export leaves (serve takes no export without it)."""
+    from taskling.core.manifests import ExportManifest
+
+    m = ExportManifest(run_id="x", round=0, fingerprint="f", settings={}, inputs={}, outputs=[], digest="d",
+                       started="2026-01-01T00:00:00+00:00", seconds=1.0, versions={}, artifacts=[], verified_on="",
+                       failed=[], counts={"artifacts": 0, "checked_items": 0, "failed": 0}, tolerance=0.0,
+                       student_metric=None)
+    (export_dir / "manifest.json").write_text(m.model_dump_json())
 
 
 def test_resolve_runs_files_and_fallbacks(tmp_path):

@@ -5,6 +5,7 @@ The task file and its typed config (`config`), the task-type contract and its on
 frozen `Context` (`workspace`), the stage contract and its fingerprinting runner (`stage`), one
 typed manifest per stage (`manifests`), the executor a stage spreads its work with and the
 training `Site` (`executor`), installed packages and the cache derived from them (`packages`),
-progress bars (`progress`) and the append-only journal (`journal`). May import: nothing else
-from taskling.
+progress bars (`progress`), the append-only journal (`journal`), one writer per workspace
+(`lock`), a worker process with time and memory limits for untrusted input (`sandbox`) and tar
+archives read without trusting their headers (`tarsafe`). May import: nothing else from taskling.
 """

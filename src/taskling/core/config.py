@@ -71,6 +71,9 @@ class IngestCfg(Section):
     max_archive_mb: float = Field(500, gt=0)       # total unpacked from one archive
     max_archive_ratio: float = Field(100, gt=1)    # unpacked/packed per member (zip bombs)
     max_depth: int = Field(5, ge=0)                # archives inside archives
+    isolate: bool = True                           # convert each file in a worker process, under the two limits below
+    convert_timeout_s: float = Field(120, gt=0)    # wall time one file's conversion may take
+    convert_memory_mb: int = Field(1024, ge=256)   # the conversion worker's address space
     dedup_threshold: float = Field(0.85, gt=0, le=1)  # near-duplicate Jaccard similarity
     embed: bool = True
     embed_model: str = "all-minilm-l6-v2"
@@ -173,6 +176,8 @@ class ServeCfg(Section):
     timeout_s: float = Field(120, gt=0)  # per request
     max_tokens: int = Field(1024, ge=1)  # cap on max_tokens
     max_request_kb: int = Field(256, ge=1)  # request bodies above this get 413
+    allowed_hosts: list[str] = []       # Host names a keyless server also answers to (a proxy's); loopback always
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # serve a bundle only if the tar has this digest
 
 
 class LoopCfg(Section):

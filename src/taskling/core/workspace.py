@@ -238,6 +238,15 @@ def open_stage_dir(ctx: Context, stage: str, settings: dict, inputs: dict, keep_
 
 def run_stage(ctx: Context, stage: str, settings: dict, inputs: dict, body: StageBody,
               model: type[Manifest] | None = None) -> Manifest:
+    """`run_unlocked` holding the workspace's lock (core.lock): one writer per workspace."""
+    from .lock import workspace_lock
+
+    with workspace_lock(ctx.cfg.root, f"taskling {stage} (run {ctx.run_id}, round {ctx.round})"):
+        return run_unlocked(ctx, stage, settings, inputs, body, model)
+
+
+def run_unlocked(ctx: Context, stage: str, settings: dict, inputs: dict, body: StageBody,
+                 model: type[Manifest] | None = None) -> Manifest:
     """Run `body(out_dir)` unless a finished manifest has the same fingerprint.
 
     `body` returns the stage's own manifest fields ({"counts": {...}, ...}) and

@@ -6,21 +6,32 @@ that holds it (also what a cluster's node runs), and the `Ingester` is the pile'
 stores prepared documents, skips unchanged files and records every skip with its reason. The
 ingest stage (stages/ingest.py) is the recipe over it. `changed_since_ingest` says which pile
 documents no longer match their source file (table mapping skips those).
+
+Files are hostile input: each one is converted in a worker process (core.sandbox) under
+ingest.convert_timeout_s and ingest.convert_memory_mb (`convert_isolated`), so one file can
+stall or exhaust nothing but its own conversion. A file is unchanged only when its sha256 and
+the settings it was prepared with (`settings_key`: chunking, tokenizer, converter limits) are the
+same; changing ingest.chunk_tokens re-chunks every file.
 """
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import glob
 import hashlib
+import json
 import time
 from collections import Counter
 from pathlib import Path
 
 from ..core.config import Config
-from ..core.workspace import sha256_file
+from ..core.sandbox import Sandbox, SandboxFailed
+from ..core.workspace import fingerprint, sha256_file
 from .chunking import chunk_document, place_tables
-from .formats import ConvertError, Limits, convert
+from .formats import ConvertError, Extracted, Limits, convert
 from .pile import Pile
+
+SANDBOXES: dict[tuple, Sandbox] = {}  # one conversion worker per limits, kept for this process's files
 
 
 def find_sources(cfg: Config, extra: list[str] | None = None) -> tuple[list[Path], list[str], list[tuple[str, str]]]:
@@ -103,7 +114,49 @@ def display_path(cfg: Config, path: Path) -> str:
 def limits_of(cfg: Config) -> Limits:
     i = cfg.ingest
     return Limits(max_file_bytes=int(i.max_file_mb * 2**20), max_archive_total_bytes=int(i.max_archive_mb * 2**20),
-                  max_archive_ratio=i.max_archive_ratio, max_depth=i.max_depth)
+                  max_archive_ratio=i.max_archive_ratio, max_depth=i.max_depth, max_seconds=i.convert_timeout_s,
+                  max_memory_mb=i.convert_memory_mb, isolate=i.isolate)
+
+
+def settings_key(cfg: Config, limits: Limits) -> str:
+    """What a file's documents and chunks depend on besides its bytes: a stored file prepared with
+    another key is prepared again."""
+    return fingerprint({"chunk_tokens": cfg.ingest.chunk_tokens, "tokenizer": cfg.student.model,
+                        "limits": limits.content_key()})[:16]
+
+
+def convert_isolated(name: str, data: bytes, limits: Limits) -> Extracted:
+    """formats.convert in the conversion worker under the limits' time and memory (in this process
+    when limits.isolate is off); past a limit, ConvertError says which."""
+    if not limits.isolate:
+        return convert(name, data, limits)
+    try:
+        return sandbox_for(limits).call("taskling.data.formats:convert", name, data, limits)
+    except SandboxFailed as e:
+        raise ConvertError(str(e)) from None
+
+
+def sandbox_for(limits: Limits) -> Sandbox:
+    """This process's conversion worker for these limits, started (its start-up is no file's time)."""
+    key = (limits.max_seconds, limits.max_memory_mb)
+    box = SANDBOXES.get(key)
+    if box is None:
+        box = SANDBOXES[key] = Sandbox(limits.max_seconds, limits.max_memory_mb, allowed=("taskling.data.formats",))
+    try:
+        box.start()
+    except SandboxFailed as e:
+        raise ConvertError(str(e)) from None
+    return box
+
+
+def close_sandboxes() -> None:
+    """End this process's conversion workers: ingest is over (the next file starts one again).
+    Also run when this process exits; a process killed outright takes its workers with it (core.sandbox)."""
+    while SANDBOXES:
+        SANDBOXES.popitem()[1].close()
+
+
+atexit.register(close_sandboxes)
 
 
 def prepare(cfg: Config, limits: Limits, count, rel: str, data: bytes, sha: str, depth: int = 0,
@@ -111,9 +164,11 @@ def prepare(cfg: Config, limits: Limits, count, rel: str, data: bytes, sha: str,
     """Convert and chunk one document and, recursively, what it contains, in the order to store
     them: {"kind": "doc" | "skip" | "done", ...}. Touches no pile, so it runs on any node."""
     unpacked = [0] if unpacked is None else unpacked  # bytes taken out of this file's archives, all levels
+    if limits.isolate:
+        sandbox_for(limits)  # started before the clock: the per-format figures are the files' own
     t0 = time.perf_counter()
     try:
-        ex = convert(rel.rsplit("!/", 1)[-1], data, limits)
+        ex = convert_isolated(rel.rsplit("!/", 1)[-1], data, limits)
     except ConvertError as e:
         return [{"kind": "skip", "rel": rel, "reason": str(e)}]
     container = bool(ex.children) or ex.format in ("zip", "tar")
@@ -124,7 +179,7 @@ def prepare(cfg: Config, limits: Limits, count, rel: str, data: bytes, sha: str,
     place_tables(ex.tables or [], text, chunks)
     out = [{"kind": "doc", "rel": rel, "sha": sha, "format": ex.format, "converter": ex.converter, "size": len(data),
             "text": text, "chunks": chunks, "parent": parent, "relation": relation, "warnings": ex.warnings,
-            "meta": ex.meta, "status": "partial" if ex.children else "ok", "depth": depth,
+            "meta": {**ex.meta, "ingest_key": settings_key(cfg, limits)}, "status": "partial" if ex.children else "ok", "depth": depth,
             "tables": ex.tables or [], "table_notes": ex.table_notes, "seconds": time.perf_counter() - t0}]
     for child in ex.children:
         child_rel = f"{rel}!/{child.name}"
@@ -149,6 +204,7 @@ class Ingester:
     def __init__(self, cfg: Config, pile: Pile):
         self.cfg, self.pile = cfg, pile
         self.limits = limits_of(cfg)
+        self.key = settings_key(cfg, self.limits)
         self.counts = Counter()
         self.formats = Counter()
         self.format_bytes = Counter()
@@ -170,7 +226,7 @@ class Ingester:
             self.skip(rel, f"cannot read it ({sha.split(': ', 1)[1]})")
             return None
         old = self.pile.document(rel)
-        if old is not None and old["sha256"] == sha and old["status"] == "ok":
+        if old is not None and old["sha256"] == sha and old["status"] == "ok" and self.prepared_alike(old):
             fmts = self.cfg.ingest.formats
             if fmts and old["format"] not in fmts and old["format"] not in ("zip", "tar"):
                 self.skip(rel, f"format {old['format']} is not in ingest.formats ({', '.join(fmts)})")
@@ -185,6 +241,14 @@ class Ingester:
         except OSError as e:
             self.skip(rel, f"cannot read it ({e.strerror or e})")
             return None
+
+    def prepared_alike(self, doc) -> bool:
+        """The stored document was prepared with today's settings (chunking, tokenizer, limits)."""
+        try:
+            meta = json.loads(doc["meta"] or "{}")
+        except ValueError:
+            return False
+        return isinstance(meta, dict) and meta.get("ingest_key") == self.key
 
     def store(self, items: list[dict]) -> None:
         """Write one file's prepared documents (and skips) into the pile, in order."""

@@ -88,6 +88,7 @@ class Engine(Protocol):
     backend: str
     lock: threading.Lock
     n_ctx: int
+    n_vocab: int                            # token ids are 0..n_vocab-1 (logit_bias is checked against it)
 
     def chat_ids(self, messages: list[dict]) -> list[int]: ...
 

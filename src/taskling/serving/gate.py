@@ -1,15 +1,24 @@
-"""What every request passes on its way in and out: the API key, the size limit and the metrics.
+"""What every request passes on its way in and out: who may ask, the API key, the size limit and
+the metrics.
 
-`Gate` is ASGI middleware in front of the app: a missing or wrong key is 401 (compared in
-constant time; /health stays open for probes), a Content-Length over serve.max_request_kb is 413
-before the body is read, and every answer is counted in `Metrics`, served at /metrics in
-Prometheus' text format.
+`Gate` is ASGI middleware in front of the app. A server without an API key answers only requests
+addressed to it by a loopback name (Host: 127.0.0.1, localhost, [::1], or serve.allowed_hosts),
+so a web page cannot reach it through DNS rebinding; a request whose Origin is another site is
+403 whatever the key (no browser page but the server's own may drive it), and a POST must say
+Content-Type: application/json (415), which a cross-site form or a `no-cors` fetch cannot send
+without the browser asking first. A missing or wrong key is 401 (compared in constant time;
+/health stays open for probes), a Content-Length over serve.max_request_kb is 413 before the body
+is read. A client that hangs up before its answer is ready has its request cancelled (the model
+stops at its next token), streamed or not. Every answer is counted in `Metrics`, served at
+/metrics in Prometheus' text format.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 import time
+from urllib.parse import urlsplit
 
 from fastapi.responses import JSONResponse
 
@@ -18,7 +27,17 @@ from .worker import Worker
 
 OPEN_PATHS = ("/health",)  # answered without an API key (load balancers, probes)
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-REJECTED = {401: "unauthorized", 413: "too_large", 503: "queue_full", 504: "timeout"}
+REJECTED = {401: "unauthorized", 403: "forbidden", 413: "too_large", 415: "not_json", 499: "client_closed",
+            503: "queue_full", 504: "timeout"}
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def host_name(value: str) -> str:
+    """The name part of a Host header or an origin's authority ('[::1]:8000' -> '::1'), lower-cased."""
+    try:
+        return (urlsplit(f"//{value}").hostname or "").rstrip(".")
+    except ValueError:  # a malformed port or bracket
+        return "\x00"
 
 
 def label(**kv) -> str:
@@ -71,7 +90,8 @@ class Metrics:
                         f"{name}_sum{label(endpoint=e)} {round(row[-2], 6)}", f"{name}_count{label(endpoint=e)} {row[-1]}"]
             family("taskling_tokens_total", "counter", "Tokens read (prompt) and written (completion).",
                    [(label(kind=k), v) for k, v in self.tokens.items()])
-            family("taskling_rejected_total", "counter", "Requests refused: no key, too large, queue full, timeout.",
+            family("taskling_rejected_total", "counter", "Requests refused or given up: foreign host or origin, no "
+                   "key, too large, not JSON, client gone, queue full, timeout.",
                    [(label(reason=k), v) for k, v in self.rejected.items()])
         family("taskling_queue_depth", "gauge", "Requests waiting for the model.", [("", worker.waiting)])
         family("taskling_requests_running", "gauge", "Requests the model is working on.", [("", worker.running)])
@@ -83,17 +103,25 @@ class Metrics:
 
 
 class Gate:
-    """ASGI middleware in front of every request: the API key, the Content-Length limit,
-    and the metrics (status and time to the last byte, streamed answers included)."""
+    """ASGI middleware in front of every request: host, origin and content type, the API key,
+    the Content-Length limit, a client that leaves, and the metrics (status and time to the
+    last byte, streamed answers included)."""
 
-    def __init__(self, app, metrics: Metrics, api_key: str | None, max_bytes: int, endpoints: set[str]):
+    def __init__(self, app, metrics: Metrics, api_key: str | None, max_bytes: int, endpoints: set[str],
+                 hosts: tuple[str, ...] = ()):
         self.app, self.metrics, self.max_bytes, self.endpoints = app, metrics, max_bytes, endpoints
         self.key = f"Bearer {api_key}".encode() if api_key else None
+        self.hosts = set(LOOPBACK_NAMES)
+        self.allow_hosts(*hosts)
+
+    def allow_hosts(self, *names: str) -> None:
+        """More names a keyless server answers to (serve.allowed_hosts: a proxy's name in front of it)."""
+        self.hosts |= {host_name(n if n.count(":") <= 1 or n.startswith("[") else f"[{n}]") for n in names}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        t0, state = time.perf_counter(), {"status": 500, "recorded": False}
+        t0, state = time.perf_counter(), {"status": 500, "recorded": False, "answered": False}
 
         def record() -> None:
             state["recorded"] = True
@@ -103,19 +131,75 @@ class Gate:
         async def watch(message):
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body") and not state["recorded"]:
-                record()  # before the last byte leaves: a client that saw the answer finds it counted
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                state["answered"] = True
+                if not state["recorded"]:
+                    record()  # before the last byte leaves: a client that saw the answer finds it counted
             await send(message)
 
         try:
             refusal = self.refuse(scope)
-            await (refusal or self.app)(scope, receive, watch)
+            if refusal is not None:
+                await refusal(scope, receive, watch)
+            else:
+                await self.until_client_leaves(scope, receive, watch, state)
         finally:
             if not state["recorded"]:
                 record()
 
+    async def until_client_leaves(self, scope, receive, send, state: dict) -> None:
+        """Run the app; once it has read the whole body, wait for the client to hang up meanwhile,
+        and if it does before the answer is complete, cancel the app (its job is cancelled in turn)."""
+        body_read = asyncio.Event()
+        gone = asyncio.Event()
+
+        async def tracked():
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+            elif not message.get("more_body"):
+                body_read.set()
+            return message
+
+        async def wrapped_receive():
+            if body_read.is_set():  # the watcher owns the socket's receive channel now
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            return await tracked()
+
+        async def watcher():
+            await body_read.wait()
+            while not gone.is_set():
+                if (await receive())["type"] == "http.disconnect":
+                    gone.set()
+
+        app = asyncio.ensure_future(self.app(scope, wrapped_receive, send))
+        helpers = [asyncio.ensure_future(watcher()), asyncio.ensure_future(gone.wait())]
+        try:
+            await asyncio.wait({app, helpers[1]}, return_when=asyncio.FIRST_COMPLETED)
+            if not app.done() and not state["answered"]:
+                state["status"] = 499  # nginx's "client closed request": nobody is left to answer
+                app.cancel()
+            try:
+                await app
+            except asyncio.CancelledError:
+                if not gone.is_set():
+                    raise
+        finally:
+            for task in (*helpers, app):
+                if not task.done():
+                    task.cancel()
+
     def refuse(self, scope) -> JSONResponse | None:
         headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not self.key and host and host_name(host) not in self.hosts:
+            return forbidden(f"this server answers requests to {sorted(self.hosts)[0]} (or another loopback name) "
+                             f"only, not to '{host[:80]}'; a proxy's name goes in serve.allowed_hosts")
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if origin and (not host or urlsplit(origin).netloc.lower() != host.lower()):
+            return forbidden(f"requests from web pages of {origin[:80]} are refused: only this server's own "
+                             "pages, and clients that are not browsers, may call it")
         if self.key and scope["path"] not in OPEN_PATHS:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.key):
@@ -127,4 +211,12 @@ class Gate:
         if size.isdigit() and int(size) > self.max_bytes:
             return JSONResponse(error_body(413, f"the request body is larger than {self.max_bytes // 1024} KB "
                                                 "(serve.max_request_kb)", code="request_too_large"), status_code=413)
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["method"] == "POST" and kind != b"application/json":
+            return JSONResponse(error_body(415, "send the request body as JSON with 'Content-Type: application/json'",
+                                           code="unsupported_media_type"), status_code=415)
         return None
+
+
+def forbidden(message: str) -> JSONResponse:
+    return JSONResponse(error_body(403, message, code="forbidden"), status_code=403)

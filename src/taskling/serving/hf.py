@@ -24,6 +24,7 @@ class HFEngine:
         self.lock = threading.Lock()
         self.stops = infer.stop_token_ids(self.tok)
         self.n_ctx = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])  # logits' width: the ids a bias may name
         self.batch_size = batch_size
 
     def chat_ids(self, messages: list[dict]) -> list[int]:

@@ -2,12 +2,14 @@
 
 The request bodies of /v1/chat/completions, /v1/completions and /v1/task as pydantic models
 (`parse` checks one and refuses what this server cannot do: n > 1, logprobs, suffix), the body
-read under serve.max_request_kb (`read_json`), and `APIError`, which every refusal and failure
-becomes: {"error": {"message", "type", "param", "code"}} with its HTTP status.
+read under serve.max_request_kb (`read_json`: UTF-8 JSON no deeper than MAX_JSON_DEPTH, no NaN,
+no lone surrogate), and `APIError`, which every refusal and failure becomes:
+{"error": {"message", "type", "param", "code"}} with its HTTP status. Bad input is always a 4xx.
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from typing import Literal
@@ -18,6 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import engine as eng
 from ..core.errors import TasklingError
+
+MAX_JSON_DEPTH = 64            # nesting of a request body; OpenAI's own bodies need 5
+MAX_STOPS = 4                  # as OpenAI: stop strings per request
+MAX_BIAS = 300                 # as OpenAI: logit_bias entries per request
+SURROGATE = re.compile("[\ud800-\udfff]")  # only a lone one survives json.loads: no text may carry it
 
 
 class TextPart(BaseModel):
@@ -44,12 +51,12 @@ class Common(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-2**63, lt=2**64)
+    stop: str | list[str] | None = Field(None, max_length=MAX_STOPS)
     stream: bool = False
     stream_options: dict | None = None
     n: int | None = 1
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = Field(None, max_length=MAX_BIAS)
 
 
 class ChatRequest(Common):
@@ -105,20 +112,54 @@ def parse(model: type[BaseModel], body: object) -> BaseModel:
 
 
 async def read_json(request: Request, limit: int) -> object:
-    """The body as JSON; 413 past `limit` bytes even without a Content-Length."""
+    """The body as JSON; 413 past `limit` bytes even without a Content-Length, 400 for anything
+    that is not plain UTF-8 JSON of reasonable depth (see `check_json`)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise APIError(413, f"the request body is larger than {limit // 1024} KB (serve.max_request_kb)",
                            code="request_too_large")
+    return loads(bytes(body))
+
+
+def loads(body: bytes) -> object:
+    """`body` as JSON under this server's rules; APIError(400) names what is wrong."""
+    def no_constant(name: str):
+        raise APIError(400, f"the request body is not valid JSON ({name} is not a JSON number)")
+
     try:
-        return json.loads(body)
+        value = json.loads(body, parse_constant=no_constant)
     except UnicodeDecodeError:
         raise APIError(400, "the request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as e:
         raise APIError(400, f"the request body is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") \
             from None
+    except RecursionError:  # the C scanner stops far below what would hurt, but not below what we allow
+        raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    check_json(value)
+    return value
+
+
+def check_json(value: object) -> None:
+    """Refuse (400) JSON nested deeper than MAX_JSON_DEPTH or holding a lone UTF-16 surrogate
+    ("\\ud800" is valid JSON but no text: it cannot be encoded, tokenised or answered)."""
+    stack: list[tuple[object, str, int]] = [(value, "body", 1)]
+    while stack:
+        v, where, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels (at {where})")
+        if isinstance(v, str):
+            if SURROGATE.search(v):
+                raise APIError(400, f"{where}: a lone UTF-16 surrogate (\\ud800-\\udfff) is not text; "
+                                    "send the character's full pair or UTF-8", param=where)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                if SURROGATE.search(k):
+                    raise APIError(400, f"{where}: a key holds a lone UTF-16 surrogate", param=where)
+                stack.append((x, f"{where}.{k[:40]}"[:120], depth + 1))  # a place to name, kept short
+        elif isinstance(v, list):
+            stack.extend((x, f"{where}[{i}]"[:120], depth + 1) for i, x in enumerate(v))
 
 
 def as_api_error(e: BaseException) -> APIError:

@@ -15,7 +15,10 @@ One worker thread owns the model and answers requests in arrival order; at most
 serve.queue wait (more get 503), each has serve.timeout_s from arrival (then 504) and
 at most serve.max_tokens new tokens; bodies above serve.max_request_kb get 413. A
 non-loopback address needs an API key (Authorization: Bearer, compared in constant
-time). No request field names a file: the model is chosen when the server starts.
+time); a keyless server answers only to loopback Host names (and serve.allowed_hosts),
+never to another site's Origin, and only JSON POSTs (gate). A response_format schema is
+measured before it becomes a grammar (limits). No request field names a file: the
+model is chosen when the server starts. --port 0 takes a free port and prints it.
 
 This module starts the server (configuration, safety checks, loading); the app and its routes
 are `app`'s, request shapes and errors `schema`'s, OpenAI's response format `wire`'s, the model
@@ -81,17 +84,26 @@ def check_exposure(host: str, api_key: str | None) -> None:
                         "serve.api_key), or keep the default --host 127.0.0.1")
 
 
-def check_port(host: str, port: int) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: one the kernel picks), handed to the server as it is,
+    so nothing can take the port between this check and the server's start."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as e:
         raise TasklingError(f"cannot use host '{host}' ({e.strerror}); pass --host 127.0.0.1") from None
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise TasklingError(f"port {port} on {host} is in use; pass --port N or stop the other server") from None
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        s.bind((host, port))
+        s.listen(2048)
+    except OSError:
+        s.close()
+        raise TasklingError(f"port {port} on {host} is in use; pass --port N or stop the other server") from None
+    return s
+
+
+def check_port(host: str, port: int) -> None:
+    bind(host, port).close()
 
 
 def prepare(target: str | None, root: Path, cfg: ServeCfg, backend: str | None = None,
@@ -103,12 +115,14 @@ def prepare(target: str | None, root: Path, cfg: ServeCfg, backend: str | None =
     key = api_key_for(cfg, api_key)
     check_exposure(cfg.host, key)
     check_port(cfg.host, cfg.port)
-    t = resolve(target, Path(root), backend or cfg.backend, cfg.quant, explicit=backend is not None)
+    t = resolve(target, Path(root), backend or cfg.backend, cfg.quant, explicit=backend is not None, sha256=cfg.sha256)
     for note in t.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with console.status(f"loading {t.path.name} ({t.backend})"):
         engine = load(t, threads)
-    return create_app(engine, t, cfg, key), t, key
+    app = create_app(engine, t, cfg, key)
+    app.allow_hosts(*cfg.allowed_hosts)
+    return app, t, key
 
 
 def serve(target: str | None, root: Path, cfg: ServeCfg = ServeCfg(), backend: str | None = None,
@@ -119,7 +133,9 @@ def serve(target: str | None, root: Path, cfg: ServeCfg = ServeCfg(), backend: s
 
     console = console or Console(stderr=True)
     app, t, key = prepare(target, root, cfg, backend, api_key, threads, console)
-    url = f"http://{cfg.host}:{cfg.port}/v1"
+    sock = bind(cfg.host, cfg.port)
+    port = sock.getsockname()[1]
+    url = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{port}/v1"
     auth = ' -H "Authorization: Bearer $TASKLING_API_KEY"' if key else ""
     body = json.dumps({"input": "YOUR INPUT"}) if t.info.get("type") else \
         json.dumps({"model": t.model_id, "messages": [{"role": "user", "content": "Hello"}]})
@@ -127,4 +143,4 @@ def serve(target: str | None, root: Path, cfg: ServeCfg = ServeCfg(), backend: s
     say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     say(f"serving {t.model_id} from {t.source} ({t.path.name}, {t.backend}) at {url}")
     say(f"try: curl {url}/{path}{auth} -H 'Content-Type: application/json' -d '{body}'")
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -62,7 +62,7 @@ def read_task(path: Path) -> dict:
 
 
 def resolve(target: str | None, root: Path, backend: str = "llama.cpp", quant: str = "q8_0",
-            explicit: bool = False) -> Target:
+            explicit: bool = False, sha256: str | None = None) -> Target:
     """The model to serve for `target`: None (the newest exported run), a run id, a .gguf
     file, an HF folder, an export folder or a bundle .tar. `backend` picks what a run
     serves; a file decides for itself, and an `explicit` backend that disagrees is an error."""
@@ -74,7 +74,7 @@ def resolve(target: str | None, root: Path, backend: str = "llama.cpp", quant: s
     if "/" not in target and run.is_dir():
         return from_export(run, backend, quant, explicit)
     if path.is_file() and path.suffix in (".tar", ".bundle"):
-        return check_backend(open_bundle(path), backend, explicit)
+        return check_backend(open_bundle(path, sha256=sha256), backend, explicit)
     if path.is_file() and path.suffix == ".gguf":
         t = Target("llama.cpp", path.resolve(), read_task(path.parent / "task.json"), f"GGUF {path}")
         return check_backend(t, backend, explicit)
@@ -95,11 +95,27 @@ def check_backend(t: Target, backend: str, explicit: bool) -> Target:
 
 
 def newest_export(root: Path) -> Path:
-    found = [d for d in (root / "runs").glob("*/export")
-             if (d / "merged" / "config.json").exists() or any((d / "gguf").glob("*.gguf"))]
+    """The export finished last: only an export with its finished manifest.json counts (an export
+    killed halfway has model files and no manifest)."""
+    from ..core.manifests import ExportManifest
+
+    found = [d for d in (root / "runs").glob("*/export") if ExportManifest.read(d) is not None]
     if not found:
-        raise TasklingError(f"no exported model in {root / 'runs'}/*/export; {EXPORT_HINT}")
-    return max(found, key=lambda d: ((d / "manifest.json") if (d / "manifest.json").exists() else d).stat().st_mtime)
+        half = [d for d in (root / "runs").glob("*/export") if d.is_dir()]
+        raise TasklingError(f"no exported model in {root / 'runs'}/*/export"
+                            + (f" ({half[0]} has no manifest.json: it stopped halfway)" if half else "")
+                            + f"; {EXPORT_HINT}")
+    return max(found, key=lambda d: (d / "manifest.json").stat().st_mtime)
+
+
+def finished_export(export: Path) -> Path:
+    """`export` when its manifest.json says the export finished; else an error saying what to run."""
+    from ..core.manifests import ExportManifest
+
+    if ExportManifest.read(export) is None:
+        raise TasklingError(f"{export}: no finished export here (manifest.json is missing or damaged: an export that "
+                            "stopped halfway?); run 'taskling export' again, then serve it")
+    return export
 
 
 def export_ggufs(gdir: Path) -> dict[str, Path]:
@@ -108,6 +124,11 @@ def export_ggufs(gdir: Path) -> dict[str, Path]:
 
 
 def from_export(export: Path, backend: str, quant: str, explicit: bool) -> Target:
+    finished_export(export)
+    return model_of_export(export, backend, quant, explicit)
+
+
+def model_of_export(export: Path, backend: str, quant: str, explicit: bool) -> Target:
     merged, gdir = export / "merged", export / "gguf"
     where = f"run {export.parent.name}" if export.parent.parent.name == "runs" else f"export {export}"
     if backend == "transformers":
@@ -142,31 +163,58 @@ def bundle_cache() -> Path:
     return cache_root() / "bundles"
 
 
-def open_bundle(tar: Path, cache: Path | None = None) -> Target:
-    """Serve a bundle: verified and unpacked once into <cache>/<sha256 of the tar>/."""
-    from ..core.workspace import sha256_file
+def open_bundle(tar: Path, cache: Path | None = None, sha256: str | None = None) -> Target:
+    """Serve a bundle: verified and unpacked once into <cache>/<sha256 of the tar>/. The file is opened
+    once; the key of what is unpacked is the digest of the very bytes unpacked (no time-of-check/
+    time-of-use gap), and `sha256` (the digest the user got from whoever made the bundle) pins it:
+    SHA256SUMS inside a bundle proves it is whole, not who made it."""
+    import hashlib
 
-    digest = sha256_file(tar)
-    dest = (cache or bundle_cache()) / digest
-    if not (dest / ".verified").exists():
+    with open(tar, "rb") as f:
+        h = hashlib.sha256()
+        while block := f.read(1 << 20):
+            h.update(block)
+        check_pin(tar, h.hexdigest(), sha256)
+        dest = (cache or bundle_cache()) / h.hexdigest()
+        if (dest / ".verified").exists():
+            return bundle_target(tar, dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        unpack_bundle(tar, dest)
-    return bundle_target(tar, dest)
+        f.seek(0)
+        digest = unpack_bundle(tar, f, dest.parent)
+    check_pin(tar, digest, sha256)
+    return bundle_target(tar, dest.parent / digest)
 
 
-def unpack_bundle(tar: Path, dest: Path) -> None:
+def check_pin(tar: Path, digest: str, pinned: str | None) -> None:
+    if pinned and digest != pinned.strip().lower():
+        raise TasklingError(f"{tar}: its sha256 is {digest}, not the {pinned.strip()} you pinned (--sha256): it is "
+                            "not the bundle you were given; refusing to serve it")
+
+
+def unpack_bundle(tar: Path, f, cache: Path) -> str:
+    """Unpack the open bundle `f` into a temporary folder, check everything (sums, serve.json, task.json),
+    and only then mark it verified and move it to <cache>/<digest of the bytes read>; its digest. A refused
+    bundle leaves nothing in the cache."""
     import shutil
     import tempfile
 
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name[:16]}."))
+    from ..core.tarsafe import hashing
+
+    stream, digest = hashing(f)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".unpacking."))
     try:
-        check_sums(tar, tmp, extract_members(tar, tmp))
+        check_sums(tar, tmp, extract_members(tar, tmp, stream))
+        bundle_target(tar, tmp)
+        while stream.read(1 << 20):  # the rest (tar padding): the digest covers the whole file
+            pass
+        dest = cache / digest.hexdigest()
         (tmp / ".verified").write_text(f"{tar}\n")
         try:
             os.replace(tmp, dest)
         except OSError:  # another server unpacked the same bundle meanwhile
             if not (dest / ".verified").exists():
                 raise
+        return digest.hexdigest()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -178,7 +226,7 @@ def member_name(tar: Path, m) -> str:
 
     name = m.name
     kinds = [(m.issym(), "is a symbolic link"), (m.islnk(), "is a hard link"), (m.ischr() or m.isblk(), "is a device"),
-             (m.isfifo(), "is a FIFO")]
+             (m.isfifo(), "is a FIFO"), (m.issparse(), "is a sparse file (its holes could unpack to any size)")]
     why = next((w for bad, w in kinds if bad), None) or (None if m.isreg() or m.isdir() else "is not a regular file")
     parts = PurePosixPath(name).parts
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
@@ -192,14 +240,18 @@ def member_name(tar: Path, m) -> str:
     return "/".join(p for p in parts if p != ".")
 
 
-def extract_members(tar: Path, into: Path) -> dict[str, str]:
-    """Unpack regular files and folders (nothing else) and hash each file as it is written."""
+def extract_members(tar: Path, into: Path, stream) -> dict[str, str]:
+    """Unpack regular files and folders (nothing else) read from `stream` and hash each file as it is
+    written; over-long headers and sparse members are refused before they are read (core.tarsafe)."""
     import hashlib
     import tarfile
 
+    from ..core.tarsafe import TarRefused, open_stream
+
     hashes: dict[str, str] = {}
     try:
-        with tarfile.open(tar, "r:") as tf:
+        tf = open_stream(stream, None, what=str(tar))[0]
+        with tf:
             for m in tf:
                 if m.isdir() and m.name.strip("./") == "":
                     continue
@@ -217,6 +269,8 @@ def extract_members(tar: Path, into: Path) -> dict[str, str]:
                         h.update(block)
                         dst.write(block)
                 hashes[name] = h.hexdigest()
+    except TarRefused as e:
+        raise TasklingError(f"{tar}: refusing to unpack this bundle: {e}; {BUNDLE_HINT}") from None
     except tarfile.TarError as e:
         raise TasklingError(f"{tar}: not a readable uncompressed tar bundle ({e}); {BUNDLE_HINT}") from None
     except OSError as e:

@@ -2,7 +2,8 @@
 
 A request becomes what the engine takes: the chat-template conversation with the task's system
 prompt (`build_conversation`), a JSON schema from response_format that the engine turns into a
-grammar (`response_schema`), and the `Sampling` (`sampling`). A `Generation` becomes what the
+grammar (`response_schema`, measured first by `limits`), and the `Sampling` (`sampling`: logit_bias
+ids must be tokens of the model, values within OpenAI's -100..100). A `Generation` becomes what the
 client reads: a chat or text completion body, or the server-sent events of a streamed answer
 (`Shape`), usage included when stream_options asks for it.
 """
@@ -13,6 +14,7 @@ import time
 import uuid
 
 from . import engine as eng
+from .limits import check_schema
 from .schema import APIError, Common, Message, ResponseFormat
 
 
@@ -36,18 +38,35 @@ def response_schema(fmt: ResponseFormat | None) -> dict | None:
     if not isinstance(schema, dict):
         raise APIError(400, "response_format.json_schema.schema must be a JSON schema object",
                        param="response_format")
+    check_schema(schema)
     return schema
 
 
-def sampling(req: Common, default_max: int, cap: int, schema: dict | None = None) -> eng.Sampling:
+def sampling(req: Common, default_max: int, cap: int, schema: dict | None = None,
+             n_vocab: int | None = None) -> eng.Sampling:
     asked = getattr(req, "max_completion_tokens", None) or req.max_tokens or default_max
     stops = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    try:
-        bias = {int(k): max(-100.0, min(100.0, v)) for k, v in (req.logit_bias or {}).items()}
-    except ValueError:
-        raise APIError(400, "logit_bias keys must be token ids", param="logit_bias") from None
-    return eng.Sampling(min(asked, cap), req.temperature or 0.0, req.top_p or 1.0, req.seed or 0, stops, schema,
-                        bias)
+    # llama.cpp seeds are 32-bit; any integer a client sends maps onto one, the same one each time
+    return eng.Sampling(min(asked, cap), req.temperature or 0.0, req.top_p or 1.0, (req.seed or 0) % 2**32, stops,
+                        schema, logit_bias(req.logit_bias or {}, n_vocab))
+
+
+def logit_bias(given: dict[str, float], n_vocab: int | None) -> dict[int, float]:
+    """OpenAI's logit_bias as {token id: bias}; an id the model does not have, or a value outside
+    -100..100, is a 400 (never wrapped to another token or quietly dropped)."""
+    out = {}
+    for key, value in given.items():
+        if not (key.isascii() and key.isdigit()) or len(key) > 12:
+            raise APIError(400, f"logit_bias: {key[:40]!r} is not a token id (a whole number from 0)",
+                           param="logit_bias")
+        tid = int(key)
+        if n_vocab is not None and tid >= n_vocab:
+            raise APIError(400, f"logit_bias: token id {tid} is out of range: this model's tokens are 0..{n_vocab - 1}",
+                           param="logit_bias")
+        if not -100 <= value <= 100:
+            raise APIError(400, f"logit_bias: the bias {value} of token {tid} is outside -100..100", param="logit_bias")
+        out[tid] = float(value)
+    return out
 
 
 def include_usage(req: Common) -> bool:

@@ -39,7 +39,7 @@ from ..core.manifests import IngestManifest
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, sha256_file
 from ..data import organise
-from ..data.ingest import Ingester, display_path, find_sources, limits_of, prepare, reason_kind
+from ..data.ingest import Ingester, close_sandboxes, display_path, find_sources, limits_of, prepare, reason_kind
 from ..data.pile import Pile
 from ..student.models import token_counter
 
@@ -61,6 +61,9 @@ class IngestWorker:
 
     def run(self, files: list[tuple[str, bytes, str]]) -> list[list[dict]]:
         return [prepare(self.cfg, self.limits, self.count, rel, data, sha) for rel, data, sha in files]
+
+    def close(self) -> None:
+        close_sandboxes()  # the pool is done: no conversion worker outlives the ingest
 
 
 def convert(ctx: Context, ing: Ingester, files: list[Path], snapshot: list[tuple], progress, task) -> dict | None:

@@ -1,5 +1,7 @@
 """The UI's HTTP side: the page, its assets, and a small JSON API over the workspace, its routes
-grouped by the page that calls them (pile, examples, runs, playground)."""
+grouped by the page that calls them (pile, examples, runs, playground), behind the `Guard` (host,
+origin, content type, the token for clients not on this machine), and the server that runs it:
+`start` (in a thread, on a socket it is handed or binds) and `serve` (the command)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +14,9 @@ from ..core.errors import TasklingError
 from ..core.manifests import EvaluateManifest
 from ..core.workspace import Context, read_jsonl
 from ..teacher.allocate import boost
+from .guard import LOOPBACK, Guard
 from .play import Playground
-from .session import LOOPBACK, Session
+from .session import Session
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -22,8 +25,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 PAGE_LIMIT = 200
 
 
-def create_app(ctx: Context):
-    """The FastAPI app for `ctx`'s workspace and its session token."""
+def create_app(ctx: Context, remote: bool = False):
+    """The app for `ctx`'s workspace behind its guard, and its session token. `remote`: clients
+    on other machines may use it when they bring the token."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     ui = Session(ctx)
 
@@ -55,7 +59,7 @@ def create_app(ctx: Context):
     example_routes(app, ui)
     run_routes(app, ui)
     app.state.playground = play_routes(app, ui)
-    return app, ui.token
+    return Guard(app, ui.token, remote), ui.token
 
 
 def pile_routes(app: FastAPI, ui: Session) -> None:
@@ -276,39 +280,69 @@ def semantic(emb, pile, q: str, limit: int, cache: dict | None = None, version=N
     return [(by_id[int(ids[i])], float(scores[i])) for i in top if int(ids[i]) in by_id]
 
 
-def start(ctx: Context, port: int = 0):
-    """The app served on 127.0.0.1 in a background thread (tests, benchmarks, screenshots):
-    (server, url, token); stop it with server.should_exit = True. port 0: a free one."""
-    import socket
+def start(ctx: Context, port: int = 0, sock=None, host: str = "127.0.0.1", remote: bool = False):
+    """The app served in a background thread (tests, benchmarks, screenshots), returned once it listens:
+    (server, url, token); stop it with server.should_exit = True. It serves on `sock` when handed one,
+    else on a socket bound here to host:port (0: the kernel picks a free port; the url has the real one)."""
     import threading
     import time
 
-    import httpx
     import uvicorn
 
-    app, token = create_app(ctx)
-    if not port:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            httpx.get(url + "/api/state", timeout=2)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return server, url, token
+    app, token = create_app(ctx, remote)
+    sock = sock or bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="taskling-ui")
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise TasklingError(f"the UI server stopped while starting on {address(sock)}")
+        time.sleep(0.01)
+    return server, f"http://{address(sock)}", token
 
 
-def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None) -> None:
+def bind(host: str, port: int):
+    """A listening socket on host:port; a port in use is a one-line error."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise TasklingError(f"cannot use host '{host}' ({e.strerror}); pass --host 127.0.0.1") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise TasklingError(f"cannot listen on {host}:{port} ({e.strerror}); pass --port N (0: any free port) or "
+                            "stop the other server") from None
+    return sock
+
+
+def address(sock) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None, allow_remote: bool = False) -> None:
+    """`taskling ui`: loopback unless `allow_remote`, and then the token only to those who bring it."""
     import uvicorn
 
-    if host not in LOOPBACK and console is not None:
-        console.print(f"[yellow]ui: serving on {host}: anyone who can reach it can read your documents[/]")
-    app, _ = create_app(ctx)
+    if host not in LOOPBACK and not allow_remote:
+        raise TasklingError(f"refusing to serve the UI on {host}: anyone who can reach it could read your documents. "
+                            "Keep the default --host 127.0.0.1 (use an SSH tunnel from another machine), or pass "
+                            "--allow-remote: then only those you give the printed address (with its token) get in")
+    app, token = create_app(ctx, remote=host not in LOOPBACK)
+    sock = bind(host, port)
+    where = address(sock)
     if console is not None:
-        console.print(f"ui: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (Ctrl-C stops it)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+        if host in LOOPBACK:
+            console.print(f"ui: http://{where}/  (Ctrl-C stops it)", highlight=False, soft_wrap=True)
+        else:
+            shown = where.replace("0.0.0.0", "THIS-MACHINE", 1).replace("[::]", "THIS-MACHINE", 1)
+            console.print(f"[yellow]ui: serving on {host}; give this address only to people who may read every "
+                          f"document: http://{shown}/?token={token}  (Ctrl-C stops it)[/]", highlight=False,
+                          soft_wrap=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -10,7 +10,7 @@ import json
 import secrets
 import sqlite3
 from collections import Counter
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
@@ -20,8 +20,6 @@ from ..curation import review
 from ..curation.candidates import candidates
 from ..data.pile import Pile
 from ..teacher.allocate import arm_label
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Session:
@@ -36,7 +34,7 @@ class Session:
         if not secrets.compare_digest(request.headers.get("x-taskling-token", ""), self.token):
             raise HTTPException(403, "missing or wrong session token; reload the page")
         origin = request.headers.get("origin")
-        if origin and urlparse(origin).hostname not in LOOPBACK:
+        if origin and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
             raise HTTPException(403, f"requests from {origin} are not allowed")
 
     async def posted(self, request: Request, key: str, shape: str) -> dict:

@@ -20,6 +20,7 @@ ConvertError with a reason a person can act on.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +43,15 @@ class Limits:
     max_depth: int = 5                        # archives inside archives inside ...
     max_line_chars: int = 100_000             # longer lines are cut, with a warning
     max_rows: int = 200_000                   # spreadsheet/CSV rows per sheet
+    max_seconds: float = 120.0                # one file's conversion, in the isolated worker (ingest.isolate)
+    max_memory_mb: int = 1024                 # the isolated worker's address space
+    isolate: bool = True                      # convert in a worker process under the two limits above
+
+    def content_key(self) -> dict:
+        """The limits that shape what a file turns into (not how long it may take); numbers as floats, so
+        a limit read from YAML as 100 and from JSON as 100.0 is the same key."""
+        return {k: float(v) for k, v in dataclasses.asdict(self).items()
+                if k not in ("max_seconds", "max_memory_mb", "isolate")}
 
 
 @dataclass

@@ -24,7 +24,10 @@ warning naming the member and the reason:
     hurt anyone,
   * compressed tar streams that would unpack to over max_archive_ratio times
     their packed size (the whole stream is one compressed unit, and even
-    skipping a member means decompressing it),
+    skipping a member means decompressing it), counted in bytes read, tar
+    headers included (core.tarsafe),
+  * tar headers that would be read whole past a few KB (GNU long names, pax
+    headers) and sparse members: the archive stops there,
   * corrupt members (CRC errors, truncated data).
 Going over the total-bytes budget or Limits.max_archive_members stops the
 archive with a warning. A wholly unreadable archive raises ConvertError.
@@ -33,9 +36,9 @@ from __future__ import annotations
 
 import io
 import re
-import tarfile
 import zipfile
 
+from ...core.tarsafe import TarRefused, compression, open_stream
 from . import Child, ConvertError, Extracted, Limits, register
 
 _CHUNK = 1 << 16
@@ -212,25 +215,27 @@ def convert_zip(data: bytes, name: str, limits: Limits) -> Extracted:
                      meta={"members": len(files), "read": len(children)})
 
 
-def _tar_compression(data: bytes) -> str:
-    if data.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if data.startswith(b"BZh"):
-        return "bzip2"
-    if data.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    return ""
+def _stream_cap(data: bytes, limits: Limits) -> int:
+    """Decompressed bytes a tar may take to read, headers and skipped members included: the total
+    budget (and its end-of-archive blocks), and for a compressed one its ratio to the packed size."""
+    cap = limits.max_archive_total_bytes + 64 * 1024
+    return min(cap, _ratio_cap(len(data), limits)) if compression(data) else cap
 
 
 def convert_tar(data: bytes, name: str, limits: Limits) -> Extracted:
-    compression = _tar_compression(data)
+    kind = compression(data)
     try:
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        tf, counted = open_stream(io.BytesIO(data), _stream_cap(data, limits), kind)
+    except TarRefused as e:
+        raise ConvertError(f"refusing to read this tar archive: {e}") from None
     except Exception as e:  # tarfile.ReadError, EOFError, zlib / lzma / bz2 errors
         raise ConvertError(f"not a readable tar archive (truncated or corrupt: {e})") from None
-    # Even skipping a member of a compressed tar means decompressing it, so
-    # the stream position (in unpacked bytes) is capped, not just what is kept.
-    stream_cap = _ratio_cap(len(data), limits) if compression else None
+    with tf:
+        return _tar_members(tf, counted, data, kind, limits)
+
+
+def _tar_members(tf, counted, data: bytes, compression: str, limits: Limits) -> Extracted:
+    """The members of a tar opened as a stream, read in order."""
     warnings: list[str] = []
     children: list[Child] = []
     budget = _Budget(limits)
@@ -240,6 +245,12 @@ def convert_tar(data: bytes, name: str, limits: Limits) -> Extracted:
     while True:
         try:
             ti = tf.next()
+        except TarRefused as e:  # a header too long to read, a sparse member, a decompression bomb
+            where = f"after {_show(last)}" if last else "at the start"
+            if not children:
+                raise ConvertError(f"refusing to read this tar archive {where}: {e}") from None
+            warnings.append(f"stopped {where}: {e}; the rest was not read")
+            break
         except Exception as e:  # truncated or corrupt after some members
             where = f"after {_show(last)}" if last else "at the start"
             if not children:
@@ -255,9 +266,9 @@ def convert_tar(data: bytes, name: str, limits: Limits) -> Extracted:
             continue
         if not budget.count_member(raw, None, warnings):
             break
-        if stream_cap is not None and ti.offset_data + ti.size > stream_cap:
+        if compression and counted.count + ti.size > counted.budget:
             warnings.append(f"stopped at {_show(raw)}: the {compression} stream would unpack to over "
-                            f"{limits.max_archive_ratio:g} times its packed size ({_mb(ti.offset_data + ti.size)} "
+                            f"{limits.max_archive_ratio:g} times its packed size ({_mb(counted.count + ti.size)} "
                             f"from {_mb(len(data))}; limit max_archive_ratio, a decompression bomb?); "
                             f"it and the members after it were not read")
             break
@@ -292,6 +303,9 @@ def convert_tar(data: bytes, name: str, limits: Limits) -> Extracted:
             f = tf.extractfile(ti)
             body = read_capped(f, limits.max_file_bytes, None, limits.max_archive_total_bytes - budget.total,
                                limits) if f is not None else b""
+        except TarRefused as e:
+            warnings.append(f"stopped at {_show(raw)}: {e}; it and the members after it were not read")
+            break
         except _OverLimit as e:
             if e.stop:
                 warnings.append(f"stopped at {_show(raw)}: {e}; it and the members after it were not read")
@@ -328,12 +342,18 @@ def _sniff_zip(data: bytes, name: str) -> bool:
 def _sniff_tar(data: bytes, name: str) -> bool:
     """A tar, plain or compressed. Only data that could be one is opened:
     a compression magic, the "ustar" magic, or an octal header checksum."""
-    plausible = (_tar_compression(data) or data[257:262] == b"ustar"
+    plausible = (compression(data) or data[257:262] == b"ustar"
                  or (len(data) >= 512 and re.fullmatch(rb"[0-7 ]*\x00?[0-7 \x00]*", data[148:156]) is not None
                      and data[148:156].strip(b" \x00") != b""))
     if not plausible:
         return False
-    return tarfile.is_tarfile(io.BytesIO(data))
+    try:  # the first header, read as convert_tar reads it (tarfile.is_tarfile would read a huge one whole)
+        with open_stream(io.BytesIO(data), 64 * 2**20, compression(data))[0]:
+            return True
+    except TarRefused:
+        return True  # a tar all the same: convert_tar says why it is refused
+    except Exception:
+        return False
 
 
 register((".zip",), "zip", f"{__name__}:convert_zip", sniff=_sniff_zip)

@@ -21,7 +21,8 @@ function el(tag, attrs, ...kids) {
 }
 
 async function api(path, body) {
-  const opts = body === undefined ? {} : {
+  // the token goes with every call: a client on another machine (ui --allow-remote) needs it for reads too
+  const opts = body === undefined ? {headers: {"X-Taskling-Token": TOKEN}} : {
     method: "POST", body: JSON.stringify(body),
     headers: {"Content-Type": "application/json", "X-Taskling-Token": TOKEN}};
   const res = await fetch(path, opts);
@@ -399,7 +400,7 @@ function clock(s) {
   return `${m}:${String(r).padStart(2, "0")}`;
 }
 const progressEl = document.getElementById("progress");
-new EventSource("/api/progress").onmessage = e => {
+new EventSource(`/api/progress?token=${encodeURIComponent(TOKEN)}`).onmessage = e => {
   const p = JSON.parse(e.data);
   const t = (p.tasks || []).filter(x => x.total && x.done < x.total).pop() || (p.tasks || []).slice(-1)[0];
   if (!t) { progressEl.textContent = ""; return; }
