@@ -1,4 +1,4 @@
-# make setup | make demo | make test — see README.md
+# make setup | make demo | make test | make mutation — see README.md and docs/testing.md
 SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
@@ -10,8 +10,13 @@ STAMP := $(VENV)/.setup-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Inductor's compiled kernels outlive a run (train.compile, the compile tests).
+export TORCHINDUCTOR_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/taskling/inductor
+# make test: pytest workers, each taking whole test files (their module fixtures are built once);
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 
-.PHONY: setup demo test clean-demo bench
+.PHONY: setup demo test mutation clean-demo bench
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup.sh
@@ -22,7 +27,10 @@ demo: setup
 	$(BIN)/python examples/run_demo.py
 
 test: setup
-	$(BIN)/python -m pytest -x -q --timeout=1800
+	$(BIN)/python -m pytest -x -q --timeout=1800 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
+mutation: setup
+	nice -n 5 $(BIN)/python scripts/mutation.py
 
 bench: setup
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"

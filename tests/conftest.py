@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny random Llama with a ChatML tokenizer, built here
-(never downloaded), and a workspace with a small task and documents."""
+(never downloaded), a workspace with a small task and documents, one headless
+Chromium per test module, servers on sockets handed to them, and `need` for what
+set-up installs (a test fails without it, never skips silently)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,6 +12,69 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Inductor's compiled kernels are kept between runs (and shared with the processes tests start).
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                                     / "taskling" / "inductor"))
+
+# What set-up installs for the tests (scripts/setup.sh). A test that needs one fails without it; it
+# is skipped only when the person running the tests names it here, e.g. TASKLING_TESTS_WITHOUT=chromium.
+WITHOUT = "TASKLING_TESTS_WITHOUT"
+
+
+def need(thing: str, present: bool, how: str) -> None:
+    """Fail the test when `thing` is missing, saying how to get it; skip it (naming it) only when opted out."""
+    if present:
+        return
+    if thing in {x.strip() for x in os.environ.get(WITHOUT, "").split(",")}:
+        pytest.skip(f"{thing} is missing and {WITHOUT} names it: this test did not run")
+    pytest.fail(f"{thing} is missing: {how} (or set {WITHOUT}={thing} to skip what needs it)", pytrace=False)
+
+
+def chromium_path() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium (Debian's, driven by Playwright) per test module; each test opens its pages. Module,
+    not session: Playwright's sync API runs one instance per thread at a time, and tests/ui still starts its own."""
+    exe = chromium_path()
+    need("chromium", exe is not None, "run scripts/setup.sh as root (it installs Debian's chromium), or "
+         "apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@contextlib.contextmanager
+def serving(app, host: str = "127.0.0.1"):
+    """A real uvicorn server for `app` in a thread, on a socket bound here and handed to it (the kernel picks
+    the port and nothing can take it before the server listens); yields http://host:port."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:  # `sock` is ours already; this waits until the server listens on it
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -174,6 +240,49 @@ def cli(monkeypatch):
             monkeypatch.chdir(cwd)
         return runner.invoke(app, list(args), catch_exceptions=False)
     return invoke
+
+
+def kill_at(proc, ready, timeout: float = 900, group: bool = True) -> None:
+    """SIGKILL `proc` (its process group: started with start_new_session=True) the moment `ready()` holds.
+    The process is frozen (SIGSTOP) and `ready()` asked again before the kill, so the kill lands on exactly
+    that state at any load; fails if the process ends first."""
+    import signal
+    import time
+
+    send = (lambda sig: os.killpg(proc.pid, sig)) if group else proc.send_signal
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, "the process finished before the kill point"
+        assert time.monotonic() < deadline, "the kill point never came"
+        if ready():
+            send(signal.SIGSTOP)
+            if ready():
+                break
+            send(signal.SIGCONT)
+        time.sleep(0.005)
+    send(signal.SIGKILL)
+    proc.wait()
+
+
+def listening_port(proc, timeout: float = 300) -> int:
+    """The TCP port the server process `proc` (started with --port 0) listens on, read from the kernel's
+    table of its sockets: the port it bound, so nothing can take it in between. Fails if it ends first."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"the server exited ({proc.returncode}) before it listened"
+        assert time.monotonic() < deadline, f"the server did not listen within {timeout:.0f} s"
+        try:
+            ports = [c.laddr.port for c in psutil.Process(proc.pid).net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            ports = []
+        if ports:
+            return ports[0]
+        time.sleep(0.1)
 
 
 def one_line_error(result, *needles):

@@ -70,3 +70,63 @@ def test_selection_balances_labels_and_spreads_within():
     assert len(got) == 15 and counts["c"] == 4 and counts["b"] == 5 and counts["a"] == 6
     twins = np.vstack([vecs[:1], vecs[:1], vecs[1:3]])
     assert sorted(curation.k_center(twins, 3)) in ([0, 2, 3], [1, 2, 3])  # never both twins
+
+
+def test_shingles_are_word_6_grams_or_the_whole_short_text():
+    assert curation.shingles("one two three four five six seven") == {
+        ("one", "two", "three", "four", "five", "six"), ("two", "three", "four", "five", "six", "seven")}
+    assert curation.shingles("Only Three words") == {("only", "three", "words")}
+    assert curation.shingles("a b c", n=2) == {("a", "b"), ("b", "c")}
+    assert len(curation.shingles(" ".join(f"w{i}" for i in range(20)))) == 15
+
+
+def test_language_needs_enough_stop_words_and_a_clear_lead():
+    # English stop words: "and", "the" (2) is too few; "the", "and", "the" (3) is just enough
+    assert curation.language_of("cat and the dog") is None
+    assert curation.language_of("the cat and the dog") == "en"
+    # a clear lead: English 3 against Dutch 2 ("is", "in") is a near tie (2 x 1.5 >= 3); 4 against 2 is not
+    assert curation.language_of("the cat is in") is None
+    assert curation.language_of("the cat is in the box") == "en"
+    assert curation.language_of("the cat is in the house and the dog") == "en"
+    assert curation.language_of("der Hund und die Katze in dem Haus") == "de"
+    assert curation.language_of("the dog is in the house", min_hits=10) is None
+    # German and Dutch share "de"/"in"/"van"-like words: a near tie is no call
+    assert curation.language_of("de het een en in is") in ("nl", None)
+    assert curation.language_of("in de een het van en is dat op") == "nl"
+    assert curation.language_of("") is None
+
+
+def test_semantic_duplicates_are_looked_for_within_a_group_only():
+    vecs = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0]], dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    texts = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota"]
+    assert curation.dedup([0, 1, 2], texts, vecs, near=0.9, semantic=0.95) == {1: ("semantic duplicate", 0)}
+    assert curation.dedup([0, 1, 2], texts, vecs, near=0.9, semantic=0.95, groups=["a", "b", "a"]) == {}
+    assert curation.dedup([1, 0, 2], texts, vecs, near=0.9, semantic=0.95) == {0: ("semantic duplicate", 1)}
+    assert curation.dedup([0, 1, 2], texts, vecs, near=0.9, semantic=0.999) == {}
+    assert curation.dedup([0, 1], ["Same text!", "same   TEXT"], None, 0.9, 0.9) == {1: ("exact duplicate", 0)}
+
+
+def test_paraphrase_check_needs_vectors_on_both_sides_and_respects_the_threshold():
+    vecs = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    blocked = np.array([[0.8, 0.6]], dtype=np.float32)
+    texts = ["first unrelated text here", "second unrelated text here"]
+    assert curation.contaminated(texts, vecs, ["blocked words only"], blocked, 0.8) == {
+        0: "overlaps eval or gold (paraphrase)"}
+    assert curation.contaminated(texts, vecs, ["blocked words only"], blocked, 0.81) == {}
+    assert curation.contaminated(texts, vecs, ["blocked words only"], blocked, 0.6) == {
+        0: "overlaps eval or gold (paraphrase)", 1: "overlaps eval or gold (paraphrase)"}
+    assert curation.contaminated(texts, vecs, [], np.zeros((0, 2), dtype=np.float32), 0.5) == {}
+
+
+def test_selection_without_vectors_keeps_the_best_grounded_and_small_sets_whole():
+    labels = ["a"] * 6 + ["b"] * 2
+    quality = [0.1, 0.9, 0.5, 0.7, 0.2, 0.3, 0.4, 0.8]
+    got = curation.select(list(range(8)), 4, lambda i: labels[i], None, lambda i: quality[i])
+    assert got == [1, 3, 6, 7]  # b: both; a: its two best
+    assert curation.select([5, 1, 3], 3, lambda i: "a", None, lambda i: 0.0) == [5, 1, 3]
+    # an odd leftover goes to the biggest label
+    got = curation.select(list(range(8)), 5, lambda i: labels[i], None, lambda i: quality[i])
+    assert got == [1, 2, 3, 6, 7]
+    assert curation.k_center(np.eye(3, dtype=np.float32), 5) == [0, 1, 2]
+    assert curation.k_center(np.eye(3, dtype=np.float32), 2, first=2)[0] == 2

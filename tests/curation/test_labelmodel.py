@@ -325,3 +325,35 @@ def test_keyword_rules_that_vote_one_label_or_nothing_help_when_their_silence_is
     for v in partial[::2]:
         del v["kw0"]
     assert lm.fit(partial, labels, abstain_sources=rules).source("kw0").votes < model.source("kw0").votes
+
+
+def test_wilson_interval_by_hand():
+    assert lm.wilson(0.5, 100) == approx((0.40383, 0.59617), abs=1e-5)
+    assert lm.wilson(0.0, 10) == approx((0.0, 0.27753), abs=1e-5)
+    assert lm.wilson(1.0, 10) == approx((0.72247, 1.0), abs=1e-5)
+    assert lm.wilson(0.8, 25) == approx((0.60869, 0.91139), abs=1e-5)
+    assert lm.wilson(0.8, 25, z=1.0) == approx((0.70917, 0.86775), abs=1e-5)
+
+
+def test_to_json_carries_every_field_of_every_source_rounded():
+    model = fit(TINY, ["pos", "neg"], sources=["a", "b", "c", "never"], gold={1: "pos"})
+    out = json.loads(json.dumps(model.to_json()))
+    assert (out["iterations"], out["converged"], out["items"], out["covered"], out["gold"]) == \
+        (model.iterations, model.converged, 6, 5, 1)
+    assert out["prior"] == {k: round(v, 4) for k, v in model.prior.items()}
+    assert out["sources"] == ["a", "b", "c", "never"] and out["labels"] == ["pos", "neg"]
+    for st, js in zip(model.stats, out["stats"]):
+        r = lambda x: None if x is None else round(x, 4)  # noqa: E731
+        assert js == {"name": st.name, "coverage": r(st.coverage), "votes": st.votes, "accuracy": r(st.accuracy),
+                      "accuracy_ci": None if st.accuracy_ci is None else [r(x) for x in st.accuracy_ci],
+                      "measured": r(st.measured), "measured_n": st.measured_n, "overlap": r(st.overlap),
+                      "agreement": r(st.agreement), "conflict": r(st.conflict),
+                      "per_label": {lab: {k: (r(v) if isinstance(v, float) else v) for k, v in d.items()}
+                                    for lab, d in st.per_label.items()},
+                      "confusion": [[r(x) for x in row] for row in st.confusion]}
+    a = out["stats"][0]
+    assert (a["votes"], a["coverage"], a["measured_n"], a["measured"]) == (3, 0.5, 1, 1.0)
+    assert a["per_label"]["pos"]["votes"] == 2 and a["per_label"]["neg"]["votes"] == 1
+    assert out["assignments"][4] == [None, 0.0] and out["assignments"][1][0] == "pos"
+    with pytest.raises(TasklingError, match="no source 'z'"):
+        model.source("z")

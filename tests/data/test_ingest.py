@@ -15,10 +15,9 @@ import time
 import zipfile
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
-from conftest import write_workspace
+from conftest import need, write_workspace
 from taskling.core.config import load_config
 from taskling.data.pile import Pile
 from taskling.stages import ingest
@@ -224,10 +223,11 @@ def test_kill_9_during_ingest_leaves_a_consistent_pile(tmp_path, tiny_model_dir)
 DEBIAN_SQLITE = Path("/usr/share/doc/sqlite3")
 
 
-@pytest.mark.skipif(not (DEBIAN_SQLITE / "fts5.html").exists(), reason="needs Debian's sqlite3-doc package")
 def test_real_debian_corpus(tmp_path, tiny_model_dir):
     """The SQLite manual from Debian's sqlite3-doc: counts, provenance round
     trips and an unchanged re-ingest."""
+    need("sqlite3-doc", (DEBIAN_SQLITE / "fts5.html").exists(), "scripts/setup.sh installs it as root, or "
+         "apt-get install sqlite3-doc")
     pages = sorted(p for p in DEBIAN_SQLITE.glob("*.html") if p.stat().st_size > 2000)[:60]
     cfg = write_workspace(tmp_path, tiny_model_dir)
     cfg.write_text(cfg.read_text().replace("- docs/*.md", "- manual/*.html"))

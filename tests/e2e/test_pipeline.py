@@ -28,6 +28,15 @@ def finished(tmp_path_factory, tiny_model_dir):
     return path, result
 
 
+@pytest.fixture
+def copy(finished, tmp_path):
+    """A copy of the finished workspace for a test that changes it (the shared one stays as the run left it,
+    whatever order the tests run in); returns its taskling.yaml."""
+    path, _ = finished
+    shutil.copytree(path.parent, tmp_path / "ws")
+    return tmp_path / "ws" / path.name
+
+
 def test_run_produces_every_artifact(finished):
     path, result = finished
     root = path.parent
@@ -67,8 +76,8 @@ def test_run_produces_every_artifact(finished):
         assert prov["path"].startswith("docs/") and len(prov["sha256"]) == 64 and prov["end_char"] > prov["start_char"]
 
 
-def test_teacher_calls_are_logged_and_replayed(finished):
-    path, _ = finished
+def test_teacher_calls_are_logged_and_replayed(copy):
+    path = copy
     import sqlite3
 
     db = sqlite3.connect(path.parent / ".taskling" / "calls.db")
@@ -91,14 +100,14 @@ def test_exported_model_loads_in_plain_transformers(finished):
     assert (path.parent / "runs" / "tiny-router" / "export" / "adapter" / "adapter_config.json").exists()
 
 
-def test_bundle_packs_one_artifact_with_its_prompt_and_checksums(finished):
+def test_bundle_packs_one_artifact_with_its_prompt_and_checksums(copy):
     import hashlib
     import tarfile
 
     from taskling.core.errors import TasklingError
     from taskling.stages import export
 
-    path, _ = finished
+    path = copy
     ctx = Context(load_config(path), run_id="tiny-router", **QUIET)
     tar_path = export.bundle(ctx, ctx.cfg, "merged")
     assert tar_path.name == "tiny-router-merged.bundle.tar"
@@ -114,27 +123,27 @@ def test_bundle_packs_one_artifact_with_its_prompt_and_checksums(finished):
         export.bundle(ctx, ctx.cfg, "q8_0")  # this workspace exports no GGUF
 
 
-def test_rerun_skips_and_force_reruns(finished, capsys):
+def test_rerun_skips_and_force_reruns(finished, copy, capsys):
     path, _ = finished
     ctx = Context(load_config(path), console=Console(stderr=True, width=200))
-    again = loop.run(ctx)
+    again = loop.run(ctx)  # every stage skipped: the shared workspace is left as it was
     assert all(s["skipped"] for s in again["stages"].values())
     assert "up to date" in capsys.readouterr().err
-    ctx = Context(load_config(path), force=True, **QUIET)
+    ctx = Context(load_config(copy), force=True, **QUIET)
     assert ingest.run(ctx).skipped is False
 
 
-def test_changed_setting_reruns_only_downstream(finished):
-    path, _ = finished
+def test_changed_setting_reruns_only_downstream(copy):
+    path = copy
     ctx = Context(load_config(path, ["evaluate.max_items=5"]), run_id="tiny-router", **QUIET)
     again = loop.run(ctx)
     assert [k for k, v in again["stages"].items() if not v["skipped"]] == ["evaluate", "export"]
     assert again["results"]["gold"]["student"]["n"] == 5
 
 
-def test_train_resumes_exactly(finished, tmp_path):
+def test_train_resumes_exactly(copy, tmp_path):
     """Stop after step 4, resume to 6: the same weights and losses as one go."""
-    path, _ = finished
+    path = copy
     ctx = Context(load_config(path), **QUIET)
     full = json.loads((ctx.stage_dir("train") / "loss.json").read_text())["loss"]
     src = ctx.stage_dir("train")

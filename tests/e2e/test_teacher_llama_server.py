@@ -5,16 +5,14 @@ several examples per call, and a re-run served from the cache."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from conftest import write_workspace
+from conftest import listening_port, write_workspace
 from taskling.core.config import EMBEDDED_MODEL
 from taskling.student.models import resolve_gguf
 
@@ -23,29 +21,21 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
+    """llama-cpp-python's server on port 0: the kernel picks the port, and its table of the process's sockets
+    says which (conftest.listening_port)."""
     # llama.cpp logs the whole model load to stderr: to a file, a pipe would fill and block it.
-    log = open(tmp_path_factory.mktemp("llama-server") / "stderr.log", "w+")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    path = tmp_path_factory.mktemp("llama-server") / "stderr.log"
+    log = open(path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf(EMBEDDED_MODEL)),
-         "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+         "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "0", "--n_ctx", "2048",
          "--n_threads", "2"], stdout=subprocess.DEVNULL, stderr=log, text=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"llama_cpp.server exited: {log.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
+    try:
+        url = f"http://127.0.0.1:{listening_port(proc)}/v1"
+    except AssertionError as e:
         proc.kill()
-        pytest.fail("llama_cpp.server did not come up in 180 s")
+        pytest.fail(f"llama_cpp.server: {e}: {path.read_text(errors='replace')[-2000:]}")
+    assert httpx.get(f"{url}/models", timeout=30).status_code == 200
     yield url
     proc.terminate()
     proc.wait(timeout=30)

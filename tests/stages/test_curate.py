@@ -8,7 +8,7 @@ from rich.console import Console
 
 from taskling.core.config import load_config
 from taskling.core.manifests import GenerateCounts, GenerateManifest
-from taskling.core.workspace import Context, atomic_write_json, fingerprint, write_jsonl
+from taskling.core.workspace import Context, atomic_write_json, fingerprint, read_jsonl, write_jsonl
 from taskling.curation.split import SPLIT_UNITS, split
 from taskling.stages import curate
 
@@ -108,12 +108,15 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
             rows.append(cited(n, q if k < len(qs) else f"{q[:-1]} in version {k}?", label, c))
             n += 1
     c0 = home["sqlite"][0]
+    near = {w: next(c for c in chunks if w in c.text and c is not c0) for w in ("json_extract", "strftime")}
     planted = {
         "short": cited(900, "too short", "sqlite", c0),
         "exact": cited(901, rows[0]["input"].upper() + "!!", "sqlite", c0),
         "label": cited(902, "How do I do something with the labels here?", "unknown", c0),
         "answer": cited(903, "Here is a question about SQLite json paths", "sqlite", c0),
         "gold": cited(904, gold[2]["input"], "node", home["node"][0]),                    # a gold item copied
+        "gold sqlite": cited(908, gold[0]["input"], "sqlite", near["json_extract"]),     # ... from each document
+        "gold python": cited(909, gold[4]["input"], "python", near["strftime"]),
         "paraphrase": cited(905, "With node, how can I read a file using readFile?", "node",  # a paraphrase of gold[2]
                             home["node"][1]),
         "ungrounded": cited(906, "Which Kubernetes operator reconciles Helm release objects?", "sqlite", c0),
@@ -131,7 +134,18 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
     assert "shorter" in rejected["gen-00900"] and "answer" in rejected["gen-00903"]
     train_ids = {t["id"] for t in train}
     assert "gen-00904" not in train_ids and "gen-00905" not in train_ids  # dropped, or held out with eval
-    assert rejected.get("gen-00904", "overlaps eval or gold").startswith("overlaps eval or gold")
+    # A gold copy never trains: held out with its document (or chunk) into eval or dev, or dropped as
+    # contamination. Which one follows from the split; not every unit is held out, so the drop is exercised.
+    held = set(m.split.held_out_units)
+    unit = (lambda c: c.path) if m.split.unit == "document" else (lambda c: c.key)
+    out_ids = {e["id"] for e in evals + (read_jsonl(out / "dev.jsonl") if (out / "dev.jsonl").exists() else [])}
+    for n, c in ((904, home["node"][0]), (908, near["json_extract"]), (909, near["strftime"])):
+        gid = f"gen-{n:05d}"
+        if unit(c) in held:
+            assert gid in out_ids and gid not in rejected, gid
+        else:
+            assert rejected.get(gid, "").startswith("overlaps eval or gold"), (gid, rejected.get(gid))
+    assert sum(rejected.get(f"gen-{n:05d}", "").startswith("overlaps eval or gold") for n in (904, 908, 909)) >= 2
     assert rejected["gen-00906"].startswith("not grounded")
     assert any(r.startswith(("near duplicate", "semantic duplicate")) for r in rejected.values())
     assert all(t["grounding"] >= 0.1 for t in train)  # the floor set above

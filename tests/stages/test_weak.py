@@ -167,14 +167,7 @@ def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_mo
     assert any(e.get("source") == "pile" and "label_votes" in e for e in kept(ctx))
 
 
-def test_the_ui_runs_page_shows_the_label_sources(weak_ws):
-    import shutil
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("headless Chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
+def test_the_ui_runs_page_shows_the_label_sources(weak_ws, browser):
     from taskling.ui import start
 
     cfg, ctx = weak_ws
@@ -182,15 +175,13 @@ def test_the_ui_runs_page_shows_the_label_sources(weak_ws):
     report.write(ctx)
     server, url, _ = start(ctx)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/#/runs")
-            page.wait_for_selector("#run-body h4:has-text('Label sources')")
-            body = page.inner_text("#run-body")
-            browser.close()
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/#/runs")
+        page.wait_for_selector("#run-body h4:has-text('Label sources')")
+        body = page.inner_text("#run-body")
+        page.close()
     finally:
         server.should_exit = True
     for name in ("asked", "kw-sqlite", "kw-node", "kw-python", "echo"):

@@ -213,19 +213,25 @@ def test_exact_answers_from_the_loss_pass_are_what_greedy_decoding_writes(tiny_m
 
     model, tok = load_causal_lm(tiny_model_dir)
     rows = [{"input": f"question {i} about hashing", "output": "sqlite"} for i in range(3)]
+    data = [encode(tok, "Route it.", r, 128) for r in rows]
+    # Random weights never end an answer: teach the tiny model these three, so greedy decoding writes and ends them.
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(80):
+        completion_loss(model, collate(data, tok.pad_token_id)).backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
     greedy = infer.generate(model, tok, [tasks.student_messages("Route it.", r["input"]) for r in rows],
                             max_new_tokens=8)
-    # the model's own greedy answers are exact by construction; the fixed label is not (random weights)
-    mine = [encode(tok, "Route it.", {"input": r["input"], "output": g["text"]}, 128)
-            for r, g in zip(rows, greedy) if g["finish_reason"] == "stop"]
-    fixed = [encode(tok, "Route it.", r, 128) for r in rows]
-    for data, want in ((mine, True), (fixed, False)):
-        if not data:
-            continue
+    assert [(g["text"].strip(), g["finish_reason"]) for g in greedy] == [("sqlite", "stop")] * 3
+    wrong = [encode(tok, "Route it.", {**r, "output": "node"}, 128) for r in rows]
+    for batch, want in ((data, [True] * 3), (wrong, [False] * 3), ([data[0], wrong[1]], [True, False])):
         exact: list = []
         with torch.no_grad():
-            completion_loss(model, collate(data, tok.pad_token_id), exact)
-        assert exact == [want] * len(data)
+            completion_loss(model, collate(batch, tok.pad_token_id), exact)
+        assert exact == want
 
 
 def test_the_best_step_is_chosen_by_exact_answers_then_loss():

@@ -290,3 +290,14 @@ def test_bootstrap_is_a_95_percent_interval():
     # 200 ones and 200 zeros: the normal approximation gives 0.5 +- 1.96 * 0.025
     lo, hi = M.mean_ci([1.0, 0.0] * 200)
     assert lo == approx(0.5 - 0.049, abs=0.008) and hi == approx(0.5 + 0.049, abs=0.008)
+
+
+def test_paired_difference_interval():
+    old = [0, 1, 0, 1, 0, 0, 1, 0, 0, 1] * 6
+    better = [1, 1, 1, 1, 0, 1, 1, 1, 0, 1] * 6
+    d, lo, hi = M.paired_diff_ci(better, old, 0.9)
+    assert d == pytest.approx(0.4) and lo > 0 and hi <= 1
+    d, lo, hi = M.paired_diff_ci(old, old)
+    assert d == lo == hi == 0
+    with pytest.raises(ValueError):
+        M.paired_diff_ci([1], [1, 0])

@@ -106,6 +106,42 @@ def test_retry_after_seconds_and_http_date():
     assert retry_after_s("soon") is None
 
 
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_a_429_waits_as_long_as_retry_after_asks_then_succeeds(form):
+    """The backend's retry after a 429 goes out no sooner than Retry-After says, by the server's own clock.
+    A lower bound holds at any load; 1.2 s is past the first backoff the client would take on its own
+    (at most 0.75 s), so the header is what made it wait."""
+    import threading
+    from email.utils import formatdate
+
+    from taskling.core.config import ModelCfg
+    from taskling.teacher.backends import open_backend
+    from taskling.teacher.faults import FaultServer
+
+    until = int(time.time()) + 3  # an HTTP date has whole seconds
+    header = "1.2" if form == "seconds" else formatdate(until, usegmt=True)
+    wall = time.time() - time.monotonic()  # the server logs monotonic times
+    with FaultServer({"429": 1.0}, retry_after=header) as srv:
+        def recover() -> None:  # the server takes requests again once it has refused one
+            while srv.stats["429"] < 1:
+                time.sleep(0.002)
+            srv.set_rates({})
+        threading.Thread(target=recover, daemon=True).start()
+        backend = open_backend(ModelCfg(backend="openai", model="toy-teacher", base_url=srv.url, max_retries=3))
+        try:
+            [res] = backend.generate([Request([{"role": "user", "content": "Name a colour."}])])
+        finally:
+            backend.close()
+        log, refused = srv.log, srv.stats["429"]
+    assert res.error is None and res.text and [a["kind"] for a in res.attempts] == ["rate_limit"] * refused
+    assert [row["outcome"] for row in log] == ["429"] * refused + ["ok"]
+    for before, after in zip(log, log[1:]):
+        if form == "seconds":
+            assert after["t"] - before["t"] >= 1.2 - 0.02, after["t"] - before["t"]
+        else:
+            assert after["t"] + wall >= until - 0.02, (after["t"] + wall, until)
+
+
 def test_call_log_upgrades_a_first_version_db(tmp_path):
     path = tmp_path / "calls.db"
     db = sqlite3.connect(path)

@@ -59,8 +59,9 @@ class RayExecutor:
         if self.owns:
             env = {"env_vars": WORKER_ENV}
             try:
-                if address == "local":
-                    ray.init(include_dashboard=False, log_to_driver=False, namespace="taskling", runtime_env=env)
+                if address == "local":  # a Ray of our own: never one already running here (RAY_ADDRESS, the last one)
+                    ray.init(address="local", include_dashboard=False, log_to_driver=False, namespace="taskling",
+                             runtime_env=env)
                 else:
                     ray.init(address=address, log_to_driver=False, namespace="taskling", runtime_env=env)
             except (ConnectionError, RuntimeError, ValueError) as e:

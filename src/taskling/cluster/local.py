@@ -4,6 +4,7 @@ and for trying node failures before there is a real cluster.
     c = LocalCluster(3)              # a head without CPUs and 3 one-CPU worker nodes
     ctx = Context(cfg, executor=RayExecutor(c.address, cfg.cluster))
     c.kill(c.nodes[0])               # a node dies the hard way, mid-task
+    c.processes(named="RayTrainWorker")   # the processes of this cluster's nodes (never another's)
     c.close()
 
 Ray's own test utilities (ray.cluster_utils) start the nodes; every process binds to
@@ -43,13 +44,35 @@ class LocalCluster:
     def address(self) -> str:
         return self.c.address
 
-    def add(self, k: int = 1) -> float:
-        """Add `k` worker nodes; the seconds until they are up."""
+    def add(self, k: int = 1, env: dict | None = None) -> float:
+        """Add `k` worker nodes, with `env` in their environment only (a node's own TASKLING_TEACHER_URL, say);
+        the seconds until they are up."""
         t0 = time.perf_counter()
         for _ in range(k):
-            self.nodes.append(self.c.add_node(num_cpus=self.cpus, node_ip_address="127.0.0.1"))
+            self.nodes.append(self.c.add_node(num_cpus=self.cpus, node_ip_address="127.0.0.1",
+                                              env_vars=dict(env) if env else None))
         self.c.wait_for_nodes()
         return round(time.perf_counter() - t0, 2)
+
+    def processes(self, node=None, named: str = "") -> list:
+        """The live processes this cluster started on `node` (every worker node when None) whose command
+        line holds `named` (a Ray actor's class, e.g. RayTrainWorker): never a process of another cluster."""
+        import psutil
+
+        found = []
+        for n in [node] if node is not None else self.nodes:
+            try:
+                raylet = psutil.Process(n.all_processes["raylet"][0].process.pid)
+                kids = raylet.children(recursive=True)
+            except psutil.NoSuchProcess:  # the node is gone
+                continue
+            for p in kids:
+                try:
+                    if named in " ".join(p.cmdline()):
+                        found.append(p)
+                except psutil.NoSuchProcess:
+                    pass
+        return found
 
     def kill(self, node) -> None:
         """Kill a node the hard way: its worker processes first (mid-task), then its raylet."""
