@@ -357,7 +357,7 @@ def test_train_continue_starts_round_1_from_round_0s_adapter(tmp_path, tiny_mode
     assert m1["settings"]["loop"]["train"] == "continue"
     l0, l1 = (json.loads((run / f"round-{k}" / "train" / "loss.json").read_text())["loss"] for k in (0, 1))
     first0, last0, first1 = l0[0][1], l0[-1][1], l1[0][1]
-    assert last0 < first0 - 1.0, (first0, last0)  # round 0 learned
+    assert last0 < first0 - 0.2, (first0, last0, first1)  # round 0 learned
     assert first1 < (first0 + last0) / 2, (first0, last0, first1)  # round 1 began where round 0 ended
     state = json.loads((run / "loop.json").read_text())
     assert [r.get("continued") for r in state["rounds"]] == [False, True]

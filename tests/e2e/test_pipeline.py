@@ -47,7 +47,8 @@ def test_run_produces_every_artifact(finished):
     exp = ExportManifest.read(run / "export")
     assert exp.counts.checked_items > 0 and exp.failed == []
     assert [a["status"] for a in exp.artifacts][0] in ("match", "near-ties flipped")
-    assert (run / "export" / "README.md").read_text().startswith("# tiny-router")
+    card = (run / "export" / "README.md").read_text()
+    assert card.startswith("---\n") and "\n---\n\n# tiny-router" in card  # Hub front matter, then the card
     assert (run / "round-0" / "train" / "checkpoints" / "step-000006" / "state.pt").exists()
     assert set(result["results"]["gold"]) == {"student", "base", "base-fewshot", "teacher", "student-constrained",
                                               "base-constrained"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import serving
 
 from taskling.core.config import ServeCfg
 from taskling.serving import target as targets
@@ -44,30 +45,6 @@ def url(engine):
     e, t = engine
     with serving(create_app(e, t, ServeCfg(max_tokens=400, queue=2, timeout_s=900))) as u:  # no 504 at any load
         yield u
-
-
-@contextlib.contextmanager
-def serving(app):
-    """A real uvicorn server for `app` in a thread, on a loopback socket bound here and handed to it;
-    yields http://127.0.0.1:port once it listens."""
-    import threading
-
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def post(url: str, body, **headers) -> httpx.Response:
