@@ -97,7 +97,7 @@ def test_the_worker_enforces_time_and_memory_and_survives_crashes():
 
 
 def sandbox_workers() -> list[int]:
-    """Conversion workers (python -m taskling.core.sandbox) this process started that are still alive."""
+    """Conversion workers (a python running taskling.core.sandbox.serve) this process started that are still alive."""
     import psutil
 
     alive = []

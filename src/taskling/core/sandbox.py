@@ -3,7 +3,7 @@
     box = Sandbox(timeout_s=120, memory_mb=1024, allowed=("taskling.data.formats",))
     result = box.call("taskling.data.formats:convert", name, data, limits)   # SandboxFailed past a limit
 
-The worker is a separate Python process (`python -m taskling.core.sandbox`, never a fork of this
+The worker is a separate Python process (`python -c WORKER`, which imports this module; never a fork of this
 one, so it holds none of this process's threads, locks or models), started on first use and kept
 for the next call. It caps its own address space (RLIMIT_AS), so a file that would take the
 memory raises MemoryError there; a call past its time is ended by killing the worker, which is
@@ -31,6 +31,9 @@ from .errors import TasklingError
 
 HEADER = struct.Struct("!Q")
 STARTUP_S = 120.0  # a worker's imports, on a loaded machine
+# The worker's entry: this module imported once, by its name (`-m` would run a second copy of it as
+# __main__ beside the one the package's own imports load).
+WORKER = "import sys; from taskling.core.sandbox import serve; serve(*map(int, sys.argv[1:5]), sys.argv[5:])"
 SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex",
                  "bool", "NoneType", "slice", "range", "object"}
 
@@ -69,7 +72,7 @@ class Sandbox:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         err = None if os.environ.get("TASKLING_DEBUG") else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "taskling.core.sandbox", str(req_r), str(rep_w),
+            self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(req_r), str(rep_w),
                                           str(self.memory_mb), str(os.getpid()), *self.allowed], pass_fds=(req_r, rep_w),
                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
         finally:
@@ -208,7 +211,3 @@ def serve(req_fd: int, rep_fd: int, memory_mb: int, parent: int, preload: list[s
         del out
         rep.write(HEADER.pack(len(blob)) + blob)
         rep.flush()
-
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])

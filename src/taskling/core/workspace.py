@@ -43,10 +43,15 @@ def fingerprint(obj: Any) -> str:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+        return sha256_stream(f, chunk)
+
+
+def sha256_stream(f, chunk: int = 1 << 20) -> str:
+    """The sha256 of what is left to read in the open binary file `f` (read to its end)."""
+    h = hashlib.sha256()
+    while block := f.read(chunk):
+        h.update(block)
     return h.hexdigest()
 
 

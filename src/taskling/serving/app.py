@@ -117,7 +117,7 @@ class Server:
         self.check_model(req.model)
         conv = build_conversation(req.messages, self.info.get("system_prompt"))
         s = sampling(req, self.default_max, self.cfg.max_tokens, response_schema(req.response_format),
-                     getattr(self.engine, "n_vocab", None))
+                     self.engine.n_vocab)
         fn = self.generation(lambda: self.engine.chat_ids(conv), s, req.stream)
         if req.stream:
             return await self.stream(fn, Shape(True, self.model_id, include_usage(req)))
@@ -131,7 +131,7 @@ class Server:
             raise APIError(400, "prompt: send one string (a list of several prompts is not supported)",
                            param="prompt")
         prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
-        s = sampling(req, 16, self.cfg.max_tokens, n_vocab=getattr(self.engine, "n_vocab", None))  # 16: as OpenAI
+        s = sampling(req, 16, self.cfg.max_tokens, n_vocab=self.engine.n_vocab)  # 16: as OpenAI
         fn = self.generation(lambda: self.engine.text_ids(prompt), s, req.stream)
         prefix = prompt if req.echo else ""
         if req.stream:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from fastapi.responses import JSONResponse
 
+from ..core.net import LOOPBACK, host_name, media_type
 from .schema import error_body
 from .worker import Worker
 
@@ -29,15 +30,6 @@ OPEN_PATHS = ("/health",)  # answered without an API key (load balancers, probes
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 REJECTED = {401: "unauthorized", 403: "forbidden", 413: "too_large", 415: "not_json", 499: "client_closed",
             503: "queue_full", 504: "timeout"}
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def host_name(value: str) -> str:
-    """The name part of a Host header or an origin's authority ('[::1]:8000' -> '::1'), lower-cased."""
-    try:
-        return (urlsplit(f"//{value}").hostname or "").rstrip(".")
-    except ValueError:  # a malformed port or bracket
-        return "\x00"
 
 
 def label(**kv) -> str:
@@ -111,7 +103,7 @@ class Gate:
                  hosts: tuple[str, ...] = ()):
         self.app, self.metrics, self.max_bytes, self.endpoints = app, metrics, max_bytes, endpoints
         self.key = f"Bearer {api_key}".encode() if api_key else None
-        self.hosts = set(LOOPBACK_NAMES)
+        self.hosts = set(LOOPBACK)
         self.allow_hosts(*hosts)
 
     def allow_hosts(self, *names: str) -> None:
@@ -211,8 +203,7 @@ class Gate:
         if size.isdigit() and int(size) > self.max_bytes:
             return JSONResponse(error_body(413, f"the request body is larger than {self.max_bytes // 1024} KB "
                                                 "(serve.max_request_kb)", code="request_too_large"), status_code=413)
-        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if scope["method"] == "POST" and kind != b"application/json":
+        if scope["method"] == "POST" and media_type(headers) != b"application/json":
             return JSONResponse(error_body(415, "send the request body as JSON with 'Content-Type: application/json'",
                                            code="unsupported_media_type"), status_code=415)
         return None

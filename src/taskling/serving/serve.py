@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from ..core.config import ServeCfg
 from ..core.errors import TasklingError
+from ..core.net import hostport, listen
 from .app import create_app
 from .target import load, resolve
 
@@ -84,26 +85,8 @@ def check_exposure(host: str, api_key: str | None) -> None:
                         "serve.api_key), or keep the default --host 127.0.0.1")
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: one the kernel picks), handed to the server as it is,
-    so nothing can take the port between this check and the server's start."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as e:
-        raise TasklingError(f"cannot use host '{host}' ({e.strerror}); pass --host 127.0.0.1") from None
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-    try:
-        s.bind((host, port))
-        s.listen(2048)
-    except OSError:
-        s.close()
-        raise TasklingError(f"port {port} on {host} is in use; pass --port N or stop the other server") from None
-    return s
-
-
 def check_port(host: str, port: int) -> None:
-    bind(host, port).close()
+    listen(host, port).close()
 
 
 def prepare(target: str | None, root: Path, cfg: ServeCfg, backend: str | None = None,
@@ -133,9 +116,8 @@ def serve(target: str | None, root: Path, cfg: ServeCfg = ServeCfg(), backend: s
 
     console = console or Console(stderr=True)
     app, t, key = prepare(target, root, cfg, backend, api_key, threads, console)
-    sock = bind(cfg.host, cfg.port)
-    port = sock.getsockname()[1]
-    url = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{port}/v1"
+    sock = listen(cfg.host, cfg.port)
+    url = f"http://{hostport(cfg.host, sock.getsockname()[1])}/v1"
     auth = ' -H "Authorization: Bearer $TASKLING_API_KEY"' if key else ""
     body = json.dumps({"input": "YOUR INPUT"}) if t.info.get("type") else \
         json.dumps({"model": t.model_id, "messages": [{"role": "user", "content": "Hello"}]})

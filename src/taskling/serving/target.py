@@ -168,14 +168,12 @@ def open_bundle(tar: Path, cache: Path | None = None, sha256: str | None = None)
     once; the key of what is unpacked is the digest of the very bytes unpacked (no time-of-check/
     time-of-use gap), and `sha256` (the digest the user got from whoever made the bundle) pins it:
     SHA256SUMS inside a bundle proves it is whole, not who made it."""
-    import hashlib
+    from ..core.workspace import sha256_stream
 
     with open(tar, "rb") as f:
-        h = hashlib.sha256()
-        while block := f.read(1 << 20):
-            h.update(block)
-        check_pin(tar, h.hexdigest(), sha256)
-        dest = (cache or bundle_cache()) / h.hexdigest()
+        whole = sha256_stream(f)
+        check_pin(tar, whole, sha256)
+        dest = (cache or bundle_cache()) / whole
         if (dest / ".verified").exists():
             return bundle_target(tar, dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +224,7 @@ def member_name(tar: Path, m) -> str:
 
     name = m.name
     kinds = [(m.issym(), "is a symbolic link"), (m.islnk(), "is a hard link"), (m.ischr() or m.isblk(), "is a device"),
-             (m.isfifo(), "is a FIFO"), (m.issparse(), "is a sparse file (its holes could unpack to any size)")]
+             (m.isfifo(), "is a FIFO")]  # sparse members never get here: core.tarsafe refuses them
     why = next((w for bad, w in kinds if bad), None) or (None if m.isreg() or m.isdir() else "is not a regular file")
     parts = PurePosixPath(name).parts
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):

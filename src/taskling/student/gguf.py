@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from ..core.errors import TasklingError
 from ..core.packages import cache_root, publish_dir
+from ..core.workspace import sha256_file
 
 PREPARE_CMD = ".venv/bin/python -m taskling.student.gguf --prepare"
 SCRIPTS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")
@@ -120,7 +120,7 @@ def prepare(sdist: Path | None = None, download: bool = True) -> Path:
             raise TasklingError(f"{sdist}: no vendor/llama.cpp/{', '.join(missing) or 'gguf-py'} in it; "
                                 f"is it the llama-cpp-python {ver} sdist?")
         (build / _MARKER).write_text(json.dumps({
-            "llama_cpp_python": ver, "sdist": sdist.name, "sha256": _sha256(sdist), "files": n,
+            "llama_cpp_python": ver, "sdist": sdist.name, "sha256": sha256_file(sdist), "files": n,
             "gguf_py": _gguf_py_version(build)}, indent=1) + "\n")
         if final.exists() and not (final / _MARKER).exists():  # left half-made by hand
             shutil.rmtree(final)
@@ -149,14 +149,6 @@ def _extract(sdist: Path, into: Path, ver: str) -> int:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise TasklingError(f"{sdist}: cannot read it as a tar.gz ({e}); delete it and run '{PREPARE_CMD}'") from None
     return n
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _gguf_py_version(root: Path) -> str:

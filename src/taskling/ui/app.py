@@ -14,7 +14,8 @@ from ..core.errors import TasklingError
 from ..core.manifests import EvaluateManifest
 from ..core.workspace import Context, read_jsonl
 from ..teacher.allocate import boost
-from .guard import LOOPBACK, Guard
+from ..core.net import LOOPBACK, hostport, listen
+from .guard import Guard
 from .play import Playground
 from .session import Session
 
@@ -290,7 +291,7 @@ def start(ctx: Context, port: int = 0, sock=None, host: str = "127.0.0.1", remot
     import uvicorn
 
     app, token = create_app(ctx, remote)
-    sock = sock or bind(host, port)
+    sock = sock or listen(host, port, backlog=128)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="taskling-ui")
     thread.start()
@@ -301,29 +302,8 @@ def start(ctx: Context, port: int = 0, sock=None, host: str = "127.0.0.1", remot
     return server, f"http://{address(sock)}", token
 
 
-def bind(host: str, port: int):
-    """A listening socket on host:port; a port in use is a one-line error."""
-    import socket
-
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as e:
-        raise TasklingError(f"cannot use host '{host}' ({e.strerror}); pass --host 127.0.0.1") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as e:
-        sock.close()
-        raise TasklingError(f"cannot listen on {host}:{port} ({e.strerror}); pass --port N (0: any free port) or "
-                            "stop the other server") from None
-    return sock
-
-
 def address(sock) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return hostport(*sock.getsockname()[:2])
 
 
 def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None, allow_remote: bool = False) -> None:
@@ -335,7 +315,7 @@ def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None,
                             "Keep the default --host 127.0.0.1 (use an SSH tunnel from another machine), or pass "
                             "--allow-remote: then only those you give the printed address (with its token) get in")
     app, token = create_app(ctx, remote=host not in LOOPBACK)
-    sock = bind(host, port)
+    sock = listen(host, port, backlog=128)
     where = address(sock)
     if console is not None:
         if host in LOOPBACK:

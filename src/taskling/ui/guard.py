@@ -22,15 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from ..core.net import LOOPBACK, host_name, media_type
+
 OPEN = ("/static/app.js", "/static/app.css")  # the shipped assets: no data, nothing to protect
-
-
-def host_name(value: str) -> str:
-    try:
-        return (urlsplit(f"//{value}").hostname or "").rstrip(".")
-    except ValueError:
-        return "\x00"
 
 
 def loopback_peer(scope) -> bool:
@@ -71,8 +65,7 @@ class Guard:
         origin = headers.get(b"origin", b"").decode("latin-1")
         if origin and urlsplit(origin).netloc.lower() != host.lower():
             return refused(403, f"requests from pages of {origin[:80]} are not allowed")
-        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if scope.get("method") == "POST" and kind != b"application/json":
+        if scope.get("method") == "POST" and media_type(headers) != b"application/json":
             return refused(415, "send JSON with 'Content-Type: application/json'")
         trusted = loopback_peer(scope) and name in LOOPBACK
         if trusted or scope["path"] in OPEN or self.has_token(scope, headers):
