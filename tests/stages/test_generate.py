@@ -150,10 +150,10 @@ def test_unreachable_wrong_key_and_unknown_model_are_one_line_errors(cli, tmp_pa
         monkeypatch.delenv("TOY_KEY")
         one_line_error(cli("generate", cwd=root), "TOY_KEY is not set")
         port = int(srv.url.rsplit(':', 1)[1].split('/')[0])
-    # The server is gone: the breaker gives up after down_after_s with a plain message.
+    # The server is gone: the probe before the stage says so at once, with a plain message.
     one_line_error(cli("generate", "--set", "teacher.api_key_env=null", "--set", "teacher.down_after_s=2",
                        "--set", f"teacher.base_url=http://127.0.0.1:{port}/v1", cwd=root),
-                   "has not answered", "run the same command again")
+                   "cannot be reached", "run the same command again")
 
 
 def test_remote_teacher_needs_consent(cli, tmp_path, tiny_model_dir):

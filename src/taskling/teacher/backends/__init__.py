@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 from ..calls import CallLog, call_key
 from ...core.config import ModelCfg, Price
-from ...core.errors import TasklingError
+from ...core.errors import TasklingError, TeacherUnavailable
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,22 @@ class Logged:
     stats: dict = field(default_factory=lambda: {"calls": 0, "cached": 0, "failed": 0, "retries": 0,
                                                  "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
 
+    def __post_init__(self) -> None:
+        # Before the stage spends anything: a backend that can ask its server whether it is there does,
+        # so a server that is down stops the stage in seconds (and the failure is in `taskling log --errors`).
+        probe = getattr(self.inner, "probe", None)
+        if callable(probe):
+            self.guard(probe)
+
+    def guard(self, fn: Callable[[], object]) -> object:
+        """fn(); a teacher found unavailable is logged to calls.db's errors before it stops the stage."""
+        try:
+            return fn()
+        except TeacherUnavailable as e:
+            self.log.put_error("-", self.inner.describe(), self.purpose,
+                               {"kind": "unavailable", "status": None, "detail": str(e), "body": ""})
+            raise
+
     @property
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
@@ -173,7 +189,7 @@ class Logged:
                 on_result(i, res)
 
         if todo:
-            self.inner.generate([requests[i] for i in todo], on_result=record)
+            self.guard(lambda: self.inner.generate([requests[i] for i in todo], on_result=record))
         return out  # type: ignore[return-value]
 
     def close(self) -> None:

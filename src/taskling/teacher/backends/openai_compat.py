@@ -9,8 +9,11 @@ dropped connection or a reply that is not a chat completion is retried with
 exponential backoff and jitter, waiting as long as a Retry-After header asks.
 When the server looks down (several failures in a row) a circuit breaker
 stops all traffic, probes with one request now and then, and gives up after
-`teacher.down_after_s` without burning the retry budget of every request. A
-wrong API key or an unknown model stops at once with a plain message.
+`teacher.down_after_s` without burning the retry budget of every request,
+saying every few seconds that it waits. Before any work, `probe()` asks the
+server's /models once, so a server that is not there stops the stage in
+seconds. A wrong API key or an unknown model stops at once with a plain
+message; Ctrl-C cancels what is in flight and closes the pool quietly.
 
 Document text leaves the machine only when `teacher.allow_remote` says so.
 """
@@ -23,7 +26,9 @@ import json
 import os
 import random
 import socket
+import sys
 import time
+from typing import Callable
 from urllib.parse import urlparse
 
 from ...core.config import ModelCfg
@@ -34,6 +39,8 @@ BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
 BREAKER_FAILURES = 5            # failures in a row (across requests) that open the circuit
 BREAKER_COOLDOWN_S = (1.0, 30.0)  # first pause, longest pause while open
 RETRYABLE = {"timeout", "connection", "rate_limit", "server_error", "malformed", "wrong_fields"}
+WAIT_NOTICE_S = 5.0             # while the circuit is open, a line this often says so
+PROBE_TIMEOUT_S = 5.0           # the probe before a stage: connect and read within this
 
 
 def is_local(url: str) -> bool:
@@ -80,8 +87,10 @@ class Breaker:
     success closes the circuit, its failure re-opens it with a longer pause.
     A 429's Retry-After pauses everyone for that long too."""
 
-    def __init__(self, down_after_s: float, url: str):
+    def __init__(self, down_after_s: float, url: str, say: Callable[[str], None] | None = None):
         self.down_after_s, self.url = down_after_s, url
+        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.noticed = 0.0         # monotonic time of the last waiting line
         self.failures = 0
         self.open_until = 0.0      # monotonic time before which nobody sends
         self.down_since: float | None = None
@@ -100,6 +109,13 @@ class Breaker:
                     f"teacher server {self.url} has not answered properly for {self.down_after_s:.0f} s "
                     f"(last: {self.last[:300]}); stopped. "
                     "Every finished call is kept in .taskling/calls.db: start the server and run the same command again")
+            if self.down_since is not None and now - self.noticed >= WAIT_NOTICE_S:
+                # Silence while waiting looks like a hang: say what is waited for, and for how long at most.
+                self.noticed = now
+                if now - self.down_since >= 1.0:
+                    self.say(f"teacher server {self.url} not answering for {now - self.down_since:.0f} s "
+                             f"(last: {self.last[:120]}); waiting up to teacher.down_after_s="
+                             f"{self.down_after_s:.0f} s, Ctrl-C to stop")
             if now < self.open_until:
                 pause = min(self.open_until - now, 1.0)
                 self.paused_s += pause
@@ -167,6 +183,27 @@ class OpenAIBackend:
 
     def describe(self) -> dict:
         return {"backend": "openai", "model": self.name, "base_url": self.base_url}
+
+    def probe(self) -> None:
+        """Ask the server's /models once, within seconds: a server that cannot be reached raises
+        TeacherUnavailable now rather than after teacher.down_after_s of retries. Any HTTP reply means the
+        server is there (its errors are judged on the first real request); a slow one is only mentioned."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        limit = min(PROBE_TIMEOUT_S, self.cfg.timeout_s)
+        try:
+            httpx.get(f"{self.base_url}/models", headers=headers, timeout=httpx.Timeout(limit))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            why = "connection refused" if "refused" in str(e).lower() else (str(e) or type(e).__name__)
+            raise TeacherUnavailable(
+                f"teacher server {self.base_url} cannot be reached ({why}); start it, or fix teacher.base_url "
+                "in taskling.yaml, then run the same command again") from None
+        except httpx.TimeoutException:
+            self.breaker.say(f"teacher server {self.base_url} took over {limit:g} s to list its models; "
+                             "going on (a line follows every few seconds while it does not answer)")
+        except httpx.HTTPError:
+            pass  # an odd reply is still a reply: the first real request judges it
 
     def health(self) -> dict:
         return {"circuit_opened": self.breaker.opened, "paused_s": round(self.breaker.paused_s, 1),
@@ -306,9 +343,20 @@ class OpenAIBackend:
         return out  # type: ignore[return-value]
 
     def generate(self, requests: list[Request], on_result: OnResult | None = None) -> list[Result]:
-        return self.loop.run_until_complete(self._all(requests, on_result))
+        main = asyncio.ensure_future(self._all(requests, on_result), loop=self.loop)
+        try:
+            return self.loop.run_until_complete(main)
+        except KeyboardInterrupt:
+            # Ctrl-C lands outside the coroutine: cancel it here, inside the loop, so no task or connection
+            # is left to complain later about a closed loop; the CLI then prints its one line.
+            main.cancel()
+            self.loop.run_until_complete(asyncio.gather(main, return_exceptions=True))
+            self.close()
+            raise
 
     def close(self) -> None:
+        if self.loop.is_closed():
+            return
         if self.client is not None:
             self.loop.run_until_complete(self.client.aclose())
             self.client = None

@@ -1,0 +1,71 @@
+"""The first hour of a new user (issue 29): a teacher that is down, compressed and suffix-less documents,
+an empty pile, thin label pools, the dry run's samples, missing stages and the output glitches."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import one_line_error, write_workspace
+
+TASKLING = str(Path(sys.executable).parent / "taskling")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_teacher_that_is_down_is_found_in_seconds_and_reaches_log_errors(cli, tmp_path, tiny_model_dir):
+    port = closed_port()
+    write_workspace(tmp_path, tiny_model_dir, teacher__backend="openai", teacher__model="m",
+                    teacher__base_url=f"http://127.0.0.1:{port}/v1")
+    assert cli("ingest", cwd=tmp_path).exit_code == 0
+    t0 = time.monotonic()
+    r = cli("generate", "--dry-run", cwd=tmp_path)
+    one_line_error(r, "cannot be reached", "connection refused", "teacher.base_url", "run the same command again")
+    assert time.monotonic() - t0 < 60  # the probe, not teacher.down_after_s (300 s)
+    out = cli("log", "--errors", "--json", cwd=tmp_path)
+    errors = json.loads(out.output)
+    assert errors["by_kind"] == {"unavailable": 1}
+    assert "cannot be reached" in errors["errors"][0]["detail"]
+
+
+def test_a_teacher_that_hangs_says_so_and_ctrl_c_is_one_line(tmp_path, tiny_model_dir, cli):
+    """A server that takes connections but never answers: a line every few seconds while waiting, and
+    Ctrl-C ends the command with one line, no 'Event loop is closed' traceback."""
+    with socket.socket() as hang:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(64)  # never accepted: connections complete, requests never get a reply
+        port = hang.getsockname()[1]
+        write_workspace(tmp_path, tiny_model_dir, teacher__backend="openai", teacher__model="m",
+                        teacher__base_url=f"http://127.0.0.1:{port}/v1", teacher__timeout_s=1.0,
+                        teacher__max_retries=50, teacher__concurrency=2)
+        assert cli("ingest", cwd=tmp_path).exit_code == 0
+        proc = subprocess.Popen([TASKLING, "generate", "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        lines: list[str] = []
+        os.set_blocking(proc.stderr.fileno(), False)
+        deadline = time.monotonic() + 240
+        while not any("not answering for" in x for x in lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "no waiting line: " + "".join(lines)
+            chunk = proc.stderr.readline()
+            if chunk:
+                lines.append(chunk)
+            else:
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text
+    assert "interrupted" in text and "Traceback" not in text and "Event loop is closed" not in text, text
+    assert "teacher.down_after_s" in text
+    assert len(rest.strip().splitlines()) <= 3, rest
