@@ -69,3 +69,34 @@ def test_a_teacher_that_hangs_says_so_and_ctrl_c_is_one_line(tmp_path, tiny_mode
     assert "interrupted" in text and "Traceback" not in text and "Event loop is closed" not in text, text
     assert "teacher.down_after_s" in text
     assert len(rest.strip().splitlines()) <= 3, rest
+
+
+def test_compressed_single_files_and_suffixless_text_are_read_with_the_archive_limits(cli, tmp_path, tiny_model_dir):
+    import bz2
+    import gzip
+    import lzma
+
+    write_workspace(tmp_path, tiny_model_dir)
+    deb = tmp_path / "debian"
+    deb.mkdir()
+    (deb / "changelog.Debian.gz").write_bytes(gzip.compress(b"zlib (1:1.3) unstable; urgency=low\n  * gzipped changelog line\n"))
+    (deb / "notes.txt.bz2").write_bytes(bz2.compress(b"bzipped notes about json_extract in sqlite\n"))
+    (deb / "syslog.xz").write_bytes(lzma.compress(b"xz compressed syslog: node crypto createHash failed\n"))
+    (deb / "README.Debian").write_text("Plain text README for Debian users, read by its content.\n")
+    (deb / "blob.bin").write_bytes(bytes(range(256)) * 8)
+    (deb / "bomb.gz").write_bytes(gzip.compress(b"a" * (8 * 2**20)))  # 8 MB from ~8 KB: over 100:1
+    (deb / "fake.gz").write_bytes(b"not gzip at all, only text pretending\n")
+    r = cli("ingest", str(deb), "--json", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    docs = json.loads((tmp_path / "runs" / "tiny-router" / "round-0" / "ingest" / "documents.json").read_text())
+    read = {d["path"] for d in docs["documents"]}
+    for inner in ("changelog.Debian.gz!/changelog.Debian", "notes.txt.bz2!/notes.txt", "syslog.xz!/syslog",
+                  "README.Debian"):
+        assert any(p.endswith(inner) for p in read), (inner, read)
+    skipped = {Path(s["path"]).name: s["reason"] for s in docs["skipped"]}
+    assert "max_archive_ratio" in skipped["bomb.gz"]
+    assert "not text" in skipped["blob.bin"] and len(skipped["blob.bin"]) < 160
+    assert "not gzip data" in skipped["fake.gz"]
+    assert "-sniffed" not in r.output and ".html-sniffed" not in r.output and ".docx, " not in r.output
+    search = json.loads(cli("pile", "search", "gzipped changelog", "--mode", "fts", "--json", cwd=tmp_path).output)
+    assert search["hits"] and "changelog.Debian" in search["hits"][0]["path"]

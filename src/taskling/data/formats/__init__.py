@@ -15,8 +15,10 @@ HTML <table>s are read by their converters; for every other format `convert`
 reads the pipe tables of the text ("| a | b |", "a | b": Markdown, DOCX and
 PPTX tables, PDF text where cell boundaries survive).
 
-`convert(name, data)` picks the converter; anything unreadable raises
-ConvertError with a reason a person can act on.
+`convert(name, data)` picks the converter: by magic bytes, else by extension,
+else, for an unknown extension (README.Debian, app.conf), by content: text is
+read as text. Anything unreadable raises ConvertError with a short reason a
+person can act on.
 """
 from __future__ import annotations
 
@@ -174,11 +176,24 @@ def detect(name: str, data: bytes) -> Entry | None:
                 return entry
         except Exception:  # a sniffer must never break ingestion
             continue
-    return REGISTRY.get(suffix(name))
+    return REGISTRY.get(suffix(name)) or text_by_content(data)
+
+
+def text_by_content(data: bytes) -> Entry | None:
+    """The plain-text converter for a file whose extension says nothing (README.Debian, app.conf,
+    NEWS.old) when its bytes decode as text; None for binary data."""
+    from .text import decode_text
+
+    try:
+        decode_text(data[:65536])
+    except ConvertError:
+        return None
+    return REGISTRY.get("")
 
 
 def supported_extensions() -> list[str]:
-    return sorted(REGISTRY)
+    """The extensions a converter is registered for (what a person can name), sorted."""
+    return sorted(e for e in REGISTRY if e and not e.endswith("-sniffed"))
 
 
 def convert(name: str, data: bytes, limits: Limits = Limits()) -> Extracted:
@@ -188,8 +203,9 @@ def convert(name: str, data: bytes, limits: Limits = Limits()) -> Extracted:
         raise ConvertError(f"{len(data) / 2**20:.1f} MB is over the limit of {limits.max_file_bytes / 2**20:.0f} MB")
     entry = detect(name, data)
     if entry is None:
-        raise ConvertError(f"format '{suffix(name) or '(no extension)'}' is not supported "
-                           f"(supported: {', '.join(supported_extensions())})")
+        # Short: this line is printed per file; the formats are listed once, in docs/guide.md.
+        raise ConvertError(f"format '{suffix(name) or '(no extension)'}' is not supported and the file is "
+                           "not text (the formats taskling reads: docs/guide.md)")
     try:
         out = _load(entry)(data, name, limits)
     except ConvertError:

@@ -1,4 +1,9 @@
-"""Archives: zip and tar (plain, gzip, bzip2, xz), unpacked in memory.
+"""Archives: zip and tar (plain, gzip, bzip2, xz), and single compressed files (.gz, .bz2,
+.xz: the usual form of Debian docs, logs and exports), unpacked in memory.
+
+A single compressed file comes back as one Child, its name without the compression suffix
+(changelog.Debian.gz holds changelog.Debian), under the same per-file and ratio limits as an
+archive's members.
 
 An archive has no text of its own: the converter returns no segments and one
 Child per regular file (relation "member", name = the member's path), and
@@ -38,7 +43,9 @@ import io
 import re
 import zipfile
 
-from ...core.tarsafe import TarRefused, compression, open_stream
+from pathlib import PurePosixPath
+
+from ...core.tarsafe import TarRefused, compression, decompressed, open_stream
 from . import Child, ConvertError, Extracted, Limits, register
 
 _CHUNK = 1 << 16
@@ -356,6 +363,40 @@ def _sniff_tar(data: bytes, name: str) -> bool:
         return False
 
 
+COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+TAR_NAMES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+
+
+def convert_compressed(data: bytes, name: str, limits: Limits) -> Extracted:
+    """One compressed file (not a tar): its content as one Child, read within max_file_bytes, the
+    archive total and max_archive_ratio (with the archive members' 1 MiB floor)."""
+    kind = compression(data)
+    if not kind:
+        raise ConvertError(f"not {COMPRESSED.get(PurePosixPath(name).suffix.lower(), 'compressed')} data "
+                           "(the name says compressed, the bytes do not)")
+    base = PurePosixPath(name).name
+    inner = base[: -len(PurePosixPath(base).suffix)] if PurePosixPath(base).suffix.lower() in COMPRESSED else base
+    cap = min(limits.max_file_bytes, limits.max_archive_total_bytes)
+    try:
+        body = read_capped(decompressed(io.BytesIO(data), kind), cap, _ratio_cap(len(data), limits),
+                           limits.max_archive_total_bytes, limits)
+    except _OverLimit as e:
+        raise ConvertError(f"refusing to unpack this {kind} file: it {e}") from None
+    except Exception as e:  # truncated stream, CRC error, not really compressed
+        raise ConvertError(f"not a readable {kind} file (truncated or corrupt: {type(e).__name__}: "
+                           f"{str(e)[:200]})") from None
+    if not body:
+        raise ConvertError(f"the file is empty once unpacked ({kind})")
+    return Extracted([], kind, f"stdlib {kind}", [], [Child(inner or "content", body, "member")],
+                     meta={"compression": kind, "packed": len(data), "unpacked": len(body)})
+
+
+def _sniff_compressed(data: bytes, name: str) -> bool:
+    """gzip, bzip2 or xz bytes that are not a tar (the tar sniffer, registered first, takes those; a
+    broken one named as a tar is left to the tar converter, which says what is wrong with it)."""
+    return bool(compression(data)) and not PurePosixPath(name.lower()).name.endswith(TAR_NAMES)
+
+
 register((".zip",), "zip", f"{__name__}:convert_zip", sniff=_sniff_zip)
-register((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz"), "tar",
-         f"{__name__}:convert_tar", sniff=_sniff_tar)
+register(TAR_NAMES, "tar", f"{__name__}:convert_tar", sniff=_sniff_tar)
+register(tuple(COMPRESSED), "compressed", f"{__name__}:convert_compressed", sniff=_sniff_compressed)
