@@ -100,3 +100,33 @@ def test_compressed_single_files_and_suffixless_text_are_read_with_the_archive_l
     assert "-sniffed" not in r.output and ".html-sniffed" not in r.output and ".docx, " not in r.output
     search = json.loads(cli("pile", "search", "gzipped changelog", "--mode", "fts", "--json", cwd=tmp_path).output)
     assert search["hits"] and "changelog.Debian" in search["hits"][0]["path"]
+
+
+def test_an_empty_pile_stops_ingest_with_what_to_do(cli, tmp_path, tiny_model_dir):
+    write_workspace(tmp_path, tiny_model_dir, sources=["blobs"])
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "a.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "blobs" / "b.txt").write_bytes(b"")
+    r = cli("ingest", cwd=tmp_path)
+    one_line_error(r, "the pile is empty", "2 file(s)", "sources:", "taskling ingest")
+    assert r.exit_code != 0
+    assert not (tmp_path / "runs" / "tiny-router" / "round-0" / "ingest" / "manifest.json").exists()
+
+
+def test_a_label_no_document_matches_is_flagged_at_ingest_and_in_the_dry_run(cli, tmp_path, tiny_model_dir):
+    import yaml
+
+    path = write_workspace(tmp_path, tiny_model_dir)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["task"]["labels"]["kubernetes"] = "Kubernetes pods, helm charts, kubectl"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = cli("ingest", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "label 'kubernetes': no document in the pile matches it" in r.output
+    assert "label 'sqlite'" not in r.output
+    dry = cli("generate", "--dry-run", "--json", cwd=tmp_path)
+    assert dry.exit_code == 0, dry.output
+    est = json.loads(dry.output[dry.output.index("{"):])
+    flagged = {p["label"]: p["state"] for p in est["thin_labels"]}
+    # (the tiny pile's python chunks are all under the 20 words a pool needs: flagged too, rightly)
+    assert flagged["kubernetes"] == "empty" and "sqlite" not in flagged

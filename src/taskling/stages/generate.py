@@ -35,6 +35,7 @@ from ..data.pile import Pile
 from ..teacher import allocate
 from ..teacher.backends import Logged, Request, Result, open_for
 from ..teacher.budget import limits, per_call
+from ..tasks.classify import check_label_pools
 from ..teacher.calls import CallLog, call_key
 
 SPEC = StageSpec("generate", reads=("task", "teacher", "budget", "generate", "seed", "tables"),
@@ -487,7 +488,7 @@ def dry_run(ctx: Context) -> dict:
                         "teacher_tokens": round(jobs * per_job["tokens"]), "cost": round(jobs * per_job["cost"], 4),
                         "seconds": round(jobs * secs, 1)},
            "stops_at": first if reach[first] < len(gen.jobs) or first == "example budget" else "jobs exhausted",
-           "failures_by_kind": failures_by_kind(recs)}
+           "failures_by_kind": failures_by_kind(recs), "thin_labels": check_label_pools(ctx)}
     atomic_write_json(gen.out / "dry_run.json", est)
     e = est["estimate"]
     ctx.console.print(

@@ -42,6 +42,7 @@ from ..data import organise
 from ..data.ingest import Ingester, close_sandboxes, display_path, find_sources, limits_of, prepare, reason_kind
 from ..data.pile import Pile
 from ..student.models import token_counter
+from ..tasks.classify import check_label_pools
 
 
 class IngestWorker:
@@ -164,6 +165,13 @@ def run(ctx: Context) -> IngestManifest:
             + (f" ({', '.join(f'{k} {v}' for k, v in reasons.most_common())})" if reasons else "")
             + f"; duplicates: {stats['duplicate_documents']} documents, {stats['duplicate_chunks']} chunks; "
             f"{stats['topics']} topics; {time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True)
+        if not stats["chunks"]:
+            raise TasklingError(
+                f"ingest: the pile is empty: none of the {len(files)} file(s) gave any text"
+                + (f" ({', '.join(f'{k} {v}' for k, v in reasons.most_common())}; the lines above say why)"
+                   if reasons else "") + "; add documents in a format taskling reads (docs/guide.md) "
+                "or fix 'sources:' in taskling.yaml, then run 'taskling ingest' again")
+        check_label_pools(ctx)  # warned now, while the user still looks at what ingest found
         return {"counts": {**counts, **{k: v for k, v in stats.items() if k != "by_format"}},
                 "by_format": stats["by_format"], "per_format": per_format, "skipped_reasons": dict(reasons),
                 "timings": {"convert_seconds": round(convert_seconds, 2), **organised.get("timings", {})},

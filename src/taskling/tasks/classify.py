@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.errors import TeacherOutputError
 from ..core.tasktype import Decoding, TaskCfg, register
+from ..core.workspace import Context
 from ..data.pile import Chunk, Pile
 from . import (DATA_RULE, LINE_LABELS, diversity_line, document_block, example_items, examples_schema, first_line,
     object_schema, spans_for, unlabel)
@@ -33,6 +34,47 @@ ANSWER_LIKE = re.compile(
 PROMPT_TALK = re.compile(
     r"\b((the|this|above|given|following) (excerpt|passage)|(above|given|following) (text|document)|"
     r"part of (a|the) document|the document (says|answers|above)|new input|write an? [\w ]{0,30}question)\b", re.I)
+
+
+def label_hits(pile: Pile, label: str, desc: str, unique: set[int], limit: int) -> list[Chunk]:
+    """The chunks the pile's search ranks high for a label's name and description (up to `limit`)."""
+    return [c for c, _ in pile.search(f"{label.replace('-', ' ')} {desc}", limit=2 * limit) if c.id in unique][:limit]
+
+
+def label_pools(task: TaskCfg, pile: Pile, pool_per_label: int) -> list[dict]:
+    """Per label, how many chunks its pool has and whether that is enough: "empty" (no chunk found, so
+    the teacher would be asked for this label about the whole pile, unrelated documents), "thin" (fewer
+    than a quarter of generate.pool_per_label, at least 3) or "ok", with what to do."""
+    unique = {c.id for c in pile.chunks(unique=True) if len(c.text.split()) >= 20}
+    floor = max(3, pool_per_label // 4)
+    out = []
+    for label, desc in task.labels.items():
+        n = len(label_hits(pile, label, desc, unique, pool_per_label))
+        state = "empty" if n == 0 else "thin" if n < floor else "ok"
+        todo = "" if state == "ok" else (
+            f"add documents about it to the sources, or reword task.labels.{label} with words its documents use")
+        out.append({"label": label, "chunks": n, "state": state, "floor": floor, "todo": todo})
+    return out
+
+
+def pool_warnings(pools: list[dict]) -> list[str]:
+    """One line per label whose pool is empty or thin (label_pools), saying what to do."""
+    return [f"label '{p['label']}': " + ("no document in the pile matches it, so the teacher would be asked for it "
+                                         "about unrelated documents" if p["state"] == "empty" else
+                                         f"only {p['chunks']} chunk(s) match it (fewer than {p['floor']})")
+            + f"; {p['todo']}" for p in pools if p["state"] != "ok"]
+
+
+def check_label_pools(ctx: Context) -> list[dict]:
+    """A classify task's labels whose pool in the pile is empty or thin, each warned about in a line
+    (ingest's end, generate --dry-run, status); [] for the other task types."""
+    if ctx.cfg.task.type != "classify" or not ctx.ws.pile_db.exists():
+        return []
+    with Pile(ctx.ws.pile_db) as pile:
+        pools = label_pools(ctx.cfg.task, pile, ctx.cfg.generate.pool_per_label)
+    for line in pool_warnings(pools):
+        ctx.console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
+    return [p for p in pools if p["state"] != "ok"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +115,7 @@ class Classify:
         unique = {c.id for c in everything}
         out: dict[tuple, list[Chunk]] = {}
         for label, desc in task.labels.items():
-            hits = [c for c, _ in pile.search(f"{label.replace('-', ' ')} {desc}", limit=2 * pool_per_label)
-                    if c.id in unique][:pool_per_label] or everything
+            hits = label_hits(pile, label, desc, unique, pool_per_label) or everything
             for c in hits:
                 out.setdefault((c.topic_id, label), []).append(c)
         return out
