@@ -130,3 +130,32 @@ def test_a_label_no_document_matches_is_flagged_at_ingest_and_in_the_dry_run(cli
     flagged = {p["label"]: p["state"] for p in est["thin_labels"]}
     # (the tiny pile's python chunks are all under the 20 words a pool needs: flagged too, rightly)
     assert flagged["kubernetes"] == "empty" and "sqlite" not in flagged
+
+
+def test_the_dry_run_shows_samples_with_their_source_and_curations_verdict(cli, tmp_path, tiny_model_dir):
+    """The scripted 'echo-question' teacher repeats what it is shown: a copy of a task example is a
+    duplicate of it, as curate would say."""
+    write_workspace(tmp_path, tiny_model_dir)
+    assert cli("ingest", cwd=tmp_path).exit_code == 0
+    r = cli("generate", "--dry-run", "--json", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    est = json.loads(r.output[r.output.index("\n{") + 1:] if "\n{" in r.output else r.output[r.output.index("{"):])
+    samples = est["samples"]
+    assert 3 <= len(samples) <= 5
+    for n, s in enumerate(samples, 1):
+        assert s["verdict"] == "kept" or s["verdict"].startswith("dropped: ")
+        assert s["source"].startswith("docs/")
+        assert f"sample {n}: {s['verdict']}" in r.output
+    from taskling.core.config import load_config
+    from taskling.curation.preview import verdicts
+
+    cfg = load_config(tmp_path / "taskling.yaml", [])
+    shot = cfg.task.examples[0]
+    out = verdicts(cfg, [{"input": shot.input, "output": shot.output, "chunks": [], "spans": []},
+                         {"input": "x", "output": "sqlite", "chunks": [], "spans": []},
+                         {"input": "How do I read one value out of a JSON column with json_extract in sqlite?",
+                          "output": "sqlite", "chunks": [], "spans": []}],
+                   lambda ex: "The sqlite json_extract function reads a value at a path from a JSON column.")
+    assert out[0]["verdict"] == "dropped: exact duplicate (of task.examples[0])"
+    assert out[1]["verdict"].startswith("dropped: ") and "short" in out[1]["verdict"]
+    assert out[2]["verdict"] == "kept"

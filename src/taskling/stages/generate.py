@@ -444,6 +444,19 @@ def run(ctx: Context) -> GenerateManifest:
     return stage.run(ctx, SPEC, body, settings=extra_settings(ctx))
 
 
+def dry_run_samples(ctx: Context, recs: list[dict]) -> list[dict]:
+    """3-5 of the sample's examples with their source span and curation's verdict, printed."""
+    from ..curation import preview
+
+    picked = preview.pick(recs, 5)
+    with Pile(ctx.ws.pile_db) as pile:
+        text = {k: c.text for k in {k for ex in picked for k in ex.get("chunks", [])} if (c := pile.chunk(k))}
+    samples = preview.verdicts(ctx.cfg, picked, lambda ex: "\n".join(text.get(k, "") for k in ex.get("chunks", [])))
+    for line in preview.sample_lines(samples):
+        ctx.console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return samples
+
+
 def dry_run(ctx: Context) -> dict:
     """Run a small sample of the planned jobs (kept in the stage's folder: the real run reuses
     them) and project tokens, cost and time for the whole stage."""
@@ -488,7 +501,8 @@ def dry_run(ctx: Context) -> dict:
                         "teacher_tokens": round(jobs * per_job["tokens"]), "cost": round(jobs * per_job["cost"], 4),
                         "seconds": round(jobs * secs, 1)},
            "stops_at": first if reach[first] < len(gen.jobs) or first == "example budget" else "jobs exhausted",
-           "failures_by_kind": failures_by_kind(recs), "thin_labels": check_label_pools(ctx)}
+           "failures_by_kind": failures_by_kind(recs), "thin_labels": check_label_pools(ctx),
+           "samples": dry_run_samples(ctx, recs)}
     atomic_write_json(gen.out / "dry_run.json", est)
     e = est["estimate"]
     ctx.console.print(
