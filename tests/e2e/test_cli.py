@@ -43,7 +43,11 @@ def test_source_that_does_not_exist(cli, workspace):
 
 
 def test_stage_before_its_inputs_exist(cli, workspace):
-    one_line_error(cli("train", cwd=workspace.parent), "curate stage has not finished", "taskling curate")
+    # Every missing stage at once, in the order to run them.
+    one_line_error(cli("train", cwd=workspace.parent), "train needs ingest, generate, curate first",
+                   "'taskling ingest && taskling generate && taskling curate'", "taskling run")
+    assert cli("ingest", cwd=workspace.parent).exit_code == 0
+    one_line_error(cli("evaluate", cwd=workspace.parent), "evaluate needs generate, curate, train first")
 
 
 def test_teacher_that_never_parses(cli, workspace):

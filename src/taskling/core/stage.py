@@ -28,7 +28,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from .config import Config
-from .manifests import Manifest
+from .errors import TasklingError
+from .manifests import BY_STAGE, Manifest
 from .workspace import Context, StageBody, earlier, open_stage_dir, run_stage, upstream
 
 # Settings that change how work is done, not what comes out: never in a fingerprint.
@@ -38,6 +39,8 @@ OPERATIONAL = {
 }
 # Stages that plan a round from the one before it: none runs in round 0, so none is needed there.
 FROM_ROUND_ONE = ("analyse",)
+# A round's main path, in order: a stage needs every one before it (analyse plans rounds after the first).
+PATH = ("ingest", "generate", "curate", "train", "evaluate", "export")
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,23 @@ def fingerprinted(ctx: Context, spec: StageSpec, settings: dict | None = None,
                   inputs: dict | None = None) -> tuple[dict, dict]:
     """(settings, inputs) of the stage's fingerprint in `ctx`'s round."""
     needs = [s for s in spec.needs if ctx.round > 0 or s not in FROM_ROUND_ONE]
+    missing = unfinished(ctx, needs)
+    if missing:
+        # All at once: naming only the nearest (curate) sends the user round three times for three stages.
+        raise TasklingError(
+            f"{spec.name} needs {', '.join(missing)} first, which {'has' if len(missing) == 1 else 'have'} not "
+            f"finished for run '{ctx.run_id}' (round {ctx.round}); run "
+            f"'{' && '.join(f'taskling {s}' for s in missing)}', or 'taskling run' for the whole line")
     return (settings_of(ctx.cfg, spec.reads) | (settings or {}),
             upstream(ctx, *needs) | earlier(ctx, *spec.earlier) | (inputs or {}))
+
+
+def unfinished(ctx: Context, needs: list[str]) -> list[str]:
+    """The stages on the main path up to each of `needs` (and `needs` themselves) without a finished
+    manifest in this round, in the order to run them."""
+    last = max((PATH.index(s) for s in needs if s in PATH), default=-1)
+    wanted = [s for s in PATH[:last + 1]] + [s for s in needs if s not in PATH]
+    return [s for s in dict.fromkeys(wanted) if BY_STAGE[s].read(ctx.stage_dir(s)) is None]
 
 
 def run(ctx: Context, spec: StageSpec, body: StageBody, settings: dict | None = None,
