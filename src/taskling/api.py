@@ -94,6 +94,20 @@ def executor_for(cfg: Config, address: str | None, console: Console) -> Executor
     return executor
 
 
+def fused(fts: list[dict], near: list[dict], limit: int, k: int = 60) -> list[dict]:
+    """Two ranked lists of hits as one, each chunk once: reciprocal-rank fusion (bm25 and cosine are on
+    different scales, ranks are not). A chunk both found is "fts+embed", with both scores kept."""
+    out: dict[str, dict] = {}
+    for hits in (fts, near):
+        for rank, h in enumerate(hits):
+            hit = out.setdefault(h["chunk"], {**h, "by": [], "scores": {}, "fused": 0.0})
+            hit["by"].append(h["by"])
+            hit["scores"][h["by"]] = h["score"]
+            hit["fused"] += 1.0 / (k + rank + 1)
+    merged = sorted(out.values(), key=lambda h: -h["fused"])[:limit]
+    return [{**h, "by": "+".join(h["by"]), "score": round(h.pop("fused"), 4)} for h in merged]
+
+
 @dataclass
 class Prediction:
     """One answer of an exported model: the task's output (a label, a JSON object, text) and, where
@@ -354,21 +368,25 @@ class Workspace:
 
         if mode not in ("fts", "embed", "both"):
             raise TasklingError(f"mode {mode!r}: use fts, embed or both")
-        hits: list[dict] = []
+        fts: list[dict] = []
+        near: list[dict] = []
         with Pile(self.ctx.ws.pile_db) as p:
             if mode in ("fts", "both"):
-                hits += [{**c.provenance(), "by": "fts", "score": round(s, 3), "text": c.text[:300]}
-                         for c, s in p.search(query, limit)]
+                fts = [{**c.provenance(), "by": "fts", "score": round(s, 3), "text": c.text[:300]}
+                       for c, s in p.search(query, limit)]
             if mode in ("embed", "both") and p.stats()["embedded_chunks"]:
                 from .data.embed import Embedder
 
                 ing = self.config.ingest
+                # Loading the model takes seconds on a laptop: say so rather than look stuck.
+                self.ctx.console.print(f"[dim]loading the embedding model ({ing.embed_model}) to search by "
+                                       "meaning...[/]", highlight=False)
                 vec = Embedder(ing.embed_model, max_tokens=ing.embed_max_tokens).encode([query])[0]
-                hits += [{**c.provenance(), "by": "embed", "score": round(s, 3), "text": c.text[:300]}
-                         for c, s in p.nearest(vec, limit)]
+                near = [{**c.provenance(), "by": "embed", "score": round(s, 3), "text": c.text[:300]}
+                        for c, s in p.nearest(vec, limit)]
             elif mode == "embed":
                 raise TasklingError("the pile has no embeddings; run ingest with ingest.embed: true")
-        return hits
+        return fused(fts, near, limit) if mode == "both" else fts + near
 
     def chunk(self, key: str) -> dict | None:
         """One chunk with its provenance and text (None when the pile has no such key)."""

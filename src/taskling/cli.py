@@ -1,10 +1,11 @@
 """The `taskling` command: a thin layer over the stage functions.
 
-    taskling init | ingest | pile | generate | curate | train | evaluate | export
-    taskling run | serve | predict | report | log
+    taskling init | ingest | generate | curate | train | evaluate | export | run
+    taskling serve | predict | report | ui | gold | pile | log
 
 Errors the user can fix print one line and exit non-zero; --debug shows the
-traceback of anything else.
+traceback of anything else. What every command shares is in `cli_common.py`; the
+commands that only look (pile, log) are in `cli_look.py`.
 """
 from __future__ import annotations
 
@@ -12,109 +13,44 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import typer
+from rich.table import Table
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from .core.config import Config, load_config  # noqa: E402
-from .core.errors import TasklingError  # noqa: E402
-from .core.executor import Executor, LocalExecutor  # noqa: E402
-from .core.lock import acquire, release  # noqa: E402
-from .core.workspace import Context  # noqa: E402
-from .api import Workspace  # noqa: E402
+from .api import Workspace
+from .cli_common import (HELP, STATE, ClusterOpt, ConfigOpt, ForceOpt, JsonOpt, RunOpt, SetOpt, ThreadsOpt, emit,
+                         err, guarded, load_config, make_ctx)
+from .cli_look import log, pile_app
+from .core.errors import TasklingError
 
 app = typer.Typer(
     help="taskling: your documents and a plain-language task in, a small tuned model out.\n\n"
          "Start with 'taskling init', edit taskling.yaml, then 'taskling run'.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich")
-pile_app = typer.Typer(help="Look inside the pile of ingested documents.\n\nExample: taskling pile stats",
-                       no_args_is_help=True)
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    context_settings=HELP)
 app.add_typer(pile_app, name="pile")
+app.command("log")(log)
 gold_app = typer.Typer(help="gold.jsonl: items a person labelled, never trained on, always evaluated.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, context_settings=HELP)
 app.add_typer(gold_app, name="gold")
-err = Console(stderr=True)
-STATE = {"debug": False}
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The task file.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: --set train.steps=50")]
-RunOpt = Annotated[Optional[str], typer.Option("--run", help="Run id (default: the task name).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even if up to date.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores).")]
-ClusterOpt = Annotated[Optional[str], typer.Option("--cluster", help="Run on a Ray cluster: its address "
-                                                   "(HOST:6379, auto) or 'local' (default cluster.address).")]
+
+def show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"taskling {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+         version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                               callback=show_version)] = False) -> None:
     STATE["debug"] = debug
     if debug:
         os.environ["TASKLING_DEBUG"] = "1"
-
-
-def guarded(fn: Callable[[], object]) -> object:
-    """Run fn; turn user errors into one line and a non-zero exit."""
-    try:
-        return fn()
-    except TasklingError as e:
-        if STATE["debug"]:
-            raise
-        for line in str(e).splitlines():
-            err.print(f"[red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted; run the same command again to continue where it stopped[/]")
-        raise typer.Exit(130) from None
-    except typer.Exit:
-        raise
-    except Exception as e:  # a bug: say so briefly unless asked for details
-        if STATE["debug"]:
-            raise
-        err.print(f"[red]internal error:[/] {type(e).__name__}: {e}  (run again with --debug for the traceback)",
-                  highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    finally:
-        for path in STATE.pop("locks", []):
-            release(path)
-
-
-def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
-             threads: Optional[int] = None, cluster: Optional[str] = None, spread: bool = False,
-             sources: Optional[list[str]] = None, lock: bool = True) -> Context:
-    """The stage context; `spread`: a command whose work can run on a cluster (--cluster or cluster.address).
-    `lock`: a command that writes the workspace holds its lock (core.lock) until it ends."""
-    from .report.build import kept_round
-
-    cfg = load_config(config, sets or [])
-    if lock:
-        STATE.setdefault("locks", []).append(acquire(cfg.root))  # released by guarded(), or when the process ends
-    if sources:  # taskling ingest PATH...: the task file's sources and these
-        cfg = cfg.model_copy(update={"sources": [*cfg.sources, *sources]})
-    ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads,
-                  executor=executor_for(cfg, cluster) if cluster or (spread and cfg.cluster.address) else LocalExecutor())
-    return ctx.at_round(kept_round(ctx) or 0)  # after the loop, a stage command acts on the round it exported
-
-
-def executor_for(cfg: Config, address: Optional[str]) -> Executor:
-    """The Ray executor on the cluster at `address` (or cluster.address), closed when the command ends."""
-    from .api import executor_for as connect
-
-    executor = connect(cfg, address or cfg.cluster.address, err)
-    d = executor.describe()
-    err.print(f"cluster: {d['address']}, {d['nodes']} nodes, {d['cpus']:g} CPUs")
-    return executor
-
-
-def emit(obj: dict, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, indent=2, default=str))
 
 
 def stage_command(name: str, example: str):
@@ -142,7 +78,7 @@ def stage_command(name: str, example: str):
 
 @app.command()
 def init(path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("taskling.yaml"),
-         force: ForceOpt = False) -> None:
+         force: Annotated[bool, typer.Option("--force", help="Overwrite the task file if it exists.")] = False) -> None:
     """Write a commented taskling.yaml to start from.
 
     Example: taskling init && $EDITOR taskling.yaml
@@ -406,163 +342,6 @@ def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_jso
         j, h = rep.write(ctx)
         err.print(f"report: {h}")
         emit(json.loads(j.read_text()), as_json)
-    guarded(go)
-
-
-@app.command("log")
-def log(key: Annotated[Optional[str], typer.Argument(help="Show one call in full: its key or a prefix of it.")] = None,
-        config: ConfigOpt = Path("taskling.yaml"),
-        limit: Annotated[int, typer.Option(help="How many calls to list.")] = 20,
-        purpose: Annotated[Optional[str], typer.Option(help="Only calls made for: generate, evaluate, judge.")] = None,
-        model: Annotated[Optional[str], typer.Option(help="Only calls to this model.")] = None,
-        grep: Annotated[Optional[str], typer.Option(help="Only calls whose prompt or reply contains this text.")] = None,
-        failed: Annotated[bool, typer.Option("--failed", help="Only calls that failed after all retries.")] = False,
-        errors: Annotated[bool, typer.Option("--errors", help="List failed attempts (429s, timeouts, bad "
-                                             "replies...) with the raw response kept for inspection.")] = False,
-        since: Annotated[Optional[str], typer.Option(help="Only calls at or after this UTC time, e.g. 2026-11-23T10:00.")] = None,
-        as_json: JsonOpt = False) -> None:
-    """List, filter and show teacher and judge calls from the call log (.taskling/calls.db), with totals.
-
-    Example: taskling log --purpose generate --grep invoice --limit 5; taskling log 3fa2c1
-    """
-    def go():
-        from rich.text import Text
-
-        from .teacher.calls import CallLog
-
-        ctx = make_ctx(config, None, None, lock=False)
-        with CallLog(ctx.ws.calls_db) as calls:
-            if key:
-                call = calls.show(key)
-                if call is None:
-                    raise TasklingError(f"no single call has a key starting with '{key}' in {ctx.ws.calls_db}; "
-                                        "'taskling log' lists the keys")
-                if as_json:
-                    return emit(call, True)
-                con = Console()
-                con.print(f"[bold]{call['key']}[/] {call['created_at']} {call['purpose']} {call['backend']}:"
-                          f"{call['model']}  {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
-                          f"{call['latency_s']:.2f} s, cost {call['cost']:.6f}, {call['attempts']} attempt(s)"
-                          + (f"\n[red]failed: {call['error']}[/]" if call["error"] else ""))
-                for m in call["request"]["messages"]:
-                    con.print(f"[bold]{m['role']}:[/]", m["content"], markup=False, highlight=False)
-                con.print("[bold]reply:[/]", call["response"], markup=False, highlight=False)
-                for a in call["failed_attempts"]:
-                    con.print(f"[yellow]attempt failed ({a['kind']}, HTTP {a['status']}): {a['detail']}[/]")
-                return None
-            if errors:
-                rows = calls.errors(limit=limit)
-                if as_json:
-                    return emit({"by_kind": calls.error_kinds(), "errors": rows}, True)
-                t = Table(title="failed attempts by kind: " + (", ".join(
-                    f"{k} {n}" for k, n in calls.error_kinds().items()) or "none"))
-                for c in ("when", "key", "kind", "status", "detail", "body"):
-                    t.add_column(c)
-                for r in rows:
-                    t.add_row(r["created_at"], r["key"][:12], r["kind"], str(r["status"] or ""),
-                              Text(r["detail"][:60]), Text(r["body"][:40].replace("\n", " ")))
-                Console().print(t)
-                return None
-            filters = {"model": model, "grep": grep, "failed": True if failed else None, "since": since}
-            rows, totals = calls.recent(limit, purpose, **filters), calls.totals(purpose, **filters)
-        if as_json:
-            return emit({"totals": totals, "calls": rows}, True)
-        t = Table(title=f"{totals['calls']} calls, {totals['prompt_tokens']} prompt + {totals['completion_tokens']} "
-                        f"completion tokens, {totals['seconds']} s, cost {totals['cost']:.4f}, "
-                        f"{totals['failed']} failed, {totals['retries']} retries")
-        for c in ("when", "key", "purpose", "model", "tokens", "s", "reply"):
-            t.add_column(c)
-        for r in rows:
-            reply = Text(r["error"][:50], style="red") if r["error"] else Text(r["response"][:50].replace("\n", " "))
-            t.add_row(r["created_at"], r["key"][:12], r["purpose"], r["model"],
-                      f"{r['prompt_tokens']}+{r['completion_tokens']}", f"{r['latency_s']:.2f}", reply)
-        Console().print(t)
-    guarded(go)
-
-
-@pile_app.command("stats")
-def pile_stats(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
-    """Documents, chunks, tokens, duplicates and topics in the pile, by format.
-
-    Example: taskling pile stats --json
-    """
-    def go():
-        st = Workspace(make_ctx(config, None, None, lock=False)).pile_stats()
-        if as_json:
-            return emit(st, True)
-        t = Table(title=f"{st['documents']} documents, {st['chunks']} chunks, {st['tokens']} tokens, "
-                        f"{st['topics']} topics")
-        for c in ("format", "documents", "chunks"):
-            t.add_column(c, justify="left" if c == "format" else "right")
-        for fmt, row in st["by_format"].items():
-            t.add_row(fmt, str(row["documents"]), str(row["chunks"]))
-        out = Console()
-        out.print(t)
-        out.print(f"duplicates: {st['duplicate_documents']} documents, {st['duplicate_chunks']} chunks; "
-                  f"embedded chunks: {st['embedded_chunks']}; gone: {st['gone']}")
-    guarded(go)
-
-
-@pile_app.command("topics")
-def pile_topics(config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False,
-                examples: Annotated[int, typer.Option(help="Example chunks to show per topic.")] = 1) -> None:
-    """The topics the pile's chunks cluster into: label, size, distinctive terms, examples.
-
-    Example: taskling pile topics --examples 2
-    """
-    def go():
-        topics = Workspace(make_ctx(config, None, None, lock=False)).topics(examples)
-        if as_json:
-            return emit({"topics": topics}, True)
-        if not topics:
-            raise TasklingError("the pile has no topics yet; run 'taskling ingest' (with ingest.embed: true)")
-        t = Table(title=f"{len(topics)} topics")
-        for c in ("id", "label", "size", "example"):
-            t.add_column(c, justify="right" if c in ("id", "size") else "left")
-        for tp in topics:
-            ex = tp["example_chunks"][0] if tp["example_chunks"] else None
-            t.add_row(str(tp["id"]), tp["label"], str(tp["size"]),
-                      f"{ex['path']} {ex['locator']}: {ex['text'][:80]!r}" if ex else "")
-        Console().print(t)
-    guarded(go)
-
-
-@pile_app.command("search")
-def pile_search(query: Annotated[str, typer.Argument(help="Words to look for, or a question.")],
-                limit: Annotated[int, typer.Option(help="How many chunks.")] = 10,
-                mode: Annotated[str, typer.Option(help="fts (words), embed (meaning) or both.")] = "both",
-                config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
-    """Search the chunks by words (FTS5, bm25) and by meaning (embeddings), with provenance.
-
-    Example: taskling pile search "how do I read a JSON field" --mode embed
-    """
-    def go():
-        if mode not in ("fts", "embed", "both"):
-            raise TasklingError(f"--mode {mode}: use fts, embed or both")
-        hits = Workspace(make_ctx(config, None, None, lock=False)).search(query, limit, mode)
-        if as_json:
-            return emit({"query": query, "mode": mode, "hits": hits}, True)
-        for h in hits:
-            Console().print(f"[bold]{h['path']}[/] {h['locator']} [dim]({h['chunk']}, {h['by']} {h['score']})[/]\n"
-                            f"  {h['text'][:200]!r}", highlight=False, soft_wrap=True)
-    guarded(go)
-
-
-@pile_app.command("show")
-def pile_show(chunk: Annotated[str, typer.Argument(help="A chunk key, as printed by search.")],
-              config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
-    """Show one chunk with its provenance.
-
-    Example: taskling pile show 3f2a9c0d1e2b4a5c:12
-    """
-    def go():
-        c = Workspace(make_ctx(config, None, None, lock=False)).chunk(chunk)
-        if c is None:
-            raise TasklingError(f"chunk '{chunk}' is not in the pile; find keys with 'taskling pile search'")
-        if as_json:
-            return emit(c, True)
-        Console().print({k: v for k, v in c.items() if k != "text"})
-        Console().print(c["text"], markup=False, highlight=False)
     guarded(go)
 
 

@@ -159,3 +159,40 @@ def test_the_dry_run_shows_samples_with_their_source_and_curations_verdict(cli, 
     assert out[0]["verdict"] == "dropped: exact duplicate (of task.examples[0])"
     assert out[1]["verdict"].startswith("dropped: ") and "short" in out[1]["verdict"]
     assert out[2]["verdict"] == "kept"
+
+
+def test_output_glitches_of_the_first_hour(cli, tmp_path, tiny_model_dir):
+    from taskling import __version__
+
+    assert cli("--version").output.strip() == f"taskling {__version__}"
+    assert "Usage" in cli("-h").output and "Usage" in cli("pile", "-h").output and "Usage" in cli("ingest", "-h").output
+    assert "Overwrite the task file" in cli("init", "--help").output
+    write_workspace(tmp_path, tiny_model_dir, ingest__embed=True)
+    one_line_error(cli("ingest", "--set", "train.stepz=5", cwd=tmp_path), "--set train.stepz=5", "did you mean 'steps'")
+    r = cli("ingest", "--set", "budget.examples=-1", cwd=tmp_path)
+    one_line_error(r, "--set budget.examples=-1")
+    assert "taskling.yaml" not in r.output
+    one_line_error(cli("ingest", "--set", "budjet.examples=5", cwd=tmp_path), "--set budjet.examples=5", "'budget'")
+    assert cli("ingest", cwd=tmp_path).exit_code == 0
+    # search in both modes: one list, each chunk once, and a word while the embedder loads
+    both = cli("pile", "search", "json_extract reads a value", "--limit", "5", "--json", cwd=tmp_path)
+    hits = json.loads(both.output[both.output.index("{"):])["hits"]
+    keys = [h["chunk"] for h in hits]
+    assert len(keys) == len(set(keys)) and 0 < len(keys) <= 5
+    assert any(h["by"] == "fts+embed" for h in hits) and "loading the embedding model" in both.output
+    assert all(set(h["scores"]) == set(h["by"].split("+")) for h in hits)
+    plain = cli("pile", "search", "json_extract", "--mode", "fts", cwd=tmp_path).output
+    assert "\\n" not in plain and "'The sqlite" not in plain
+    # pile show: a readable block, not a Python dict
+    shown = cli("pile", "show", keys[0], cwd=tmp_path).output
+    assert "{'" not in shown and "chunk " + keys[0] in shown and "characters " in shown
+
+
+def test_log_key_shows_roles_without_markup(cli, tmp_path, tiny_model_dir):
+    write_workspace(tmp_path, tiny_model_dir)
+    assert cli("ingest", cwd=tmp_path).exit_code == 0
+    assert cli("generate", "--dry-run", cwd=tmp_path).exit_code == 0
+    key = json.loads(cli("log", "--json", "--limit", "1", cwd=tmp_path).output)["calls"][0]["key"]
+    out = cli("log", key[:12], cwd=tmp_path).output
+    assert "[bold]" not in out and "[/]" not in out
+    assert "user:" in out and "reply:" in out

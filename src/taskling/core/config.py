@@ -415,6 +415,16 @@ def apply_overrides(data: dict, overrides: list[str], path: Path) -> dict:
     return data
 
 
+def blamed(path: Path, loc: tuple, overrides: list[str]) -> str:
+    """Who set the key an error is about: the --set that wrote it (or a section above it), else the file."""
+    where = tuple(str(p) for p in loc)
+    for text in reversed(overrides):  # the last --set of a key wins, as in apply_overrides
+        keys = tuple(parse_override(text)[0])
+        if where[:len(keys)] == keys or keys[:len(where)] == where:
+            return f"--set {text}"
+    return str(path)
+
+
 def load_config(path: str | Path = "taskling.yaml", overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.exists():
@@ -435,7 +445,7 @@ def load_config(path: str | Path = "taskling.yaml", overrides: list[str] | None 
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        lines = [format_error(path, err) for err in e.errors()]
+        lines = [format_error(blamed(path, tuple(err["loc"]), overrides or []), err) for err in e.errors()]
         raise TasklingError("\n".join(lines)) from None
     return cfg.model_copy(update={"root": path.resolve().parent})
 
