@@ -42,15 +42,35 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def init(path: str | Path = "taskling.yaml", force: bool = False) -> Path:
-    """Write a commented taskling.yaml to start from (a folder gets one inside it); its path."""
+def init(path: str | Path = "taskling.yaml", force: bool = False, type: str | None = None,
+         labels: Iterable[str] | None = None, docs: Iterable[str] | None = None, fields: Iterable[str] | None = None,
+         description: str | None = None, name: str | None = None, noun: str = "input") -> Path:
+    """Write a taskling.yaml (a folder gets one inside it); its path. With `type` (and `labels` for
+    classify, `fields` for extract, `docs` for the sources) it is this task's file, the keys a first run
+    needs first and the rest folded below as comments (core.taskfile), checked by loading it; without,
+    a commented example to edit."""
+    from .core import taskfile
+
     path = Path(path)
     if path.is_dir():
         path = path / "taskling.yaml"
     if path.exists() and not force:
         raise TasklingError(f"{path}: already exists; pass force=True (--force) to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(TEMPLATE, encoding="utf-8")
+    if type is None:
+        path.write_text(TEMPLATE, encoding="utf-8")
+        return path
+    sources = taskfile.source_globs(path.parent, list(docs or [])) or ["docs"]
+    text = taskfile.task_file(name or taskfile.slug(path.resolve().parent.name), type, sources, list(labels or []),
+                              list(fields or []), description, noun)
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_config(tmp)
+    except TasklingError as e:  # a flag's value the config refuses (a label name, a type's own rule)
+        tmp.unlink()
+        raise TasklingError(str(e).replace(str(tmp), "taskling init")) from None
+    tmp.replace(path)
     return path
 
 

@@ -78,16 +78,49 @@ def stage_command(name: str, example: str):
 
 @app.command()
 def init(path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("taskling.yaml"),
-         force: Annotated[bool, typer.Option("--force", help="Overwrite the task file if it exists.")] = False) -> None:
-    """Write a commented taskling.yaml to start from.
+         force: Annotated[bool, typer.Option("--force", help="Overwrite the task file if it exists.")] = False,
+         type_: Annotated[Optional[str], typer.Option("--type", help="classify, extract, answer or generate "
+                                                      "(asked for on a terminal when left out).")] = None,
+         labels: Annotated[Optional[str], typer.Option("--labels", help="classify: the labels, a,b,c.")] = None,
+         fields: Annotated[Optional[str], typer.Option("--fields", help="extract: the fields, a,b,c.")] = None,
+         docs: Annotated[Optional[list[str]], typer.Option("--docs", help="A folder or file of your documents "
+                                                           "(repeat for more).")] = None,
+         description: Annotated[Optional[str], typer.Option("--description", help="The job in plain language.")] = None,
+         noun: Annotated[str, typer.Option("--noun", help="What one input is: question, ticket, email...")] = "input") -> None:
+    """Write taskling.yaml for your task: the keys a first run needs first, the rest folded below.
 
-    Example: taskling init && $EDITOR taskling.yaml
+    Example: taskling init --type classify --labels billing,bug,account --docs tickets/
     """
     def go():
         from .api import init as write
 
-        err.print(f"wrote {write(path, force)}; edit the task, labels and sources, then run 'taskling run'")
+        asked = ask_task() if type_ is None and sys.stdin.isatty() and sys.stdout.isatty() else {}
+        t = type_ or asked.get("type")
+        written = write(path, force, t, split(labels or asked.get("labels")), docs or asked.get("docs"),
+                        split(fields or asked.get("fields")), description or asked.get("description"), noun=noun)
+        err.print(f"wrote {written}; " + ("check the lines marked 'edit', then: taskling ingest && taskling generate "
+                                          "--dry-run" if t else "edit the task, labels and sources (or run "
+                                          "'taskling init --force --type classify --labels a,b --docs DIR'), then "
+                                          "'taskling run'"))
     guarded(go)
+
+
+def split(text: Optional[str]) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def ask_task() -> dict:
+    """On a terminal without --type: ask for what the task file needs."""
+    t = typer.prompt("Task type (classify, extract, answer, generate)", default="classify")
+    out: dict = {"type": t}
+    if t == "classify":
+        out["labels"] = typer.prompt("Labels, comma-separated (e.g. billing,bug,account)")
+    if t == "extract":
+        out["fields"] = typer.prompt("Fields to pull out, comma-separated (e.g. party,date,amount)")
+    out["docs"] = [typer.prompt("Folder of your documents", default="docs")]
+    out["description"] = typer.prompt("The job in one sentence (Enter to fill in later)", default="",
+                                      show_default=False) or None
+    return out
 
 
 @app.command()

@@ -196,3 +196,37 @@ def test_log_key_shows_roles_without_markup(cli, tmp_path, tiny_model_dir):
     out = cli("log", key[:12], cwd=tmp_path).output
     assert "[bold]" not in out and "[/]" not in out
     assert "user:" in out and "reply:" in out
+
+
+def test_init_with_flags_writes_this_tasks_file_first_keys_first(cli, tmp_path):
+    import yaml
+
+    from taskling.core.config import load_config
+
+    (tmp_path / "tickets").mkdir()
+    (tmp_path / "tickets" / "t1.txt").write_text("I was charged twice for my invoice this month. " * 5)
+    r = cli("init", "--type", "classify", "--labels", "billing, bug,account", "--docs", "tickets",
+            "--noun", "support ticket", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "taskling.yaml").read_text()
+    cfg = load_config(tmp_path / "taskling.yaml", [])
+    assert cfg.task.type == "classify" and list(cfg.task.labels) == ["billing", "bug", "account"]
+    assert cfg.sources == ["tickets"] and cfg.task.input_noun == "support ticket"
+    head, folded = text.split("# Everything below is optional", 1)
+    assert "labels:" in head and "sources:" in head and "ticket-router" not in text
+    assert all(line.startswith("#") or not line.strip() for line in folded.splitlines()[1:])
+    assert sorted(yaml.safe_load(text)) == ["budget", "sources", "task", "teacher"]
+    assert cli("ingest", cwd=tmp_path).exit_code == 0  # the file runs as written
+    # extract takes fields; every mistake is one line naming the flag
+    assert cli("init", "--force", "--type", "extract", "--fields", "party,date", "--docs", "tickets",
+               cwd=tmp_path).exit_code == 0
+    assert set(load_config(tmp_path / "taskling.yaml", []).task.output_schema["properties"]) == {"party", "date"}
+    one_line_error(cli("init", "--force", "--type", "classify", "--labels", "billing", "--docs", "tickets",
+                       cwd=tmp_path), "at least two labels", "--labels")
+    one_line_error(cli("init", "--force", "--type", "sort", "--docs", "tickets", cwd=tmp_path), "--type sort",
+                   "classify")
+    one_line_error(cli("init", "--force", "--type", "answer", "--docs", "nowhere", cwd=tmp_path), "--docs nowhere")
+    one_line_error(cli("init", "--type", "answer", "--docs", "tickets", cwd=tmp_path), "already exists", "--force")
+    assert cli("init", "--force", "--type", "answer", "--docs", "tickets", cwd=tmp_path).exit_code == 0
+    assert load_config(tmp_path / "taskling.yaml", []).task.type == "answer"
+    assert not list(tmp_path.glob("*.new"))
