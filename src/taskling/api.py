@@ -306,6 +306,13 @@ class Workspace:
         return out
 
     # -- reading --------------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        """Where the workspace stands (`taskling status`): each stage done, stale (and why) or not run, the
+        pile per format and label pool, the last figures, the next command (taskling.status)."""
+        from .status import status
+
+        return status(self.ctx)
+
     def manifest(self, stage: str, round: int | None = None) -> Manifest | None:
         """A stage's finished manifest (typed), or None when it has not finished."""
         from .core.manifests import BY_STAGE

@@ -1,5 +1,5 @@
-"""The `taskling` commands that look inside a workspace without changing it: `pile` (stats, topics,
-search, show) and `log` (the teacher's calls)."""
+"""The `taskling` commands that look inside a workspace without changing it: `status` (where it
+stands), `pile` (stats, topics, search, show) and `log` (the teacher's calls)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +12,24 @@ from rich.table import Table
 from .api import Workspace
 from .cli_common import HELP, ConfigOpt, JsonOpt, emit, guarded, make_ctx
 from .core.errors import TasklingError
+
+def status(config: ConfigOpt = Path("taskling.yaml"), run: Annotated[Optional[str], typer.Option(
+        "--run", help="Run id (default: the task name).")] = None, as_json: JsonOpt = False) -> None:
+    """Where the workspace stands: each stage done, stale (and why) or not run, the pile per format and
+    label pool, the last figures, and the next command to run.
+
+    Example: taskling status; taskling status --json
+    """
+    def go():
+        from .status import lines
+
+        st = Workspace(make_ctx(config, None, run, lock=False)).status()
+        if as_json:
+            return emit(st, True)
+        for line in lines(st):
+            Console().print(line, markup=False, highlight=False, soft_wrap=True)
+    guarded(go)
+
 
 pile_app = typer.Typer(help="Look inside the pile of ingested documents.\n\nExample: taskling pile stats",
                        no_args_is_help=True, context_settings=HELP)

@@ -1,0 +1,63 @@
+"""taskling status on a fresh, a partial, a finished and a stale workspace (issue 29)."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from conftest import one_line_error, write_workspace
+
+
+def status(cli, root) -> dict:
+    r = cli("status", "--json", cwd=root)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def states(st: dict) -> dict:
+    return {s["stage"]: s["state"] for s in st["stages"]}
+
+
+def test_status_fresh_partial_finished_and_stale(cli, tmp_path, tiny_model_dir):
+    path = write_workspace(tmp_path, tiny_model_dir)
+    st = status(cli, tmp_path)
+    assert set(states(st).values()) == {"not run"} and st["pile"] is None and st["next"] == "taskling ingest"
+
+    assert cli("ingest", cwd=tmp_path).exit_code == 0
+    st = status(cli, tmp_path)
+    assert states(st)["ingest"] == "done" and states(st)["generate"] == "not run"
+    assert set(st["pile"]["by_format"]) == {"markdown", "html", "text"}
+    assert [p["label"] for p in st["pile"]["label_pools"]] == ["sqlite", "node", "python"]
+    assert st["next"] == "taskling generate"
+
+    for stage in ("generate", "curate", "train", "evaluate"):
+        assert cli(stage, cwd=tmp_path).exit_code == 0, stage
+    st = status(cli, tmp_path)
+    assert states(st) == {"ingest": "done", "generate": "done", "curate": "done", "train": "done",
+                          "evaluate": "done", "export": "not run"}
+    assert st["figures"]["curated"]["train"] > 0 and "gold" in st["figures"]["evaluate"]["sets"]
+    assert st["next"] == "taskling export"
+    text = cli("status", cwd=tmp_path).output
+    assert "next: taskling export" in text and "gold accuracy: student" in text and "label pools: sqlite" in text
+
+    # stale: a setting train reads changed, and everything after it follows; a new source file
+    cfg = yaml.safe_load(path.read_text())
+    cfg["train"]["steps"] = 7
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (tmp_path / "docs" / "more.md").write_text("# More\n\nThe sqlite json_each function walks an array.\n")
+    st = status(cli, tmp_path)
+    why = {s["stage"]: s["why"] for s in st["stages"]}
+    assert states(st)["ingest"] == "stale" and any("1 source file(s) added (docs/more.md)" in w for w in why["ingest"])
+    assert states(st)["train"] == "stale" and "train.steps 6 -> 7" in why["train"]
+    assert states(st)["evaluate"] == "stale" and "train is stale" in why["evaluate"]
+    assert st["next"] == "taskling ingest"
+
+    # partial: an unfinished train (its folder, no manifest)
+    (tmp_path / "runs" / "tiny-router" / "round-0" / "train" / "manifest.json").unlink()
+    st = status(cli, tmp_path)
+    assert states(st)["train"] == "partial"
+    assert "train is not finished any more" in {s["stage"]: s["why"] for s in st["stages"]}["evaluate"]
+
+
+def test_status_outside_a_workspace_is_one_line(cli, tmp_path):
+    one_line_error(cli("status", cwd=tmp_path), "no task file here", "taskling init")
