@@ -424,6 +424,32 @@ class Workspace:
         return None if c is None else {**c.provenance(), "text": c.text}
 
     # -- the model ------------------------------------------------------------------------------------------
+    def ask(self, text: str, model: str = "student") -> dict:
+        """`taskling try`: one input answered by the trained `model` (student: the newest trained round,
+        base, or teacher), prompted as evaluate prompts it (ui.play.Playground, serving.systems); for a
+        classify task a local model also gives every label's probability (student.infer.label_probabilities)."""
+        from .core import tasktype
+        from .serving.systems import conversations
+        from .student import infer
+        from .ui.play import SYSTEMS, Playground
+
+        if model not in SYSTEMS:
+            raise TasklingError(f"--model {model}: use one of {', '.join(SYSTEMS)}")
+        play = Playground(self.ctx)
+        try:
+            out = play.answer(text, model)
+            task = tasktype.get(self.config.task.type)
+            labels = task.decoding(self.config.task).labels
+            if model != "teacher" and labels is not None:
+                _, m, tok = play.model(model)
+                conv = conversations(self.config, task, model, [{"input": str(text).strip()}])[0]
+                out["probabilities"] = {k: round(v, 4) for k, v in infer.label_probabilities(
+                    m, tok, conv, list(labels), self.config.evaluate.batch_size).items()}
+                out["constrained"] = next(iter(out["probabilities"]))
+        finally:
+            play.close()
+        return {"input": str(text).strip(), **out}
+
     def model(self, backend: str | None = None, quant: str | None = None, threads: int | None = None) -> Model:
         """This run's exported student, loaded to predict with (llama.cpp on a GGUF by default; transformers
         on the merged folder, which is what an export without GGUF files has)."""

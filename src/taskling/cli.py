@@ -1,7 +1,7 @@
 """The `taskling` command: a thin layer over the stage functions.
 
     taskling init | ingest | generate | curate | train | evaluate | export | run
-    taskling status | serve | predict | report | ui | gold | pile | log
+    taskling status | try | serve | predict | report | ui | gold | pile | log
 
 Errors the user can fix print one line and exit non-zero; --debug shows the
 traceback of anything else. What every command shares is in `cli_common.py`; the
@@ -21,7 +21,7 @@ from rich.table import Table
 from .api import Workspace
 from .cli_common import (HELP, STATE, ClusterOpt, ConfigOpt, ForceOpt, JsonOpt, RunOpt, SetOpt, ThreadsOpt, emit,
                          err, guarded, load_config, make_ctx)
-from .cli_look import log, pile_app, status
+from .cli_look import log, pile_app, status, try_
 from .core.errors import TasklingError
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app = typer.Typer(
 app.add_typer(pile_app, name="pile")
 app.command("log")(log)
 app.command("status")(status)
+app.command("try")(try_)
 gold_app = typer.Typer(help="gold.jsonl: items a person labelled, never trained on, always evaluated.",
                        no_args_is_help=True, context_settings=HELP)
 app.add_typer(gold_app, name="gold")

@@ -1,5 +1,6 @@
 """The `taskling` commands that look inside a workspace without changing it: `status` (where it
-stands), `pile` (stats, topics, search, show) and `log` (the teacher's calls)."""
+stands), `try` (one input answered), `pile` (stats, topics, search, show) and `log` (the teacher's
+calls)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,31 @@ def status(config: ConfigOpt = Path("taskling.yaml"), run: Annotated[Optional[st
             return emit(st, True)
         for line in lines(st):
             Console().print(line, markup=False, highlight=False, soft_wrap=True)
+    guarded(go)
+
+
+def try_(text: Annotated[str, typer.Argument(help="The input, as a user would send it.")],
+         model: Annotated[str, typer.Option("--model", help="student (the newest trained round), base or "
+                                            "teacher.")] = "student",
+         config: ConfigOpt = Path("taskling.yaml"), as_json: JsonOpt = False) -> None:
+    """Answer one input in the terminal, as evaluate asks it: the answer and, for classify, every
+    label's probability.
+
+    Example: taskling try "How do I hash a file in node?" --model base
+    """
+    def go():
+        ans = Workspace(make_ctx(config, None, None, lock=False)).ask(text, model)
+        if as_json:
+            return emit(ans, True)
+        out = Console()
+        out.print(f"{ans['system']}: {ans['parsed'] if ans['parsed'] is not None else ans['output']}", markup=False,
+                  highlight=False, soft_wrap=True)
+        if ans.get("probabilities"):
+            out.print("  " + ", ".join(f"{k} {v:.2f}" for k, v in ans["probabilities"].items())
+                      + (f"  (most likely: {ans['constrained']})" if ans["constrained"] != ans["parsed"] else ""),
+                      markup=False, highlight=False, soft_wrap=True)
+        out.print(f"  {ans['seconds']:.2f} s" + (f", round {ans['round']}" if "round" in ans else "")
+                  + (", from the call log" if ans.get("cached") else ""), style="dim", highlight=False)
     guarded(go)
 
 

@@ -185,3 +185,11 @@ def choose(model, tok, conversations: list[list[dict]], choices: list[str], batc
                         "completion_tokens": len(tok(choices[best], add_special_tokens=False)["input_ids"]) + 1,
                         "latency_s": time.perf_counter() - t0, "finish_reason": "stop"})
     return results
+
+
+def label_probabilities(model, tok, conversation: list[dict], choices: list[str], batch_size: int = 8) -> dict[str, float]:
+    """P(label | conversation) for each of a closed set's labels: label_logprobs normalised over the
+    set (the model's belief among these labels only, which is what constrained decoding picks from)."""
+    scores = torch.tensor(label_logprobs(model, tok, chat_ids(tok, conversation), choices, batch_size))
+    probs = torch.softmax(scores, dim=0).tolist()
+    return dict(sorted(zip(choices, probs), key=lambda kv: -kv[1]))
