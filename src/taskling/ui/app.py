@@ -1,5 +1,6 @@
 """The UI's HTTP side: the page, its assets, and a small JSON API over the workspace, its routes
-grouped by the page that calls them (pile, examples, runs, playground), behind the `Guard` (host,
+grouped by the page that calls them (pile, examples, runs, playground; the task page's in
+taskpage.py), behind the `Guard` (host,
 origin, content type, the token for clients not on this machine), and the server that runs it:
 `start` (in a thread, on a socket it is handed or binds) and `serve` (the command)."""
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..core.net import LOOPBACK, hostport, listen
 from .guard import Guard
 from .play import Playground
 from .session import Session
+from .taskpage import task_routes
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -60,6 +62,7 @@ def create_app(ctx: Context, remote: bool = False):
     example_routes(app, ui)
     run_routes(app, ui)
     app.state.playground = play_routes(app, ui)
+    app.state.jobs = task_routes(app, ui)
     return Guard(app, ui.token, remote), ui.token
 
 
@@ -325,4 +328,7 @@ def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None,
             console.print(f"[yellow]ui: serving on {host}; give this address only to people who may read every "
                           f"document: http://{shown}/?token={token}  (Ctrl-C stops it)[/]", highlight=False,
                           soft_wrap=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        app.state.jobs.close()  # a run the page started stops with the UI (it continues when started again)

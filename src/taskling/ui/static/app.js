@@ -383,8 +383,39 @@ async function playPage() {
                           el("span", {class: "keys"}, "Ctrl+Enter asks")), grid);
 }
 
+// ---- task: the task file, saved with the command line's checks; runs started from the page ----
+async function taskPage() {
+  const t = await api("/api/task");
+  const area = el("textarea", {id: "task-yaml", rows: "28", cols: "100", spellcheck: "false"});
+  area.value = t.yaml;
+  const note = el("p", {id: "task-note", class: "meta"}, `${t.path}: saved only when it passes the checks the command line makes`);
+  const save = async () => {
+    try {
+      const r = await api("/api/task", {yaml: area.value});
+      note.className = "meta";
+      note.textContent = `saved ${r.saved} (${r.task}, ${r.type})`;
+    } catch (e) { note.className = "err"; note.textContent = e.message; }
+  };
+  const job = el("pre", {id: "job"});
+  const showJob = j => {
+    job.textContent = j.stage ? `taskling ${j.stage}: ${j.running ? "running" : `finished (exit ${j.exit_code})`}\n`
+      + j.log.join("\n") : "no run started from this page yet";
+    return j;
+  };
+  const poll = async () => {
+    const j = showJob(await api("/api/job"));
+    if (j.running && location.hash === "#/task") setTimeout(poll, 700);
+  };
+  const buttons = t.runnable.map(s => el("button", {"data-stage": s, onclick: async () => {
+    try { showJob(await api("/api/job", {stage: s})); poll(); } catch (e) { say(e.message, true); }
+  }}, s === "run" ? "Run all" : s));
+  main.replaceChildren(el("div", {class: "bar"}, el("button", {id: "task-save", onclick: save}, "Save"),
+                          el("span", {class: "meta"}, " run: "), ...buttons), note, area, job);
+  await poll();
+}
+
 // ---- routing ------------------------------------------------------------------------------
-const PAGES = {"#/pile": pilePage, "#/examples": examplesPage, "#/runs": runsPage, "#/failures": failuresPage,
+const PAGES = {"#/task": taskPage, "#/pile": pilePage, "#/examples": examplesPage, "#/runs": runsPage, "#/failures": failuresPage,
                "#/play": playPage};
 
 async function route() {
