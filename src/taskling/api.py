@@ -240,6 +240,10 @@ class Workspace:
         if name == "analyse":
             return self.analyse(force)
         ctx = dataclasses.replace(self.ctx, force=force)
+        if name == "train":  # below the floors (curation.enough) training stops unless forced
+            from .curation import enough
+
+            enough.gate(ctx)
         m = importlib.import_module(f"taskling.stages.{name}").run(ctx)
         if name in ("evaluate", "export"):  # as the CLI: the report follows every new figure
             self.report()

@@ -64,6 +64,10 @@ def stage_command(name: str, example: str):
 
             ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
             stage = importlib.import_module(f"taskling.stages.{name}")
+            if name == "train":
+                from .curation import enough
+
+                enough.gate(ctx)
             m = stage.run(ctx)
             if name == "evaluate":
                 from .report import build as report
@@ -353,7 +357,9 @@ def ui(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None,
        port: Annotated[int, typer.Option(help="Port (0: any free one, printed).")] = 8765,
        allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Serve a non-loopback --host: other "
                                                   "machines get in only with the printed address's token.")] = False) -> None:
-    """Open the local web app over the workspace: the pile, the examples and their review.
+    """Open the local web app over the workspace, five pages: the pile (search, topics, chunks), the
+    examples and their review, the runs (live progress, rounds, figures), the student's failures,
+    and a playground (one input to the student, its base and the teacher).
 
     Example: taskling ui --port 8765, then open http://127.0.0.1:8765/
     """

@@ -37,6 +37,7 @@ from .core.manifests import (AnalyseManifest, CurateManifest, EvaluateManifest, 
     TrainManifest)
 from .core.workspace import Context, atomic_write_json, read_jsonl
 from .report import build as report
+from .curation import enough
 from .stages import analyse, curate, evaluate, export, generate, ingest, train
 from .tasks import metrics
 from .teacher import allocate
@@ -65,6 +66,8 @@ def run(ctx: Context) -> dict:
                                 ("train", train), ("evaluate", evaluate)):
                 if name == "analyse" and k == 0:
                     continue
+                if name == "train":  # too little to train on stops here, with why and what to do
+                    enough.gate(ctx.at_round(k))
                 m = stage.run(ctx.at_round(k))
                 timings[name if k == 0 else f"{name}@{k}"] = {"seconds": m.seconds, "skipped": m.skipped}
         history.append(round_record(ctx, k))

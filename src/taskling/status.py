@@ -3,8 +3,9 @@
 Each stage of the round is "done", "stale" (with why: the settings it reads that changed since it
 ran, a stage it needs that ran again or is stale itself, source files added, changed or gone) or
 "not run" ("partial" when work of an unfinished run is there); then the pile's size per format and,
-for classify, per label pool; the last figures (curate's sets, evaluate's metric per system); and
-the next command to run. Staleness is judged from what a stage declares (core.stage.StageSpec):
+for classify, per label pool; the last figures (curate's sets, evaluate's metric per system); whether
+there is enough to train on (curation.enough's floors, with the funnel's biggest losses); and the
+next command to run. Staleness is judged from what a stage declares (core.stage.StageSpec):
 the config sections it reads and the finished manifests it needs, as its fingerprint is built;
 settings a stage adds on its own (generate's and curate's extras) are not compared.
 """
@@ -133,10 +134,16 @@ def next_command(stages: list[dict], pile: dict | None) -> str:
 
 def status(ctx: Context) -> dict:
     """The whole picture for one screen (what `taskling status --json` prints)."""
+    from .curation.enough import assess
+
     stages = stage_states(ctx)
     pile = pile_summary(ctx)
+    enough = assess(ctx)
+    nxt = next_command(stages, pile)
+    if enough and enough["short"] and nxt == "taskling train":
+        nxt = "more data first (see 'enough'), or taskling train --force"
     return {"task": ctx.cfg.task.name, "type": ctx.cfg.task.type, "run": str(ctx.run_id), "round": ctx.round,
-            "stages": stages, "pile": pile, "figures": figures(ctx), "next": next_command(stages, pile)}
+            "stages": stages, "pile": pile, "figures": figures(ctx), "enough": enough, "next": nxt}
 
 
 def lines(st: dict) -> list[str]:
@@ -162,5 +169,11 @@ def lines(st: dict) -> list[str]:
     for name, res in f.get("evaluate", {}).get("sets", {}).items():
         out.append(f"{name} {f['evaluate']['metric']}: " + ", ".join(
             f"{sys} {r['metric']:.3f} (n={r['n']})" if r["metric"] is not None else f"{sys} -" for sys, r in res.items()))
+    e = st.get("enough")
+    if e and (e["short"] or e["thin"]):
+        from .curation.enough import why_line
+
+        out.append(("too little to train on: " + "; ".join(e["short"]) if e["short"] else
+                    "thin: " + "; ".join(e["thin"])) + f". {why_line(e)}")
     out.append(f"next: {st['next']}")
     return out

@@ -167,6 +167,8 @@ def test_output_glitches_of_the_first_hour(cli, tmp_path, tiny_model_dir):
     assert cli("--version").output.strip() == f"taskling {__version__}"
     assert "Usage" in cli("-h").output and "Usage" in cli("pile", "-h").output and "Usage" in cli("ingest", "-h").output
     assert "Overwrite the task file" in cli("init", "--help").output
+    ui_help = " ".join(cli("ui", "--help").output.split())
+    assert all(page in ui_help for page in ("pile", "examples", "runs", "failures", "playground"))
     write_workspace(tmp_path, tiny_model_dir, ingest__embed=True)
     one_line_error(cli("ingest", "--set", "train.stepz=5", cwd=tmp_path), "--set train.stepz=5", "did you mean 'steps'")
     r = cli("ingest", "--set", "budget.examples=-1", cwd=tmp_path)

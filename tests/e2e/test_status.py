@@ -61,3 +61,33 @@ def test_status_fresh_partial_finished_and_stale(cli, tmp_path, tiny_model_dir):
 
 def test_status_outside_a_workspace_is_one_line(cli, tmp_path):
     one_line_error(cli("status", cwd=tmp_path), "no task file here", "taskling init")
+
+
+def test_too_little_to_train_on_stops_before_training_with_why_unless_forced(cli, tmp_path, tiny_model_dir):
+    write_workspace(tmp_path, tiny_model_dir)
+    for stage in ("ingest", "generate", "curate"):
+        assert cli(stage, cwd=tmp_path).exit_code == 0, stage
+    high = ["--set", "train.min_per_label=40", "--set", "train.min_eval=30"]
+    r = cli("train", *high, cwd=tmp_path)
+    one_line_error(r, "too little to train on in round 0", "label 'sqlite' has", "(floor 40)",
+                   "held-out eval item(s) (floor 30)", "curate dropped", "budget.examples", "--force")
+    train_dir = tmp_path / "runs" / "tiny-router" / "round-0" / "train"
+    assert not (train_dir / "manifest.json").exists()
+    one_line_error(cli("run", *high, cwd=tmp_path), "too little to train on")  # the loop stops there too
+    st = json.loads(cli("status", "--json", *[], cwd=tmp_path).output)
+    assert st["enough"]["short"] == [] and st["next"] == "taskling train"  # the default floors (1, 1) are met
+    text = cli("status", "-c", "taskling.yaml", cwd=tmp_path).output
+    assert "next: taskling train" in text
+    forced = cli("train", *high, "--force", cwd=tmp_path)
+    assert forced.exit_code == 0, forced.output
+    assert "training on little" in forced.output and (train_dir / "manifest.json").exists()
+    # trained on exactly this data once: asking again does not stop
+    assert cli("train", *high, cwd=tmp_path).exit_code == 0
+    # the floors are in status too
+    path = tmp_path / "taskling.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["train"]["min_eval"] = 30
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    st = json.loads(cli("status", "--json", cwd=tmp_path).output)
+    assert st["enough"]["short"] == [f"{st['enough']['eval']} held-out eval item(s) (floor 30)"]
+    assert st["enough"]["losses"] and all(x["todo"] for x in st["enough"]["losses"])

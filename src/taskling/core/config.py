@@ -129,6 +129,8 @@ class LoraCfg(Section):
 
 class TrainCfg(Section):
     steps: int | None = Field(None, ge=1)        # default: chosen from the data size (train.default_steps)
+    min_per_label: int = Field(1, ge=0)          # fewer generated train examples per label (per task, unlabelled): stop
+    min_eval: int = Field(1, ge=0)               # fewer held-out eval items: stop before training (--force trains)
     lr: float | None = Field(None, gt=0)         # default: 5e-4 for LoRA, 5e-5 for full fine-tuning
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -418,7 +420,7 @@ def apply_overrides(data: dict, overrides: list[str], path: Path) -> dict:
 def blamed(path: Path, loc: tuple, overrides: list[str]) -> str:
     """Who set the key an error is about: the --set that wrote it (or a section above it), else the file."""
     where = tuple(str(p) for p in loc)
-    for text in reversed(overrides):  # the last --set of a key wins, as in apply_overrides
+    for text in reversed(overrides if where else []):  # the last --set of a key wins, as in apply_overrides
         keys = tuple(parse_override(text)[0])
         if where[:len(keys)] == keys or keys[:len(where)] == where:
             return f"--set {text}"

@@ -36,6 +36,7 @@ from .workspace import Context, StageBody, earlier, open_stage_dir, run_stage, u
 OPERATIONAL = {
     "teacher": ("concurrency", "timeout_s", "max_retries", "down_after_s", "allow_remote"),
     "generate": ("dry_run_sample",),
+    "train": ("min_per_label", "min_eval"),  # whether to train at all, not what comes out
 }
 # Stages that plan a round from the one before it: none runs in round 0, so none is needed there.
 FROM_ROUND_ONE = ("analyse",)

@@ -47,6 +47,8 @@ FOLDED = """\
 # train:
 #   steps: 40                      # default: chosen from the data size
 #   lora: {r: 16, alpha: 32}
+#   min_per_label: 1               # fewer generated examples for a label: stop before training
+#   min_eval: 1                    # fewer held-out items: the same (--force trains anyway)
 # evaluate:
 #   models: [student, base, teacher]
 # loop:
