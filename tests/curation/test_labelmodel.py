@@ -327,6 +327,48 @@ def test_keyword_rules_that_vote_one_label_or_nothing_help_when_their_silence_is
     assert lm.fit(partial, labels, abstain_sources=rules).source("kw0").votes < model.source("kw0").votes
 
 
+# -- predict: the fitted model as a classifier ----------------------------------------------------------------------
+def test_predict_on_the_fitted_items_gives_their_posteriors():
+    truth, votes = synthetic(seed=7, n=400)
+    model = fit(votes + [{}], ABCD)
+    got = model.predict(votes + [{}])
+    assert got[-1] == (None, 0.0)  # nobody voted: no label
+    for i in range(len(votes)):  # no refit, the same confusions and prior: the same answer as the fit's E-step
+        lab, conf = got[i]
+        assert lab == model.label(i) and conf == approx(model.confidence(i), abs=1e-6)
+    assert hit_rate([lab for lab, _ in got[:-1]], truth) > 0.75
+
+
+def test_predict_by_hand_for_one_vote_and_for_two():
+    model = fit(TINY, ["pos", "neg"], sources=["a", "b", "c"])
+    prior = np.array([model.prior["pos"], model.prior["neg"]])
+    ca, cc = np.array(model.source("a").confusion), np.array(model.source("c").confusion)
+    # one vote: prior times P(a says neg | true), normalised
+    want = prior * ca[:, 1] / (prior * ca[:, 1]).sum()
+    (lab, conf), = model.predict([{"a": "neg"}])
+    assert lab == ["pos", "neg"][int(np.argmax(want))] and conf == approx(want.max(), abs=1e-6)
+    # two votes multiply; an abstention and an unknown-to-this-item source add nothing
+    both = prior * ca[:, 0] * cc[:, 1]
+    both /= both.sum()
+    (lab, conf), = model.predict([{"a": "pos", "c": "neg", "b": None}])
+    assert lab == ["pos", "neg"][int(np.argmax(both))] and conf == approx(both.max(), abs=1e-6)
+    with pytest.raises(TasklingError, match=r"item 0: source 'kw' voted 'maybe'|source 'kw'"):
+        model.predict([{"kw": "maybe"}])
+
+
+def test_predict_reads_a_modelled_silence_and_needs_the_confusions():
+    labels = ["pos", "neg"]
+    votes = [{"kw": "pos" if i % 2 == 0 else None, "llm": "pos" if i % 2 == 0 else "neg"} for i in range(40)]
+    model = fit(votes, labels, abstain_sources=["kw"])
+    # the rule fires on every "pos" item: its silence beside an llm "pos" is evidence against "pos"
+    alone, with_silence, only_silence = model.predict([{"llm": "pos"}, {"llm": "pos", "kw": None}, {"kw": None}])
+    assert alone[0] == "pos" and (with_silence[0] == "neg" or with_silence[1] < alone[1] - 0.05)
+    assert only_silence == (None, 0.0)  # a silence alone is no vote: the item is not covered
+    model.conf = None
+    with pytest.raises(TasklingError, match="no confusion matrices"):
+        model.predict([{"kw": "pos"}])
+
+
 def test_wilson_interval_by_hand():
     assert lm.wilson(0.5, 100) == approx((0.40383, 0.59617), abs=1e-5)
     assert lm.wilson(0.0, 10) == approx((0.0, 0.27753), abs=1e-5)

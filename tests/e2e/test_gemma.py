@@ -169,3 +169,34 @@ def test_smollm2_keeps_its_own_template():
         assert backend.llm.chat_format == "chat_template.default"
     finally:
         backend.close()
+
+
+# ---------------------------------------------------------------- Gemma 3 270M as the student
+
+@pytest.mark.slow
+def test_gemma_is_a_student_prompted_after_its_bos(tmp_path, tiny_model_dir):
+    """Its HF tokenizer has no chat template: taskling's plain turns after the BOS (without it the base
+    model degenerates); a few LoRA steps train, evaluate answers gold with a label every time."""
+    from rich.console import Console
+
+    from conftest import write_workspace
+    from taskling.core.config import load_config
+    from taskling.core.manifests import EvaluateManifest, TrainManifest
+    from taskling.core.workspace import Context
+    from taskling.stages import curate, evaluate, generate, ingest, train
+    from taskling.student import infer
+    from taskling.student.models import PLAIN_TEMPLATE_BOS, load_tokenizer
+
+    tok = load_tokenizer(NAME)
+    assert tok.chat_template == PLAIN_TEMPLATE_BOS
+    ids = infer.chat_ids(tok, [{"role": "user", "content": ITEM}])
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    path = write_workspace(tmp_path, tiny_model_dir, student__model=NAME, train__steps=4, train__batch_size=4,
+                           evaluate__models=["student"], evaluate__max_items=6)
+    ctx = Context(load_config(path, []), console=Console(stderr=True, quiet=True))
+    for stage in (ingest, generate, curate, train, evaluate):
+        stage.run(ctx)
+    t = TrainManifest.read(ctx.stage_dir("train"))
+    assert t.counts.steps == 4 and t.final_loss is not None and t.final_loss < 20
+    gold = EvaluateManifest.read(ctx.stage_dir("evaluate")).results["gold"]
+    assert gold["student"].unparsed == 0 and gold["student-constrained"].unparsed == 0

@@ -12,6 +12,7 @@ from rich.console import Console
 from conftest import write_workspace
 from taskling.report import build as report
 from taskling.core.config import load_config
+from taskling.curation import auto
 from taskling.stages import curate, generate, ingest
 from taskling.core.workspace import Context, read_jsonl, write_jsonl
 
@@ -47,7 +48,7 @@ def plant_wrong_labels(ctx: Context, every: int = 3) -> dict[str, str]:
 def weak_ws(tmp_path, tiny_model_dir):
     path = write_workspace(tmp_path, tiny_model_dir, budget__examples=60,
                            label__rules=RULES, label__teachers=[{"name": "echo", "prompt": "zeroshot"}],
-                           label__min_confidence=0.6)
+                           label__min_confidence=0.6, label__auto=False)  # the hand-written sources alone
     cfg = load_config(path, [])
     ctx = Context(cfg, console=QUIET)
     ingest.run(ctx)
@@ -138,7 +139,7 @@ def test_label_sources_need_a_classify_task_and_known_labels(tmp_path, tiny_mode
 
 def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_model_dir):
     path = write_workspace(tmp_path, tiny_model_dir, generate__pile_inputs=12, generate__pool_per_label=20,
-                           label__rules=RULES)
+                           label__rules=RULES, label__auto=False)  # without label.auto: every input from a pool
     cfg = load_config(path, [])
     ctx = Context(cfg, console=QUIET)
     ingest.run(ctx)
@@ -151,7 +152,7 @@ def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_mo
 
     with Pile(ctx.ws.pile_db) as p:
         for e in pile:
-            assert e["input"] == " ".join(p.chunk(e["chunks"][0]).text.split()[:cfg.curate.max_words])
+            assert e["input"] == " ".join(p.chunk(e["chunks"][0]).text.split()[:auto.pile_input_words(cfg)])
             assert e["label"] == e["arm"][1] and e["provenance"][0]["chunk"] == e["chunks"][0]
     assert {e["arm"][1] for e in pile} == {"sqlite", "node", "python"}  # dealt over the arms
     lm = curate.run(ctx).label_model
@@ -213,7 +214,7 @@ def test_label_conditioned_generation_gives_the_label_it_asked_for(tmp_path, tin
         generate.run(ctx)
     finally:
         set_script(None)
-    made = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl")
+    made = [e for e in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl") if e.get("source") != "pile"]
     descriptions = {v: k for k, v in cfg.task.labels.items()}
     assert len(made) >= 10 and len(asked) >= len(made)
     assert {descriptions[a] for a in asked} == set(cfg.task.labels)  # every label was asked for

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import tasktype
 from .errors import TasklingError
@@ -94,8 +94,11 @@ class GenerateCfg(Section):
     personas: list[str] = DEFAULT_PERSONAS           # who writes the inputs (varied per job)
     difficulties: list[str] = ["easy", "medium", "hard"]
     dry_run_sample: int = Field(6, ge=1)             # jobs measured by generate --dry-run
-    pile_inputs: int = Field(0, ge=0)                # classify: this many pile chunks also become inputs as they
-                                                     # are (no teacher call), labelled by the label model (label:)
+    pile_inputs: int | None = Field(None, ge=0)      # classify: this many pile chunks also become inputs as they
+                                                     # are (no teacher call), labelled by the label model (label:);
+                                                     # default: 600 with label.auto, else 0
+    pile_input_words: int | None = Field(None, ge=8)  # a pile input is a chunk's first N words (default: about
+                                                     # 2.5x the task examples' median length, 32..128)
 
 
 class CurateCfg(Section):
@@ -255,9 +258,30 @@ class LabellerCfg(Section):
     constrained: bool = True     # the reply is one of the labels (a JSON-schema grammar where the backend has one)
 
 
+class AutoCfg(Section):
+    """label.auto: supervision taskling mines itself for classify, each source switchable alone
+    (docs/weak-supervision.md). `label.auto: false` turns all of it off."""
+    embedding: bool = True       # nearest label prototype, re-estimated on the pile (curation/autolabel.py)
+    knn: bool = True             # the input's nearest pile chunks vote with their prototype labels
+    retrieval: bool = True       # the input's nearest pile chunks vote with their document's (topic's) label
+    keywords: bool = True        # keyword rules mined per label (curation/mined.py), written to mined_rules.yaml
+    keywords_per_label: int = Field(12, ge=1, le=100)
+    teacher_words: bool = True   # the teacher asked for each label's typical words (one call per label): rules words-<label>
+    self_training: bool = True   # later rounds: the last student's confident labels of unlabelled pile chunks
+    self_training_chunks: int = Field(200, ge=0)
+    dev_items: int = Field(200, ge=0)   # a label-model-labelled dev set of pile inputs (never trained on) that
+                                        # picks the training step and that the loop reads
+
+    @property
+    def any(self) -> bool:
+        return self.embedding or self.knn or self.retrieval or self.keywords or self.teacher_words
+
+
 class LabelCfg(Section):
     """Weak supervision for classify (label model): several sources vote on every candidate's
-    label and a label model (labelmodel.py) weighs them without gold; training uses its posterior."""
+    label and a label model (labelmodel.py) weighs them without gold; training uses its posterior.
+    For classify it is on by default through the automatic sources (label.auto)."""
+    auto: AutoCfg = AutoCfg()                 # supervision mined from the labels, examples and pile; false: none
     asked: bool = True                        # votes: the label the teacher was asked to write an input for, and
                                               # for pile inputs (generate.pile_inputs) the label of their search pool
     teachers: list[LabellerCfg] = []          # LLM labellers
@@ -267,9 +291,19 @@ class LabelCfg(Section):
     min_confidence: float = Field(0.5, ge=0, le=1)   # an example whose posterior label is less sure is dropped
     weight: bool = True                       # train with the posterior's confidence as each example's loss weight
 
+    @field_validator("auto", mode="before")
+    @classmethod
+    def _auto_switch(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        if value is False:
+            return {k: False for k in ("embedding", "knn", "retrieval", "keywords", "teacher_words",
+                                       "self_training")} | {"dev_items": 0}
+        return value
+
     @property
     def active(self) -> bool:
-        return bool(self.teachers or self.rules)
+        return bool(self.teachers or self.rules or self.auto.any)
 
 
 class TableCfg(Section):
@@ -320,7 +354,7 @@ class Config(Section):
         import re
 
         lab, kind = self.label, tasktype.get(self.task.type)
-        if lab.active and not kind.labelled:
+        if (lab.teachers or lab.rules) and not kind.labelled:
             raise ValueError(f"label.rules and label.teachers vote on labels: they need a classify task "
                              f"(this one is {self.task.type})")
         names = [r.name for r in lab.rules] + [t.name for t in lab.teachers] + (["asked"] if lab.asked else [])
@@ -534,6 +568,8 @@ loop:                            # the self-improving loop: later rounds spend t
   # train: retrain               # retrain from the base on all data, or continue from the last adapter
 
 # label:                         # classify with a weak teacher: several sources vote on each example's label
+#   auto: true                   # on by default: embedding, kNN and retrieval labellers over the pile and
+#                                # mined keyword rules (curate's mined_rules.yaml; promote them into rules:)
 #   teachers:                    # LLM labellers (few-shot, answer constrained to the labels)
 #     - {name: teacher}
 #     - {name: gemma, model: {backend: llamacpp, model: gemma3-270m}}

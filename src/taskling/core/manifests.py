@@ -189,6 +189,9 @@ class LabelModelInfo(Record):
     calibrated_with_gold: bool
     measured: dict[str, dict[str, Any]]
     fit: Optional[dict[str, Any]] = None
+    auto: Optional[dict[str, Any]] = None             # label.auto: the pile's label shares, the mined words
+    mined_rules: list[dict[str, Any]] = []            # the mined keyword rules with estimated/measured accuracy
+    seconds_per_item: Optional[float] = None          # the automatic sources' time per item (the label model as a system)
 
 
 class CurateManifest(Manifest):
@@ -241,6 +244,7 @@ class TrainManifest(Manifest):
     compiled: bool = False
     compile_seconds: float = 0.0
     cluster: Optional[dict[str, Any]] = None  # the data-parallel run's workers, restarts and checkpoints
+    selection: Optional[dict[str, Any]] = None  # which set picked the step, the rule, and its curve
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------
@@ -271,6 +275,7 @@ class SystemResult(Record):
     per_class: Optional[dict[str, Any]] = None
     confusion: Optional[Any] = None
     per_field: Optional[dict[str, Any]] = None
+    fallbacks: Optional[int] = None  # classify student: free answers that named no label, answered by label scoring
 
 
 class EvaluateManifest(Manifest):
@@ -374,6 +379,7 @@ class AnalyseManifest(Manifest):
     uncertainty: UncertaintySummary
     new_arms: list[str]
     why: list[str]
+    self_training: Optional[dict[str, Any]] = None  # label.auto.self_training: pile chunks the last student labelled
 
 
 BY_STAGE: dict[str, type[Manifest]] = {m.model_fields["stage"].default: m for m in (

@@ -120,6 +120,24 @@ class LabelModel:
     covered: np.ndarray | None = None
     gold: dict[int, str] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    conf: np.ndarray | None = None   # sources x true x (voted labels + abstain): what `predict` applies
+
+    def predict(self, votes: Sequence[Mapping[str, str | None]]) -> list[tuple[str | None, float]]:
+        """(label, confidence) for new items from the fitted confusions and prior (no refit): the
+        label model as a classifier on items it was not fitted on (gold, new inputs). An item no
+        source voted on gets (None, 0.0)."""
+        if self.conf is None:
+            raise TasklingError("this label model keeps no confusion matrices to predict with")
+        k, s = len(self.labels), len(self.sources)
+        _, enc = _encode(votes, self.labels, self.sources, self.settings.get("abstain_sources", ()))
+        onehot = _one_hot(enc, k)
+        weights = np.log(self.conf).transpose(0, 2, 1).reshape(s * (k + 1), k)
+        logp = onehot @ weights + np.log(np.array([self.prior[lab] for lab in self.labels]))
+        post = np.exp(logp - logp.max(axis=1, keepdims=True))
+        post /= post.sum(axis=1, keepdims=True)
+        voted = ((enc >= 0) & (enc < k)).any(axis=1)
+        return [(self.labels[int(np.argmax(p))], float(np.max(p))) if v else (None, 0.0)
+                for p, v in zip(post, voted)]
 
     def _covered(self, i: int) -> bool:
         return True if self.covered is None else bool(self.covered[i])
@@ -388,6 +406,7 @@ def fit(votes: Sequence[Mapping[str, str | None]], labels: Sequence[str], *,
         gold={int(i): labels[g] for i, g in zip(gold_idx.tolist(), gold_lab.tolist())},
         settings={"max_iter": max_iter, "tol": tol, "smoothing": smoothing, "init": init,
                   "class_balance": class_balance, "abstain_sources": [x for x in sources if x in set(abstain_sources)]},
+        conf=conf,
     )
 
 

@@ -12,6 +12,10 @@ Sources:
                has one); every call goes through the call log, purpose "label:<name>"
   rules        keyword, regex and metadata rules (rules.py): a folder name, a file name, a
                table column, the text of the cited chunk
+  automatic    label.auto (auto.py): embedding, kNN and retrieval labellers over the pile and
+               keyword rules mined per label
+  self         later rounds (label.auto.self_training): the last student's confident label of an
+               unlabelled pile chunk (analyse's self_labels.jsonl); never on eval or gold items
 
 The label model (labelmodel.py, Dawid-Skene; or majority vote) is fitted on the votes over
 every candidate and gold item, without gold labels unless label.init is "gold". Each
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import json
 
-from . import labelmodel
+from . import auto, labelmodel, mined
 from ..core import tasktype
 from ..teacher.backends import Logged, Request, open_for
 from ..teacher.calls import CallLog
@@ -36,6 +40,8 @@ from ..core.workspace import Context
 ASKED = "asked"
 RETRIEVED = "retrieved"
 LABEL_TOKENS = 24  # a label, or {"label": "..."}, fits easily
+SELF = "self"
+SELF_CONFIDENCE = 0.6  # the student's label on a pile chunk votes only when it is at least this sure
 
 
 def label_schema(labels: list[str]) -> dict:
@@ -86,8 +92,10 @@ def chunk_texts(ctx: Context, items: list[dict]) -> dict[str, str]:
         return {k: c.text for k in keys if (c := pile.chunk(k)) is not None}
 
 
-def collect(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict]) -> tuple[list[str], list[dict]]:
-    """Every source's vote on every candidate, then on every gold item: (source names, votes)."""
+def collect(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], vecs=None,
+            embedder=None) -> tuple[list[str], list[dict], "auto.Auto"]:
+    """Every source's vote on every candidate, then on every gold item: (source names, votes, what the
+    automatic sources found). `vecs`: the items' unit input vectors (candidates, then gold), if any."""
     from . import rules as rulemod
     from ..core.progress import bar
 
@@ -95,6 +103,12 @@ def collect(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict])
     items = candidates + [{"input": str(g["input"])} for g in gold]
     votes: list[dict] = [{} for _ in items]
     names: list[str] = []
+    found = auto.Auto()
+    if auto.active(cfg):
+        found = auto.collect(cfg, ctx, items, vecs, embedder, len(candidates), {r.name for r in lab.rules})
+        for v, av in zip(votes, found.votes):
+            v.update(av)
+        names += found.names
     if lab.asked:
         # "asked": the label the teacher wrote an input for; "retrieved": the label whose search
         # pool a pile chunk taken as an input came from (generate.pile_inputs): two different guesses
@@ -106,6 +120,12 @@ def collect(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict])
                 names.append(name)
                 for i in mine:
                     votes[i][name] = candidates[i]["arm"][1]
+    mine = [i for i, ex in enumerate(candidates) if ex.get("self_label") in cfg.task.labels
+            and float(ex.get("self_confidence") or 0.0) >= SELF_CONFIDENCE]
+    if mine:  # self-training: the last round's student on unlabelled pile chunks (never eval or gold)
+        names.append(SELF)
+        for i in mine:
+            votes[i][SELF] = candidates[i]["self_label"]
     if lab.rules:
         compiled = rulemod.compile_rules(lab.rules, list(cfg.task.labels))
         texts = chunk_texts(ctx, candidates)
@@ -122,26 +142,34 @@ def collect(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict])
                     if s is not None:  # no label in the reply: no vote (not a vote for "none")
                         v[t.name] = s
                 names.append(t.name)
-    return names, votes
+    return names, votes, found
 
 
-def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict],
-          keep_label: set[str]) -> tuple[list[dict], list[tuple[dict, str]], dict]:
+def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], keep_label: set[str],
+          vecs=None, embedder=None, where=None) -> tuple[list[dict], list[tuple[dict, str]], dict | None]:
     """Relabel `candidates` by the label model. Returns (kept, dropped with reason, manifest
-    section). Examples whose id is in `keep_label` (a person decided) keep their label."""
+    section; None when no source but the asked labels voted, and nothing was weighed). Examples whose id is in `keep_label` (a person decided) keep their label. `vecs`: unit
+    input vectors of the candidates then the gold items (the automatic sources need them); `where`:
+    where the mined rules (mined_rules.yaml) and the label model's answers on gold go."""
     labels = list(cfg.task.labels)
-    names, votes = collect(cfg, ctx, candidates, gold)
+    names, votes, found = collect(cfg, ctx, candidates, gold, vecs, embedder)
+    if not (found.names or cfg.label.rules or cfg.label.teachers):  # only the asked labels: nothing to weigh
+        return candidates, [], None
     n = len(candidates)
     gold_labels = {n + j: str(g["output"]) for j, g in enumerate(gold) if str(g["output"]) in cfg.task.labels}
+    # a rule that looked and stayed silent says something (a keyword rule votes one label or nothing)
+    silent = [r.name for r in cfg.label.rules] + found.abstaining
     if cfg.label.model == "majority":
         fit = None
         assigned = labelmodel.majority(votes, labels, names)
-    else:
-        # a rule that looked and stayed silent says something (a keyword rule votes one label or nothing)
-        fit = labelmodel.fit(votes, labels, sources=names, gold=gold_labels if cfg.label.init == "gold" else None,
-                             init="gold" if cfg.label.init == "gold" and gold_labels else "majority",
-                             abstain_sources=[r.name for r in cfg.label.rules])
+    elif cfg.label.init == "gold" and gold_labels:
+        fit = labelmodel.fit(votes, labels, sources=names, gold=gold_labels, init="gold", abstain_sources=silent)
         assigned = fit.assignments()
+    else:
+        # fitted on the candidates alone, then applied to gold: the label model as a classifier a user
+        # could deploy, measured on items it never saw
+        fit = labelmodel.fit(votes[:n], labels, sources=names, init="majority", abstain_sources=silent)
+        assigned = fit.assignments() + fit.predict(votes[n:])
     # Measured on gold: how often each source (and the label model) is right where it voted.
     measured = measure(names, votes, assigned, gold_labels)
     if cfg.label.init == "gold" and gold_labels:  # clamped to gold: its own score there would be 1 by construction
@@ -159,8 +187,10 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict],
             continue
         out = dict(ex, label_votes={s: votes[i].get(s) for s in names}, label_confidence=round(conf, 4))
         if label != ex.get("label"):
-            changed += 1
+            changed += ex.get("label") is not None  # an unlabelled pile input gets its first label, no change
             out.update(label=label, output=label, relabelled_from=ex.get("label"))
+            if ex.get("label") is None and isinstance(ex.get("arm"), list):  # its arm is now (topic, that label)
+                out["arm"] = [ex["arm"][0], label]
         if cfg.label.weight:
             out["weight"] = round(conf, 4)
         kept.append(out)
@@ -170,6 +200,10 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict],
             "measured": measured}
     if fit is not None:
         info["fit"] = {k: v for k, v in fit.to_json(posteriors=False).items()}
+    if found.info:
+        info["auto"] = found.info | {"seconds_per_item": round(found.seconds_per_item or 0.0, 5)}
+    if where is not None:
+        saved(cfg, where, gold, assigned[n:], votes[n:], names, found, fit, measured, info, candidates, votes[:n])
     ctx.console.print(f"curate: label model ({cfg.label.model}) over {len(names)} sources on {n} candidates: "
                       f"{changed} relabelled, {len(dropped)} dropped as unsure"
                       + (f"; on gold (n={len(gold_labels)}): " + ", ".join(
@@ -192,3 +226,29 @@ def measure(names: list[str], votes: list[dict], assigned: list, gold: dict[int,
         out[s] = {"accuracy": round(right / voted, 4) if voted else None, "voted": voted,
                   "coverage": round(voted / len(gold), 4) if gold else None}
     return out
+
+
+def saved(cfg: Config, out, gold: list[dict], on_gold: list, gold_votes: list[dict], names: list[str],
+          found: "auto.Auto", fit, measured: dict, info: dict, candidates: list[dict] = (),
+          cand_votes: list[dict] = ()) -> None:
+    """label_model.jsonl: the label model's answer on each gold item (evaluate scores it as a system);
+    candidate_votes.jsonl: every source's vote on every candidate (what the label model was fitted on);
+    mined_rules.yaml: the mined rules with their estimated and measured accuracy (a person edits and
+    promotes them: mined.py)."""
+    from ..core.workspace import write_jsonl
+
+    write_jsonl(out / "candidate_votes.jsonl", [{"id": ex["id"], "votes": v} for ex, v in zip(candidates, cand_votes)])
+
+    rows = [{"id": g.get("id"), "output": lab or "", "confidence": round(conf, 4),
+             "votes": {s: v.get(s) for s in names if v.get(s) is not None}}
+            for g, (lab, conf), v in zip(gold, on_gold, gold_votes)]
+    write_jsonl(out / "label_model.jsonl", rows)
+    info["seconds_per_item"] = round(found.seconds_per_item or 0.0, 5)
+    if found.rules:
+        stats = {st["name"]: st for st in (fit.to_json(posteriors=False)["stats"] if fit is not None else [])}
+        table = {r["name"]: {"estimated": stats.get(r["name"], {}).get("accuracy"),
+                             "coverage": stats.get(r["name"], {}).get("coverage"),
+                             "measured": measured.get(r["name"], {}).get("accuracy"),
+                             "measured_n": measured.get(r["name"], {}).get("voted")} for r in found.rules}
+        mined.write(out / "mined_rules.yaml", found.rules, table)
+        info["mined_rules"] = [dict(r, **table[r["name"]]) for r in found.rules]

@@ -114,7 +114,7 @@ def training(ctx: Context, t) -> dict:
             "planned_steps": t.counts.planned_steps, "tokens_per_s": t.tokens_per_s, "seconds": t.train_seconds,
             "trainable_params": t.counts.trainable_params, "best_step": t.best_step,
             "best_eval_loss": t.best_eval_loss, "stopped_early": t.stopped_early, "stop_reason": t.stop_reason,
-            "lr": t.lr, "precision": t.precision, "device": t.device, "mode": t.mode}
+            "lr": t.lr, "precision": t.precision, "device": t.device, "mode": t.mode, "selection": t.selection}
 
 
 def evaluation(ctx: Context, ev, metric: str) -> dict:
@@ -192,21 +192,51 @@ def costs(log: CallLog | None, manifests: dict) -> dict:
 
 
 def summary(results: dict, metric: str) -> str:
+    """The report's headline: on gold (else the first set), the tuned student against the strongest
+    other system, said plainly when the student loses; then every system's figure."""
     key = "gold" if "gold" in results else next(iter(results), None)
     if key is None:
         return ""
     per = results[key]
     parts = [f"{w} {r['metric']:.2f}" for w, r in per.items() if r.get("metric") is not None]
-    verdict = ""
-    if "student" in per and "base" in per:
-        s, b = per["student"], per["base"]
-        if s["ci_low"] > b["ci_high"]:
-            verdict = "The tuned student beats its base (95% intervals do not overlap). "
-        elif s["metric"] > b["metric"]:
-            verdict = "The tuned student scores above its base, but the intervals overlap. "
+    return f"{headline(per, metric)}{metric} on {key} (n={next(iter(per.values()))['n']}): " + ", ".join(parts) + "."
+
+
+def strongest_other(per: dict) -> str | None:
+    """The best system on this set that is not the tuned student (base, few-shot, constrained base, teacher,
+    label model...)."""
+    others = [w for w, r in per.items() if not w.startswith("student") and r.get("metric") is not None]
+    return max(others, key=lambda w: per[w]["metric"]) if others else None
+
+
+def headline(per: dict, metric: str) -> str:
+    """One or two sentences comparing the student (system -> {metric, ci_low, ci_high}) with the strongest
+    other system and its own base; also what the model card says."""
+    s = per.get("student")
+    if not s or s.get("metric") is None:
+        return ""
+    out = []
+    best = strongest_other(per)
+    if best is not None:
+        o = per[best]
+        fig = f"({s['metric']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] against {o['metric']:.2f} " \
+              f"[{o['ci_low']:.2f}, {o['ci_high']:.2f}])"
+        if s["ci_low"] > o["ci_high"]:
+            out.append(f"The tuned student beats every other system; the strongest, {best}, is behind it {fig}, "
+                       "95% intervals apart.")
+        elif s["metric"] > o["metric"]:
+            out.append(f"The tuned student scores above the strongest other system, {best} {fig}, but the "
+                       "intervals overlap.")
+        elif s["ci_high"] < o["ci_low"]:
+            out.append(f"The tuned student loses to {best} {fig}, 95% intervals apart: on this {metric}, "
+                       f"{best} is the better choice.")
         else:
-            verdict = "The tuned student does not beat its base. "
-    return f"{verdict}{metric} on {key} (n={next(iter(per.values()))['n']}): " + ", ".join(parts) + "."
+            out.append(f"The tuned student does not beat {best} {fig}; the intervals overlap.")
+    b = per.get("base")
+    if b and b.get("metric") is not None and best != "base":
+        out.append("It beats its base model." if s["ci_low"] > b["ci_high"] else
+                   "It does not clearly beat its base model.")
+    return " ".join(out) + " " if out else ""
 
 
 def write(ctx: Context) -> tuple[Path, Path]:
@@ -238,7 +268,8 @@ def label_sources(manifests: dict) -> dict | None:
                      "per_label": {lab: v.get("accuracy") for lab, v in (st.get("per_label") or {}).items()}})
     res = manifests["evaluate"].results.get("gold", {}) if "evaluate" in manifests else {}
     student = {w: res[w].metric for w in ("student", "student-constrained", "teacher") if w in res}
-    return {"model": lm.model, "items": lm.items, "relabelled": lm.relabelled,
+    return {"mined_rules": lm.mined_rules, "pile": (lm.auto or {}).get("pile"),
+            "model": lm.model, "items": lm.items, "relabelled": lm.relabelled,
             "dropped_unsure": lm.dropped_unsure, "calibrated_with_gold": lm.calibrated_with_gold,
             "gold_items": lm.gold_items, "label_model_on_gold": measured.get("label_model"),
             "prior": fit.get("prior"), "sources": rows, "on_gold": student}

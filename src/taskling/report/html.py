@@ -245,7 +245,21 @@ def _training(rep: dict) -> str:
              "device": t.get("device"), "tokens/s": t.get("tokens_per_s"), "seconds": t.get("seconds"),
              "trainable params": t.get("trainable_params")}
     facts = {k: v for k, v in facts.items() if v is not None}
-    return f"<section><h2>Training</h2>{chart}{kv_table(facts) if facts else ''}</section>"
+    return f"<section><h2>Training</h2>{chart}{kv_table(facts) if facts else ''}{_selection(t)}</section>"
+
+
+def _selection(t: dict) -> str:
+    """How the kept step was chosen, and the selection curve it was chosen on."""
+    sel = as_dict(t.get("selection"))
+    curve = [c for c in as_list(sel.get("curve")) if isinstance(c, dict)]
+    if not sel:
+        return ""
+    rows = [[fmt(c.get("step")), fmt(c.get("exact")), fmt(c.get("loss")),
+             "kept" if c.get("step") == sel.get("kept_step") else ""] for c in curve]
+    return (f"<h3>step selection</h3><p class=\"note\">Rule: {esc(sel.get('rule', ''))}. Kept step "
+            f"{fmt(sel.get('kept_step'))} of {fmt(sel.get('last_step'))}.</p>"
+            + (table(["step", f"exact on {esc(sel.get('set', ''))}", "loss", ""], rows, (1, 2), cls="narrow")
+               if rows else ""))
 
 
 def _funnel(rep: dict) -> str:
@@ -434,6 +448,17 @@ def _label_sources(rep: dict) -> str:
     out.append(table(["source", "coverage", "estimated accuracy", "95% CI", "measured on gold", "gold n",
                        "agreement", "conflict"] + [f"est. {esc(lab)}" for lab in labels], body,
                       range(1, 8 + len(labels))))
+    mined = [r for r in as_list(ls.get("mined_rules")) if isinstance(r, dict)]
+    if mined:
+        out.append('<h3>mined keyword rules</h3><p class="note">Mined from the labels, the examples, the '
+                   "teacher's inputs and the pile (no gold), in <code>mined_rules.yaml</code> of the curate stage: "
+                   "edit them and promote them into taskling.yaml with <code>python -m taskling.curation.mined "
+                   "promote</code>.</p>")
+        out.append(table(["rule", "label", "keywords", "estimated accuracy", "coverage", "measured on gold", "gold n"],
+                         [[f"<code>{esc(r.get('name', ''))}</code>", esc(r.get("label", "")),
+                           esc(", ".join(str(k) for k in as_list(r.get("keywords")))), fmt(r.get("estimated")),
+                           fmt(r.get("coverage")), fmt(r.get("measured")), fmt(r.get("measured_n"))] for r in mined],
+                         (3, 4, 5, 6)))
     return "".join(out) + "</section>"
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .. import tasks
@@ -33,7 +33,7 @@ from ..core.config import Config
 from ..core.manifests import AnalyseManifest, CurateManifest, GenerateManifest
 from ..core.progress import bar
 from ..core.stage import StageSpec
-from ..core.workspace import Context, atomic_write_json, read_jsonl
+from ..core.workspace import Context, atomic_write_json, read_jsonl, write_jsonl
 from ..data.pile import Chunk, Pile
 from ..student import infer
 from ..student.trained import load_trained
@@ -140,6 +140,41 @@ def probe(cfg: Config, ctx: Context, pools: dict, unit: str, held: set[str], pre
     return {a: (sum(v) / len(v), len(v)) for a, v in values.items()}
 
 
+def self_labels(cfg: Config, ctx: Context, unit: str, held: set[str], prev: int, out: Path) -> dict | None:
+    """label.auto.self_training: the round `prev` student labels up to self_training_chunks pile chunks no
+    round has used (never a held-out eval or dev unit, never one an example came from, so never an eval
+    or gold item) with its label distribution; self_labels.jsonl holds each chunk's label and confidence.
+    The next generate takes them as inputs and curate weighs the student as one more source ("self")."""
+    from ..curation import auto
+    from ..student import scoring
+
+    n = cfg.label.auto.self_training_chunks
+    if not (auto.active(cfg) and cfg.label.auto.self_training and n):
+        return None
+    used = {k for r in range(ctx.round) for ex in read_jsonl(ctx.stage_dir("generate", r) / "examples.jsonl")
+            for k in ex.get("chunks", [])}
+    rng = random.Random(f"{cfg.seed}:self:{ctx.round}")
+    with Pile(ctx.ws.pile_db) as pile:
+        free = [c for c in pile.chunks(unique=True) if c.key not in used and unit_of(c, unit) not in held
+                and len(c.text.split()) >= 20]
+    rng.shuffle(free)
+    picks = free[:n]
+    if not picks:
+        return {"chunks": 0, "mean_confidence": None}
+    words = auto.pile_input_words(cfg)
+    system = tasktype.get(cfg.task.type).system_prompt(cfg.task)
+    model, tok = load_trained(ctx.stage_dir("train", prev), cfg.student.model)
+    model.eval()
+    labels = list(cfg.task.labels)
+    convs = [tasks.student_messages(system, " ".join(c.text.split()[:words])) for c in picks]
+    probs = scoring.label_probs(scoring.label_scores(model, tok, convs, labels, cfg.evaluate.batch_size))
+    rows = [{"chunk": c.key, "label": labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
+            for c, p in zip(picks, probs)]
+    write_jsonl(out / "self_labels.jsonl", rows)
+    return {"chunks": len(rows), "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+            "labels": dict(sorted(Counter(r["label"] for r in rows).items()))}
+
+
 def normalised_entropy(logprobs: list[float]) -> float:
     """Entropy of the distribution the log-probabilities give (renormalised), over log(k): 0 sure, 1 clueless."""
     top = max(logprobs)
@@ -214,6 +249,7 @@ def run(ctx: Context) -> AnalyseManifest:
             n_seeded = min(round(cfg.loop.failure_share * n_jobs), SEEDS_PER_FAILURE * len(failures))
             width = k if task.one_input_per_chunk else cfg.generate.chunks_per_example
             seeded = seeds_for(failures, n_seeded, pools, pile, unit, held, width, rng)
+        selfs = self_labels(cfg, ctx, unit, held, prev, out)
         counts = allocate.split_random(n_jobs - len(seeded), weights, rng)
         seeded_per_arm: dict = defaultdict(int)
         for s in seeded:
@@ -249,7 +285,7 @@ def run(ctx: Context) -> AnalyseManifest:
                     "uncertainty": {"probed": sum(v[1] for v in unc.values()),
                                     "mean": round(sum(v[0] * v[1] for v in unc.values()) /
                                                   max(1, sum(v[1] for v in unc.values())), 4) if unc else None},
-                    "new_arms": [r["name"] for r in rows if r["new"]], "why": why,
+                    "new_arms": [r["name"] for r in rows if r["new"]], "why": why, "self_training": selfs,
                     "failures": [{k: d.get(k) for k in ("id", "input", "output", "said", "score", "arm")}
                                  for d in dev if d["score"] < 1.0][:100]}
         atomic_write_json(out / "analysis.json", analysis)
@@ -260,8 +296,9 @@ def run(ctx: Context) -> AnalyseManifest:
         return {"counts": {"arms": len(pools), "jobs": n_jobs, "seeded_jobs": len(seeded), "dev": len(dev),
                            "dev_errors": n_err, "probed": analysis["uncertainty"]["probed"],
                            "new_arms": len(analysis["new_arms"])},
-                **{k: analysis[k] for k in ("arms", "allocation", "dev", "uncertainty", "new_arms", "why")},
-                "outputs": ["analysis.json"]}
+                **{k: analysis[k] for k in ("arms", "allocation", "dev", "uncertainty", "new_arms", "why",
+                                            "self_training")},
+                "outputs": ["analysis.json"] + (["self_labels.jsonl"] if selfs and selfs["chunks"] else [])}
 
     return stage.run(ctx, SPEC, body, inputs=inputs)
 

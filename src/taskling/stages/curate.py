@@ -11,6 +11,7 @@ filters themselves live in the curation room. `funnel` runs the steps in that or
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from ..core.errors import TasklingError
 from ..core.manifests import CurateManifest
 from ..core.stage import StageSpec
 from ..core.workspace import Context, read_jsonl, sha256_file, write_jsonl
-from ..curation import filters as curation, review, seed, weak
+from ..curation import auto, filters as curation, review, seed, weak
 from ..curation.candidates import candidates
 from ..curation.gold import load_gold
 from ..curation.split import SPLIT_UNITS, split, split_dev, split_rows
@@ -170,8 +171,10 @@ def extra_settings(cfg: Config) -> dict:
         out["teacher"] = {k: v for k, v in cfg.section("teacher").items() if k in TEACHER_KEYS}
     if cfg.loop.rounds > 1:
         out["dev_fraction"] = cfg.loop.dev_fraction
-    if cfg.label.active:
+    if auto.wanted(cfg):
         out["label"] = cfg.section("label")
+        if auto.active(cfg) and cfg.label.auto.teacher_words:  # the teacher names each label's typical words
+            out["teacher"] = {k: v for k, v in cfg.section("teacher").items() if k in TEACHER_KEYS}
         if any(t.model == "teacher" for t in cfg.label.teachers):
             out["teacher"] = {k: v for k, v in cfg.section("teacher").items() if k in TEACHER_KEYS}
     return out
@@ -207,10 +210,14 @@ class Embedded:
 
     embedder: Embedder | None
     vecs: np.ndarray | None
-    pos: dict[int, int] = field(default_factory=dict)  # id(example) -> its row
+    pos: dict[str, int] = field(default_factory=dict)  # example id -> its row
 
     def of(self, rows: list[dict]) -> np.ndarray | None:
-        return self.vecs[[self.pos[id(ex)] for ex in rows]] if self.vecs is not None and rows else None
+        return self.vecs[[self.pos[ex["id"]] for ex in rows]] if self.vecs is not None and rows else None
+
+    def subset(self, rows: list[dict]) -> "Embedded":
+        """The same vectors for `rows` (a subset of the examples, e.g. what the label model kept), in order."""
+        return Embedded(self.embedder, self.of(rows), {ex["id"]: i for i, ex in enumerate(rows)})
 
     def encode(self, texts: list[str]) -> np.ndarray | None:
         return self.embedder.encode(texts) if self.embedder and texts else None
@@ -233,13 +240,23 @@ def funnel(ctx: Context, out: Path) -> dict:
     valid = validated(cfg, raw, lang, sieve)
     # 1b. labelled: where label: names sources, a label model weighs their votes on every valid
     # candidate (weak.py); its label replaces the teacher's, an unsure one is dropped
+    emb = embedded(ctx, valid)
     label_info, n_valid = None, len(valid)
-    if cfg.label.active and tasktype.get(cfg.task.type).labelled and valid:
-        valid, unsure, label_info = weak.apply(cfg, ctx, valid, gold, forced_keep)
+    if auto.wanted(cfg) and tasktype.get(cfg.task.type).labelled and valid:
+        gvecs = emb.encode([str(g["input"]) for g in gold]) if gold else None
+        vecs = emb.vecs if gvecs is None or emb.vecs is None else np.vstack([emb.vecs, gvecs])
+        valid, unsure, label_info = weak.apply(cfg, ctx, valid, gold, forced_keep, vecs, emb.embedder, out)
         for ex, reason in unsure:
             sieve.drop(ex, reason)
+        emb = emb.subset(valid)
+    if tasktype.get(cfg.task.type).labelled and any(ex.get("output") is None for ex in valid):
+        for ex in valid:
+            if ex.get("output") is None:  # an unlabelled pile input no source voted on
+                sieve.drop(ex, "no label source voted on it")
+        valid = [ex for ex in valid if ex.get("output") is not None]
+        emb = emb.subset(valid)
     # 2. grounding score of each valid example against the chunks it cites
-    emb, src = grounding_scores(ctx, valid)
+    src = grounding_scores(ctx, valid, emb)
     # 3. unique: exact, near and semantic duplicates; the best-grounded of a group stays. The task's own
     # examples come first, so a generated copy of one is a duplicate of it (the teacher parrots them).
     # A later round of the loop puts everything earlier rounds trained on first instead: the training
@@ -302,11 +319,14 @@ def validated(cfg: Config, raw: list[dict], lang: str | None, sieve: Sieve) -> l
     """The examples that keep the task type's rules and are in the task's language."""
     task, filt = tasktype.get(cfg.task.type), cfg.curate.filters
     valid = []
+    stand_in = next(iter(cfg.task.labels), None)
     for ex in raw:
+        # an unlabelled pile input: only its input is checked here; the label model gives it a label
+        probe = ex if ex.get("output") is not None or not task.labelled else {**ex, "output": stand_in}
         reason = None if sieve.forced(ex) or not filt else \
-            task.validate(cfg.task, ex, cfg.curate.min_words, cfg.curate.max_words)
+            task.validate(cfg.task, probe, cfg.curate.min_words, cfg.curate.max_words)
         if reason is None and lang and filt and not sieve.forced(ex):
-            got = curation.language_of(f"{ex['input']} {tasks.output_text(ex['output'])}")
+            got = curation.language_of(f"{ex['input']} {tasks.output_text(probe['output'])}")
             if got is not None and got != lang:
                 reason = f"not in the task's language ({got}, expected {lang})"
         if reason:
@@ -316,15 +336,22 @@ def validated(cfg: Config, raw: list[dict], lang: str | None, sieve: Sieve) -> l
     return valid
 
 
-def grounding_scores(ctx: Context, valid: list[dict]) -> tuple[Embedded, Sources]:
-    """Each valid example's grounding score (in place), the inputs' vectors and the cited chunks."""
-    cfg, task = ctx.cfg, tasktype.get(ctx.cfg.task.type)
+def embedded(ctx: Context, valid: list[dict]) -> Embedded:
+    """The valid examples' input vectors, when curate embeds (curate.embed, default ingest.embed)."""
+    cfg = ctx.cfg
     use_embed = cfg.curate.embed if cfg.curate.embed is not None else cfg.ingest.embed
     embedder = Embedder(cfg.ingest.embed_model, ctx.threads, max_tokens=cfg.ingest.embed_max_tokens) \
         if use_embed and valid else None
+    vecs = embedder.encode([ex["input"] for ex in valid]) if embedder else None
+    return Embedded(embedder, vecs, {ex["id"]: i for i, ex in enumerate(valid)})
+
+
+def grounding_scores(ctx: Context, valid: list[dict], emb: Embedded) -> Sources:
+    """Each valid example's grounding score (in place), and the cited chunks."""
+    cfg, task = ctx.cfg, tasktype.get(ctx.cfg.task.type)
+    embedder, vecs = emb.embedder, emb.vecs
     with Pile(ctx.ws.pile_db) as pile:
         src = Sources(pile, {k for ex in valid for k in ex.get("chunks", [])}, embedder.dim if embedder else None)
-    vecs = embedder.encode([ex["input"] for ex in valid]) if embedder else None
     claims = vecs if task.claim == "input" else None
     if embedder and task.claim == "output":
         claims = embedder.encode([tasks.output_text(ex["output"]) for ex in valid])
@@ -335,7 +362,7 @@ def grounding_scores(ctx: Context, valid: list[dict]) -> tuple[Embedded, Sources
         sv = src.vector(ex)
         sim = float(claims[i] @ sv) if claims is not None and sv is not None else None
         ex["grounding"] = task.grounding(cfg.task, ex, src.text(ex), sim)
-    return Embedded(embedder, vecs, {id(ex): i for i, ex in enumerate(valid)}), src
+    return src
 
 
 def deduplicated(cfg: Config, valid: list[dict], emb: Embedded, seeds: list[dict], svecs, sieve: Sieve) -> list[int]:
@@ -383,9 +410,42 @@ def split_sets(ctx: Context, kept: list[dict], first: CurateManifest | None,
     if rows:
         info["table_rows"] = {"train": len(row_train), "eval": len(row_eval)}
     dev: list[dict] = []
-    if cfg.loop.rounds > 1:  # the loop probes the student on a dev set; eval stays for honest figures
+    if label_dev_wanted(cfg):
+        train, evals, dev, info["dev_units"] = label_model_dev(cfg, train, evals, info["unit"])
+    elif cfg.loop.rounds > 1:  # the loop probes the student on a dev set; eval stays for honest figures
         evals, dev, info["dev_units"] = split_dev(cfg, evals, info["unit"])
     return train, evals, dev, [], info
+
+
+def label_dev_wanted(cfg: Config) -> bool:
+    return bool(cfg.label.auto.dev_items) and auto.active(cfg)
+
+
+def label_model_dev(cfg: Config, train: list[dict], evals: list[dict],
+                    unit: str) -> tuple[list[dict], list[dict], list[dict], list[str]]:
+    """(train, eval, dev, dev units): the dev set that picks the training step and that the loop reads is
+    made of pile inputs the label model labelled, never trained on and never gold: those of the
+    held-out units first, then, up to label.auto.dev_items, passages drawn from training's pile inputs
+    (at most half of them). Eval keeps the held-out teacher-written items, for the honest figures."""
+    key = SPLIT_UNITS[unit]
+    dev = [ex for ex in evals if ex.get("source") == "pile"]
+    rest = [ex for ex in evals if ex.get("source") != "pile"]
+    if rest:
+        evals = rest
+    else:  # only pile inputs were held out: they stay the eval set
+        dev = []
+    # more held-out pile inputs than wanted: the rest is neither trained on nor measured
+    dev = sorted(dev, key=lambda ex: hashlib.sha256(f"{cfg.seed}:dev:{ex['id']}".encode()).hexdigest())
+    dev = dev[:cfg.label.auto.dev_items]
+    units = sorted({key(ex) for ex in dev})
+    want = cfg.label.auto.dev_items - len(dev)
+    pool = [ex for ex in train if ex.get("source") == "pile"]
+    if want > 0 and pool:
+        pool.sort(key=lambda ex: hashlib.sha256(f"{cfg.seed}:dev:{ex['id']}".encode()).hexdigest())
+        moved = {ex["id"] for ex in pool[:min(want, len(pool) // 2)]}
+        dev += [ex for ex in train if ex["id"] in moved]
+        train = [ex for ex in train if ex["id"] not in moved]
+    return train, evals, dev, units
 
 
 def apart_from_seeds(cfg: Config, evals: list[dict], emb: Embedded, seeds: list[dict], svecs, sieve: Sieve) -> list[dict]:
@@ -436,13 +496,13 @@ def selected(cfg: Config, clean: list[dict], valid: list[dict], emb: Embedded, n
     if not (cfg.curate.filters and cfg.curate.target_size and len(clean) > room):
         return clean
     pos = emb.pos
-    keep = set(curation.select([pos[id(ex)] for ex in clean], room, lambda i: str(valid[i].get("label", "")),
+    keep = set(curation.select([pos[ex["id"]] for ex in clean], room, lambda i: str(valid[i].get("label", "")),
                                emb.vecs, lambda i: valid[i]["grounding"]))
-    keep |= {pos[id(ex)] for ex in clean if sieve.forced(ex)}
+    keep |= {pos[ex["id"]] for ex in clean if sieve.forced(ex)}
     for ex in clean:
-        if pos[id(ex)] not in keep:
+        if pos[ex["id"]] not in keep:
             sieve.drop(ex, "redundant (diversity selection)")
-    return [ex for ex in clean if pos[id(ex)] in keep]
+    return [ex for ex in clean if pos[ex["id"]] in keep]
 
 
 def scrubbed(rows: list[dict], counts: Counter) -> list[dict]:

@@ -29,7 +29,7 @@ from .. import tasks
 from ..core import tasktype
 from ..core import stage
 from ..core.config import Config, Price
-from ..core.manifests import EvaluateManifest
+from ..core.manifests import CurateManifest, EvaluateManifest
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, sha256_file, write_jsonl
 from ..curation.gold import load_gold
@@ -191,6 +191,34 @@ def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, o
         log.close()
 
 
+LABEL_MODEL = "label-model"
+
+
+def prediction_rows(items: list[dict], res: list[dict]) -> list[dict]:
+    """What pred-<system>-<set>.jsonl keeps of each answer (a student answer that fell back to label
+    scoring keeps its free text too)."""
+    return [{"id": it.get("id"), "output": r["text"], "seconds": r["latency_s"], "prompt_tokens": r["prompt_tokens"],
+             "completion_tokens": r["completion_tokens"], "cost": r.get("cost", 0.0),
+             **({"fallback": True, "free_text": r["free_text"]} if r.get("fallback") else {})}
+            for it, r in zip(items, res)]
+
+
+def label_model_system(ctx: Context, sets: dict, runs: dict, names: list[str], out: Path) -> None:
+    """classify with a label model: its own answers on gold (curate's label_model.jsonl, fitted without
+    gold) become a system beside the student: it is a classifier a user could deploy too."""
+    path = ctx.stage_dir("curate") / "label_model.jsonl"
+    if "gold" not in sets or not path.exists():
+        return
+    said = {r.get("id"): r for r in read_jsonl(path)}
+    cur = CurateManifest.read(ctx.stage_dir("curate"))
+    each = (cur.label_model.seconds_per_item if cur and cur.label_model else None) or 0.0
+    rows = [{"id": it.get("id"), "output": (said.get(it.get("id")) or {}).get("output", ""), "seconds": each,
+             "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0} for it in sets["gold"]]
+    write_jsonl(out / f"pred-{LABEL_MODEL}-gold.jsonl", rows)
+    runs["gold"].append(LABEL_MODEL)
+    names.append(LABEL_MODEL)
+
+
 def run(ctx: Context) -> EvaluateManifest:
     cfg = ctx.cfg
     gold_path = ctx.ws.gold
@@ -242,9 +270,7 @@ def run(ctx: Context) -> EvaluateManifest:
                     else:
                         convs = conversations(cfg, task, w, sets[s])
                     res = runner(w, convs)
-                    rows = [{"id": it.get("id"), "output": r["text"], "seconds": r["latency_s"],
-                             "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
-                             "cost": r.get("cost", 0.0)} for it, r in zip(sets[s], res)]
+                    rows = prediction_rows(sets[s], res)
                     if found is not None:  # the answer checked against (extract: limited to) the retrieved text
                         checked(cfg, task, rows, found)
                     write_jsonl(out / f"pred-{w}-{s}.jsonl", rows)
@@ -252,6 +278,7 @@ def run(ctx: Context) -> EvaluateManifest:
                 if model_name == "teacher":
                     backend.close()
                     log.close()
+        label_model_system(ctx, sets, runs, names, out)
         teacher_price = cfg.budget.prices.get(cfg.teacher.model)
         results: dict = {s: {} for s in sets}
         topics = {s: topics_of(ctx, items) for s, items in sets.items()}
@@ -262,6 +289,8 @@ def run(ctx: Context) -> EvaluateManifest:
                 rows = read_jsonl(out / f"pred-{w}-{s}.jsonl")
                 r = score_set(task, cfg, items, rows, sources, cfg.seed)
                 r["size_mb"] = sizes.get(w.split("-")[0])
+                if w == "student" and task.labelled:
+                    r["fallbacks"] = sum(bool(x.get("fallback")) for x in rows)
                 r["cost_per_1k"] = (round(1000 * sum(x.get("cost", 0.0) for x in rows) / len(rows), 4)
                                     if w == "teacher" and teacher_price else None)
                 results[s][w] = r

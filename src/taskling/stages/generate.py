@@ -31,6 +31,7 @@ from ..core.manifests import AnalyseManifest, GenerateManifest, SeededJob
 from ..core.progress import bar
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, write_jsonl
+from ..curation import auto
 from ..data.pile import Pile
 from ..teacher import allocate
 from ..teacher.backends import Logged, Request, Result, open_for
@@ -298,31 +299,63 @@ def paraphrases(cfg: Config, ctx: Context, teacher, rows: list[dict], reports: l
 
 
 def pile_inputs(cfg: Config, ctx: Context, pools: dict) -> list[dict]:
-    """classify with generate.pile_inputs: that many pile chunks become inputs as they are (real
-    text, no teacher call), dealt round-robin over the arms. Each comes with its pool's label, a
-    retrieval guess that the label model (label:) weighs with the other sources. Round 0 only."""
-    n = cfg.generate.pile_inputs
+    """classify: pile chunks become inputs as they are (real text, no teacher call; their first
+    `pile_input_words` words). Half are dealt round-robin over the arms' search pools, each with its
+    pool's label as a 'retrieved' guess, the rest drawn from the whole pile without one, so the
+    inputs look like the pile does; the label model (label:) labels them all. Round 0 only."""
+    n = auto.pile_input_count(cfg)
     if not n or not tasktype.get(cfg.task.type).labelled or ctx.round > 0:
         return []
     rng = random.Random(f"{cfg.seed}:pile-inputs")
+    words = auto.pile_input_words(cfg)
     queues = {}
     for arm in sorted(pools, key=str):
         cs = [c for c in pools[arm] if c.text.strip()]
         rng.shuffle(cs)
         queues[arm] = cs
     out, used = [], set()
-    while len(out) < n and any(queues.values()):
+
+    def take(c, arm) -> None:
+        used.add(c.key)
+        text = " ".join(c.text.split()[:words])
+        out.append({"id": f"pile-{len(out):05d}", "input": text, "output": arm[1] if arm else None,
+                    "label": arm[1] if arm else None, "chunks": [c.key], "spans": [], "provenance": [c.provenance()],
+                    "arm": list(arm) if arm else [c.topic_id, None], "round": 0, "source": "pile"})
+    half = (n + 1) // 2 if auto.active(cfg) else n
+    while len(out) < half and any(queues.values()):
         for arm, cs in queues.items():
             while cs and cs[-1].key in used:
                 cs.pop()
-            if not cs or len(out) >= n:
+            if not cs or len(out) >= half:
                 continue
-            c = cs.pop()
-            used.add(c.key)
-            text = " ".join(c.text.split()[: cfg.curate.max_words])
-            out.append({"id": f"pile-{len(out):05d}", "input": text, "output": arm[1], "label": arm[1],
-                        "chunks": [c.key], "spans": [], "provenance": [c.provenance()], "arm": list(arm),
-                        "round": 0, "source": "pile"})
+            take(cs.pop(), arm)
+    if len(out) < n:
+        with Pile(ctx.ws.pile_db) as pile:
+            rest = [c for c in pile.chunks(unique=True) if c.key not in used and len(c.text.split()) >= 20]
+        rng.shuffle(rest)
+        for c in rest[:n - len(out)]:
+            take(c, None)
+    return out
+
+
+def self_inputs(cfg: Config, ctx: Context) -> list[dict]:
+    """A later round with label.auto.self_training: the pile chunks the last student labelled (the
+    analysis's self_labels.jsonl) become inputs, the student's label and confidence on them as one
+    more vote for curate's label model (source "self")."""
+    path = ctx.stage_dir("analyse") / "self_labels.jsonl"
+    if ctx.round == 0 or not path.exists():
+        return []
+    words = auto.pile_input_words(cfg)
+    out = []
+    with Pile(ctx.ws.pile_db) as pile:
+        for r in read_jsonl(path):
+            c = pile.chunk(r["chunk"])
+            if c is None:
+                continue
+            out.append({"id": f"self-{ctx.round}-{len(out):05d}", "input": " ".join(c.text.split()[:words]),
+                        "output": None, "label": None, "self_label": r["label"], "self_confidence": r["confidence"],
+                        "chunks": [c.key], "spans": [], "provenance": [c.provenance()], "arm": [c.topic_id, None],
+                        "round": ctx.round, "source": "pile"})
     return out
 
 
@@ -341,6 +374,8 @@ def failures_by_kind(records) -> dict[str, int]:
 def extra_settings(ctx: Context) -> dict:
     """Beyond the sections it reads: the examples per call, and in a later round its share of the budgets."""
     out = {"examples_per_call": per_call(ctx.cfg)}
+    if auto.pile_input_count(ctx.cfg):  # its default follows label.auto, a section generate does not read
+        out["pile_inputs"] = {"n": auto.pile_input_count(ctx.cfg), "words": auto.pile_input_words(ctx.cfg)}
     if ctx.round > 0:
         out["round"] = {"round": ctx.round, "limits": limits(ctx)}
     return out
@@ -389,7 +424,7 @@ def run(ctx: Context) -> GenerateManifest:
             jobs_planned, arms, quota, pool_arms = len(gen.jobs), gen.arms, gen.limits["examples"], gen.pool_arms
             gen.close()
         examples = [e for r in records for e in r["examples"]][:quota]
-        taken = pile_inputs(cfg, ctx, gen.pools) + rows  # no teacher: real pile text, labelled later (label:)
+        taken = pile_inputs(cfg, ctx, gen.pools) + self_inputs(cfg, ctx) + rows  # no teacher: labelled in curate
         failures = [{"job": r["index"], **r["failure"]} for r in records if r["failure"]]
         write_jsonl(out / "failures.jsonl", failures)
         kinds = failures_by_kind(records)

@@ -70,7 +70,11 @@ def plan(ctx: Context, resume_from: Path | None) -> tuple[TrainSpec, object, lis
     cur = ctx.stage_dir("curate")
     enc = [encode(tok, system, ex, tc.max_seq_len) for ex in read_jsonl(cur / "train.jsonl")]
     data = [e for e in enc if e is not None]
-    held = [e for e in (encode(tok, system, ex, tc.max_seq_len) for ex in read_jsonl(cur / "eval.jsonl")) if e]
+    chosen, held_name = selection_set(ctx)
+    held = [e for e in (encode(tok, system, ex, tc.max_seq_len) for ex in chosen) if e]
+    if held_name == "dev" and len(held) < MIN_DEV:  # most dev inputs too long for train.max_seq_len
+        held_name = "eval"
+        held = [e for e in (encode(tok, system, ex, tc.max_seq_len) for ex in read_jsonl(cur / "eval.jsonl")) if e]
     if not data:
         raise TasklingError(f"train: no example fits train.max_seq_len={tc.max_seq_len} tokens; raise it")
     per_step = tc.batch_size * tc.grad_accum
@@ -85,9 +89,36 @@ def plan(ctx: Context, resume_from: Path | None) -> tuple[TrainSpec, object, lis
     order = batch_order(len(data), tc.batch_size, steps * tc.grad_accum, [len(d["input_ids"]) for d in data], seed)
     spec = TrainSpec(model=cfg.student.model, train=tc, data=data, held=held, order=order, steps=steps,
                      lr=tc.lr or (5e-5 if tc.full_finetune else 5e-4), every=tc.eval_every or default_eval_every(steps),
-                     seed=seed, threads=ctx.threads, compile=tc.compile, resume_weights=weights,
+                     seed=seed, threads=ctx.threads, compile=tc.compile, resume_weights=weights, held_name=held_name,
                      resume_from=str(resume_from) if resume_from is not None else None)
     return spec, tok, enc
+
+
+MIN_DEV = 50  # a dev set smaller than this decides no better than the eval set: use eval then
+
+
+def selection_set(ctx: Context) -> tuple[list[dict], str]:
+    """What picks the step (and stops early): the label-model-labelled dev set when curate made one of at
+    least MIN_DEV items (label.auto.dev_items; never gold), else the held-out eval set. (items, name)"""
+    cur = ctx.stage_dir("curate")
+    dev = read_jsonl(cur / "dev.jsonl") if (cur / "dev.jsonl").exists() else []
+    if len(dev) >= MIN_DEV:
+        return dev, "dev"
+    return read_jsonl(cur / "eval.jsonl"), "eval"
+
+
+def selection(ctx: Context, spec: TrainSpec, history: dict, kept: int, last: int) -> dict:
+    """The selection rule and its curve, as the report shows it."""
+    name = spec.held_name
+    what = ("pile inputs labelled by the label model, never trained on, never gold" if name == "dev"
+            else "the held-out eval set")
+    rule = (f"the step with the most exact held-out answers on {name} (n={len(spec.held)}: {what}), "
+            f"ties broken by held-out loss, checked every {spec.every} steps"
+            + (f"; stops after {spec.train.patience} checks without a better one" if spec.train.patience else "")
+            if spec.train.best_checkpoint else "the last step")
+    return {"set": name, "n": len(spec.held), "rule": rule, "kept_step": kept, "last_step": last,
+            "curve": [{"step": s, "exact": e, "loss": l} for (s, e), (_, l) in
+                      zip(history.get("eval_exact", []), history.get("eval_loss", []))]}
 
 
 def summary(ctx: Context, out: Path, spec: TrainSpec, done: Trained, enc: list) -> dict:
@@ -113,7 +144,7 @@ def summary(ctx: Context, out: Path, spec: TrainSpec, done: Trained, enc: list) 
             "final_loss": final, "eval_loss": history["eval_loss"][-1][1] if history["eval_loss"] else None,
             "best_step": kept, "best_eval_loss": stopper.best_loss, "best_eval_exact": stopper.best_exact,
             "eval_exact": history["eval_exact"][-1][1] if history.get("eval_exact") else None,
-            "stopped_early": stopper.stop,
+            "stopped_early": stopper.stop, "selection": selection(ctx, spec, history, kept, last),
             "stop_reason": stop_reason, "eval_every": spec.every, "lr": spec.lr, "device": done.device,
             "mode": "full" if tc.full_finetune else "lora", "continued_from": spec.resume_from,
             "tokens_per_s": round(tps, 1), "train_seconds": round(history["seconds"], 1),

@@ -117,9 +117,24 @@ PLAIN_TEMPLATE = ("{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['co
                   "{% if add_generation_prompt %}Assistant:{% endif %}")
 
 
+# The same turns after the model's BOS, for Hugging Face tokenizers: apply_chat_template adds no special
+# token of its own, and a model trained with a BOS first (Gemma) degenerates without it. llama.cpp adds
+# the BOS itself, so the teacher backend keeps PLAIN_TEMPLATE.
+PLAIN_TEMPLATE_BOS = "{{ bos_token }}" + PLAIN_TEMPLATE
+
+
+def adds_bos(tok) -> bool:
+    """Whether the tokenizer puts a BOS first when it encodes text (what the model was trained with)."""
+    bos = getattr(tok, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tok("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
 def ensure_chat_template(tok) -> None:
     if not getattr(tok, "chat_template", None):
-        tok.chat_template = PLAIN_TEMPLATE
+        tok.chat_template = PLAIN_TEMPLATE_BOS if adds_bos(tok) else PLAIN_TEMPLATE
 
 
 def load_tokenizer(model: str):

@@ -155,6 +155,7 @@ class TrainSpec:
     compile: bool | None = None      # train.compile (null: for long runs only)
     resume_weights: dict | None = None  # loop.train continue: the previous round's adapter weights ...
     resume_from: str | None = None      # ... and the folder they came from
+    held_name: str = "eval"             # which curated set `held` is: the label-model dev set or eval
 
     @property
     def curve(self) -> bool:
