@@ -88,9 +88,10 @@ def fingerprinted(ctx: Context, spec: StageSpec, settings: dict | None = None,
                   inputs: dict | None = None) -> tuple[dict, dict]:
     """(settings, inputs) of the stage's fingerprint in `ctx`'s round."""
     needs = [s for s in spec.needs if ctx.round > 0 or s not in FROM_ROUND_ONE]
-    missing = unfinished(ctx, needs)
-    if missing:
+    if any(BY_STAGE[s].read(ctx.stage_dir(s)) is None for s in needs):
         # All at once: naming only the nearest (curate) sends the user round three times for three stages.
+        # Checked only when a stage this one reads is missing: what it reads is all it needs.
+        missing = unfinished(ctx, needs)
         raise TasklingError(
             f"{spec.name} needs {', '.join(missing)} first, which {'has' if len(missing) == 1 else 'have'} not "
             f"finished for run '{ctx.run_id}' (round {ctx.round}); run "
