@@ -245,3 +245,18 @@ def test_decision_about_other_text_is_not_applied(tmp_path):
     out, keep, drop = review.apply(exs, decisions)
     assert keep == drop == set() and out[1]["input"] == "Some other question"
     assert review.stale(exs, decisions) == ["gen-00001-0"]
+
+
+def test_a_decision_holds_for_the_example_the_label_model_relabelled_and_not_for_another():
+    generated = {"id": "gen-1", "input": "How do I hash a file?", "output": "node-fs", "label": "node-fs"}
+    pile = {"id": "pile-00001", "input": "createHash returns a Hash object", "output": None, "label": None}
+    # curate's rows after the label model: the label changed, the generated one kept under relabelled_from
+    relabelled = dict(generated, output="node-crypto", label="node-crypto", relabelled_from="node-fs")
+    labelled = dict(pile, output="node-crypto", label="node-crypto", relabelled_from=None)
+    assert review.digest(relabelled) == review.digest(generated)
+    assert review.digest(labelled) == review.digest(pile)
+    # a different generated answer is a different example: the decision no longer applies
+    other = dict(generated, output="sqlite-json")
+    assert review.digest(other) != review.digest(generated)
+    decided = {"gen-1": {"id": "gen-1", "decision": "accept", "of": review.digest(generated)}}
+    assert review.stale([relabelled], decided) == [] and review.stale([other], decided) == ["gen-1"]

@@ -3,7 +3,6 @@ refused with the command line's message (and the file left as it was), and a sta
 page's run buttons shows its progress and finishes; one run at a time per workspace."""
 from __future__ import annotations
 
-import shutil
 import time
 
 import httpx
@@ -14,8 +13,6 @@ from conftest import write_workspace
 from taskling.core.config import load_config
 from taskling.core.workspace import Context
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 
 
 def wait_until(check, timeout: float = 60) -> None:
@@ -38,15 +35,6 @@ def server(tmp_path, tiny_model_dir):
     yield {"url": url, "root": tmp_path, "token": token, "app": srv}
     srv.should_exit = True
 
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def test_task_page_edits_taskling_yaml_and_refuses_a_bad_edit_with_the_cli_message(server, browser, cli):

@@ -6,7 +6,6 @@ API refuses writes without the session token and reads outside the workspace."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 
@@ -18,8 +17,6 @@ from conftest import write_workspace
 from taskling.core.config import load_config
 from taskling.core.workspace import Context, read_jsonl
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 EVIL = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned=2\"> The json_extract trick, in HTML."
 
 
@@ -42,15 +39,6 @@ def ui_server(tmp_path_factory, tiny_model_dir):
     yield {"url": url, "root": root, "ctx": ctx, "token": token}
     server.should_exit = True
 
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str):

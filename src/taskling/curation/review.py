@@ -52,10 +52,12 @@ _FORMULA = ("=", "+", "-", "@")
 
 
 def digest(example: dict) -> str:
-    """What a decision was made about: the example's input and output as generated
-    (a fixed example keeps those under "original", so both forms give one digest)."""
+    """What a decision was made about: the example's input and output as generated (a fixed example
+    keeps those under "original", one the label model relabelled its generated label under
+    "relabelled_from", so every form gives one digest)."""
     base = example.get("original") or example
-    blob = json.dumps([base.get("input"), base.get("output")], sort_keys=True, ensure_ascii=False)
+    output = base["relabelled_from"] if "relabelled_from" in base else base.get("output")
+    blob = json.dumps([base.get("input"), output], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

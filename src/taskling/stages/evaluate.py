@@ -228,8 +228,10 @@ def run(ctx: Context) -> EvaluateManifest:
         task = tasktype.get(cfg.task.type)
         sets = {"eval": read_jsonl(ctx.stage_dir("curate") / "eval.jsonl")[: cfg.evaluate.max_items],
                 "gold": load_gold(cfg, gold_path)[: cfg.evaluate.max_items]}
-        # The loop's dev set: only the student is run on it (the analysis reads where it fails).
-        sets["dev"] = read_jsonl(ctx.stage_dir("curate") / "dev.jsonl")[: cfg.evaluate.max_items]
+        # The loop's dev set: only the student is run on it (the next round's analysis reads where it
+        # fails); a single round has no next round (its dev set only picked the training step).
+        if probes_dev(cfg):
+            sets["dev"] = read_jsonl(ctx.stage_dir("curate") / "dev.jsonl")[: cfg.evaluate.max_items]
         sets = {k: v for k, v in sets.items() if v}
         t_start = time.perf_counter()
         trained = trained_dir(ctx.stage_dir("train"))
@@ -336,4 +338,10 @@ def run(ctx: Context) -> EvaluateManifest:
                 "constrained": constrained, "judge": judge_info, "evaluate_seconds": round(time.perf_counter() - t_start, 1),
                 "outputs": ["metrics.json", "failures.jsonl", "scores.json"]}
 
-    return stage.run(ctx, SPEC, body, inputs={"gold": sha256_file(gold_path) if gold_path.exists() else None})
+    return stage.run(ctx, SPEC, body, settings={"dev": probes_dev(cfg)},
+                     inputs={"gold": sha256_file(gold_path) if gold_path.exists() else None})
+
+
+def probes_dev(cfg: Config) -> bool:
+    """Whether the student answers the dev set too: when the loop has a round after this one to plan."""
+    return cfg.loop.rounds > 1
