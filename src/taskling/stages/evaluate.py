@@ -228,10 +228,8 @@ def run(ctx: Context) -> EvaluateManifest:
         task = tasktype.get(cfg.task.type)
         sets = {"eval": read_jsonl(ctx.stage_dir("curate") / "eval.jsonl")[: cfg.evaluate.max_items],
                 "gold": load_gold(cfg, gold_path)[: cfg.evaluate.max_items]}
-        # The loop's dev set: only the student is run on it (the next round's analysis reads where it
-        # fails); a single round has no next round (its dev set only picked the training step).
-        if probes_dev(cfg):
-            sets["dev"] = read_jsonl(ctx.stage_dir("curate") / "dev.jsonl")[: cfg.evaluate.max_items]
+        # The loop's dev set: only the student is run on it, for a later round's analysis (see probes_dev).
+        sets["dev"] = read_jsonl(ctx.stage_dir("curate") / "dev.jsonl")[: cfg.evaluate.max_items] if probes_dev(cfg) else []
         sets = {k: v for k, v in sets.items() if v}
         t_start = time.perf_counter()
         trained = trained_dir(ctx.stage_dir("train"))
@@ -343,5 +341,6 @@ def run(ctx: Context) -> EvaluateManifest:
 
 
 def probes_dev(cfg: Config) -> bool:
-    """Whether the student answers the dev set too: when the loop has a round after this one to plan."""
+    """Whether the student answers the dev set too: when the loop has a round after this one to plan (in a
+    single round the dev set only picked the training step)."""
     return cfg.loop.rounds > 1
