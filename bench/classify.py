@@ -192,10 +192,9 @@ def student_arm(root: Path, run: str, student: str) -> dict:
 
 
 def save(res: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    from taskling.core.workspace import atomic_write_json
+
+    atomic_write_json(RESULTS, res)
 
 
 def main() -> None:

@@ -124,11 +124,10 @@ def summary(res: dict) -> dict:
 
 
 def save(res: dict) -> None:
+    from taskling.core.workspace import atomic_write_json
+
     res["summary"] = summary(res)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
-    tmp.replace(RESULTS)
+    atomic_write_json(RESULTS, res)
 
 
 def main() -> None:

@@ -169,11 +169,10 @@ def table(results: dict) -> dict:
 
 
 def save(results: dict) -> None:
+    from taskling.core.workspace import atomic_write_json
+
     results["table"] = table(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    atomic_write_json(RESULTS, results)
 
 
 def main() -> None:
