@@ -301,10 +301,6 @@ class LabelCfg(Section):
                                        "self_training")} | {"dev_items": 0}
         return value
 
-    @property
-    def active(self) -> bool:
-        return bool(self.teachers or self.rules or self.auto.any)
-
 
 class TableCfg(Section):
     """A table in the pile mapped to task fields (tables:): each row becomes an example directly,

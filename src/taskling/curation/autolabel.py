@@ -216,8 +216,3 @@ class Space:
                 if sc[r, j] >= self.min_share:
                     out[r][name] = self.labels[j]
         return out
-
-    def chunk_label(self, key: str) -> str | None:
-        """The refined-prototype label of a pile chunk (None when the chunk is not in the space)."""
-        i = self.space.index().get(key)
-        return None if i is None else self.labels[int(self.chunk_labels[i])]
