@@ -1,7 +1,7 @@
 """The shipped example's student on gold with the automatic label sources (label.auto, the default)
 against the previous default (label.auto: false, the example's previous settings), seed by seed.
 
-    .venv/bin/python bench/label_auto.py [--data-seeds 0] [--train-seeds 0,1,2] [--arms auto,default]
+    .venv/bin/python bench/label_auto.py [--data-seeds 0] [--train-seeds 0,1,2] [--arms auto,default] [--resume]
 
 Both arms run in one workspace (a copy of examples/devdocs-router under .cache/bench-label-auto),
 so they share the pile and the teacher's call cache: with the same data seed the teacher writes
@@ -137,17 +137,25 @@ def main() -> None:
     ap.add_argument("--arms", default="auto,default")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-label-auto")
     ap.add_argument("--keep", action="store_true", help="reuse the workspace (and its call cache) of an earlier run")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs already in bench/results/label_auto.json and run only the missing ones "
+                         "(implies --keep)")
     a = ap.parse_args()
-    root = workspace(a.work, fresh=not a.keep)
+    root = workspace(a.work, fresh=not (a.keep or a.resume))
     res = {"benchmark": "label_auto", "command": "python bench/label_auto.py " + " ".join(sys.argv[1:]),
            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": {"cpus": os.cpu_count()},
-           "arms": {}}
+           "arms": json.loads(RESULTS.read_text())["arms"] if a.resume and RESULTS.exists() else {}}
     t0 = time.perf_counter()
     for d in [int(x) for x in a.data_seeds.split(",")]:
-        for i, t in enumerate(int(x) for x in a.train_seeds.split(",")):  # arms side by side, seed by seed
+        for t in (int(x) for x in a.train_seeds.split(",")):  # arms side by side, seed by seed
             for arm in a.arms.split(","):
-                r = one_run(root, arm, d, t, first=i == 0)
-                res["arms"].setdefault(arm, {})[f"d{d}-t{t}"] = r
+                done = res["arms"].setdefault(arm, {})
+                if f"d{d}-t{t}" in done:
+                    continue
+                # The systems training does not change are scored once per data seed.
+                first = not any(r["data_seed"] == d for r in done.values())
+                r = one_run(root, arm, d, t, first=first)
+                done[f"d{d}-t{t}"] = r
                 figs = ", ".join(f"{w} {v['metric']:.3f}" for w, v in r["gold"].items() if v["metric"] is not None)
                 print(f"[{time.perf_counter() - t0:5.0f} s] {arm} data seed {d} train seed {t}: {figs}; "
                       f"stages {r['seconds']}", flush=True)

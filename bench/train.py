@@ -18,8 +18,9 @@ The student is the embedded SmolLM2-135M-Instruct.
    Compared: real (non-pad) tokens/s of the training loop, peak RSS, and the held-out completion-only
    loss of both adapters computed here, the same way (fp32, no autocast), plus held-out accuracy.
 2. The machine's bf16 and fp32 matmul FLOP/s (2048 x 2048, all cores) and the trainers' model-FLOP
-   utilisation, 4 x total parameters x tokens/s / bf16 FLOP/s (LoRA: forward 2N, backward through
-   the activations 2N, no weight gradients for the frozen base).
+   utilisation, 4 x total parameters x tokens/s / matmul FLOP/s in the precision taskling trains in
+   (bf16 where the CPU has it, else fp32) (LoRA: forward 2N, backward through the activations 2N, no
+   weight gradients for the frozen base).
 3. Evaluation throughput on the same --prompts held-out prompts and max_new_tokens: the tuned student
    through transformers batched generation (taskling.student.infer.generate) and the embedded teacher through
    its default llama.cpp backend (taskling.teacher.backends.open_backend).
@@ -119,7 +120,9 @@ def fit(rows: list[dict], tok, system: str, max_len: int) -> list[dict]:
 
 
 def workspace(base: Path, train: list[dict], held: list[dict]) -> Path:
-    """A workspace whose curate stage looks finished, the way tests fake an upstream stage."""
+    """A workspace whose curate stage looks finished, the way tests fake an upstream stage
+    (tests/student/test_train.py's fake_curate): the two files and a valid typed manifest."""
+    from taskling.core.manifests import CurateCounts, CurateManifest
     from taskling.core.workspace import atomic_write_json, digest_files, fingerprint, write_jsonl
 
     ws = base / "ws"
@@ -128,10 +131,15 @@ def workspace(base: Path, train: list[dict], held: list[dict]) -> Path:
     cur = ws / "runs" / "bbc-news" / "round-0" / "curate"
     write_jsonl(cur / "train.jsonl", train)
     write_jsonl(cur / "eval.jsonl", held)
-    atomic_write_json(cur / "manifest.json", {
-        "stage": "curate", "fingerprint": fingerprint({"train": train, "eval": held}),
-        "digest": digest_files([cur / "train.jsonl", cur / "eval.jsonl"]),
-        "counts": {"train": len(train), "eval": len(held)}, "outputs": ["train.jsonl", "eval.jsonl"]})
+    counts = dict.fromkeys(CurateCounts.model_fields, 0) | {"train": len(train), "eval": len(held)}
+    m = CurateManifest(run_id="bbc-news", round=0, fingerprint=fingerprint({"train": train, "eval": held}),
+                       settings={}, inputs={}, outputs=["train.jsonl", "eval.jsonl"],
+                       digest=digest_files([cur / "train.jsonl", cur / "eval.jsonl"]), started="", seconds=0.0,
+                       versions={}, counts=counts, review=None, kept_by_arm={}, rejections={}, rejected_samples={},
+                       funnel=[], split={"unit": "document", "held_out": 0, "groups": 0, "label_coverage": None,
+                                         "held_out_units": []},
+                       labels={}, topics={}, language=None, grounding={}, pii=None, judge=None)
+    atomic_write_json(cur / "manifest.json", m.on_disk())
     return ws
 
 
@@ -370,7 +378,13 @@ def matmul_flops(dtype_name: str, n: int = 2048, seconds: float = 4.0) -> float:
 
 
 def peaks() -> dict:
-    return {"bf16": matmul_flops("bfloat16"), "fp32": matmul_flops("float32")}
+    """Matmul FLOP/s in each precision; bf16 only where the CPU has it (without it, one bf16 matmul takes
+    seconds and taskling trains in fp32). "mfu" is the peak of the precision taskling trains in."""
+    from taskling.student import infer
+
+    fp32 = matmul_flops("float32")
+    bf16 = matmul_flops("bfloat16") if infer.bf16_supported() else None
+    return {"bf16": bf16, "fp32": fp32, "mfu": "bf16" if bf16 else "fp32"}
 
 
 def warmup(steps: int) -> int:
@@ -459,7 +473,7 @@ def main() -> None:
               f"tokens (one epoch); student {n_params / 1e6:.1f}M parameters", flush=True)
 
         peak, peak_env = phase(a.idle_limit, in_worker, work, "peaks")
-        print(f"matmul: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s", flush=True)
+        print(f"matmul: bf16 {gflops(peak['bf16'])} GFLOP/s, fp32 {gflops(peak['fp32'])} GFLOP/s", flush=True)
         ours, ours_env = phase(a.idle_limit, run_taskling, ws, a, a.seed, f"seed-{a.seed}")
         print(f"taskling train: {ours['manifest']['tokens_per_s']} tokens/s, {ours['peak_rss_mb']:.0f} MB peak, "
               f"{ours['wall_seconds']} s wall", flush=True)
@@ -515,7 +529,7 @@ def main() -> None:
     m = ours["manifest"]
     ours_tps = real_tokens / m["train_seconds"] if m.get("train_seconds") else m["tokens_per_s"]
     base_tps = base["tokens_per_s"]
-    mfu = lambda tps: 4 * n_params * tps / peak["bf16"]  # noqa: E731
+    mfu = lambda tps: 4 * n_params * tps / peak[peak["mfu"]]  # noqa: E731
     speedup = ours_tps / base_tps
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     loss_o = round(mean([v["taskling"]["loss"] for v in per_seed.values()]), 5)
@@ -545,7 +559,8 @@ def main() -> None:
         "settings": {"student": STUDENT, "total_params": n_params, "steps": a.steps, "batch_size": a.batch_size,
                      "max_seq_len": a.max_seq_len, "lr": a.lr, "schedule": f"cosine, {warmup(a.steps)} warmup steps",
                      "lora": LORA},
-        "matmul_flops": {"bf16": round(peak["bf16"]), "fp32": round(peak["fp32"]), "n": 2048,
+        "matmul_flops": {"bf16": round(peak["bf16"]) if peak["bf16"] else None, "fp32": round(peak["fp32"]),
+                         "mfu_of": peak["mfu"], "n": 2048,
                          "threads": os.cpu_count(), **peak_env},
         "training": {
             "taskling": {**{k: v for k, v in ours.items() if k != "adapter"}, **ours_env,
@@ -570,7 +585,7 @@ def main() -> None:
                     "mean_loss": {"taskling": loss_o, "baseline": loss_b}, "how": "completion-only cross-entropy, fp32 without autocast, summed over every label "
                                       "token of the held-out set and divided by their number; accuracy: greedy, "
                                       "taskling.student.infer.generate, the classify metric"},
-        "mfu": {"formula": "4 * total_params * real_tokens_per_s / bf16_matmul_flops (LoRA: forward 2N + backward "
+        "mfu": {"formula": f"4 * total_params * real_tokens_per_s / {peak['mfu']}_matmul_flops (LoRA: forward 2N + backward "
                            "through activations 2N; frozen base, no weight gradients; attention's own FLOPs ignored)",
                 "taskling": round(mfu(ours_tps), 4), "baseline": round(mfu(base_tps), 4),
                 "taskling_compiled": round(mfu(comp_tps), 4),
@@ -597,11 +612,16 @@ def main() -> None:
           f"{quality['taskling']['accuracy']:.3f} vs {quality['baseline']['accuracy']:.3f} "
           f"(untrained {quality['untrained']['loss']:.3f}, {quality['untrained']['accuracy']:.3f}) "
           f"({ok(targets['heldout_loss'])})")
-    print(f"  MFU        taskling {mfu(ours_tps):.1%}   HF Trainer {mfu(base_tps):.1%} of bf16 matmul "
-          f"{peak['bf16'] / 1e9:.0f} GFLOP/s (fp32 {peak['fp32'] / 1e9:.0f}) (target 50%: {ok(targets['mfu'])})")
+    print(f"  MFU        taskling {mfu(ours_tps):.1%}   HF Trainer {mfu(base_tps):.1%} of {peak['mfu']} matmul "
+          f"{gflops(peak[peak['mfu']])} GFLOP/s (bf16 {gflops(peak['bf16'])}, fp32 {gflops(peak['fp32'])}) "
+          f"(target 50%: {ok(targets['mfu'])})")
     print(f"evaluation, {len(convs)} prompts, max_new_tokens {a.max_new_tokens}: student {student['items_per_s']} "
           f"items/s, teacher {teacher['items_per_s']} items/s")
     print(f"wrote {dest}")
+
+
+def gflops(x: float | None) -> str:
+    return "n/a" if not x else f"{x / 1e9:.0f}"
 
 
 def _write(path: Path, text: str) -> Path:

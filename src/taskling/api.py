@@ -33,6 +33,7 @@ from .core.executor import Executor, LocalExecutor
 from .core.manifests import (AnalyseManifest, CurateManifest, EvaluateManifest, ExportManifest, GenerateManifest,
                              IngestManifest, Manifest, SystemResult, TrainManifest)
 from .core.workspace import Context, read_jsonl
+from .curation import mined
 
 STAGES = ("ingest", "generate", "curate", "train", "evaluate", "export", "analyse")
 SPLITS = ("train", "eval", "dev", "rejected")
@@ -374,6 +375,28 @@ class Workspace:
         from .curation import seed
 
         return seed.load(self.config, self.ctx.ws.gold)[1]
+
+    def mined_rules(self, round: int | None = None) -> dict:
+        """The keyword rules curate mined per label (label.auto): the file a person edits, and each rule's
+        words, label, estimated accuracy and coverage (no gold) and accuracy measured on gold."""
+        man = self.ctx.manifest("curate", round)
+        path = self.ctx.stage_dir("curate", round) / "mined_rules.yaml"
+        stats = {r.get("name"): r for r in ((man.label_model.mined_rules if man.label_model else None) or [])}
+        rules = mined.read(path) if path.exists() else []
+        return {"file": str(path) if path.exists() else None, "round": self.round if round is None else round,
+                "rules": [{**{k: v for k, v in stats.get(r.get("name"), {}).items() if k not in r}, **r} for r in rules]}
+
+    def promote_rules(self, file: str | Path | None = None, only: Iterable[str] | None = None,
+                      config: str | Path | None = None) -> dict:
+        """Copy mined rules (edits included) into the task file's label.rules, where they act as hand-written
+        rules; `file` defaults to this round's mined_rules.yaml, `only` to every rule in it, `config` to the
+        workspace's taskling.yaml. The task file keeps its comments; an edit that would not load is refused."""
+        path = Path(file) if file else Path(self.mined_rules()["file"] or self.ctx.stage_dir("curate") / "mined_rules.yaml")
+        if not path.exists():
+            raise TasklingError(f"{path}: no mined rules there; curate writes them for a classify task with label.auto on")
+        target = Path(config) if config else self.root / "taskling.yaml"
+        names = mined.promote(target, path, list(only) if only else None)
+        return {"promoted": names, "config": str(target), "from": str(path)}
 
     # -- the pile -------------------------------------------------------------------------------------------
     def pile_stats(self) -> dict:

@@ -1,7 +1,7 @@
 """The `taskling` command: a thin layer over the stage functions.
 
     taskling init | ingest | generate | curate | train | evaluate | export | run
-    taskling status | try | serve | predict | report | ui | gold | pile | log
+    taskling status | try | serve | predict | report | ui | gold | rules | pile | log
 
 Errors the user can fix print one line and exit non-zero; --debug shows the
 traceback of anything else. What every command shares is in `cli_common.py`; the
@@ -36,6 +36,9 @@ app.command("try")(try_)
 gold_app = typer.Typer(help="gold.jsonl: items a person labelled, never trained on, always evaluated.",
                        no_args_is_help=True, context_settings=HELP)
 app.add_typer(gold_app, name="gold")
+rules_app = typer.Typer(help="Keyword rules curate mined per label (label.auto): list them with their accuracy, "
+                        "promote them into taskling.yaml.", no_args_is_help=True, context_settings=HELP)
+app.add_typer(rules_app, name="rules")
 
 
 def show_version(value: bool) -> None:
@@ -403,6 +406,56 @@ def gold_import(file: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL or 
         moved = res["no_longer_trained_on"]
         err.print(f"gold: {res['imported']} items added ({res['gold_items']} in {res['gold']}); {res['already_in_gold']} "
                   f"were there, {res['left_out']} left out" + (f"; {moved} were seed_data and leave training" if moved else ""))
+        emit(res, as_json)
+    guarded(go)
+
+
+RoundOpt = Annotated[Optional[int], typer.Option("--round", help="The round (default: the one the loop kept, else 0).")]
+
+
+@rules_app.command("show")
+def rules_show(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, round_: RoundOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """The rules curate mined: each one's label, words, the label model's estimate of its accuracy and
+    coverage (no gold) and its accuracy measured on gold.
+
+    Example: taskling rules show
+    """
+    def go():
+        res = Workspace(make_ctx(config, None, run, lock=False)).mined_rules(round_)
+        if as_json:
+            return emit(res, True)
+        if not res["rules"]:
+            err.print("no mined rules (curate writes them for a classify task with label.auto on)")
+            return
+        table = Table("rule", "label", "estimated", "coverage", "on gold", "words")
+        for r in res["rules"]:
+            gold = r.get("measured")
+            table.add_row(str(r.get("name")), str(r.get("label")), fmt(r.get("estimated")), fmt(r.get("coverage")),
+                          "-" if gold is None else f"{gold:.2f} (n={r.get('measured_n')})",
+                          ", ".join(map(str, r.get("keywords") or [])))
+        err.print(table)
+        err.print(f"file: {res['file']}  (edit it, then: taskling rules promote)", highlight=False)
+    guarded(go)
+
+
+def fmt(x: object) -> str:
+    return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+@rules_app.command("promote")
+def rules_promote(file: Annotated[Optional[Path], typer.Argument(help="The rules file (default: the round's "
+                                                                  "mined_rules.yaml).")] = None,
+                  only: Annotated[Optional[str], typer.Option("--only", help="Only these rules, a,b.")] = None,
+                  config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_json: JsonOpt = False) -> None:
+    """Copy mined rules (with your edits) into taskling.yaml's label.rules, where they act as rules you
+    wrote; the rest of the file and its comments stay as they were.
+
+    Example: taskling rules promote --only mined-billing
+    """
+    def go():
+        res = Workspace(make_ctx(config, None, run)).promote_rules(file, split(only) or None, config)
+        err.print(f"promoted {len(res['promoted'])} rule(s) into {res['config']}: {', '.join(res['promoted'])}")
         emit(res, as_json)
     guarded(go)
 

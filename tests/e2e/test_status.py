@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 
 import yaml
 
@@ -91,3 +92,9 @@ def test_too_little_to_train_on_stops_before_training_with_why_unless_forced(cli
     st = json.loads(cli("status", "--json", cwd=tmp_path).output)
     assert st["enough"]["short"] == [f"{st['enough']['eval']} held-out eval item(s) (floor 30)"]
     assert st["enough"]["losses"] and all(x["todo"] for x in st["enough"]["losses"])
+    # and in the report: report.json says it, report.html says it first in the curation section
+    rep = json.loads(cli("report", "--json", cwd=tmp_path).stdout)
+    assert rep["enough"]["short"] == st["enough"]["short"] and rep["enough"]["floors"]["train.min_eval"] == 30
+    html = next(tmp_path.rglob("report.html")).read_text()
+    assert "Below a floor" in html and f"{st['enough']['eval']} held-out eval item(s) (floor 30)" in html
+    assert escape(st["enough"]["losses"][0]["todo"]) in html

@@ -358,6 +358,8 @@ PARTIAL = {
                         "label": {"gold": [{"label": "a"}, None]}},
         "constrained": {"gold": {"student": {"free": 0.5}}}}},
     "costs None": {"costs": None},
+    "enough half filled": {"enough": {"short": None, "thin": ["label 'a': 3", None], "losses": [None, {"count": None}],
+                                      "floors": None}},
     "costs half filled": {"costs": {"teacher": {"calls": 3}, "judge": None, "money_total": math.inf}},
     "training half filled": {"training": {"best_step": 5, "stopped_early": None, "lr": "auto", "loss": [[1, 2.0]]}},
     "results half filled": {"results": {"gold": {"student": {
@@ -373,6 +375,19 @@ def test_new_sections_render_when_partly_filled(case):
     text = " ".join(page.text).replace("(none)", "")
     assert not re.search(r"\b(nan|inf|None)\b", text, re.I)
     assert not any(re.search(r"nan|inf", a, re.I) for a in page.attrs)
+
+
+def test_floors_say_what_is_short_thin_and_why_escaped():
+    rep = full_report() | {"enough": {
+        "short": ["label '<b>x</b>' has 0 generated training example(s) (floor 5)"], "thin": ["label 'y': 7"],
+        "losses": [{"reason": "near duplicate", "count": 41, "todo": "raise teacher.temperature"}],
+        "floors": {"train.min_per_label": 5, "train.min_eval": 1}}}
+    html = render_html(rep)
+    assert "Below a floor" in html and "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
+    assert "Near a floor (under five times it): label &#x27;y&#x27;: 7" in html or "label 'y': 7" in html
+    assert "41 near duplicate (raise teacher.temperature)" in html and "train.min_per_label 5" in html
+    fine = render_html(full_report() | {"enough": {"short": [], "thin": [], "losses": [], "floors": {}}})
+    assert "Below a floor" not in fine and "Near a floor" not in fine
 
 
 def test_empty_new_sections_are_left_out():

@@ -85,6 +85,42 @@ def test_pile_inputs_are_labelled_and_make_a_dev_set_that_picks_the_step(auto_ru
     assert len(read_jsonl(ctx.stage_dir("curate") / "label_model.jsonl")) == len(gold)
 
 
+def test_taskling_rules_lists_the_mined_rules_and_promotes_an_edited_one(auto_run, tmp_path):
+    """`taskling rules show --json` gives each mined rule with the label model's estimate; `taskling rules
+    promote FILE --only NAME` copies the edited rule into another task file, which then loads with it."""
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from taskling.cli import app
+
+    root, ctx = auto_run
+    shown = CliRunner().invoke(app, ["rules", "show", "--config", str(root / "taskling.yaml"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    res = json.loads(shown.stdout)
+    lm = CurateManifest.read(ctx.stage_dir("curate")).label_model
+    assert [r["name"] for r in res["rules"]] == [r["name"] for r in lm.mined_rules]
+    first = res["rules"][0]
+    assert first["name"].startswith("mined-") and first["label"] in ctx.cfg.task.labels and first["keywords"]
+    assert first["estimated"] == lm.mined_rules[0]["estimated"]
+    # edit a copy of the file (one word only), promote it into a copy of the task file
+    edited = tmp_path / "mine.yaml"
+    text = (ctx.stage_dir("curate") / "mined_rules.yaml").read_text()
+    edited.write_text(text.replace(json.dumps(first["keywords"]), json.dumps(["zebraword"])), encoding="utf-8")
+    shutil.copy(root / "taskling.yaml", tmp_path / "taskling.yaml")
+    done = CliRunner().invoke(app, ["rules", "promote", str(edited), "--only", first["name"],
+                                    "--config", str(tmp_path / "taskling.yaml"), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["promoted"] == [first["name"]]
+    rules = yaml.safe_load((tmp_path / "taskling.yaml").read_text())["label"]["rules"]
+    assert rules == [{"name": first["name"], "keywords": ["zebraword"], "label": first["label"]}]
+    assert [r.keywords for r in load_config(tmp_path / "taskling.yaml", []).label.rules] == [["zebraword"]]
+    missing = CliRunner().invoke(app, ["rules", "promote", str(edited), "--only", "nope",
+                                       "--config", str(tmp_path / "taskling.yaml")])
+    assert missing.exit_code != 0 and "no rule named 'nope'" in missing.output
+
+
 def test_the_label_model_is_a_system_and_the_report_names_the_strongest(auto_run):
     root, ctx = auto_run
     ev = EvaluateManifest.read(ctx.stage_dir("evaluate"))

@@ -1,7 +1,7 @@
 """Keyword rules mined per label, a file a person can read and edit, and promoting them into
 taskling.yaml's label.rules (where they become hand-written rules like any other).
 
-    python -m taskling.curation.mined promote runs/<task>/round-0/curate/mined_rules.yaml [--only mined-sport]
+    taskling rules show; taskling rules promote [FILE] [--only mined-sport]
 
 `mine` finds each label's discriminative words by the log-odds ratio with an informative Dirichlet
 prior (Monroe, Colaresi & Quinn 2008): counts are per text (a word counts once in a text, times the
@@ -19,11 +19,9 @@ section of taskling.yaml, keeping the rest of the file as it was, and checks the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -126,7 +124,7 @@ def write(path: Path, rules: list[dict], stats: dict[str, dict] | None = None) -
     stats = stats or {}
     lines = ["# Keyword rules taskling mined from the label set, the examples, the teacher's inputs and the pile.",
              "# Edit freely (drop a word, add one), then copy them into taskling.yaml's label: rules: with",
-             f"#   python -m taskling.curation.mined promote {path.name} [--only NAME,...]",
+             "#   taskling rules promote [--only NAME,...]      (taskling rules show lists them)",
              "# Estimated accuracy is the label model's (no gold); measured is on gold.jsonl where the rule fired.",
              "rules:"]
     for r in rules:
@@ -198,24 +196,3 @@ def replace_section(text: str, key: str, value: dict) -> str:
     while end > start + 1 and not lines[end - 1].strip():  # blank lines after the block stay
         end -= 1
     return "".join(lines[:start]) + block + "".join(lines[end:])
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m taskling.curation.mined", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("promote", help="copy mined rules into taskling.yaml's label.rules")
-    p.add_argument("rules_file", type=Path)
-    p.add_argument("--config", type=Path, default=Path("taskling.yaml"))
-    p.add_argument("--only", default="", help="comma-separated rule names (default: every rule in the file)")
-    args = ap.parse_args(argv)
-    try:
-        names = promote(args.config, args.rules_file, [x for x in args.only.split(",") if x] or None)
-    except TasklingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"promoted {len(names)} rule(s) into {args.config}: {', '.join(names)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

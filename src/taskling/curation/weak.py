@@ -197,11 +197,11 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], k
     info = {"model": cfg.label.model, "sources": names, "items": n, "gold_items": len(gold_labels),
             "relabelled": changed, "dropped_unsure": len(dropped), "min_confidence": cfg.label.min_confidence,
             "weighted": cfg.label.weight, "calibrated_with_gold": cfg.label.init == "gold" and bool(gold_labels),
-            "measured": measured}
+            "measured": measured, "seconds_per_item": round(found.seconds_per_item or 0.0, 5)}
     if fit is not None:
         info["fit"] = {k: v for k, v in fit.to_json(posteriors=False).items()}
     if found.info:
-        info["auto"] = found.info | {"seconds_per_item": round(found.seconds_per_item or 0.0, 5)}
+        info["auto"] = found.info
     if where is not None:
         saved(cfg, where, gold, assigned[n:], votes[n:], names, found, fit, measured, info, candidates, votes[:n])
     ctx.console.print(f"curate: label model ({cfg.label.model}) over {len(names)} sources on {n} candidates: "
@@ -243,7 +243,6 @@ def saved(cfg: Config, out, gold: list[dict], on_gold: list, gold_votes: list[di
              "votes": {s: v.get(s) for s in names if v.get(s) is not None}}
             for g, (lab, conf), v in zip(gold, on_gold, gold_votes)]
     write_jsonl(out / "label_model.jsonl", rows)
-    info["seconds_per_item"] = round(found.seconds_per_item or 0.0, 5)
     if found.rules:
         stats = {st["name"]: st for st in (fit.to_json(posteriors=False)["stats"] if fit is not None else [])}
         table = {r["name"]: {"estimated": stats.get(r["name"], {}).get("accuracy"),

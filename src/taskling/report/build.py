@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core.manifests import BY_STAGE, CurateManifest, GenerateManifest
 from ..core.workspace import STAGES, Context, atomic_write_json, atomic_write_text, read_jsonl
+from ..curation import enough
 from ..data.pile import Pile
 from ..teacher import allocate
 from ..teacher.allocate import arm_label
@@ -77,6 +78,7 @@ def build(ctx: Context) -> dict:
         rep["curation"] = {"rejected_samples": c.rejected_samples, "labels": c.labels, "topics": c.topics,
                            "grounding": c.grounding, "judge": c.judge, "pii": c.pii, "review": c.review,
                            "language": c.language}
+        rep["enough"] = enough.assess(ctx)
     if "train" in manifests:
         rep["training"] = training(ctx, manifests["train"])
     if "evaluate" in manifests:

@@ -262,8 +262,24 @@ def _selection(t: dict) -> str:
                if rows else ""))
 
 
+def _floors(rep: dict) -> str:
+    """Training data against the floors (train.min_per_label, train.min_eval): what is below one or near
+    one, and why (curate's biggest losses, what to do)."""
+    e = as_dict(rep.get("enough"))
+    short, thin = [x for x in as_list(e.get("short")) if x], [x for x in as_list(e.get("thin")) if x]
+    if not (short or thin):
+        return ""
+    why = "; ".join(f"{fmt(x.get('count'))} {esc(x.get('reason', ''))} ({esc(x.get('todo', ''))})"
+                    for x in as_list(e.get("losses")) if isinstance(x, dict))
+    floors = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in as_dict(e.get("floors")).items())
+    head = ('<span class="bad">Below a floor</span>: ' + esc("; ".join(short)) + ". ") if short else ""
+    near = ("Near a floor (under five times it): " + esc("; ".join(thin)) + ". ") if thin else ""
+    return (f'<p class="floors">{head}{near}Floors: {floors}.'
+            + (f" Curate's biggest losses: {why}." if why else "") + "</p>")
+
+
 def _funnel(rep: dict) -> str:
-    out = []
+    out = [_floors(rep)] if _floors(rep) else []
     steps = [f for f in rep.get("funnel") or [] if isinstance(f, dict)]
     if steps:
         counts = [num(f.get("count")) or 0 for f in steps]
@@ -452,7 +468,7 @@ def _label_sources(rep: dict) -> str:
     if mined:
         out.append('<h3>mined keyword rules</h3><p class="note">Mined from the labels, the examples, the '
                    "teacher's inputs and the pile (no gold), in <code>mined_rules.yaml</code> of the curate stage: "
-                   "edit them and promote them into taskling.yaml with <code>python -m taskling.curation.mined "
+                   "edit them and promote them into taskling.yaml with <code>taskling rules "
                    "promote</code>.</p>")
         out.append(table(["rule", "label", "keywords", "estimated accuracy", "coverage", "measured on gold", "gold n"],
                          [[f"<code>{esc(r.get('name', ''))}</code>", esc(r.get("label", "")),
