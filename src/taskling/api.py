@@ -391,7 +391,7 @@ class Workspace:
         """Copy mined rules (edits included) into the task file's label.rules, where they act as hand-written
         rules; `file` defaults to this round's mined_rules.yaml, `only` to every rule in it, `config` to the
         workspace's taskling.yaml. The task file keeps its comments; an edit that would not load is refused."""
-        path = Path(file) if file else Path(self.mined_rules()["file"] or self.ctx.stage_dir("curate") / "mined_rules.yaml")
+        path = Path(file) if file else self.ctx.stage_dir("curate") / "mined_rules.yaml"
         if not path.exists():
             raise TasklingError(f"{path}: no mined rules there; curate writes them for a classify task with label.auto on")
         target = Path(config) if config else self.root / "taskling.yaml"

@@ -279,7 +279,8 @@ def _floors(rep: dict) -> str:
 
 
 def _funnel(rep: dict) -> str:
-    out = [_floors(rep)] if _floors(rep) else []
+    floors = _floors(rep)
+    out = [floors] if floors else []
     steps = [f for f in rep.get("funnel") or [] if isinstance(f, dict)]
     if steps:
         counts = [num(f.get("count")) or 0 for f in steps]
