@@ -220,8 +220,8 @@ def main() -> None:
         per = res.setdefault(task, {"seeds": {}})
         for seed in [int(s) for s in a.seeds.split(",")]:
             base = TASKS[task](root, seed, a.steps)
-            (root / "taskling.yaml").write_text(yaml.safe_dump(base, sort_keys=False), encoding="utf-8")
             base["budget"]["examples"] = a.generate
+            (root / "taskling.yaml").write_text(yaml.safe_dump(base, sort_keys=False), encoding="utf-8")
             run = f"auto-s{seed}"
             row = per["seeds"].setdefault(str(seed), {})
             if "auto" in arms or "ablations" in arms or "students" in arms:
