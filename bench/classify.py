@@ -142,6 +142,7 @@ def ablations(root: Path, run: str, labels: list[str]) -> dict:
     from taskling.curation import labelmodel
 
     cur = root / "runs" / run / "round-0" / "curate"
+    balance = json.loads((cur / "manifest.json").read_text())["label_model"]["fit"]["settings"]["class_balance"]
     cand = [json.loads(x) for x in (cur / "candidate_votes.jsonl").read_text().splitlines() if x.strip()]
     gold_rows = [json.loads(x) for x in (cur / "label_model.jsonl").read_text().splitlines() if x.strip()]
     gold = [json.loads(x) for x in (root / "gold.jsonl").read_text().splitlines() if x.strip()]
@@ -155,7 +156,8 @@ def ablations(root: Path, run: str, labels: list[str]) -> dict:
 
         def strip(rows):
             return [{s: v for s, v in r.items() if s in keep} for r in rows]
-        fit = labelmodel.fit(strip([r["votes"] for r in cand]), labels, sources=keep, abstain_sources=silent)
+        fit = labelmodel.fit(strip([r["votes"] for r in cand]), labels, sources=keep, abstain_sources=silent,
+                             class_balance=balance)
         gv = [{s: r["votes"].get(s) for s in keep if s in r["votes"] or s in silent} for r in gold_rows]
         said = [lab for lab, _ in fit.predict(gv)]
         out[f"without {fam}"] = scored(said, gold)

@@ -96,6 +96,16 @@ def test_the_label_model_fixes_planted_wrong_labels_and_measures_every_source(we
     assert "Label sources" in page and "kw-python" in page
 
 
+def test_the_class_prior_is_learned_or_fixed_uniform_as_set(weak_ws):
+    cfg, ctx = weak_ws
+    learned = curate.run(Context(cfg, console=QUIET, force=True)).label_model.fit
+    cfg2 = load_config(cfg.root / "taskling.yaml", ["label.class_balance=uniform"])
+    fixed = curate.run(Context(cfg2, console=QUIET)).label_model.fit  # a setting of curate: it runs again
+    assert learned["settings"]["class_balance"] == "learn" and fixed["settings"]["class_balance"] == "uniform"
+    assert max(learned["prior"].values()) > 0.5  # this pile is mostly sqlite, and no item is python
+    assert all(abs(p - 1 / 3) < 1e-4 for p in fixed["prior"].values())
+
+
 def test_weights_reach_training_and_majority_is_a_choice(weak_ws):
     cfg, ctx = weak_ws
     cfg2 = load_config(cfg.root / "taskling.yaml", ["label.model=majority", "label.weight=false",
@@ -154,7 +164,8 @@ def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_mo
         for e in pile:
             assert e["input"] == " ".join(p.chunk(e["chunks"][0]).text.split()[:auto.pile_input_words(cfg)])
             assert e["label"] == e["arm"][1] and e["provenance"][0]["chunk"] == e["chunks"][0]
-    assert {e["arm"][1] for e in pile} == {"sqlite", "node", "python"}  # dealt over the arms
+    pooled = [e for e in pile if e["arm"][1] is not None]  # the rest: short chunks in no pool, no guess
+    assert {e["arm"][1] for e in pooled} == {"sqlite", "node", "python"} and len(pooled) >= 8  # dealt over the arms
     lm = curate.run(ctx).label_model
     assert lm.sources[:2] == ["asked", "retrieved"]
     fit = {s["name"]: s for s in lm.fit["stats"]}
@@ -166,6 +177,43 @@ def test_pile_chunks_become_inputs_that_the_label_model_labels(tmp_path, tiny_mo
     fired = [(next(v for v in row.values() if v), truth(e)) for row, e in zip(said, pile) if any(row.values())]
     assert len(fired) >= len(pile) // 2 and sum(a == b for a, b in fired) >= 0.8 * len(fired)
     assert any(e.get("source") == "pile" and "label_votes" in e for e in kept(ctx))
+
+
+@pytest.mark.parametrize("example_words, short_taken", [(8, True), (30, False)])
+def test_one_line_chunks_become_inputs_when_the_tasks_inputs_are_as_short(tmp_path, tiny_model_dir,
+                                                                          example_words, short_taken):
+    """A pile of one-line items (9-word chunks) feeds pile inputs when the task's examples are that
+    short, and not when they are long (a 9-word chunk then says too little to be an input)."""
+    from taskling import tasks
+
+    examples = [{"input": " ".join(["word"] * (example_words - 1) + [f"q{i}?"]), "output": lab}
+                for i, lab in enumerate(["sqlite", "node", "python"])]
+    path = write_workspace(tmp_path, tiny_model_dir, generate__pile_inputs=200, label__rules=RULES,
+                           label__auto=False, task__examples=examples)
+    for i in range(40):  # one 9-word item per file: 40 short chunks
+        (tmp_path / "docs" / f"pkg-{i:02d}.txt").write_text(f"pkg{i}: a small tool number {i} for the shell\n")
+    cfg = load_config(path, [])
+    assert tasks.chunk_floor(cfg.task) == min(example_words, tasks.CHUNK_WORDS)
+    ctx = Context(cfg, console=QUIET)
+    ingest.run(ctx)
+    made = read_jsonl(ctx.stage_dir("generate") / "examples.jsonl") if generate.run(ctx) else []
+    short = [e for e in made if e.get("source") == "pile" and e["input"].startswith("pkg")]
+    assert bool(short) is short_taken
+    if short_taken:  # each one-liner, whole (the pools' chunks have 20 words or more)
+        assert len(short) == 40 and all(len(e["input"].split()) == 9 for e in short)
+
+
+def test_the_chunk_floor_follows_the_median_example_input():
+    from taskling import tasks
+    from taskling.core.tasktype import TaskCfg
+
+    def task(*lengths):
+        return TaskCfg.model_validate({"name": "t", "type": "classify", "description": "d", "labels": {"a": "", "b": ""},
+                                       "examples": [{"input": " ".join(["w"] * n), "output": "a"} for n in lengths]})
+    assert tasks.chunk_floor(task()) == tasks.CHUNK_WORDS == 20  # no example: the general floor
+    assert tasks.chunk_floor(task(8, 3, 9)) == 8                  # the median, not the mean or the shortest
+    assert tasks.chunk_floor(task(60, 60)) == 20                  # long inputs: never above the general floor
+    assert tasks.chunk_floor(task(2, 2, 3)) == 5                  # never below five words
 
 
 def test_the_ui_runs_page_shows_the_label_sources(weak_ws, browser):

@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import autolabel, mined
+from .. import tasks
 from . import rules as rulemod
 from ..core.config import Config
 from ..core.workspace import Context
 from ..data.pile import Pile
-
-MIN_WORDS = 20  # a chunk shorter than this says too little to seed or vote (the generation pools use the same)
-
 
 def active(cfg: Config) -> bool:
     """Whether the automatic sources run: classify, label.auto on, and the pile embedded (ingest.embed,
@@ -144,7 +142,7 @@ def collect(cfg: Config, ctx: Context, items: list[dict], vecs: np.ndarray | Non
     with Pile(ctx.ws.pile_db) as pile:
         pools = pools_by_label(cfg, pile)
         use_vecs = embedder is not None and vecs is not None and (a.embedding or a.knn or a.retrieval)
-        space = autolabel.PileSpace.load(pile, embedder.dim, MIN_WORDS) if use_vecs else None
+        space = autolabel.PileSpace.load(pile, embedder.dim, tasks.chunk_floor(cfg.task)) if use_vecs else None
         background = [c.text for c in pile.chunks(unique=True)] if a.keywords or a.teacher_words else []
     if space is not None:
         idx = space.index()

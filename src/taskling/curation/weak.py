@@ -163,12 +163,14 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], k
         fit = None
         assigned = labelmodel.majority(votes, labels, names)
     elif cfg.label.init == "gold" and gold_labels:
-        fit = labelmodel.fit(votes, labels, sources=names, gold=gold_labels, init="gold", abstain_sources=silent)
+        fit = labelmodel.fit(votes, labels, sources=names, gold=gold_labels, init="gold", abstain_sources=silent,
+                             class_balance=cfg.label.class_balance)
         assigned = fit.assignments()
     else:
         # fitted on the candidates alone, then applied to gold: the label model as a classifier a user
         # could deploy, measured on items it never saw
-        fit = labelmodel.fit(votes[:n], labels, sources=names, init="majority", abstain_sources=silent)
+        fit = labelmodel.fit(votes[:n], labels, sources=names, init="majority", abstain_sources=silent,
+                             class_balance=cfg.label.class_balance)
         assigned = fit.assignments() + fit.predict(votes[n:])
     # Measured on gold: how often each source (and the label model) is right where it voted.
     measured = measure(names, votes, assigned, gold_labels)

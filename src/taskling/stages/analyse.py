@@ -156,7 +156,7 @@ def self_labels(cfg: Config, ctx: Context, unit: str, held: set[str], prev: int,
     rng = random.Random(f"{cfg.seed}:self:{ctx.round}")
     with Pile(ctx.ws.pile_db) as pile:
         free = [c for c in pile.chunks(unique=True) if c.key not in used and unit_of(c, unit) not in held
-                and len(c.text.split()) >= 20]
+                and len(c.text.split()) >= tasks.chunk_floor(cfg.task)]
     rng.shuffle(free)
     picks = free[:n]
     if not picks:

@@ -331,7 +331,8 @@ def pile_inputs(cfg: Config, ctx: Context, pools: dict) -> list[dict]:
             take(cs.pop(), arm)
     if len(out) < n:
         with Pile(ctx.ws.pile_db) as pile:
-            rest = [c for c in pile.chunks(unique=True) if c.key not in used and len(c.text.split()) >= 20]
+            least = tasks.chunk_floor(cfg.task)
+            rest = [c for c in pile.chunks(unique=True) if c.key not in used and len(c.text.split()) >= least]
         rng.shuffle(rest)
         for c in rest[:n - len(out)]:
             take(c, None)

@@ -240,7 +240,18 @@ def spans_for(chunks: list[Chunk], *needles) -> list[dict]:
 
 
 # -- where examples come from -------------------------------------------------------------------------------------
-def topic_pools(pile: Pile, min_words: int = 20) -> dict[tuple, list[Chunk]]:
+CHUNK_WORDS = 20  # a chunk shorter than this says too little to be a generation pool's chunk
+
+
+def chunk_floor(task) -> int:
+    """The fewest words a chunk needs to be an input itself (a pile input, a label-model item, a
+    self-training chunk): CHUNK_WORDS, or the median example input when the task's inputs are shorter
+    (at least 5): a one-line item (a package list, ticket titles) says as much as an input does."""
+    lengths = sorted(len(str(ex.input).split()) for ex in task.examples)
+    return CHUNK_WORDS if not lengths else max(5, min(CHUNK_WORDS, lengths[len(lengths) // 2]))
+
+
+def topic_pools(pile: Pile, min_words: int = CHUNK_WORDS) -> dict[tuple, list[Chunk]]:
     """Unique chunks with some substance, by arm (topic, no label); before
     topics exist, all chunks form one arm."""
     pools: dict[tuple, list[Chunk]] = {}
