@@ -10,11 +10,12 @@ is always a label: constrained decoding scores each label as the whole answer.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import TeacherOutputError
-from ..core.tasktype import Decoding, TaskCfg, register
+from ..core.tasktype import Decoding, Kind, TaskCfg, register
 from ..core.workspace import Context
 from ..data.pile import Chunk, Pile
 from . import (DATA_RULE, LINE_LABELS, diversity_line, document_block, example_items, examples_schema, first_line,
@@ -215,6 +216,14 @@ class Classify:
 
     def check_retrieved(self, task: TaskCfg, parsed: Any, chunks: list[Chunk]) -> tuple[Any, dict]:
         return parsed, {"supported": None, "dropped": []}
+
+    def kinds(self, task: TaskCfg, rows: list[dict]) -> list[Kind]:
+        """Per label, its training examples: a label with none is one the student never learns."""
+        per = Counter(str(r.get("label", r.get("output"))) for r in rows)
+        return [Kind(f"label '{lab}'", per[lab], "min_per_label",
+                     f"label '{lab}' has {per[lab]} generated training example(s)",
+                     f"add documents about it, or reword task.labels.{lab} with words its documents use")
+                for lab in task.labels]
 
     def decoding(self, task: TaskCfg) -> Decoding:
         return Decoding(labels=tuple(task.labels))
