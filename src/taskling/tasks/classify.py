@@ -9,6 +9,7 @@ is always a label: constrained decoding scores each label as the whole answer.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -101,7 +102,9 @@ class Classify:
             return "a classify task needs at least two labels under task.labels"
         for ex in task.examples:
             if ex.output not in task.labels:
-                return f"example output {ex.output!r} is not one of the labels {list(task.labels)}"
+                near = difflib.get_close_matches(str(ex.output), list(task.labels), n=1)
+                return (f"example output {ex.output!r} is not one of the labels {list(task.labels)}"
+                        + (f"; did you mean '{near[0]}'?" if near else ""))
         return None
 
     def system_prompt(self, task: TaskCfg) -> str:
