@@ -130,8 +130,16 @@ def test_the_fields_edit_labels_and_examples_and_a_bad_edit_is_refused_with_the_
     page.locator("#t-labels .label-row").nth(3).locator(".label-name").fill("go")
     assert save_fields(page, "saved") == "label 'go' is named twice; give each label one row"
     assert path.read_text() == saved
-    r = httpx.post(server["url"] + "/api/task/form", json={"form": {"type": "answer"}})
-    assert r.status_code == 403 and path.read_text() == saved  # no token, no write
+    # the guard of every write: the token, this server's own pages, JSON; and the body's shape
+    url, token = server["url"] + "/api/task/form", {"X-Taskling-Token": server["token"]}
+    assert httpx.post(url, json={"form": {"type": "answer"}}).status_code == 403
+    assert httpx.post(url, json={"form": {"type": "answer"}}, headers=token | {"Origin": "http://evil.example"}
+                      ).status_code == 403
+    assert httpx.post(url, content=b'{"form": {"type": "answer"}}',
+                      headers=token | {"Content-Type": "text/plain"}).status_code == 415
+    r = httpx.post(url, json={"form": "type: answer"}, headers=token)
+    assert r.status_code == 400 and "send {form: {...}} as JSON" in r.text
+    assert path.read_text() == saved
     assert errors == []
 
 
