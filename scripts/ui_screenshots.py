@@ -1,11 +1,14 @@
-"""Screenshots of every page of `taskling ui`, for docs/ui.md.
+"""Screenshots of every page of `taskling ui`, for docs/ui.md and the README.
 
     .venv/bin/python scripts/ui_screenshots.py [WORKSPACE] [--out docs/ui]
+    .venv/bin/python scripts/ui_screenshots.py --task-page     # docs/task-page.png (README)
 
 WORKSPACE defaults to the demo's (.demo/devdocs-router, made by `make demo`). The UI is
 served on a free loopback port and driven in headless Chromium: the pile with a search
 and a chunk open, the examples with one selected, the runs page, the failures, and the
 playground answering one gold question (student, base and teacher). Writes one PNG per page.
+--task-page takes only the Task page (the task's fields beside the whole file) of the shipped
+example, examples/devdocs-router, copied to a temporary folder so the example stays as shipped.
 """
 from __future__ import annotations
 
@@ -32,12 +35,38 @@ def serve(workspace: Path):
     return server, url
 
 
+def task_page(out: Path) -> str:
+    """The Task page of the shipped example (a copy of it, nothing ingested) as `out`."""
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = Path(tmp) / "devdocs-router"
+        shutil.copytree(ROOT / "examples" / "devdocs-router", workspace)
+        server, url = serve(workspace)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium") or shutil.which("chromium-browser"),
+                                        args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url + "/#/task")
+            page.wait_for_selector("#t-labels .label-row")
+            page.screenshot(path=str(out), full_page=True)
+            browser.close()
+        server.should_exit = True
+    return str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workspace", nargs="?", type=Path, default=ROOT / ".demo" / "devdocs-router")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "ui")
     ap.add_argument("--search", default="json_extract")
+    ap.add_argument("--task-page", action="store_true", help="only the shipped example's Task page, as docs/task-page.png")
     args = ap.parse_args()
+    if args.task_page:
+        print(json.dumps({"workspace": "examples/devdocs-router", "screenshots": [task_page(ROOT / "docs" / "task-page.png")]}))
+        return
     from playwright.sync_api import sync_playwright
 
     if not (args.workspace / "taskling.yaml").exists():

@@ -1,12 +1,14 @@
-"""The UI's Task page in headless Chromium (issue 29): taskling.yaml edited in the page, a bad edit
-refused with the command line's message (and the file left as it was), and a stage started from the
-page's run buttons shows its progress and finishes; one run at a time per workspace."""
+"""The UI's Task page in headless Chromium (issue 29): taskling.yaml edited in the page, whole or
+through its fields (labels, examples, sources; the file's comments kept), a bad edit refused with the
+command line's message (and the file left as it was), and a stage started from the page's run
+buttons shows its progress and finishes; one run at a time per workspace."""
 from __future__ import annotations
 
 import time
 
 import httpx
 import pytest
+import yaml
 from rich.console import Console
 
 from conftest import write_workspace
@@ -62,6 +64,83 @@ def test_task_page_edits_taskling_yaml_and_refuses_a_bad_edit_with_the_cli_messa
     assert load_config(path, []).budget.examples == 12
     assert errors == []
     page.screenshot(path=str(server["root"] / "task-page.png"), full_page=True)
+
+
+def save_fields(page, wanted: str) -> str:
+    """Click the fields' Save and wait until its note says `wanted` (saved) or an error; the note's text."""
+    page.click("#form-save")
+    wait_until(lambda: page.inner_text("#form-note").startswith(wanted)
+               or page.get_attribute("#form-note", "class") == "err")
+    return page.inner_text("#form-note")
+
+
+def test_the_fields_edit_labels_and_examples_and_a_bad_edit_is_refused_with_the_cli_message(server, browser, cli):
+    path = server["root"] / "taskling.yaml"
+    path.write_text("# the router, as the team wrote it\n" + path.read_text().replace(
+        "input_noun: developer question", "input_noun: developer question  # who asks").replace(
+        "budget:", "budget:  # kept small for the tests"))
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server["url"] + "/#/task")
+    page.wait_for_selector("#t-labels .label-row")
+    labels, examples = page.locator("#t-labels .label-row"), page.locator("#t-examples .example-row")
+    assert [labels.nth(i).locator(".label-name").input_value() for i in range(3)] == ["sqlite", "node", "python"]
+    labels.nth(1).locator(".label-desc").fill("Node.js: the fs and crypto modules")
+    labels.nth(2).locator("button.remove").click()  # python goes
+    page.click("#t-labels-add")
+    labels.nth(2).locator(".label-name").fill("go")
+    labels.nth(2).locator(".label-desc").fill("Go net/http handlers")
+    examples.nth(0).locator(".ex-input").fill("How do I set one key with json_set in SQLite?")
+    page.click("#t-examples-add")
+    examples.nth(2).locator(".ex-input").fill("How do I write an HTTP handler in Go?")
+    examples.nth(2).locator(".ex-output").fill("go")
+    assert save_fields(page, "saved") == "saved taskling.yaml (tiny-router, classify)"
+    task = load_config(path).task
+    assert task.labels == {"sqlite": "SQLite json_extract, FTS5 MATCH, bm25", "node": "Node.js: the fs and crypto modules",
+                           "go": "Go net/http handlers"}
+    assert [(e.input, e.output) for e in task.examples] == [
+        ("How do I set one key with json_set in SQLite?", "sqlite"), ("How do I watch a folder with fs.watch?", "node"),
+        ("How do I write an HTTP handler in Go?", "go")]
+    saved = path.read_text()
+    assert saved.startswith("# the router, as the team wrote it\n")  # the file's comments are kept
+    assert "input_noun: developer question  # who asks" in saved and "budget:  # kept small for the tests" in saved
+    assert page.input_value("#task-yaml") == saved  # the whole file beside shows what was saved
+    # a bad edit: an example whose output is not a label is refused with the command line's message
+    page.locator("#t-examples .example-row").nth(2).locator(".ex-output").fill("nod")
+    shown = save_fields(page, "saved")
+    assert page.get_attribute("#form-note", "class") == "err"
+    assert "example output 'nod' is not one of the labels ['sqlite', 'node', 'go']; did you mean 'node'?" in shown
+    data = yaml.safe_load(saved)
+    data["task"]["examples"][2]["output"] = "nod"
+    path.with_name("bad.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert shown.replace("taskling.yaml", "bad.yaml") in cli("ingest", "-c", "bad.yaml", cwd=server["root"]).output
+    assert path.read_text() == saved and not path.with_name("taskling.yaml.new").exists()
+    # a type that is not one: the command line's did-you-mean
+    page.locator("#t-examples .example-row").nth(2).locator(".ex-output").fill("go")
+    page.fill("#t-type", "clasify")
+    shown = save_fields(page, "saved")
+    assert "task.type: 'clasify' is not a task type; did you mean 'classify'?" in shown
+    data["task"]["examples"][2]["output"], data["task"]["type"] = "go", "clasify"
+    path.with_name("bad.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert shown.replace("taskling.yaml", "bad.yaml") in cli("ingest", "-c", "bad.yaml", cwd=server["root"]).output
+    # what only the page can get wrong: two rows for one label
+    page.fill("#t-type", "classify")
+    page.click("#t-labels-add")
+    page.locator("#t-labels .label-row").nth(3).locator(".label-name").fill("go")
+    assert save_fields(page, "saved") == "label 'go' is named twice; give each label one row"
+    assert path.read_text() == saved
+    # the guard of every write: the token, this server's own pages, JSON; and the body's shape
+    url, token = server["url"] + "/api/task/form", {"X-Taskling-Token": server["token"]}
+    assert httpx.post(url, json={"form": {"type": "answer"}}).status_code == 403
+    assert httpx.post(url, json={"form": {"type": "answer"}}, headers=token | {"Origin": "http://evil.example"}
+                      ).status_code == 403
+    assert httpx.post(url, content=b'{"form": {"type": "answer"}}',
+                      headers=token | {"Content-Type": "text/plain"}).status_code == 415
+    r = httpx.post(url, json={"form": "type: answer"}, headers=token)
+    assert r.status_code == 400 and "send {form: {...}} as JSON" in r.text
+    assert path.read_text() == saved
+    assert errors == []
 
 
 def test_a_run_started_from_the_page_shows_progress_and_finishes(server, browser, monkeypatch):

@@ -132,8 +132,12 @@ class LoraCfg(Section):
 
 class TrainCfg(Section):
     steps: int | None = Field(None, ge=1)        # default: chosen from the data size (train.default_steps)
-    min_per_label: int = Field(1, ge=0)          # fewer generated train examples per label (per task, unlabelled): stop
-    min_eval: int = Field(1, ge=0)               # fewer held-out eval items: stop before training (--force trains)
+    # Floors (curation.enough): below one, training stops (--force trains anyway). Generated examples only.
+    min_per_label: int = Field(1, ge=0)          # train examples per label (classify; the other types: in all)
+    min_per_field: int = Field(1, ge=0)          # extract: train examples that give each field a value
+    min_distinct_outputs: int = Field(2, ge=0)   # answer, generate: distinct outputs (one reply to all: stop)
+    min_documents: int = Field(1, ge=0)          # answer, generate: source documents the train examples come from
+    min_eval: int = Field(1, ge=0)               # held-out eval items
     lr: float | None = Field(None, gt=0)         # default: 5e-4 for LoRA, 5e-5 for full fine-tuning
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)

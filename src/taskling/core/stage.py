@@ -36,7 +36,8 @@ from .workspace import Context, StageBody, earlier, open_stage_dir, run_stage, u
 OPERATIONAL = {
     "teacher": ("concurrency", "timeout_s", "max_retries", "down_after_s", "allow_remote"),
     "generate": ("dry_run_sample",),
-    "train": ("min_per_label", "min_eval"),  # whether to train at all, not what comes out
+    # whether to train at all (curation.enough's floors), not what comes out
+    "train": ("min_per_label", "min_per_field", "min_distinct_outputs", "min_documents", "min_eval"),
 }
 # Stages that plan a round from the one before it: none runs in round 0, so none is needed there.
 FROM_ROUND_ONE = ("analyse",)

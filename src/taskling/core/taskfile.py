@@ -48,6 +48,8 @@ FOLDED = """\
 #   steps: 40                      # default: chosen from the data size
 #   lora: {r: 16, alpha: 32}
 #   min_per_label: 1               # fewer generated examples for a label: stop before training
+#   min_per_field: 1               # extract: fewer examples giving a field a value: the same
+#   min_distinct_outputs: 2        # answer, generate: fewer distinct outputs: the same
 #   min_eval: 1                    # fewer held-out items: the same (--force trains anyway)
 # evaluate:
 #   models: [student, base, teacher]

@@ -1,6 +1,7 @@
 """What a task is and what its type changes: the task: section of taskling.yaml (`TaskCfg`),
 the contract every task type implements (`TaskType`), how a type's answers are constrained when
-decoding (`Decoding`) and the one registry of types by name that config, curation, evaluation
+decoding (`Decoding`), what it needs enough training examples of (`Kind`, curation.enough's
+floors) and the one registry of types by name that config, curation, evaluation
 and serving read (`register`, `get`, `names`).
 
 The built-in types (classify, extract, answer, generate) live in `taskling.tasks`, one module
@@ -73,6 +74,19 @@ class Decoding:
         return self.labels is not None or self.json_schema is not None
 
 
+@dataclass(frozen=True)
+class Kind:
+    """One kind of output a task type needs enough training examples of, counted over the generated
+    training examples: `name` ("label 'billing'", "field 'date'", "distinct answers"), the count `n`,
+    the train setting it must reach (`floor`: "min_per_label"), what it `says` below that floor and
+    what to do about it (`todo`)."""
+    name: str
+    n: int
+    floor: str
+    says: str
+    todo: str
+
+
 class TaskType(Protocol):
     """Everything a task type changes. Every method takes the task (taskling.yaml's task:)
     first; a type holds no state of its own. Where a parameter is a pile (`data.pile.Pile`) or
@@ -132,6 +146,10 @@ class TaskType(Protocol):
 
     def check_retrieved(self, task: TaskCfg, parsed: Any, chunks: list) -> tuple[Any, dict]:
         """An answer constrained to retrieved chunks: (answer, {"supported": ..., "dropped": [...]})."""
+
+    def kinds(self, task: TaskCfg, rows: list[dict]) -> list[Kind]:
+        """What the student needs enough of, counted over curate's generated training examples
+        (`rows`), each against its floor (curation.enough): per label, per field, distinct answers."""
 
     # -- decoding -------------------------------------------------------------------------------
     def decoding(self, task: TaskCfg) -> Decoding:

@@ -1,16 +1,18 @@
 """Is there enough to train on? The floors curate's output must clear before training, said in the
-terminal, in `taskling status` and in the stop message, with why (the funnel's biggest losses) and
-what to do.
+terminal, in `taskling status`, in the report and in the stop message, with why (the funnel's
+biggest losses) and what to do.
 
-Floors (train.min_per_label, train.min_eval): generated training examples per label (a classify
-task; per task for the other types), the task's own examples not counted, and held-out eval items.
-Below a floor the run stops before training unless the user insists (`--force`); under
-THIN_FACTOR times a floor, it goes on with a warning. A run that trains on three examples gives a
-student that answers everything the same way, and nothing else would say so.
+Floors, per kind of output the task type declares (`TaskType.kinds`), counted over the generated
+training examples (the task's own examples not counted): per label (train.min_per_label, classify;
+the other types count all their examples against it), examples that give each field a value
+(train.min_per_field, extract), distinct outputs and the source documents they come from
+(train.min_distinct_outputs, train.min_documents: answer, generate); and held-out eval items
+(train.min_eval). Below a floor the run stops before training unless the user insists (`--force`);
+under THIN_FACTOR times a floor, it goes on with a warning. A run that trains on three examples, or
+on forty with one answer, gives a student that answers everything the same way, and nothing else
+would say so.
 """
 from __future__ import annotations
-
-from collections import Counter
 
 from ..core.errors import TasklingError
 from ..core.manifests import CurateManifest, TrainManifest
@@ -36,30 +38,27 @@ def advice(reason: str) -> str:
 
 
 def assess(ctx: Context) -> dict | None:
-    """The round's training data against the floors: per kind (label) its generated training examples,
-    the held-out count, what is below a floor ("short") or near one ("thin"), the funnel's biggest
-    losses and what to do; None before curate has finished."""
+    """The round's training data against the floors: each kind the task type counts (per label, per
+    field, distinct outputs, ...) with its floor, the held-out count, what is below a floor ("short")
+    or near one ("thin"), the funnel's biggest losses and what to do; None before curate has finished."""
     m = CurateManifest.read(ctx.stage_dir("curate"))
     if m is None:
         return None
     cfg = ctx.cfg
     rows = read_jsonl(ctx.stage_dir("curate") / "train.jsonl")
     generated = [r for r in rows if r.get("source") != "task example"]
-    labelled = task_type(cfg.task.type).labelled and bool(cfg.task.labels)
-    per = Counter(str(r.get("label")) for r in generated) if labelled else Counter({"all": len(generated)})
-    kinds = {lab: per.get(lab, 0) for lab in (cfg.task.labels if labelled else ["all"])}
-    floor, eval_floor = cfg.train.min_per_label, cfg.train.min_eval
-    short = [f"label '{k}' has {n} generated training example(s) (floor {floor})" if labelled else
-             f"{n} generated training example(s) (floor {floor})" for k, n in kinds.items() if n < floor]
-    if m.counts.eval < eval_floor:
-        short.append(f"{m.counts.eval} held-out eval item(s) (floor {eval_floor})")
-    thin = [f"label '{k}': {n}" if labelled else f"{n} training examples" for k, n in kinds.items()
-            if floor <= n < THIN_FACTOR * floor]
-    if eval_floor <= m.counts.eval < THIN_FACTOR * eval_floor:
+    kinds = task_type(cfg.task.type).kinds(cfg.task, generated)
+    floor = {k.floor: getattr(cfg.train, k.floor) for k in kinds} | {"min_eval": cfg.train.min_eval}
+    short = [f"{k.says} (floor {floor[k.floor]}): {k.todo}" for k in kinds if k.n < floor[k.floor]]
+    if m.counts.eval < floor["min_eval"]:
+        short.append(f"{m.counts.eval} held-out eval item(s) (floor {floor['min_eval']})")
+    thin = [f"{k.name}: {k.n}" for k in kinds if floor[k.floor] <= k.n < THIN_FACTOR * floor[k.floor]]
+    if floor["min_eval"] <= m.counts.eval < THIN_FACTOR * floor["min_eval"]:
         thin.append(f"{m.counts.eval} held-out items")
     losses = sorted(m.rejections.items(), key=lambda kv: -kv[1])[:3]
-    return {"per_label" if labelled else "per_task": kinds, "eval": m.counts.eval, "generated": m.counts.generated,
-            "floors": {"train.min_per_label": floor, "train.min_eval": eval_floor},
+    return {"kinds": [{"kind": k.name, "n": k.n, "floor": f"train.{k.floor}", "todo": k.todo} for k in kinds],
+            "eval": m.counts.eval, "generated": m.counts.generated,
+            "floors": {f"train.{name}": n for name, n in floor.items()},
             "short": short, "thin": thin,
             "losses": [{"reason": r, "count": n, "todo": advice(r)} for r, n in losses]}
 
@@ -72,6 +71,14 @@ def why_line(a: dict) -> str:
     return (f"of {a['generated']} generated, curate dropped " + ", ".join(f"{x['count']} {x['reason']}"
                                                                           for x in a["losses"])
             + f"; {top['todo']}; or raise budget.examples")
+
+
+def lowered(a: dict) -> list[str]:
+    """The floors a short assessment is below (what to lower to train on it anyway)."""
+    below = [k["floor"] for k in a["kinds"] if k["n"] < a["floors"][k["floor"]]]
+    if a["eval"] < a["floors"]["train.min_eval"]:
+        below.append("train.min_eval")
+    return list(dict.fromkeys(below))
 
 
 def trained_on_this(ctx: Context) -> bool:
@@ -88,8 +95,7 @@ def gate(ctx: Context) -> dict | None:
         return a
     if a["short"] and not ctx.force:
         raise TasklingError(f"too little to train on in round {ctx.round}: {'; '.join(a['short'])}. "
-                            f"{why_line(a)}. To train anyway: --force (or lower train.min_per_label / "
-                            "train.min_eval)")
+                            f"{why_line(a)}. To train anyway: --force (or lower {' / '.join(lowered(a))})")
     if a["short"] or a["thin"]:
         ctx.console.print(f"[yellow]training on little: {'; '.join(a['short'] + a['thin'])}. {why_line(a)}[/]",
                           highlight=False, soft_wrap=True)

@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from ..core.delimit import defuse
+from ..core.tasktype import Kind
 from ..data.pile import Chunk, Pile
 
 EXCERPT_CHARS = 1400
@@ -259,6 +260,12 @@ def topic_pools(pile: Pile, min_words: int = CHUNK_WORDS) -> dict[tuple, list[Ch
         if len(c.text.split()) >= min_words:
             pools.setdefault((c.topic_id, None), []).append(c)
     return pools
+
+
+def task_kind(rows: list[dict]) -> Kind:
+    """All the generated training examples, against train.min_per_label (a task without labels)."""
+    return Kind("training examples", len(rows), "min_per_label", f"{len(rows)} generated training example(s)",
+                "raise budget.examples, or add documents")
 
 
 def words(text) -> list[str]:

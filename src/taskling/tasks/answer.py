@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import TeacherOutputError
-from ..core.tasktype import Decoding, TaskCfg, register
+from ..core.tasktype import Decoding, Kind, TaskCfg, register
 from ..data.pile import Chunk, Pile
-from . import (DATA_RULE, diversity_line, document_block, example_items, examples_schema, locate, object_schema,
-    output_text, spans_for, token_f1, topic_pools)
+from . import (DATA_RULE, diversity_line, document_block, example_items, examples_schema, locate, norm_value,
+    object_schema, output_text, spans_for, task_kind, token_f1, topic_pools)
 from . import metrics
 from .grounding import text_grounding
 
@@ -149,6 +149,20 @@ class FreeText:
         text = " ".join(c.text for c in chunks).lower()
         return parsed, {"supported": locate(chunks, parsed) is not None or parsed.strip().lower() in text,
                         "dropped": []}
+
+    def kinds(self, task: TaskCfg, rows: list[dict]) -> list[Kind]:
+        """The training examples, their distinct answers (a student trained on one reply gives it to
+        everything) and the source documents they come from."""
+        said = self.second.lower()
+        outs = len({norm_value(output_text(r.get("output"))) for r in rows})
+        docs = len({p.get("path") for r in rows for p in (r.get("provenance") or [])[:1]})
+        return [task_kind(rows),
+                Kind(f"distinct {said}s", outs, "min_distinct_outputs",
+                     f"{outs} distinct {said}(s) among {len(rows)} generated training example(s)",
+                     "the teacher repeats one reply: a stronger teacher, or raise teacher.temperature"),
+                Kind("source documents", docs, "min_documents",
+                     f"the generated training examples come from {docs} source document(s)",
+                     "add documents, or raise budget.examples")]
 
     def decoding(self, task: TaskCfg) -> Decoding:
         return Decoding()

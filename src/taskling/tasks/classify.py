@@ -9,12 +9,14 @@ is always a label: constrained decoding scores each label as the whole answer.
 """
 from __future__ import annotations
 
+import difflib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import TeacherOutputError
-from ..core.tasktype import Decoding, TaskCfg, register
+from ..core.tasktype import Decoding, Kind, TaskCfg, register
 from ..core.workspace import Context
 from ..data.pile import Chunk, Pile
 from . import (DATA_RULE, LINE_LABELS, diversity_line, document_block, example_items, examples_schema, first_line,
@@ -100,7 +102,9 @@ class Classify:
             return "a classify task needs at least two labels under task.labels"
         for ex in task.examples:
             if ex.output not in task.labels:
-                return f"example output {ex.output!r} is not one of the labels {list(task.labels)}"
+                near = difflib.get_close_matches(str(ex.output), list(task.labels), n=1)
+                return (f"example output {ex.output!r} is not one of the labels {list(task.labels)}"
+                        + (f"; did you mean '{near[0]}'?" if near else ""))
         return None
 
     def system_prompt(self, task: TaskCfg) -> str:
@@ -215,6 +219,14 @@ class Classify:
 
     def check_retrieved(self, task: TaskCfg, parsed: Any, chunks: list[Chunk]) -> tuple[Any, dict]:
         return parsed, {"supported": None, "dropped": []}
+
+    def kinds(self, task: TaskCfg, rows: list[dict]) -> list[Kind]:
+        """Per label, its training examples: a label with none is one the student never learns."""
+        per = Counter(str(r.get("label", r.get("output"))) for r in rows)
+        return [Kind(f"label '{lab}'", per[lab], "min_per_label",
+                     f"label '{lab}' has {per[lab]} generated training example(s)",
+                     f"add documents about it, or reword task.labels.{lab} with words its documents use")
+                for lab in task.labels]
 
     def decoding(self, task: TaskCfg) -> Decoding:
         return Decoding(labels=tuple(task.labels))

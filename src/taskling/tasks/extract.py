@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import TeacherOutputError
-from ..core.tasktype import Decoding, TaskCfg, register
+from ..core.tasktype import Decoding, Kind, TaskCfg, register
 from ..data.pile import Chunk, Pile
 from . import (DATA_RULE, document_block, example_items, examples_schema, norm_value, object_schema, output_text,
-    parse_json_object, spans_for, topic_pools)
+    parse_json_object, spans_for, task_kind, topic_pools)
 from . import metrics
 from .grounding import value_support
 
@@ -165,6 +165,16 @@ class Extract:
                 kept[field] = None
                 dropped.append(field)
         return kept, {"supported": not dropped, "dropped": dropped}
+
+    def kinds(self, task: TaskCfg, rows: list[dict]) -> list[Kind]:
+        """The training examples, and per field those that give it a value: a field the student
+        never saw filled is one it learns to leave null."""
+        filled = {name: sum(isinstance(r.get("output"), dict) and r["output"].get(name) not in (None, "", [], {})
+                            for r in rows) for name in fields(task)}
+        return [task_kind(rows)] + [
+            Kind(f"field '{name}'", n, "min_per_field", f"field '{name}' has a value in {n} generated training "
+                 "example(s)", f"add documents that state it, or a task.examples entry that fills it, or drop it "
+                 "from task.output_schema") for name, n in filled.items()]
 
     def decoding(self, task: TaskCfg) -> Decoding:
         return Decoding(json_schema=student_schema(task))

@@ -37,14 +37,14 @@ class Session:
         if origin and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
             raise HTTPException(403, f"requests from {origin} are not allowed")
 
-    async def posted(self, request: Request, key: str, shape: str) -> dict:
-        """A state-changing request's JSON body, after the token and origin checks; `key` must be a string."""
+    async def posted(self, request: Request, key: str, shape: str, kind: type = str) -> dict:
+        """A state-changing request's JSON body, after the token and origin checks; `key` must be a `kind`."""
         self.guard(request)
         try:
             body = await request.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not isinstance(body.get(key), str):
+        if not isinstance(body, dict) or not isinstance(body.get(key), kind):
             raise HTTPException(400, f"send {shape} as JSON")
         return body
 

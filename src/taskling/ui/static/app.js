@@ -384,16 +384,77 @@ async function playPage() {
 }
 
 // ---- task: the task file, saved with the command line's checks; runs started from the page ----
-async function taskPage() {
+// The fields (task, labels, examples, sources) and the whole file beside them: either is saved only when
+// the file then loads as the command line loads it, and both show the file as saved.
+function rowsEditor(id, rows, makeRow, addText) {
+  const body = el("div", {id, class: "rows"});
+  const push = values => {
+    const r = makeRow(values);
+    r.append(el("button", {class: "remove", title: "remove this row", onclick: () => r.remove()}, "×"));
+    body.append(r);
+  };
+  for (const v of rows) push(v);
+  return [body, el("button", {id: `${id}-add`, class: "add", onclick: () => push()}, addText)];
+}
+
+function taskForm(f, types, onSaved) {
+  const line = (id, label, value, attrs) => el("label", {class: "field"}, el("span", {}, label),
+    Object.assign(el("input", {id, size: "40", spellcheck: "false", ...(attrs || {})}), {value: value || ""}));
+  const desc = Object.assign(el("textarea", {id: "t-description", rows: "3"}), {value: f.description || ""});
+  const [labels, addLabel] = rowsEditor("t-labels", f.labels, (v = ["", ""]) => el("div", {class: "row label-row"},
+    Object.assign(el("input", {class: "label-name", placeholder: "label"}), {value: v[0]}),
+    Object.assign(el("input", {class: "label-desc", placeholder: "what belongs there"}), {value: v[1]})),
+    "Add a label");
+  const [examples, addExample] = rowsEditor("t-examples", f.examples, (v = {input: "", output: ""}) =>
+    el("div", {class: "row example-row"},
+       Object.assign(el("input", {class: "ex-input", placeholder: "an input, as a user would write it"}),
+                     {value: v.input}),
+       Object.assign(el("input", {class: "ex-output", placeholder: "its output", list: "label-names"}),
+                     {value: v.output})), "Add an example");
+  const sources = Object.assign(el("textarea", {id: "t-sources", rows: "3", spellcheck: "false",
+                                                placeholder: "docs/**/*"}), {value: f.sources.join("\n")});
+  const note = el("p", {id: "form-note", class: "meta"}, "Saved into the file beside, its comments kept");
+  const values = () => ({
+    name: document.getElementById("t-name").value, type: document.getElementById("t-type").value,
+    description: desc.value, input_noun: document.getElementById("t-noun").value,
+    labels: [...labels.querySelectorAll(".label-row")].map(r => [r.querySelector(".label-name").value,
+                                                                r.querySelector(".label-desc").value]),
+    examples: [...examples.querySelectorAll(".example-row")].map(r => ({input: r.querySelector(".ex-input").value,
+                                                                       output: r.querySelector(".ex-output").value})),
+    sources: sources.value.split("\n")});
+  const save = async () => {
+    note.className = "meta";
+    note.textContent = "saving…";
+    try {
+      const r = await api("/api/task/form", {form: values()});
+      await onSaved(`saved ${r.saved} (${r.task}, ${r.type})`);
+    } catch (e) { note.className = "err"; note.textContent = e.message; }
+  };
+  return el("section", {class: "panel task-form"},
+    el("datalist", {id: "task-types"}, types.map(t => el("option", {value: t}))),
+    el("datalist", {id: "label-names"}, f.labels.map(([name]) => el("option", {value: name}))),
+    el("h3", {}, "Task"), line("t-name", "name", f.name), line("t-type", "type", f.type, {list: "task-types"}),
+    el("label", {class: "field"}, el("span", {}, "description"), desc),
+    line("t-noun", "one input is a", f.input_noun),
+    el("h3", {}, "Labels ", el("span", {class: "meta"}, "classify: each label and what belongs there")), labels, addLabel,
+    el("h3", {}, "Examples ", el("span", {class: "meta"}, "a few inputs you wrote, with their output")), examples,
+    addExample,
+    el("h3", {}, "Sources ", el("span", {class: "meta"}, "one file, folder or glob a line, relative to the task file")),
+    sources, el("div", {class: "bar"}, el("button", {id: "form-save", onclick: save}, "Save the task"), note));
+}
+
+async function taskPage(saved) {
   const t = await api("/api/task");
-  const area = el("textarea", {id: "task-yaml", rows: "28", cols: "100", spellcheck: "false"});
+  const area = el("textarea", {id: "task-yaml", rows: "34", cols: "100", spellcheck: "false"});
   area.value = t.yaml;
   const note = el("p", {id: "task-note", class: "meta"}, `${t.path}: saved only when it passes the checks the command line makes`);
+  const reload = message => taskPage(message);  // both sides show the file as saved
   const save = async () => {
+    note.className = "meta";
+    note.textContent = "saving…";
     try {
       const r = await api("/api/task", {yaml: area.value});
-      note.className = "meta";
-      note.textContent = `saved ${r.saved} (${r.task}, ${r.type})`;
+      await reload(`saved ${r.saved} (${r.task}, ${r.type})`);
     } catch (e) { note.className = "err"; note.textContent = e.message; }
   };
   const job = el("pre", {id: "job"});
@@ -409,8 +470,14 @@ async function taskPage() {
   const buttons = t.runnable.map(s => el("button", {"data-stage": s, onclick: async () => {
     try { showJob(await api("/api/job", {stage: s})); poll(); } catch (e) { say(e.message, true); }
   }}, s === "run" ? "Run all" : s));
-  main.replaceChildren(el("div", {class: "bar"}, el("button", {id: "task-save", onclick: save}, "Save"),
-                          el("span", {class: "meta"}, " run: "), ...buttons), note, area, job);
+  const form = t.form ? taskForm(t.form, t.types, reload)
+    : el("section", {class: "panel task-form"}, el("p", {class: "err"}, `${t.path} has no task: section to show as fields; fix the file`));
+  if (saved) for (const n of [note, form.querySelector("#form-note")].filter(Boolean)) n.textContent = saved;
+  main.replaceChildren(el("div", {class: "bar"}, el("span", {class: "meta"}, "run: "), ...buttons),
+                       el("div", {class: "task-cols"}, form,
+                          el("section", {class: "panel"}, el("h3", {}, `The whole file: ${t.path}`),
+                             el("div", {class: "bar"}, el("button", {id: "task-save", onclick: save}, "Save the file"), note),
+                             area)), job);
   await poll();
 }
 
