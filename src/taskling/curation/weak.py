@@ -153,7 +153,8 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], k
     where the mined rules (mined_rules.yaml) and the label model's answers on gold go."""
     labels = list(cfg.task.labels)
     names, votes, found = collect(cfg, ctx, candidates, gold, vecs, embedder)
-    if not (found.names or cfg.label.rules or cfg.label.teachers):  # only the asked labels: nothing to weigh
+    # auto.wanted said a source may vote (the settings); here: did one, besides the labels asked for?
+    if not set(names) - {ASKED, RETRIEVED}:  # only the asked labels: nothing to weigh
         return candidates, [], None
     n = len(candidates)
     gold_labels = {n + j: str(g["output"]) for j, g in enumerate(gold) if str(g["output"]) in cfg.task.labels}
