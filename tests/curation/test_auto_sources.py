@@ -131,6 +131,10 @@ def test_mined_words_are_each_labels_own():
     assert "violin" in got["beta"] and "glacier" in got["gamma"] and "granite" in got["gamma"]
     assert not set(got["alpha"]) & set(got["beta"])  # a word goes to one label only
     assert all(w not in mined.STOP for ws in got.values() for w in ws)
+    # the pile tokenised once (curate counts it for the mined words and the teacher's words alike)
+    counts = mined.document_counts(BACKGROUND)
+    assert counts["violin"] == 5 and counts["the"] == 0 and counts["cargo"] == 5
+    assert mined.mine(LABELS, TEXTS, counts, per_label=4, min_z=1.0) == words
 
 
 TASK_YAML = """# my task, with comments that must survive

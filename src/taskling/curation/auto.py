@@ -143,7 +143,8 @@ def collect(cfg: Config, ctx: Context, items: list[dict], vecs: np.ndarray | Non
         pools = pools_by_label(cfg, pile)
         use_vecs = embedder is not None and vecs is not None and (a.embedding or a.knn or a.retrieval)
         space = autolabel.PileSpace.load(pile, embedder.dim, tasks.chunk_floor(cfg.task)) if use_vecs else None
-        background = [c.text for c in pile.chunks(unique=True)] if a.keywords or a.teacher_words else []
+        background = mined.document_counts(c.text for c in pile.chunks(unique=True)) \
+            if a.keywords or a.teacher_words else Counter()
     if space is not None:
         idx = space.index()
         seed_rows, weights, examples = seeds(cfg, embedder, candidates, vecs[:n_candidates])
@@ -164,10 +165,7 @@ def collect(cfg: Config, ctx: Context, items: list[dict], vecs: np.ndarray | Non
         auto.rules = mined.as_rules(words, set(taken))
         auto.info["mined_words"] = words
     if a.teacher_words:
-        vocab: Counter = Counter()
-        for t in background or []:
-            vocab.update(mined.tokens(t))
-        said = mined.teacher_words(ask_words(cfg, ctx), vocab, per_label=a.keywords_per_label)
+        said = mined.teacher_words(ask_words(cfg, ctx), background, per_label=a.keywords_per_label)
         auto.rules += mined.as_rules(said, set(taken), prefix=mined.WORDS_PREFIX)
         auto.info["teacher_words"] = {lab: [w["word"] for w in ws] for lab, ws in said.items()}
     if auto.rules:

@@ -24,7 +24,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import yaml
 
@@ -48,14 +48,22 @@ def tokens(text: str) -> set[str]:
             if len(w) >= 3 and w not in STOP and not w.isdigit()}
 
 
-def mine(labels: list[str], texts: dict[str, list[tuple[str, float]]], background: Sequence[str],
+def document_counts(texts: Iterable[str]) -> Counter:
+    """In how many of `texts` each candidate word occurs (the pile's background for `mine`, and the
+    vocabulary the teacher's typical words are checked against): the pile tokenised once."""
+    bg: Counter = Counter()
+    for t in texts:
+        bg.update(tokens(t))
+    return bg
+
+
+def mine(labels: list[str], texts: dict[str, list[tuple[str, float]]], background: Sequence[str] | Counter,
          per_label: int = 12, min_z: float = 2.0, min_count: float = 2.0, prior_mass: float = 200.0,
          min_share: float = 0.5) -> dict[str, list[dict]]:
     """Per label, its best words as [{word, z, count}], best first (see the module docstring); a word
-    must also have at least `min_share` of its labelled occurrences in that label's texts."""
-    bg: Counter = Counter()
-    for t in background:
-        bg.update(tokens(t))
+    must also have at least `min_share` of its labelled occurrences in that label's texts. `background`:
+    the pile's texts, or their `document_counts`."""
+    bg = background if isinstance(background, Counter) else document_counts(background)
     counts = {lab: Counter() for lab in labels}
     for lab in labels:
         for text, w in texts.get(lab, []):
