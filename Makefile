@@ -28,7 +28,7 @@ demo: setup
 
 # The demo's gold check (a whole fresh demo run, about 15 minutes here) is its own target: make test-demo.
 test: setup
-	$(BIN)/python -m pytest -x -q --timeout=1800 -m "not demo" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -x -q --durations=25 --timeout=1800 -m "not demo" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 test-demo: setup
 	$(BIN)/python -m pytest -x -q --timeout=3600 -m demo
