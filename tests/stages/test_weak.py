@@ -106,6 +106,60 @@ def test_the_class_prior_is_learned_or_fixed_uniform_as_set(weak_ws):
     assert all(abs(p - 1 / 3) < 1e-4 for p in fixed["prior"].values())
 
 
+HUMAN_ITEMS = [("How do I read one value with json_extract?", "sqlite"),
+               ("How do I rank FTS5 MATCH results by bm25?", "sqlite"),
+               ("How do I walk an array with json_each?", "sqlite"),
+               ("How do I read a whole file with readFile?", "node"),
+               ("How do I hash a string with createHash in crypto?", "node"),
+               ("How do I write a file with writeFile?", "node"),
+               ("How do I format a date with strftime?", "python"),
+               ("How do I add a day with timedelta?", "python"),
+               ("How do I get rows as dicts with row_factory?", "python")]
+
+
+def test_the_users_labelled_items_are_known_truth_for_the_label_model(tmp_path, tiny_model_dir):
+    """seed_data items: every source votes on them, the label model pins them to their label and
+    measures each source on them; they train with their own label and are never relabelled."""
+    rows = "text,team\n" + "".join(f'"{t}",{lab}\n' for t, lab in HUMAN_ITEMS)
+    (tmp_path / "items.csv").write_text(rows, encoding="utf-8")
+    bad = {"name": "kw-how", "keywords": ["how"], "label": "python"}  # fires on every question
+    path = write_workspace(tmp_path, tiny_model_dir, budget__examples=30, label__rules=RULES + [bad],
+                           label__auto=False, seed_data=[{"path": "items.csv", "input": "text", "output": "team"}])
+    ctx = Context(load_config(path, []), console=QUIET)
+    ingest.run(ctx)
+    generate.run(ctx)
+    lm = curate.run(ctx).label_model
+    assert "human" in lm.sources and lm.human_items == len(HUMAN_ITEMS)
+    assert lm.fit["gold"] == len(HUMAN_ITEMS)  # pinned as known truth in every EM step (gold.jsonl is not)
+    on_human = lm.measured_on_human
+    assert "human" not in on_human
+    truth = dict(HUMAN_ITEMS)
+    for rule in RULES + [bad]:  # each rule's accuracy on the items, counted here from the keywords
+        fired = [t for t in truth if any(k.lower() in t.lower() for k in rule["keywords"])]
+        right = sum(truth[t] == rule["label"] for t in fired)
+        assert on_human[rule["name"]]["voted"] == len(fired), rule["name"]
+        assert on_human[rule["name"]]["accuracy"] == (round(right / len(fired), 4) if fired else None)
+    assert on_human["kw-how"]["accuracy"] == round(3 / 9, 4)
+    stats = {st["name"]: st for st in lm.fit["stats"]}
+    assert stats["kw-how"]["accuracy"] < stats["kw-sqlite"]["accuracy"]
+    train = read_jsonl(ctx.stage_dir("curate") / "train.jsonl")
+    mine = [ex for ex in train if ex.get("source") == "human"]
+    # each with its own label (one may leave training as too close to a gold question: decontamination)
+    assert {(ex["input"], ex["label"]) for ex in mine} <= set(HUMAN_ITEMS) and len(mine) >= len(HUMAN_ITEMS) - 2
+    assert all("relabelled_from" not in ex for ex in mine)
+    voted_on = {r["id"] for r in read_jsonl(ctx.stage_dir("curate") / "candidate_votes.jsonl")}
+    assert not voted_on & {ex["id"] for ex in mine}  # the candidates' votes file holds generated items only
+    rep = report.build(ctx)  # the report shows each source on the user's items
+    rows = {r["source"]: r for r in rep["label_sources"]["sources"]}
+    assert rep["label_sources"]["human_items"] == len(HUMAN_ITEMS)
+    assert rows["kw-how"]["on_human"] == on_human["kw-how"]["accuracy"] and rows["kw-how"]["on_human_n"] == 9
+    from taskling.report.html import render_html
+
+    page = render_html(rep)
+    assert "measured on your labelled items" in page
+    assert re.search(r"<code>kw-how</code></td><td[^>]*>0\.33</td><td[^>]*>9<", page)
+
+
 def test_weights_reach_training_and_majority_is_a_choice(weak_ws):
     cfg, ctx = weak_ws
     cfg2 = load_config(cfg.root / "taskling.yaml", ["label.model=majority", "label.weight=false",

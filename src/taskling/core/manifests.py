@@ -192,6 +192,8 @@ class LabelModelInfo(Record):
     auto: Optional[dict[str, Any]] = None             # label.auto: the pile's label shares, the mined words
     mined_rules: list[dict[str, Any]] = []            # the mined keyword rules with estimated/measured accuracy
     seconds_per_item: Optional[float] = None          # the automatic sources' time per item (the label model as a system)
+    human_items: Optional[int] = None                 # the user's labelled items (seed_data) pinned as known truth
+    measured_on_human: Optional[dict[str, dict[str, Any]]] = None  # each source's accuracy on them
 
 
 class CurateManifest(Manifest):

@@ -16,9 +16,8 @@ Seed items are examples with `source: human`: written by a person, so no filter 
 a generated copy of one is its duplicate (curate treats them as it treats task.examples). For a
 classify task's label model they are meant as the source it trusts most: `HUMAN` votes their
 label, `clamp` pins their posterior to it (as gold is pinned, `labelmodel.fit(gold=...)`), and
-every other source is measured against them (`measured_on_human`). Not yet called by
-`curation/weak.py` (the label model's owner wires it); until then seed items train with their own
-label and the label model does not see them.
+every other source is measured against them (`measured_on_human`); `curation/weak.apply` does all
+three in curate, and the items then train with their own label.
 """
 from __future__ import annotations
 

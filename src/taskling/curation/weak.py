@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 
-from . import auto, labelmodel, mined
+from . import auto, labelmodel, mined, seed
 from ..core import tasktype
 from ..teacher.backends import Logged, Request, open_for
 from ..teacher.calls import CallLog
@@ -146,17 +146,28 @@ def collect(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict],
 
 
 def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], keep_label: set[str],
-          vecs=None, embedder=None, where=None) -> tuple[list[dict], list[tuple[dict, str]], dict | None]:
+          vecs=None, embedder=None, where=None, human: list[dict] = ()) -> tuple[list[dict], list[tuple[dict, str]],
+                                                                             dict | None]:
     """Relabel `candidates` by the label model. Returns (kept, dropped with reason, manifest
-    section; None when no source but the asked labels voted, and nothing was weighed). Examples whose id is in `keep_label` (a person decided) keep their label. `vecs`: unit
-    input vectors of the candidates then the gold items (the automatic sources need them); `where`:
-    where the mined rules (mined_rules.yaml) and the label model's answers on gold go."""
+    section; None when no source but the asked labels voted, and nothing was weighed). Examples whose
+    id is in `keep_label` (a person decided) keep their label. `human`: the user's own labelled items
+    (seed_data): every source votes on them too, the source `human` votes their label, the label model
+    pins them there (known truth that orients every other source's estimate) and measures the other
+    sources on them; they are not returned (curate adds them as seeds). `vecs`: unit input vectors of
+    the candidates, then the human items, then the gold items (the automatic sources need them);
+    `where`: where the mined rules (mined_rules.yaml) and the label model's answers on gold go."""
     labels = list(cfg.task.labels)
-    names, votes, found = collect(cfg, ctx, candidates, gold, vecs, embedder)
+    items = list(candidates) + list(human)
+    names, votes, found = collect(cfg, ctx, items, gold, vecs, embedder)
+    pinned = seed.clamp(items, labels)
+    if pinned:
+        names.append(seed.HUMAN)
+        for v, hv in zip(votes, seed.votes(items)):
+            v.update(hv)
     # auto.wanted said a source may vote (the settings); here: did one, besides the labels asked for?
-    if not set(names) - {ASKED, RETRIEVED}:  # only the asked labels: nothing to weigh
+    if not set(names) - {ASKED, RETRIEVED, seed.HUMAN}:  # only the asked labels: nothing to weigh
         return candidates, [], None
-    n = len(candidates)
+    c, n = len(candidates), len(items)
     gold_labels = {n + j: str(g["output"]) for j, g in enumerate(gold) if str(g["output"]) in cfg.task.labels}
     # a rule that looked and stayed silent says something (a keyword rule votes one label or nothing)
     silent = [r.name for r in cfg.label.rules] + found.abstaining
@@ -164,14 +175,14 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], k
         fit = None
         assigned = labelmodel.majority(votes, labels, names)
     elif cfg.label.init == "gold" and gold_labels:
-        fit = labelmodel.fit(votes, labels, sources=names, gold=gold_labels, init="gold", abstain_sources=silent,
-                             class_balance=cfg.label.class_balance)
+        fit = labelmodel.fit(votes, labels, sources=names, gold=gold_labels | pinned, init="gold",
+                             abstain_sources=silent, class_balance=cfg.label.class_balance)
         assigned = fit.assignments()
     else:
-        # fitted on the candidates alone, then applied to gold: the label model as a classifier a user
-        # could deploy, measured on items it never saw
+        # fitted on the candidates (and human items, pinned) alone, then applied to gold: the label model
+        # as a classifier a user could deploy, measured on items it never saw
         fit = labelmodel.fit(votes[:n], labels, sources=names, init="majority", abstain_sources=silent,
-                             class_balance=cfg.label.class_balance)
+                             class_balance=cfg.label.class_balance, gold=pinned or None)
         assigned = fit.assignments() + fit.predict(votes[n:])
     # Measured on gold: how often each source (and the label model) is right where it voted.
     measured = measure(names, votes, assigned, gold_labels)
@@ -197,16 +208,19 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], k
         if cfg.label.weight:
             out["weight"] = round(conf, 4)
         kept.append(out)
-    info = {"model": cfg.label.model, "sources": names, "items": n, "gold_items": len(gold_labels),
+    info = {"model": cfg.label.model, "sources": names, "items": c, "gold_items": len(gold_labels),
             "relabelled": changed, "dropped_unsure": len(dropped), "min_confidence": cfg.label.min_confidence,
             "weighted": cfg.label.weight, "calibrated_with_gold": cfg.label.init == "gold" and bool(gold_labels),
             "measured": measured, "seconds_per_item": round(found.seconds_per_item or 0.0, 5)}
+    if pinned:  # the user's labelled items: each source's accuracy on them, a second measure beside gold's
+        info["human_items"] = len(pinned)
+        info["measured_on_human"] = seed.measured_on_human(names, votes, pinned)
     if fit is not None:
         info["fit"] = {k: v for k, v in fit.to_json(posteriors=False).items()}
     if found.info:
         info["auto"] = found.info
     if where is not None:
-        saved(cfg, where, gold, assigned[n:], votes[n:], names, found, fit, measured, info, candidates, votes[:n])
+        saved(cfg, where, gold, assigned[n:], votes[n:], names, found, fit, measured, info, candidates, votes[:c])
     ctx.console.print(f"curate: label model ({cfg.label.model}) over {len(names)} sources on {n} candidates: "
                       f"{changed} relabelled, {len(dropped)} dropped as unsure"
                       + (f"; on gold (n={len(gold_labels)}): " + ", ".join(

@@ -267,12 +267,15 @@ def label_sources(manifests: dict) -> dict | None:
                      "estimated": st.get("accuracy"), "estimated_ci": st.get("accuracy_ci"),
                      "measured": m.get("accuracy"), "measured_n": m.get("voted"),
                      "agreement": st.get("agreement"), "conflict": st.get("conflict"),
-                     "per_label": {lab: v.get("accuracy") for lab, v in (st.get("per_label") or {}).items()}})
+                     "per_label": {lab: v.get("accuracy") for lab, v in (st.get("per_label") or {}).items()}}
+                    | ({"on_human": h.get("accuracy"), "on_human_n": h.get("voted")}
+                       if (h := (lm.measured_on_human or {}).get(name)) else {}))
     res = manifests["evaluate"].results.get("gold", {}) if "evaluate" in manifests else {}
     student = {w: res[w].metric for w in ("student", "student-constrained", "teacher") if w in res}
     return {"mined_rules": lm.mined_rules, "pile": (lm.auto or {}).get("pile"),
             "model": lm.model, "items": lm.items, "relabelled": lm.relabelled,
             "dropped_unsure": lm.dropped_unsure, "calibrated_with_gold": lm.calibrated_with_gold,
             "gold_items": lm.gold_items, "label_model_on_gold": measured.get("label_model"),
+            "human_items": lm.human_items,
             "prior": fit.get("prior"), "sources": rows, "on_gold": student}
 

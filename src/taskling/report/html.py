@@ -465,6 +465,14 @@ def _label_sources(rep: dict) -> str:
     out.append(table(["source", "coverage", "estimated accuracy", "95% CI", "measured on gold", "gold n",
                        "agreement", "conflict"] + [f"est. {esc(lab)}" for lab in labels], body,
                       range(1, 8 + len(labels))))
+    human = [r for r in rows if r.get("on_human_n")]
+    if ls.get("human_items"):
+        out.append(f'<h3>measured on your labelled items</h3><p class="note">{fmt(ls.get("human_items"))} items of '
+                   "seed_data, pinned to their label as known truth; each source's accuracy where it voted on them."
+                   "</p>")
+        out.append(table(["source", "accuracy on your items", "n"],
+                         [[f"<code>{esc(r.get('source', ''))}</code>", fmt(r.get("on_human")), fmt(r.get("on_human_n"))]
+                          for r in human], (1, 2)))
     mined = [r for r in as_list(ls.get("mined_rules")) if isinstance(r, dict)]
     if mined:
         out.append('<h3>mined keyword rules</h3><p class="note">Mined from the labels, the examples, the '

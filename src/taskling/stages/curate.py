@@ -243,9 +243,12 @@ def funnel(ctx: Context, out: Path) -> dict:
     emb = embedded(ctx, valid)
     label_info, n_valid = None, len(valid)
     if auto.wanted(cfg) and tasktype.get(cfg.task.type).labelled and valid:
-        gvecs = emb.encode([str(g["input"]) for g in gold]) if gold else None
-        vecs = emb.vecs if gvecs is None or emb.vecs is None else np.vstack([emb.vecs, gvecs])
-        valid, unsure, label_info = weak.apply(cfg, ctx, valid, gold, forced_keep, vecs, emb.embedder, out)
+        # the user's own labelled items (seed_data) are known truth for the label model
+        human = seed.examples(cfg, ctx.ws.gold)
+        more = [ex["input"] for ex in human] + [str(g["input"]) for g in gold]
+        mvecs = emb.encode(more) if more else None
+        vecs = emb.vecs if mvecs is None or emb.vecs is None else np.vstack([emb.vecs, mvecs])
+        valid, unsure, label_info = weak.apply(cfg, ctx, valid, gold, forced_keep, vecs, emb.embedder, out, human)
         for ex, reason in unsure:
             sieve.drop(ex, reason)
         emb = emb.subset(valid)
