@@ -19,7 +19,9 @@ the dev set, training):
   teachers      each embedded teacher alone, few-shot, answer constrained to the labels
   students      the student of each size trained on the label model's labels (label scoring on
                 gold; steps --steps; selection on the label-model dev set)
-Nothing reads gold but the scoring. Writes bench/results/classify.json after every arm.
+Nothing reads gold but the scoring. Writes bench/results/classify.json after every seed, with a
+summary per task and system: the mean over seeds, a 95% CI over the seeds' gold items pooled, the
+spread (--summary recomputes it from the workspaces alone).
 """
 from __future__ import annotations
 
@@ -193,6 +195,48 @@ def student_arm(root: Path, run: str, student: str) -> dict:
         "kept_step": tr["best_step"], "selection": (tr.get("selection") or {}).get("rule")}
 
 
+def item_scores(root: Path, run: str) -> dict[str, list[float]]:
+    """Per system, its 0/1 score on each gold item in `run` (the label model's answers, and evaluate's
+    scores.json for the student last trained there), for pooling over seeds."""
+    gold = [json.loads(x) for x in (root / "gold.jsonl").read_text().splitlines() if x.strip()]
+    cur = root / "runs" / run / "round-0" / "curate" / "label_model.jsonl"
+    out = {}
+    if cur.exists():
+        said = [json.loads(x)["output"] or None for x in cur.read_text().splitlines() if x.strip()]
+        out["label model"] = [1.0 if a == g["output"] else 0.0 for a, g in zip(said, gold)]
+    ev = root / "runs" / run / "round-0" / "evaluate" / "scores.json"
+    if ev.exists():
+        out |= {w: v for w, v in json.loads(ev.read_text())["gold"].items()}
+    return out
+
+
+def summary(res: dict, work: Path) -> dict:
+    """Per task and system over the seeds: the mean, its 95% CI over every seed's gold items pooled
+    (items resampled), the spread (max - min) and each seed's figure; the teachers alone once."""
+    from taskling.tasks.metrics import mean_ci
+
+    out = {}
+    for task, per in res.items():
+        if not isinstance(per, dict) or "seeds" not in per:
+            continue
+        pooled: dict[str, list[float]] = {}
+        seeds: dict[str, list[float]] = {}
+        for seed in sorted(per["seeds"]):
+            for w, sc in item_scores(work / task, f"auto-s{seed}").items():
+                if sc:
+                    pooled.setdefault(w, []).extend(sc)
+                    seeds.setdefault(w, []).append(round(sum(sc) / len(sc), 4))
+        rows = {}
+        for w, sc in pooled.items():
+            lo, hi = mean_ci(sc)
+            rows[w] = {"mean": round(sum(seeds[w]) / len(seeds[w]), 4), "ci_low": round(lo, 4),
+                       "ci_high": round(hi, 4), "seeds": len(seeds[w]), "spread": round(max(seeds[w]) - min(seeds[w]), 4),
+                       "per_seed": seeds[w]}
+        out[task] = rows | {w: {"mean": v["metric"], "ci_low": v["ci_low"], "ci_high": v["ci_high"], "seeds": 0}
+                            for w, v in (per.get("teachers") or {}).items()}
+    return out
+
+
 def save(res: dict) -> None:
     from taskling.core.workspace import atomic_write_json
 
@@ -210,7 +254,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--generate", type=int, default=30, help="label-conditioned inputs the teacher writes")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-classify")
+    ap.add_argument("--summary", action="store_true", help="only (re)compute the summary from the workspaces")
     a = ap.parse_args()
+    if a.summary:
+        res = json.loads(RESULTS.read_text())
+        res["summary"] = summary({k: v for k, v in res.items() if k != "summary"}, a.work)
+        save(res)
+        print(json.dumps(res["summary"], indent=1))
+        return
     arms = set(a.arms.split(","))
     res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     res.update({"benchmark": "classify", "command": "python bench/classify.py " + " ".join(sys.argv[1:]),
@@ -239,8 +290,8 @@ def main() -> None:
                 for student in a.students.split(","):
                     row.setdefault("students", {})[student] = student_arm(root, run, student)
                     print(f"  student {student}: {row['students'][student].get('student')}", flush=True)
+            res["summary"] = summary({k: v for k, v in res.items() if k != "summary"}, a.work)
             save(res)
-    save(res)
 
 
 if __name__ == "__main__":
