@@ -72,6 +72,7 @@ def test_pile_inputs_are_labelled_and_make_a_dev_set_that_picks_the_step(auto_ru
     cur = CurateManifest.read(ctx.stage_dir("curate"))
     lm = cur.label_model
     assert {"embedding", "knn", "retrieval"} <= set(lm.sources) and any(s.startswith("mined-") for s in lm.sources)
+    assert lm.fit["settings"]["class_balance"] == "uniform"  # the default with the automatic sources
     dev = read_jsonl(ctx.stage_dir("curate") / "dev.jsonl")
     train_ids = {e["id"] for e in read_jsonl(ctx.stage_dir("curate") / "train.jsonl")}
     assert 20 <= len(dev) <= 60 and all(e["source"] == "pile" and e["label"] in ctx.cfg.task.labels for e in dev)

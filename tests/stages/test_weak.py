@@ -98,10 +98,14 @@ def test_the_label_model_fixes_planted_wrong_labels_and_measures_every_source(we
 
 def test_the_class_prior_is_learned_or_fixed_uniform_as_set(weak_ws):
     cfg, ctx = weak_ws
-    learned = curate.run(Context(cfg, console=QUIET, force=True)).label_model.fit
+    learned = curate.run(Context(cfg, console=QUIET, force=True)).label_model.fit  # auto, hand-written sources
     cfg2 = load_config(cfg.root / "taskling.yaml", ["label.class_balance=uniform"])
     fixed = curate.run(Context(cfg2, console=QUIET)).label_model.fit  # a setting of curate: it runs again
     assert learned["settings"]["class_balance"] == "learn" and fixed["settings"]["class_balance"] == "uniform"
+    on = load_config(cfg.root / "taskling.yaml", ["label.auto=true", "ingest.embed=true"])
+    assert auto.class_balance(on) == "uniform" and auto.class_balance(cfg) == "learn"  # auto: uniform with label.auto
+    assert auto.class_balance(load_config(cfg.root / "taskling.yaml", ["label.auto=true", "ingest.embed=true",
+                                                                       "label.class_balance=learn"])) == "learn"
     assert max(learned["prior"].values()) > 0.5  # this pile is mostly sqlite, and no item is python
     assert all(abs(p - 1 / 3) < 1e-4 for p in fixed["prior"].values())
 

@@ -292,8 +292,9 @@ class LabelCfg(Section):
     rules: list[RuleCfg] = []                 # keyword, regex and metadata rules
     model: Literal["dawid-skene", "majority"] = "dawid-skene"
     init: Literal["majority", "gold"] = "majority"   # gold: start EM from what gold.jsonl says (needs gold)
-    class_balance: Literal["learn", "uniform"] = "learn"  # how common each label is: learned from the votes,
-                                              # or fixed uniform (docs/weak-supervision.md)
+    class_balance: Literal["auto", "learn", "uniform"] = "auto"  # how common each label is: learned from the
+                                              # votes, or fixed uniform; auto: uniform when label.auto's sources
+                                              # vote, learned otherwise (docs/weak-supervision.md)
     min_confidence: float = Field(0.5, ge=0, le=1)   # an example whose posterior label is less sure is dropped
     weight: bool = True                       # train with the posterior's confidence as each example's loss weight
 
@@ -579,7 +580,7 @@ loop:                            # the self-improving loop: later rounds spend t
 #     - {name: kw-billing, keywords: [invoice, refund, charge], label: billing}
 #     - {name: by-folder, field: path, regex: '^tickets/(\\w+)/', map: {billing: billing, bugs: bug}}
 #   min_confidence: 0.5          # the label model's posterior an example needs (docs/weak-supervision.md)
-#   class_balance: learn         # or uniform: every label equally common
+#   class_balance: auto          # learn | uniform: how common each label is (docs/weak-supervision.md)
 
 # tables:                        # rows of a table in the documents become examples directly
 #   - name: errcodes

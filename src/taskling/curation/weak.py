@@ -176,13 +176,13 @@ def apply(cfg: Config, ctx: Context, candidates: list[dict], gold: list[dict], k
         assigned = labelmodel.majority(votes, labels, names)
     elif cfg.label.init == "gold" and gold_labels:
         fit = labelmodel.fit(votes, labels, sources=names, gold=gold_labels | pinned, init="gold",
-                             abstain_sources=silent, class_balance=cfg.label.class_balance)
+                             abstain_sources=silent, class_balance=auto.class_balance(cfg))
         assigned = fit.assignments()
     else:
         # fitted on the candidates (and human items, pinned) alone, then applied to gold: the label model
         # as a classifier a user could deploy, measured on items it never saw
         fit = labelmodel.fit(votes[:n], labels, sources=names, init="majority", abstain_sources=silent,
-                             class_balance=cfg.label.class_balance, gold=pinned or None)
+                             class_balance=auto.class_balance(cfg), gold=pinned or None)
         assigned = fit.assignments() + fit.predict(votes[n:])
     # Measured on gold: how often each source (and the label model) is right where it voted.
     measured = measure(names, votes, assigned, gold_labels)
