@@ -188,8 +188,11 @@ def test_an_example_is_fixed_in_the_page_and_the_filters_narrow_the_list(ui_serv
     expect(page.locator("#status")).not_to_contain_text(f"{total} examples")
     shown = page.eval_on_selector_all("#examples .ex", "els => els.map(e => e.dataset.id)")
     assert 0 < len(shown) < total
+    # each row's arm as curate left it (a pile input the label model labelled is in that label's arm now)
     rows = {e["id"]: e for e in read_jsonl(ui_server["ctx"].stage_dir("generate") / "examples.jsonl")}
-    assert all(json.dumps(rows[i]["arm"]) == arms[0] for i in shown)
+    for name in ("rejected.jsonl", "dev.jsonl", "eval.jsonl", "train.jsonl"):
+        rows |= {e["id"]: e for e in read_jsonl(ui_server["ctx"].stage_dir("curate") / name) if "id" in e}
+    assert all(json.dumps(rows[i]["arm"]) == arms[0] for i in shown), [(i, rows[i]["arm"]) for i in shown]
     page.select_option("#f-arm", "")
     page.wait_for_selector('#examples[data-query*="arm=&"] .ex.sel')
     # edit the selected example: e opens the editor, Ctrl+Enter saves it as a fix
