@@ -154,9 +154,10 @@ def self_labels(cfg: Config, ctx: Context, unit: str, held: set[str], prev: int,
     used = {k for r in range(ctx.round) for ex in read_jsonl(ctx.stage_dir("generate", r) / "examples.jsonl")
             for k in ex.get("chunks", [])}
     rng = random.Random(f"{cfg.seed}:self:{ctx.round}")
+    least = tasks.chunk_floor(cfg.task)
     with Pile(ctx.ws.pile_db) as pile:
         free = [c for c in pile.chunks(unique=True) if c.key not in used and unit_of(c, unit) not in held
-                and len(c.text.split()) >= tasks.chunk_floor(cfg.task)]
+                and len(c.text.split()) >= least]
     rng.shuffle(free)
     picks = free[:n]
     if not picks:

@@ -242,9 +242,8 @@ def funnel(ctx: Context, out: Path) -> dict:
     # candidate (weak.py); its label replaces the teacher's, an unsure one is dropped
     emb = embedded(ctx, valid)
     label_info, n_valid = None, len(valid)
+    human = seed.examples(cfg, ctx.ws.gold)  # the user's labelled items: the label model's truth, then seeds
     if auto.wanted(cfg) and tasktype.get(cfg.task.type).labelled and valid:
-        # the user's own labelled items (seed_data) are known truth for the label model
-        human = seed.examples(cfg, ctx.ws.gold)
         more = [ex["input"] for ex in human] + [str(g["input"]) for g in gold]
         mvecs = emb.encode(more) if more else None
         vecs = emb.vecs if mvecs is None or emb.vecs is None else np.vstack([emb.vecs, mvecs])
@@ -266,7 +265,7 @@ def funnel(ctx: Context, out: Path) -> dict:
     # set grows, and a new example that repeats an old one is its duplicate.
     prior = read_jsonl(ctx.stage_dir("curate", ctx.round - 1) / "train.jsonl") if ctx.round > 0 else None
     seeds = prior if prior is not None else \
-        (seed_examples(cfg) if cfg.curate.task_examples else []) + seed.examples(cfg, ctx.ws.gold)
+        (seed_examples(cfg) if cfg.curate.task_examples else []) + human
     svecs = emb.encode([ex["input"] for ex in seeds])
     unique = deduplicated(cfg, valid, emb, seeds, svecs, sieve)
     # 4. grounded: supported enough by the cited source

@@ -19,8 +19,8 @@ from ..core.errors import TeacherOutputError
 from ..core.tasktype import Decoding, Kind, TaskCfg, register
 from ..core.workspace import Context
 from ..data.pile import Chunk, Pile
-from . import (DATA_RULE, LINE_LABELS, diversity_line, document_block, example_items, examples_schema, first_line,
-    object_schema, spans_for, unlabel)
+from . import (CHUNK_WORDS, DATA_RULE, LINE_LABELS, diversity_line, document_block, example_items, examples_schema,
+    first_line, object_schema, spans_for, unlabel)
 from . import metrics
 from .grounding import text_grounding
 
@@ -47,7 +47,7 @@ def label_pools(task: TaskCfg, pile: Pile, pool_per_label: int) -> list[dict]:
     """Per label, how many chunks its pool has and whether that is enough: "empty" (no chunk found, so
     the teacher would be asked for this label about the whole pile, unrelated documents), "thin" (fewer
     than a quarter of generate.pool_per_label, at least 3) or "ok", with what to do."""
-    unique = {c.id for c in pile.chunks(unique=True) if len(c.text.split()) >= 20}
+    unique = {c.id for c in pile.chunks(unique=True) if len(c.text.split()) >= CHUNK_WORDS}
     floor = max(3, pool_per_label // 4)
     out = []
     for label, desc in task.labels.items():
@@ -115,7 +115,7 @@ class Classify:
     def pools(self, task: TaskCfg, pile: Pile, pool_per_label: int) -> dict[tuple, list[Chunk]]:
         """Arms (topic, label): per label, the chunks the pile's search ranks high
         for the label's name and description, grouped by their topic."""
-        everything = [c for c in pile.chunks(unique=True) if len(c.text.split()) >= 20]
+        everything = [c for c in pile.chunks(unique=True) if len(c.text.split()) >= CHUNK_WORDS]
         unique = {c.id for c in everything}
         out: dict[tuple, list[Chunk]] = {}
         for label, desc in task.labels.items():
