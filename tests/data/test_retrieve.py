@@ -8,6 +8,7 @@ import re
 from rich.console import Console
 
 from conftest import write_workspace
+from taskling.core.delimit import BLOCK
 from taskling.teacher.backends.scripted import set_script
 from taskling.core.config import load_config
 from taskling.data.pile import Pile
@@ -52,11 +53,11 @@ def test_words_and_meaning_are_fused_and_the_answer_is_checked_against_the_chunk
 def reader(messages: list[dict]) -> str:
     """A teacher that, given documents, answers with their first sentence; without, says it does not know."""
     text = messages[-1]["content"]
-    doc = re.search(r"<document[^>]*>(.*?)</document>", text, re.S)
+    doc = BLOCK.search(text)
     if "Answer from these documents" in text and doc:
-        return re.split(r"(?<=[.!?])\s", doc.group(1).strip(), maxsplit=1)[0]
+        return re.split(r"(?<=[.!?])\s", doc.group(2).strip(), maxsplit=1)[0]
     if doc:  # generation: test_evaluate's grounded question-and-answer writer
-        from test_evaluate import script
+        from stages.test_evaluate import script  # tests/ is on sys.path (its conftest.py)
 
         return script(messages)
     return "I do not know."

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from taskling.core.delimit import BLOCK
 from taskling.teacher import judge
 from taskling import loop
 from taskling.teacher.backends.scripted import set_script
@@ -29,10 +30,10 @@ def script(messages: list[dict]) -> str:
         a, b = re.search(r"ANSWER A: (.*)\nANSWER B: (.*)\n", text).groups()
         better = "tie" if (MARK in a) == (MARK in b) else ("A" if MARK in a else "B")
         return json.dumps({"better": better, "reason": "compared"})
-    doc = re.search(r"<document[^>]*>(.*?)</document>", text, re.S)
+    doc = BLOCK.search(text)
     if doc:  # write a grounded question and answer from the excerpt
         h = int(hashlib.sha256(text.encode()).hexdigest(), 16)
-        sentences = [x for x in re.split(r"(?<=[.!?])\s+", doc.group(1).strip()) if len(x.split()) >= 4]
+        sentences = [x for x in re.split(r"(?<=[.!?])\s+", doc.group(2).strip()) if len(x.split()) >= 4]
         sentence = sentences[h % len(sentences)]
         words = re.findall(r"[A-Za-z_]{4,}", sentence)
         picked = " and ".join(words[(h >> 8 * k) % len(words)] for k in range(3))

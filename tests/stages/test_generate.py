@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kill_at, one_line_error, write_workspace
+from taskling.core.delimit import BLOCK
 from taskling.teacher.faults import FaultServer, toy_reply
 
 TASKLING = str(Path(sys.executable).parent / "taskling")
@@ -245,7 +246,7 @@ def obedient_model(request: dict) -> str:
     """A toy teacher that obeys any 'ignore the task' it sees outside <document> blocks
     (as a gullible model would) and otherwise answers like the built-in toy."""
     text = request["messages"][-1]["content"]
-    outside = re.sub(r"<document[^>]*>.*?</document>", "", text, flags=re.S)
+    outside = BLOCK.sub("", text)
     if "ignore the task" in outside.lower():
         OBEYED.append(text)
         return "PWNED"
@@ -273,7 +274,9 @@ def test_planted_instructions_stay_data(cli, tmp_path, tiny_model_dir):
         # The document's fake closing tag was defused inside its block.
         prompt = next(json.loads(q)["messages"][-1]["content"] for (q,) in calls_db(tmp_path).execute(
             "SELECT request FROM calls") if "PWNED" in q)
-        assert prompt.count("</document>") == prompt.count("<document ")
+        key = BLOCK.search(prompt).group(1)
+        assert prompt.count(f"</document{key}>") == prompt.count(f"<document{key} ") >= 1
+        assert "</document>" not in prompt.replace("\u2039", "")  # the planted tag is text (its < shown as ‹)
 
 
 def test_kill_9_mid_generation_loses_no_paid_call_and_writes_no_duplicate(tmp_path, tiny_model_dir):

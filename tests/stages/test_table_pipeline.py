@@ -8,6 +8,7 @@ import re
 from rich.console import Console
 
 from conftest import write_workspace
+from taskling.core.delimit import BLOCK
 from taskling.teacher.backends.scripted import set_script
 from taskling.core.config import load_config
 from taskling.stages import curate, generate, ingest
@@ -26,9 +27,9 @@ def script(messages: list[dict]) -> str:
         code = re.search(r"Keep these exactly as they are: ([^.;]+)", text).group(1)
         # every other row: a rewrite that loses the code (it must be discarded)
         return f"Which condition name goes with SQLSTATE {code}?" if int(code[-1], 16) % 2 else "Which one is it?"
-    doc = re.search(r"<document[^>]*>(.*?)</document>", text, re.S)
+    doc = BLOCK.search(text)
     if doc:
-        first = doc.group(1).split(".")[0].strip()
+        first = doc.group(2).split(".")[0].strip()
         return f"Question: What does the manual say here about {' '.join(first.split()[:4])}?\nAnswer: {first}."
     return "I do not know."
 

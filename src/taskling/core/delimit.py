@@ -1,13 +1,17 @@
 """Documents handed to an LLM as delimited data that the documents themselves cannot end.
 
-A prompt puts each excerpt between `<document id="1">` and `</document>` (tasks.document_block).
-Inside an excerpt, anything that reads as a `<document` or `</document` tag once normalised
+A prompt puts each excerpt between `<document-KEY id="1">` and `</document-KEY>` (tasks.document_block),
+where KEY (`nonce`) is a per-call key drawn from the call's own excerpts: a document cannot know the
+key of the block it sits in, since the key changes with every character of it, so it cannot spell the
+block's closing tag; the key is a digest, not a random draw, so a repeated call is the same prompt and
+the call cache still answers it. Inside an excerpt, as a second line of defence, anything that reads as a `<document` or `</document` tag once normalised
 (`defuse`: HTML entities decoded, NFKC so that fullwidth `＜／ｄｏｃｕｍｅｎｔ＞` is `</document>`,
 zero-width characters dropped, blanks inside the tag ignored) has its `<` shown as `‹`, so it is
 text, not a tag, to any reader: a near-miss spelling cannot close the block either.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import unicodedata
@@ -18,6 +22,18 @@ INVISIBLE = frozenset("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u2
 ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};?)")
 TAG = re.compile(r"<\s*/?\s*document", re.IGNORECASE)
 SAFE_LT = "\u2039"  # ‹
+# A block as tasks.document_block writes it, for code that reads a prompt back (the scripted and toy
+# teachers): group 1 is the key, group 2 the text; the closing tag must carry the same key.
+BLOCK = re.compile(r"<document(-[0-9a-f]+|)(?:\s[^>]*)?>(.*?)</document\1>", re.DOTALL)
+
+
+def nonce(texts: list[str]) -> str:
+    """The key of one call's document tags: 8 hex digits of a digest of every excerpt of the call."""
+    h = hashlib.blake2b(digest_size=4, person=b"taskling-doc")
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
 
 
 def normalised(text: str) -> tuple[str, list[int]]:

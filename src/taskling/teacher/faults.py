@@ -43,7 +43,7 @@ ERRORS = {  # outcome: status, message, type, code
     "503": (503, "The engine is currently overloaded, please try again later.", "server_error", "overloaded"),
     "unauthorized": (401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key"),
 }
-DOCUMENT = re.compile(r"<document[^>]*>(.*?)</document>", re.DOTALL)
+DOCUMENT = re.compile(r"<document(-[0-9a-f]+|)(?:\s[^>]*)?>(.*?)</document\1>", re.DOTALL)  # as core.delimit.BLOCK
 
 
 def _text(content: Any) -> str:
@@ -124,7 +124,7 @@ def toy_reply(request: dict, digest: str) -> str:
     users = [m for m in request.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
     last = _text(users[-1].get("content")) if users else ""
     doc = DOCUMENT.search(last)
-    src = _Source(doc.group(1) if doc else last, digest)
+    src = _Source(doc.group(2) if doc else last, digest)
     fmt = request.get("response_format") or {}
     fmt = fmt if isinstance(fmt, dict) else {}
     schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else fmt.get("schema")

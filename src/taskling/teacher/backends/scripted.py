@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 from ...core.config import ModelCfg
+from ...core.delimit import BLOCK
 from ...core.errors import TasklingError
 from . import Capabilities, OnResult, Request, Result, register, run_each
 
@@ -35,14 +36,14 @@ def set_script(fn: Script | None) -> None:
 
 def _echo_question(messages: list[dict]) -> str:
     text = messages[-1]["content"]
-    quoted = re.search(r'<document[^>]*>(.*?)</document>', text, re.S)
+    quoted = BLOCK.search(text)
     if quoted is None:  # asked to do the task: pick the label named most like the input
         labels = re.findall(r"^- ([\w.-]+):", messages[0]["content"], re.M)
         if not labels:
             return "I do not know."
         words = set(re.findall(r"\w+", text.lower()))
         return max(labels, key=lambda lab: (len(words & set(re.findall(r"\w+", lab.lower()))), -labels.index(lab)))
-    words = [w for w in re.findall(r"[A-Za-z_]{4,}", quoted.group(1))]
+    words = [w for w in re.findall(r"[A-Za-z_]{4,}", quoted.group(2))]
     if not words:
         return ""
     h = int(hashlib.sha256(text.encode()).hexdigest(), 16)
