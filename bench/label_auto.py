@@ -91,7 +91,6 @@ def one_run(root: Path, arm: str, data_seed: int, train_seed: int, first: bool) 
     return {"data_seed": data_seed, "train_seed": train_seed, "seconds": seconds, "load_average": os.getloadavg(),
             "gold": {w: {k: gold[w][k] for k in ("metric", "ci_low", "ci_high", "n")} for w in gold},
             "gold_scores": scores,
-            "student_fallbacks": gold.get("student", {}).get("fallbacks"),
             "train": {"examples": cur["counts"]["train"], "dev": cur["counts"].get("dev"),
                       "kept_step": tr["best_step"], "steps": tr["counts"]["steps"],
                       "selection": (tr.get("selection") or {}).get("rule")},

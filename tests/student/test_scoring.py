@@ -25,21 +25,24 @@ def test_batched_scores_match_one_label_at_a_time(tiny_model_dir):
     assert all(abs(sum(r["label_probs"]) - 1) < 1e-3 for r in rows)
 
 
-def test_a_free_answer_that_is_not_a_label_falls_back_to_label_scoring(tiny_model_dir):
+def test_the_student_of_a_labelled_task_answers_as_it_is_served_by_label_scoring(tiny_model_dir):
+    """evaluate's and the playground's `student` is what `taskling serve`, predict and try give: every label
+    scored as the whole answer (never the free text, which on the tiny random model is no label)."""
     from taskling.core import tasktype
     from taskling.core.config import Config
-    from taskling.serving.systems import with_label_fallback
+    from taskling.serving.systems import predict_local
 
     model, tok = load_causal_lm(tiny_model_dir)
     task = TaskCfg(name="t", description="Route.", type="classify", labels={k: k for k in LABELS})
     cfg = Config(task=task, sources=["x"])
     kind = tasktype.get("classify")
-    rows = [{"text": "node", "latency_s": 0.1}, {"text": "I think it is about files", "latency_s": 0.1},
-            {"text": "python", "latency_s": 0.1}]
-    out = with_label_fallback(model, tok, CONVS, rows, kind, cfg)
-    assert out[0] == rows[0] and out[2] == rows[2]
-    assert out[1]["fallback"] and out[1]["free_text"] == "I think it is about files"
-    assert out[1]["text"] == scoring.choose(model, tok, [CONVS[1]], LABELS)[0]["text"] in LABELS
+    got = scoring.label_scores(model, tok, CONVS, LABELS)
+    student = predict_local(model, tok, "student", CONVS, kind, cfg)
+    assert [r["text"] for r in student] == [LABELS[int(np.argmax(g))] for g in got]
+    assert [r["text"] for r in predict_local(model, tok, "student-constrained", CONVS, kind, cfg)] == \
+        [r["text"] for r in student]
+    base = predict_local(model, tok, "base", CONVS, kind, cfg)  # the base model is asked, not scored
+    assert all("label_probs" not in r for r in base) and any(r["text"] not in LABELS for r in base)
 
 
 def test_plain_template_puts_the_bos_first_when_the_tokenizer_wants_one(tiny_model_dir):

@@ -274,10 +274,10 @@ class SystemResult(Record):
     per_label: dict[str, float]
     size_mb: Optional[float]
     cost_per_1k: Optional[float]
+    fallbacks: Optional[int] = None  # read from older runs only: the student is now scored on the labels, as served
     per_class: Optional[dict[str, Any]] = None
     confusion: Optional[Any] = None
     per_field: Optional[dict[str, Any]] = None
-    fallbacks: Optional[int] = None  # classify student: free answers that named no label, answered by label scoring
 
 
 class EvaluateManifest(Manifest):

@@ -19,31 +19,15 @@ def conversations(cfg: Config, task, who: str, items: list[dict]) -> list[list[d
 
 def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Config) -> list[dict]:
     """A local model's answers (student or base); `-constrained` ones limited to the labels or the schema.
-    The tuned student's free answer that names no label falls back to label scoring (`fallback`
-    marks those rows): what a user of the student gets is always a label."""
+    The tuned student answers a labelled task as it is served (serving.outputs, `taskling try`,
+    predict): every label scored as the whole answer, the most likely one chosen; never its free
+    text, which a user of the exported student never sees."""
     decoding = task.decoding(cfg.task)
-    if who.endswith("-constrained") and decoding.labels is not None:
+    if decoding.labels is not None and (who == "student" or who.endswith("-constrained")):
         return scoring.choose(model, tok, convs, list(decoding.labels), batch_size=cfg.evaluate.batch_size)
     schema = decoding.json_schema if who.endswith("-constrained") else None
-    rows = infer.generate(model, tok, convs, max_new_tokens=task.max_new_tokens, batch_size=cfg.evaluate.batch_size,
+    return infer.generate(model, tok, convs, max_new_tokens=task.max_new_tokens, batch_size=cfg.evaluate.batch_size,
                           json_schema=schema)
-    if who == "student" and decoding.labels is not None:
-        rows = with_label_fallback(model, tok, convs, rows, task, cfg)
-    return rows
-
-
-def with_label_fallback(model, tok, convs: list[list[dict]], rows: list[dict], task, cfg: Config) -> list[dict]:
-    """`rows` with every answer that parses to no label replaced by the best-scoring label."""
-    bad = [i for i, r in enumerate(rows) if task.parse_output(cfg.task, r["text"]) is None]
-    if not bad:
-        return rows
-    chosen = scoring.choose(model, tok, [convs[i] for i in bad], list(task.decoding(cfg.task).labels),
-                            batch_size=cfg.evaluate.batch_size)
-    out = list(rows)
-    for i, c in zip(bad, chosen):
-        out[i] = {**rows[i], "text": c["text"], "free_text": rows[i]["text"], "fallback": True,
-                  "latency_s": rows[i]["latency_s"] + c["latency_s"]}
-    return out
 
 
 def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:

@@ -2,7 +2,9 @@
 and on gold.jsonl, every metric of the task type with 95% bootstrap intervals.
 
 Systems (evaluate.models):
-  student       the tuned student with its prompt
+  student       the tuned student with its prompt; for a labelled task (classify) its answer is the
+                label it finds most likely, as `taskling serve`, predict and try answer (so
+                student-constrained repeats it there)
   base          the untuned student with the same prompt (zero-shot)
   base-fewshot  the untuned student with the task's examples as earlier turns
   teacher       the teacher through its backend, few-shot, as it would be used without taskling
@@ -195,11 +197,9 @@ LABEL_MODEL = "label-model"
 
 
 def prediction_rows(items: list[dict], res: list[dict]) -> list[dict]:
-    """What pred-<system>-<set>.jsonl keeps of each answer (a student answer that fell back to label
-    scoring keeps its free text too)."""
+    """What pred-<system>-<set>.jsonl keeps of each answer."""
     return [{"id": it.get("id"), "output": r["text"], "seconds": r["latency_s"], "prompt_tokens": r["prompt_tokens"],
-             "completion_tokens": r["completion_tokens"], "cost": r.get("cost", 0.0),
-             **({"fallback": True, "free_text": r["free_text"]} if r.get("fallback") else {})}
+             "completion_tokens": r["completion_tokens"], "cost": r.get("cost", 0.0)}
             for it, r in zip(items, res)]
 
 
@@ -289,8 +289,6 @@ def run(ctx: Context) -> EvaluateManifest:
                 rows = read_jsonl(out / f"pred-{w}-{s}.jsonl")
                 r = score_set(task, cfg, items, rows, sources, cfg.seed)
                 r["size_mb"] = sizes.get(w.split("-")[0])
-                if w == "student" and task.labelled:
-                    r["fallbacks"] = sum(bool(x.get("fallback")) for x in rows)
                 r["cost_per_1k"] = (round(1000 * sum(x.get("cost", 0.0) for x in rows) / len(rows), 4)
                                     if w == "teacher" and teacher_price else None)
                 results[s][w] = r
