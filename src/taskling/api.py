@@ -90,16 +90,20 @@ def open(path: str | Path = "taskling.yaml", overrides: Mapping[str, Any] | Iter
     """The workspace of a task file (or of the folder holding taskling.yaml), at the round the loop
     exported (round 0 before any loop). `cluster`: a Ray address or "local" (cluster.address otherwise
     applies only when given here or in the task file)."""
-    from .report.build import kept_round
-
     path = Path(path)
     if path.is_dir():
         path = path / "taskling.yaml"
     cfg = load_config(path, overrides_list(overrides))
     console = console or Console(stderr=True, quiet=quiet)
     executor = executor_for(cfg, cluster, console)
-    ctx = Context(cfg, run_id=run, console=console, threads=threads, executor=executor)
-    return Workspace(ctx.at_round(kept_round(ctx) or 0))
+    return Workspace(at_kept_round(Context(cfg, run_id=run, console=console, threads=threads, executor=executor)))
+
+
+def at_kept_round(ctx: Context) -> Context:
+    """`ctx` at the round the loop exported (round 0 before any loop): where a stage run alone acts."""
+    from .report.build import kept_round
+
+    return ctx.at_round(kept_round(ctx) or 0)
 
 
 def executor_for(cfg: Config, address: str | None, console: Console) -> Executor:
@@ -165,6 +169,7 @@ class Model:
 
     @property
     def name(self) -> str:
+        """The model's id, as /v1/models lists it."""
         return self.target.model_id
 
     def predict(self, inputs: str | Iterable[str]) -> list[Prediction]:
@@ -179,6 +184,7 @@ class Model:
                            o.get("abstained"), o) for x, o in zip(items, outs)]
 
     def close(self) -> None:
+        """Free the loaded model."""
         self.worker.close()
 
     def __enter__(self) -> "Model":
@@ -197,6 +203,54 @@ def load_model(target: str | Path | None = None, root: str | Path = ".", backend
                  explicit=backend is not None)
 
 
+def predict_file(file: str | Path, output: str | Path | None = None, model: str | None = None,
+                 config: str | Path = "taskling.yaml", overrides: Mapping[str, Any] | Iterable[str] | None = None,
+                 backend: str | None = None, batch_size: int = 16, threads: int | None = None,
+                 cluster: str | None = None, console: Console | None = None) -> dict:
+    """`taskling predict`: every row of a CSV or JSONL file answered by an exported model, written beside it
+    (resumable); what was written. Works without a task file too (then only serve.* overrides apply);
+    `cluster` (or the task file's cluster.address) spreads the batches over a Ray cluster."""
+    from .core.config import ClusterCfg
+    from .serving.predict import predict_file as answer
+    from .serving.serve import serve_config
+
+    check_backend(backend)
+    config, sets = Path(config), overrides_list(overrides)
+    console = console or Console(stderr=True)
+    serve, root = serve_config(config, sets)
+    task = load_config(config, sets) if config.exists() else None
+    address = cluster or (task.cluster.address if task else None)
+    executor = None
+    if address:
+        from .cluster import connect
+
+        executor = connect(address, task.cluster if task else ClusterCfg(), console)
+    try:
+        return answer(Path(file), Path(output) if output else None, model, root, console, cfg=serve,
+                      backend=backend, batch_size=batch_size, threads=threads, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def serve(target: str | None = None, config: str | Path = "taskling.yaml",
+          overrides: Mapping[str, Any] | Iterable[str] | None = None, backend: str | None = None,
+          api_key: str | None = None, threads: int | None = None, console: Console | None = None) -> None:
+    """`taskling serve`: an exported model (a run id, .gguf, HF folder or bundle .tar; None: the newest
+    export) behind the OpenAI-compatible API until Ctrl-C. serve.* settings come from the task file when
+    there is one, with `overrides` ({"serve.port": 8001}) applied."""
+    from .serving import serve as server
+
+    check_backend(backend)
+    cfg, root = server.serve_config(Path(config), overrides_list(overrides))
+    server.serve(target, root, cfg, backend=backend, api_key=api_key, threads=threads, console=console)
+
+
+def check_backend(backend: str | None) -> None:
+    if backend is not None and backend not in ("llama.cpp", "transformers"):
+        raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
+
+
 @dataclass
 class Workspace:
     """A task's workspace: its config, its runs, and every verb of the CLI as a method."""
@@ -206,22 +260,27 @@ class Workspace:
     # -- what it is ----------------------------------------------------------------------------------------
     @property
     def config(self) -> Config:
+        """The validated task file (core.config.Config), overrides applied."""
         return self.ctx.cfg
 
     @property
     def root(self) -> Path:
+        """The folder holding taskling.yaml."""
         return self.ctx.cfg.root
 
     @property
     def run_id(self) -> str:
+        """The run's id (default: the task's name): its folder under runs/."""
         return str(self.ctx.run_id)
 
     @property
     def round(self) -> int:
+        """The round this workspace acts on (the one the loop exported, after a run)."""
         return self.ctx.round
 
     @property
     def run_dir(self) -> Path:
+        """runs/<run id>: the rounds' stage folders, report.json and report.html, export/."""
         return self.ctx.run_dir
 
     def at_round(self, k: int) -> "Workspace":
@@ -260,6 +319,7 @@ class Workspace:
         return ingest.run(ctx)
 
     def generate(self, force: bool = False) -> GenerateManifest:
+        """The teacher writes examples grounded in the pile, within the budget (every call cached)."""
         return self.stage("generate", force)  # type: ignore[return-value]
 
     def dry_run(self) -> dict:
@@ -269,12 +329,15 @@ class Workspace:
         return generate.dry_run(self.ctx)
 
     def curate(self, force: bool = False) -> CurateManifest:
+        """Validate, dedup, ground, label and split the examples into train, eval (and dev) sets."""
         return self.stage("curate", force)  # type: ignore[return-value]
 
     def train(self, force: bool = False) -> TrainManifest:
+        """LoRA-tune the student on the curated train set (resumable; refused below curation's floors)."""
         return self.stage("train", force)  # type: ignore[return-value]
 
     def evaluate(self, force: bool = False) -> EvaluateManifest:
+        """Score the student, its base and the teacher on the eval set and gold.jsonl; the report follows."""
         return self.stage("evaluate", force)  # type: ignore[return-value]
 
     def export(self, force: bool = False, bundle: str | None = None) -> ExportManifest:
@@ -301,6 +364,12 @@ class Workspace:
             raise TasklingError(f"run '{self.run_id}' has no finished round yet; run the loop (run()) first")
         self.ctx = dataclasses.replace(self.ctx.at_round(max(done) + 1), force=force)
         return analyse.run(self.ctx)
+
+    def ui(self, host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False) -> None:
+        """`taskling ui`: the local web app over this workspace until Ctrl-C (loopback unless `allow_remote`)."""
+        from .ui import serve as web
+
+        web(self.ctx, host=host, port=port, console=self.ctx.console, allow_remote=allow_remote)
 
     def run(self, force: bool = False) -> dict:
         """The whole loop (`taskling run`): what it did, the results, the files; resumable."""
@@ -398,8 +467,54 @@ class Workspace:
         names = mined.promote(target, path, list(only) if only else None)
         return {"promoted": names, "config": str(target), "from": str(path)}
 
+    def review_export(self, path: str | Path) -> dict:
+        """`taskling curate --export`: every candidate of the last curate (kept and dropped, with reasons and
+        scores) to a CSV a person fills in (accept, reject or fix)."""
+        from .stages import curate
+
+        return curate.export_review(self.ctx, Path(path))
+
+    def review_import(self, path: str | Path) -> dict:
+        """`taskling curate --import`: a reviewed CSV's decisions, which win over every filter from the next
+        curate on (`curate(force=True)` applies them now)."""
+        from .stages import curate
+
+        path = Path(path)
+        if not path.exists():
+            raise TasklingError(f"{path}: no such review file; write one with 'taskling curate --export'")
+        return curate.import_review(self.ctx, path)
+
+    # -- the call log ---------------------------------------------------------------------------------------
+    def calls(self, limit: int = 20, purpose: str | None = None, model: str | None = None,
+              grep: str | None = None, failed: bool = False, since: str | None = None) -> dict:
+        """`taskling log`: the newest teacher and judge calls matching the filters, and their totals."""
+        from .teacher.calls import CallLog
+
+        filters = {"model": model, "grep": grep, "failed": True if failed else None, "since": since}
+        with CallLog(self.ctx.ws.calls_db) as log:
+            return {"totals": log.totals(purpose, **filters), "calls": log.recent(limit, purpose, **filters)}
+
+    def call(self, key: str) -> dict:
+        """One call in full (request, response, tokens, failed attempts) by its key or a prefix of it."""
+        from .teacher.calls import CallLog
+
+        with CallLog(self.ctx.ws.calls_db) as log:
+            found = log.show(key)
+        if found is None:
+            raise TasklingError(f"no single call has a key starting with '{key}' in {self.ctx.ws.calls_db}; "
+                                "'taskling log' lists the keys")
+        return found
+
+    def call_errors(self, limit: int = 20) -> dict:
+        """`taskling log --errors`: failed attempts (429s, timeouts, bad replies) by kind, the newest first."""
+        from .teacher.calls import CallLog
+
+        with CallLog(self.ctx.ws.calls_db) as log:
+            return {"by_kind": log.error_kinds(), "errors": log.errors(limit=limit)}
+
     # -- the pile -------------------------------------------------------------------------------------------
     def pile_stats(self) -> dict:
+        """Documents, chunks, tokens, duplicates, embeddings and topics in the pile, by format."""
         from .data.pile import Pile
 
         with Pile(self.ctx.ws.pile_db) as p:

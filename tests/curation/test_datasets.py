@@ -4,6 +4,7 @@ JSONL ones, LLaMA-Factory's dataset_info.json entries), with the rows, splits an
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import datasets
@@ -24,12 +25,21 @@ def curated(tmp_path_factory, tiny_model_dir) -> Context:
     from taskling.stages import curate, generate, ingest
 
     root = tmp_path_factory.mktemp("datasets")
-    path = write_workspace(root, tiny_model_dir, hub__source_licences={"docs/*.md": "CC0-1.0"})
+    (root / "mine.csv").write_text("text,team\nHow do I walk a JSON array with json_each?,sqlite\n"
+                                   "How do I stream a big file with createReadStream?,node\n", encoding="utf-8")
+    path = write_workspace(root, tiny_model_dir, hub__source_licences={"docs/*.md": "CC0-1.0"},
+                           seed_data=[{"path": "mine.csv", "input": "text", "output": "team"}],
+                           label__rules=RULES, label__auto=False)  # hand-written sources: a label model runs
     (root / "docs" / "LICENSE").write_text("MIT License\n\nCopyright (c) the authors\n", encoding="utf-8")
     ctx = Context(load_config(path, []), console=Console(stderr=True, quiet=True))
     for stage in (ingest, generate, curate):
         stage.run(ctx)
     return ctx
+
+
+RULES = [{"name": "kw-sqlite", "keywords": ["json_extract", "bm25", "json_each", "match"], "label": "sqlite"},
+         {"name": "kw-node", "keywords": ["readFile", "createHash", "crypto"], "label": "node"},
+         {"name": "kw-python", "keywords": ["datetime", "strftime", "connect"], "label": "python"}]
 
 
 def curate_rows(ctx: Context, split: str) -> list[dict]:
@@ -55,7 +65,12 @@ def test_the_hf_folder_loads_with_datasets_with_every_split_and_its_provenance(c
         assert row["locator"] == ex["provenance"][0]["locator"]
         if ex.get("chunks"):  # generated from a chunk: its offsets in the document and the chunk's text
             assert row["span_start"] == ex["provenance"][0]["start_char"] and row["context"]
-            assert row["source"] == "teacher"
+            assert row["span_end"] == ex["provenance"][0]["end_char"] and row["source"] == "teacher"
+        assert row["label_confidence"] == ex.get("label_confidence")  # the label model's posterior, as curate kept it
+    assert any(r["label_confidence"] is not None for r in ds["train"])  # the label model weighed this run's labels
+    human = {r["input"]: r for r in ds["train"] if r["source"] == "human"}  # seed_data: its file and row
+    assert human["How do I stream a big file with createReadStream?"]["document"] == "mine.csv"
+    assert human["How do I stream a big file with createReadStream?"]["locator"] == "row 3"
     assert all(r["reason"] for r in ds["rejected"]) and not any(r["reason"] for r in ds["train"])
     # each parquet file alone, by datasets' own parquet reader
     one = datasets.load_dataset("parquet", data_files={"train": str(folder / info["files"]["train"])})["train"]
@@ -76,6 +91,25 @@ def test_the_dataset_card_has_hub_front_matter_the_funnel_and_the_licences(curat
     assert "| `docs/sqlite.md` | CC0-1.0 |" in text  # hub.source_licences
     assert "| `docs/node.html` | see docs/LICENSE |" in text  # a licence file beside the documents
     assert card.data.license == "other"  # the sources differ
+    people = sum(ex.get("source") in ("human", "task example") for s in ("train", "eval") for ex in curate_rows(curated, s))
+    assert people >= 2 and f"{people} examples were written by a person" in text
+    for column in ("`document`", "`locator`", "`span_start`", "`label_confidence`"):  # provenance, explained
+        assert column in text
+
+
+def test_a_changed_set_loads_with_its_own_rows_not_from_the_datasets_cache(curated, tmp_path):
+    """`datasets` caches a local folder with a card by the folder's name and the card: a later export whose
+    curated set differs (here a person dropped one training example) must load its own rows."""
+    cache = str(tmp_path / "cache")
+    first = export_dataset(curated, "hf", out=tmp_path / "a" / "hf")
+    rows = (curated.stage_dir("curate") / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert datasets.load_dataset(first["dir"], cache_dir=cache)["train"].num_rows == len(rows)
+    copy = tmp_path / "copy"
+    shutil.copytree(curated.cfg.root, copy, ignore=shutil.ignore_patterns("datasets"))
+    ctx = Context(load_config(copy / "taskling.yaml", []), console=Console(stderr=True, quiet=True))
+    (ctx.stage_dir("curate") / "train.jsonl").write_text("".join(rows[:-1]), encoding="utf-8")
+    second = export_dataset(ctx, "hf", out=tmp_path / "b" / "hf")
+    assert datasets.load_dataset(second["dir"], cache_dir=cache)["train"].num_rows == len(rows) - 1
 
 
 @pytest.mark.parametrize("fmt", ["openai", "sharegpt", "alpaca"])

@@ -7,7 +7,7 @@ dev set "validation"):
   openai    OpenAI chat fine-tuning JSONL: {"messages": [system, user, assistant]} per line
   sharegpt  {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}]} per line
   alpaca    {"instruction": the task's instruction, "input": ..., "output": ...} per line
-  hf        a Hugging Face `datasets` folder: data/<split>-00000-of-00001.parquet with the chat
+  hf        a Hugging Face `datasets` folder: data/<split>-00000-of-00001-<sha>.parquet with the chat
             messages, input, output, label and provenance columns (document, locator, chunk, span,
             the cited text, label-model confidence, grounding, round; reason for rejected rows), and
             README.md, a dataset card with Hub front matter: the task, the curation funnel and the
@@ -34,7 +34,7 @@ from .. import tasks
 from ..core import tasktype
 from ..core.errors import TasklingError
 from ..core.manifests import CurateManifest
-from ..core.workspace import Context, atomic_write_json, atomic_write_text, read_jsonl
+from ..core.workspace import Context, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 
 FORMATS = ("openai", "sharegpt", "alpaca", "hf")
 SPLITS = ("train", "eval", "dev", "rejected")
@@ -173,9 +173,14 @@ def write_hf(out: Path, system: str, sets: dict[str, list[dict]], texts: dict[st
                          "label": None if ex.get("label") is None else str(ex["label"]),
                          "label_confidence": None if p["label_confidence"] is None else float(p["label_confidence"]),
                          "grounding": None if p["grounding"] is None else float(p["grounding"])})
-        files[split] = f"data/{HF_SPLITS[split]}-00000-of-00001.parquet"
         (out / "data").mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(recs, schema=schema), out / files[split])
+        tmp = out / "data" / f".{split}.parquet"
+        pq.write_table(pa.Table.from_pylist(recs, schema=schema), tmp)
+        # The content's hash in the name (as push_to_hub once named shards): `datasets` caches a local
+        # folder with a card by its folder name and the card's file names alone, so two exports with the
+        # same names would load as whichever was read first.
+        files[split] = f"data/{HF_SPLITS[split]}-00000-of-00001-{sha256_file(tmp)[:16]}.parquet"
+        tmp.replace(out / files[split])
     return files
 
 
