@@ -1,4 +1,5 @@
-"""The `taskling` command: a thin layer over the stage functions.
+"""The `taskling` command: a thin layer over the Python API (`taskling.api`): each command parses its
+options, calls one API function or Workspace method, and prints (tests/e2e/test_api.py keeps it so).
 
     taskling init | ingest | generate | curate | train | evaluate | export | run
     taskling status | try | serve | predict | report | ui | gold | rules | pile | log
