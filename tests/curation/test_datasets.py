@@ -180,7 +180,11 @@ def test_each_jsonl_format_keeps_its_schema_and_loads_in_datasets(curated, fmt):
                 assert turns_alternate(obj["conversations"], "from", "human", "gpt", "system")
             elif fmt == "alpaca":
                 jsonschema.validate(obj, ALPACA)
-        assert [p["id"] for p in prov] == [ex["id"] for ex in curate_rows(curated, split)]
+        rows = curate_rows(curated, split)
+        assert [p["id"] for p in prov] == [ex["id"] for ex in rows]
+        assert [(p["document"], p["locator"], p["label_confidence"]) for p in prov] == [
+            (ex["provenance"][0].get("path"), ex["provenance"][0].get("locator"), ex.get("label_confidence"))
+            for ex in rows]
         assert all(p["reason"] for p in prov) if split == "rejected" else not any(p["reason"] for p in prov)
     train = curate_rows(curated, "train")
     loaded = datasets.load_dataset("json", data_files=str(folder / "train.jsonl"))["train"]
