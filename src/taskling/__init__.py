@@ -15,7 +15,7 @@ full registry (`core.tasktype`).
 __version__ = "0.1.0"
 
 from . import tasks  # noqa: E402,F401  (registers the task types)
-from .api import Model, Prediction, Workspace, init, load_model, open  # noqa: E402,F401
+from .api import Model, Prediction, Workspace, init, load_model, open, predict_file  # noqa: E402,F401
 from .core.errors import TasklingError  # noqa: E402,F401
 
-__all__ = ["Model", "Prediction", "TasklingError", "Workspace", "init", "load_model", "open"]
+__all__ = ["Model", "Prediction", "TasklingError", "Workspace", "init", "load_model", "open", "predict_file"]

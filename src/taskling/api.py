@@ -13,7 +13,8 @@ Every stage can run alone (`ws.ingest()`, `ws.generate()`, `ws.curate()`, `ws.tr
 `ws.evaluate()`, `ws.export()`, `ws.analyse()`, or `ws.stage(name)`), skipped when nothing it
 depends on changed, exactly as on the command line. Settings are overridden per workspace with
 dotted keys (`taskling.open(path, overrides={"train.steps": 40})`). Errors a user can fix are
-`taskling.TasklingError`, one line naming the file or setting.
+`taskling.TasklingError`, one line naming the file or setting. The exported model's side (`Model`,
+`load_model`, `predict_file`, `serve`) lives in `taskling.exported` and is re-exported here.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import dataclasses
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -34,6 +35,7 @@ from .core.manifests import (AnalyseManifest, CurateManifest, EvaluateManifest, 
                              IngestManifest, Manifest, SystemResult, TrainManifest)
 from .core.workspace import Context, read_jsonl
 from .curation import mined
+from .exported import Model, Prediction, load_model, overrides_list, predict_file, serve  # noqa: F401
 
 STAGES = ("ingest", "generate", "curate", "train", "evaluate", "export", "analyse")
 SPLITS = ("train", "eval", "dev", "rejected")
@@ -75,31 +77,26 @@ def init(path: str | Path = "taskling.yaml", force: bool = False, type: str | No
     return path
 
 
-def overrides_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[str]:
-    """{"train.steps": 40} or ["train.steps=40"] as the CLI's --set strings."""
-    if overrides is None:
-        return []
-    if isinstance(overrides, Mapping):
-        return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
-    return [str(o) for o in overrides]
-
-
 def open(path: str | Path = "taskling.yaml", overrides: Mapping[str, Any] | Iterable[str] | None = None,
          run: str | None = None, threads: int | None = None, quiet: bool = False,
          cluster: str | None = None, console: Console | None = None) -> "Workspace":
     """The workspace of a task file (or of the folder holding taskling.yaml), at the round the loop
     exported (round 0 before any loop). `cluster`: a Ray address or "local" (cluster.address otherwise
     applies only when given here or in the task file)."""
-    from .report.build import kept_round
-
     path = Path(path)
     if path.is_dir():
         path = path / "taskling.yaml"
     cfg = load_config(path, overrides_list(overrides))
     console = console or Console(stderr=True, quiet=quiet)
     executor = executor_for(cfg, cluster, console)
-    ctx = Context(cfg, run_id=run, console=console, threads=threads, executor=executor)
-    return Workspace(ctx.at_round(kept_round(ctx) or 0))
+    return Workspace(at_kept_round(Context(cfg, run_id=run, console=console, threads=threads, executor=executor)))
+
+
+def at_kept_round(ctx: Context) -> Context:
+    """`ctx` at the round the loop exported (round 0 before any loop): where a stage run alone acts."""
+    from .report.build import kept_round
+
+    return ctx.at_round(kept_round(ctx) or 0)
 
 
 def executor_for(cfg: Config, address: str | None, console: Console) -> Executor:
@@ -130,74 +127,6 @@ def fused(fts: list[dict], near: list[dict], limit: int, k: int = 60) -> list[di
 
 
 @dataclass
-class Prediction:
-    """One answer of an exported model: the task's output (a label, a JSON object, text) and, where
-    the task gives them, the label's probability and every label's, an open-book answer's citations."""
-
-    input: str
-    output: Any
-    probability: float | None = None
-    probabilities: dict[str, float] | None = None
-    citations: list[dict] | None = None
-    abstained: bool | None = None
-    raw: dict = field(default_factory=dict, repr=False)
-
-
-class Model:
-    """An exported student loaded once (llama.cpp for a GGUF, transformers for a merged folder), answering
-    as `/v1/task` and `taskling predict` do. Use as a context manager, or call `close()`."""
-
-    def __init__(self, target: str | None = None, root: str | Path = ".", backend: str = "llama.cpp",
-                 quant: str = "q8_0", threads: int | None = None, explicit: bool = False):
-        from .serving.predict import PredictWorker
-        from .serving.target import resolve
-
-        self.target = resolve(target, Path(root), backend, quant, explicit=explicit)
-        self.worker = PredictWorker(self.target, threads)
-        if self.worker.error:
-            self.worker.close()
-            raise TasklingError(f"{self.target.source}: could not load it ({self.worker.error})")
-
-    @property
-    def info(self) -> dict:
-        """task.json: the task's name, type, system prompt, labels or schema."""
-        return self.target.info
-
-    @property
-    def name(self) -> str:
-        return self.target.model_id
-
-    def predict(self, inputs: str | Iterable[str]) -> list[Prediction]:
-        """The task's answers to a batch of inputs (one string is a batch of one)."""
-        items = [inputs] if isinstance(inputs, str) else [str(x) for x in inputs]
-        if not self.info.get("type"):
-            from .serving.engine import NO_TASK
-
-            raise TasklingError(f"{self.target.source}: {NO_TASK}")
-        outs = self.worker.run(items)
-        return [Prediction(x, o.get("output"), o.get("probability"), o.get("probabilities"), o.get("citations"),
-                           o.get("abstained"), o) for x, o in zip(items, outs)]
-
-    def close(self) -> None:
-        self.worker.close()
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def load_model(target: str | Path | None = None, root: str | Path = ".", backend: str | None = None,
-               quant: str = "q8_0", threads: int | None = None) -> Model:
-    """An exported model to predict with: a run id, a .gguf file, an HF model folder, an export folder or a
-    bundle .tar (None: the newest export under `root`/runs). `backend`: llama.cpp (GGUF, the default for a
-    run) or transformers (the merged folder)."""
-    return Model(None if target is None else str(target), root, backend or "llama.cpp", quant, threads,
-                 explicit=backend is not None)
-
-
-@dataclass
 class Workspace:
     """A task's workspace: its config, its runs, and every verb of the CLI as a method."""
 
@@ -206,22 +135,27 @@ class Workspace:
     # -- what it is ----------------------------------------------------------------------------------------
     @property
     def config(self) -> Config:
+        """The validated task file (core.config.Config), overrides applied."""
         return self.ctx.cfg
 
     @property
     def root(self) -> Path:
+        """The folder holding taskling.yaml."""
         return self.ctx.cfg.root
 
     @property
     def run_id(self) -> str:
+        """The run's id (default: the task's name): its folder under runs/."""
         return str(self.ctx.run_id)
 
     @property
     def round(self) -> int:
+        """The round this workspace acts on (the one the loop exported, after a run)."""
         return self.ctx.round
 
     @property
     def run_dir(self) -> Path:
+        """runs/<run id>: the rounds' stage folders, report.json and report.html, export/."""
         return self.ctx.run_dir
 
     def at_round(self, k: int) -> "Workspace":
@@ -260,6 +194,7 @@ class Workspace:
         return ingest.run(ctx)
 
     def generate(self, force: bool = False) -> GenerateManifest:
+        """The teacher writes examples grounded in the pile, within the budget (every call cached)."""
         return self.stage("generate", force)  # type: ignore[return-value]
 
     def dry_run(self) -> dict:
@@ -269,12 +204,15 @@ class Workspace:
         return generate.dry_run(self.ctx)
 
     def curate(self, force: bool = False) -> CurateManifest:
+        """Validate, dedup, ground, label and split the examples into train, eval (and dev) sets."""
         return self.stage("curate", force)  # type: ignore[return-value]
 
     def train(self, force: bool = False) -> TrainManifest:
+        """LoRA-tune the student on the curated train set (resumable; refused below curation's floors)."""
         return self.stage("train", force)  # type: ignore[return-value]
 
     def evaluate(self, force: bool = False) -> EvaluateManifest:
+        """Score the student, its base and the teacher on the eval set and gold.jsonl; the report follows."""
         return self.stage("evaluate", force)  # type: ignore[return-value]
 
     def export(self, force: bool = False, bundle: str | None = None) -> ExportManifest:
@@ -301,6 +239,12 @@ class Workspace:
             raise TasklingError(f"run '{self.run_id}' has no finished round yet; run the loop (run()) first")
         self.ctx = dataclasses.replace(self.ctx.at_round(max(done) + 1), force=force)
         return analyse.run(self.ctx)
+
+    def ui(self, host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False) -> None:
+        """`taskling ui`: the local web app over this workspace until Ctrl-C (loopback unless `allow_remote`)."""
+        from .ui import serve as web
+
+        web(self.ctx, host=host, port=port, console=self.ctx.console, allow_remote=allow_remote)
 
     def run(self, force: bool = False) -> dict:
         """The whole loop (`taskling run`): what it did, the results, the files; resumable."""
@@ -398,8 +342,54 @@ class Workspace:
         names = mined.promote(target, path, list(only) if only else None)
         return {"promoted": names, "config": str(target), "from": str(path)}
 
+    def review_export(self, path: str | Path) -> dict:
+        """`taskling curate --export`: every candidate of the last curate (kept and dropped, with reasons and
+        scores) to a CSV a person fills in (accept, reject or fix)."""
+        from .stages import curate
+
+        return curate.export_review(self.ctx, Path(path))
+
+    def review_import(self, path: str | Path) -> dict:
+        """`taskling curate --import`: a reviewed CSV's decisions, which win over every filter from the next
+        curate on (`curate(force=True)` applies them now)."""
+        from .stages import curate
+
+        path = Path(path)
+        if not path.exists():
+            raise TasklingError(f"{path}: no such review file; write one with 'taskling curate --export'")
+        return curate.import_review(self.ctx, path)
+
+    # -- the call log ---------------------------------------------------------------------------------------
+    def calls(self, limit: int = 20, purpose: str | None = None, model: str | None = None,
+              grep: str | None = None, failed: bool = False, since: str | None = None) -> dict:
+        """`taskling log`: the newest teacher and judge calls matching the filters, and their totals."""
+        from .teacher.calls import CallLog
+
+        filters = {"model": model, "grep": grep, "failed": True if failed else None, "since": since}
+        with CallLog(self.ctx.ws.calls_db) as log:
+            return {"totals": log.totals(purpose, **filters), "calls": log.recent(limit, purpose, **filters)}
+
+    def call(self, key: str) -> dict:
+        """One call in full (request, response, tokens, failed attempts) by its key or a prefix of it."""
+        from .teacher.calls import CallLog
+
+        with CallLog(self.ctx.ws.calls_db) as log:
+            found = log.show(key)
+        if found is None:
+            raise TasklingError(f"no single call has a key starting with '{key}' in {self.ctx.ws.calls_db}; "
+                                "'taskling log' lists the keys")
+        return found
+
+    def call_errors(self, limit: int = 20) -> dict:
+        """`taskling log --errors`: failed attempts (429s, timeouts, bad replies) by kind, the newest first."""
+        from .teacher.calls import CallLog
+
+        with CallLog(self.ctx.ws.calls_db) as log:
+            return {"by_kind": log.error_kinds(), "errors": log.errors(limit=limit)}
+
     # -- the pile -------------------------------------------------------------------------------------------
     def pile_stats(self) -> dict:
+        """Documents, chunks, tokens, duplicates, embeddings and topics in the pile, by format."""
         from .data.pile import Pile
 
         with Pile(self.ctx.ws.pile_db) as p:

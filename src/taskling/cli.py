@@ -1,4 +1,5 @@
-"""The `taskling` command: a thin layer over the stage functions.
+"""The `taskling` command: a thin layer over the Python API (`taskling.api`): each command parses its
+options, calls one API function or Workspace method, and prints (tests/e2e/test_api.py keeps it so).
 
     taskling init | ingest | generate | curate | train | evaluate | export | run
     taskling status | try | serve | predict | report | ui | gold | rules | pile | log
@@ -9,7 +10,6 @@ commands that only look (pile, log) are in `cli_look.py`.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,9 +20,8 @@ from rich.table import Table
 
 from .api import Workspace
 from .cli_common import (HELP, STATE, ClusterOpt, ConfigOpt, ForceOpt, JsonOpt, RunOpt, SetOpt, ThreadsOpt, emit,
-                         err, guarded, load_config, make_ctx)
+                         err, guarded, make_ctx)
 from .cli_look import log, pile_app, status, try_
-from .core.errors import TasklingError
 
 app = typer.Typer(
     help="taskling: your documents and a plain-language task in, a small tuned model out.\n\n"
@@ -63,20 +62,8 @@ def stage_command(name: str, example: str):
                 force: ForceOpt = False, as_json: JsonOpt = False, threads: ThreadsOpt = None,
                 cluster: ClusterOpt = None) -> None:
         def go():
-            import importlib
-
-            ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
-            stage = importlib.import_module(f"taskling.stages.{name}")
-            if name == "train":
-                from .curation import enough
-
-                enough.gate(ctx)
-            m = stage.run(ctx)
-            if name == "evaluate":
-                from .report import build as report
-
-                report.write(ctx)
-            emit(m.as_dict(), as_json)
+            ws = Workspace(make_ctx(config, set_, run, force, threads, cluster, spread=True))
+            emit(ws.stage(name, force).as_dict(), as_json)
         guarded(go)
     command.__doc__ = {
         "train": "LoRA-tune the student on the curated examples (resumable).",
@@ -141,10 +128,8 @@ def ingest(paths: Annotated[Optional[list[str]], typer.Argument(help="Extra file
     Example: taskling ingest docs/ manuals/*.html
     """
     def go():
-        from .stages import ingest as stage
-
-        ctx = make_ctx(config, set_, run, force, cluster=cluster, spread=True, sources=paths)
-        emit(stage.run(ctx).as_dict(), as_json)
+        ws = Workspace(make_ctx(config, set_, run, force, cluster=cluster, spread=True))
+        emit(ws.ingest(paths, force).as_dict(), as_json)
     guarded(go)
 
 
@@ -162,10 +147,8 @@ def generate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run
     Example: taskling generate --dry-run && taskling generate --set budget.examples=200
     """
     def go():
-        from .stages import generate as stage
-
-        ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
-        emit(stage.dry_run(ctx) if dry_run else stage.run(ctx).as_dict(), as_json)
+        ws = Workspace(make_ctx(config, set_, run, force, threads, cluster, spread=True))
+        emit(ws.dry_run() if dry_run else ws.generate(force).as_dict(), as_json)
     guarded(go)
 
 
@@ -182,17 +165,11 @@ def curate(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
     Example: taskling curate --export review.csv; (edit it) taskling curate --import review.csv
     """
     def go():
-        from .stages import curate as stage
-
-        ctx = make_ctx(config, set_, run, force, threads, cluster, spread=True)
-        result: dict = {}
+        ws = Workspace(make_ctx(config, set_, run, force, threads, cluster, spread=True))
         if export:
-            return emit(stage.export_review(ctx, export), as_json)
-        if import_:
-            if not import_.exists():
-                raise TasklingError(f"{import_}: no such review file; write one with 'taskling curate --export'")
-            result["import"] = stage.import_review(ctx, import_)
-        emit({**stage.run(ctx).as_dict(), **result}, as_json)
+            return emit(ws.review_export(export), as_json)
+        result = {"import": ws.review_import(import_)} if import_ else {}
+        emit({**ws.curate(force).as_dict(), **result}, as_json)
     guarded(go)
 
 
@@ -224,18 +201,14 @@ def export(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run: 
     Example: taskling export --bundle --artifact q8_0; taskling export --dataset hf --rejected
     """
     def go():
-        from .report import build as report
-        from .stages import export as stage
-
-        ctx = make_ctx(config, set_, run, force, threads)
+        ws = Workspace(make_ctx(config, set_, run, force, threads))
         if dataset:
-            info = Workspace(ctx).export_dataset(dataset, out, round_, rejected)
+            info = ws.export_dataset(dataset, out, round_, rejected)
             err.print(f"dataset: {info['dir']} ({', '.join(f'{s} {n}' for s, n in info['rows'].items())})")
             return emit(info, as_json)
-        m = stage.run(ctx).as_dict()
-        report.write(ctx)
+        m = ws.export(force).as_dict()
         if bundle:
-            path = stage.bundle(ctx, ctx.cfg, artifact)
+            path = ws.bundle(artifact)
             err.print(f"bundle: {path} ({path.stat().st_size / 2**20:.1f} MB); run it with: taskling serve {path}")
             m = {**m, "bundle": str(path)}
         emit(m, as_json)
@@ -274,9 +247,7 @@ def run_all(config: ConfigOpt = Path("taskling.yaml"), set_: SetOpt = None, run:
     (on a Ray cluster: taskling run --cluster HOST:6379)
     """
     def go():
-        from . import loop
-
-        emit(loop.run(make_ctx(config, set_, run, force, threads, cluster, spread=True)), as_json)
+        emit(Workspace(make_ctx(config, set_, run, force, threads, cluster, spread=True)).run(force), as_json)
     guarded(go)
 
 
@@ -306,14 +277,11 @@ def serve(target: Annotated[Optional[str], typer.Argument(help=ModelArg)] = None
     Example: taskling serve devdocs-router --port 8000; taskling serve runs/x/export/x-q8_0.bundle.tar
     """
     def go():
-        from .serving import serve as srv
+        from .api import serve as serve_model
 
         sets = list(set_ or []) + [f"serve.{k}={v}" for k, v in (("host", host), ("port", port), ("quant", quant),
                                                                  ("sha256", sha256)) if v is not None]
-        if backend is not None and backend not in ("llama.cpp", "transformers"):
-            raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
-        cfg, root = srv.serve_config(config, sets)
-        srv.serve(target, root, cfg, backend=backend, api_key=api_key, threads=threads, console=err)
+        serve_model(target, config, sets, backend, api_key, threads, err)
     guarded(go)
 
 
@@ -332,25 +300,9 @@ def predict(file: Annotated[Path, typer.Argument(help="CSV (with an 'input' colu
     Example: taskling predict tickets.csv -o tickets.predicted.csv --json
     """
     def go():
-        from .serving.predict import predict_file
-        from .serving.serve import serve_config
+        from .api import predict_file
 
-        if backend is not None and backend not in ("llama.cpp", "transformers"):
-            raise TasklingError(f"--backend {backend}: use llama.cpp or transformers")
-        cfg, root = serve_config(config, set_)
-        session = None
-        address = cluster or (load_config(config, set_ or []).cluster.address if config.exists() else None)
-        if address:
-            from .cluster import connect
-            from .core.config import ClusterCfg
-
-            session = connect(address, load_config(config, set_ or []).cluster if config.exists() else ClusterCfg(), err)
-        try:
-            emit(predict_file(file, output, model, root, err, cfg=cfg, backend=backend, batch_size=batch_size,
-                              threads=threads, executor=session), as_json)
-        finally:
-            if session is not None:
-                session.close()
+        emit(predict_file(file, output, model, config, set_, backend, batch_size, threads, cluster, err), as_json)
     guarded(go)
 
 
@@ -367,9 +319,7 @@ def ui(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None,
     Example: taskling ui --port 8765, then open http://127.0.0.1:8765/
     """
     def go():
-        from .ui import serve
-
-        serve(make_ctx(config, None, run, lock=False), host=host, port=port, console=err, allow_remote=allow_remote)
+        Workspace(make_ctx(config, None, run, lock=False)).ui(host, port, allow_remote)
     guarded(go)
 
 
@@ -380,12 +330,10 @@ def report(config: ConfigOpt = Path("taskling.yaml"), run: RunOpt = None, as_jso
     Example: taskling report && xdg-open runs/*/report.html
     """
     def go():
-        from .report import build as rep
-
-        ctx = make_ctx(config, None, run)
-        j, h = rep.write(ctx)
-        err.print(f"report: {h}")
-        emit(json.loads(j.read_text()), as_json)
+        ws = Workspace(make_ctx(config, None, run))
+        rep = ws.report()
+        err.print(f"report: {ws.run_dir / 'report.html'}")
+        emit(rep, as_json)
     guarded(go)
 
 

@@ -63,19 +63,17 @@ def guarded(fn: Callable[[], object]) -> object:
 
 def make_ctx(config: Path, sets: Optional[list[str]], run_id: Optional[str], force: bool = False,
              threads: Optional[int] = None, cluster: Optional[str] = None, spread: bool = False,
-             sources: Optional[list[str]] = None, lock: bool = True) -> Context:
+             lock: bool = True) -> Context:
     """The stage context; `spread`: a command whose work can run on a cluster (--cluster or cluster.address).
     `lock`: a command that writes the workspace holds its lock (core.lock) until it ends."""
-    from .report.build import kept_round
+    from .api import at_kept_round
 
     cfg = load_config(config, sets or [])
     if lock:
         STATE.setdefault("locks", []).append(acquire(cfg.root))  # released by guarded(), or when the process ends
-    if sources:  # taskling ingest PATH...: the task file's sources and these
-        cfg = cfg.model_copy(update={"sources": [*cfg.sources, *sources]})
     ctx = Context(cfg, run_id=run_id, force=force, console=err, threads=threads,
                   executor=executor_for(cfg, cluster) if cluster or (spread and cfg.cluster.address) else LocalExecutor())
-    return ctx.at_round(kept_round(ctx) or 0)  # after the loop, a stage command acts on the round it exported
+    return at_kept_round(ctx)  # after the loop, a stage command acts on the round it exported
 
 
 def executor_for(cfg: Config, address: Optional[str]) -> Executor:

@@ -79,45 +79,39 @@ def log(key: Annotated[Optional[str], typer.Argument(help="Show one call in full
     def go():
         from rich.text import Text
 
-        from .teacher.calls import CallLog
-
-        ctx = make_ctx(config, None, None, lock=False)
-        with CallLog(ctx.ws.calls_db) as calls:
-            if key:
-                call = calls.show(key)
-                if call is None:
-                    raise TasklingError(f"no single call has a key starting with '{key}' in {ctx.ws.calls_db}; "
-                                        "'taskling log' lists the keys")
-                if as_json:
-                    return emit(call, True)
-                con = Console()
-                con.print(f"[bold]{call['key']}[/] {call['created_at']} {call['purpose']} {call['backend']}:"
-                          f"{call['model']}  {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
-                          f"{call['latency_s']:.2f} s, cost {call['cost']:.6f}, {call['attempts']} attempt(s)"
-                          + (f"\n[red]failed: {call['error']}[/]" if call["error"] else ""))
-                for m in call["request"]["messages"]:  # the role styled, the text as it is (no markup in it)
-                    con.print(Text.assemble((f"{m['role']}:", "bold"), " ", str(m["content"])), highlight=False)
-                con.print(Text.assemble(("reply:", "bold"), " ", str(call["response"])), highlight=False)
-                for a in call["failed_attempts"]:
-                    con.print(f"[yellow]attempt failed ({a['kind']}, HTTP {a['status']}): {a['detail']}[/]")
-                return None
-            if errors:
-                rows = calls.errors(limit=limit)
-                if as_json:
-                    return emit({"by_kind": calls.error_kinds(), "errors": rows}, True)
-                t = Table(title="failed attempts by kind: " + (", ".join(
-                    f"{k} {n}" for k, n in calls.error_kinds().items()) or "none"))
-                for c in ("when", "key", "kind", "status", "detail", "body"):
-                    t.add_column(c)
-                for r in rows:
-                    t.add_row(r["created_at"], r["key"][:12], r["kind"], str(r["status"] or ""),
-                              Text(r["detail"][:60]), Text(r["body"][:40].replace("\n", " ")))
-                Console().print(t)
-                return None
-            filters = {"model": model, "grep": grep, "failed": True if failed else None, "since": since}
-            rows, totals = calls.recent(limit, purpose, **filters), calls.totals(purpose, **filters)
+        ws = Workspace(make_ctx(config, None, None, lock=False))
+        if key:
+            call = ws.call(key)
+            if as_json:
+                return emit(call, True)
+            con = Console()
+            con.print(f"[bold]{call['key']}[/] {call['created_at']} {call['purpose']} {call['backend']}:"
+                      f"{call['model']}  {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
+                      f"{call['latency_s']:.2f} s, cost {call['cost']:.6f}, {call['attempts']} attempt(s)"
+                      + (f"\n[red]failed: {call['error']}[/]" if call["error"] else ""))
+            for m in call["request"]["messages"]:  # the role styled, the text as it is (no markup in it)
+                con.print(Text.assemble((f"{m['role']}:", "bold"), " ", str(m["content"])), highlight=False)
+            con.print(Text.assemble(("reply:", "bold"), " ", str(call["response"])), highlight=False)
+            for a in call["failed_attempts"]:
+                con.print(f"[yellow]attempt failed ({a['kind']}, HTTP {a['status']}): {a['detail']}[/]")
+            return None
+        if errors:
+            found = ws.call_errors(limit)
+            if as_json:
+                return emit(found, True)
+            t = Table(title="failed attempts by kind: " + (", ".join(
+                f"{k} {n}" for k, n in found["by_kind"].items()) or "none"))
+            for c in ("when", "key", "kind", "status", "detail", "body"):
+                t.add_column(c)
+            for r in found["errors"]:
+                t.add_row(r["created_at"], r["key"][:12], r["kind"], str(r["status"] or ""),
+                          Text(r["detail"][:60]), Text(r["body"][:40].replace("\n", " ")))
+            Console().print(t)
+            return None
+        found = ws.calls(limit, purpose, model, grep, failed, since)
         if as_json:
-            return emit({"totals": totals, "calls": rows}, True)
+            return emit(found, True)
+        rows, totals = found["calls"], found["totals"]
         t = Table(title=f"{totals['calls']} calls, {totals['prompt_tokens']} prompt + {totals['completion_tokens']} "
                         f"completion tokens, {totals['seconds']} s, cost {totals['cost']:.4f}, "
                         f"{totals['failed']} failed, {totals['retries']} retries")

@@ -87,17 +87,18 @@ def test_without_mlflow_installed_the_stage_fails_first_with_what_to_install(tra
         ingest.run(Context(ctx.cfg, console=Console(stderr=True, quiet=True), force=True))
 
 
-def test_tracking_off_never_imports_mlflow(workspace):
-    """A fresh process runs ingest and generate without track: and never loads MLflow."""
+def test_tracking_off_never_imports_mlflow(tmp_path, tiny_model_dir):
+    """A fresh process runs the whole line (every stage, the report) through the Python API without
+    track: and never loads MLflow, though it is installed."""
+    write_workspace(tmp_path, tiny_model_dir, train__steps=2, evaluate__models=["student"],
+                    evaluate__constrained=False)
     code = textwrap.dedent(f"""
         import sys
-        from rich.console import Console
-        from taskling.core.config import load_config
-        from taskling.core.workspace import Context
-        from taskling.stages import generate, ingest
-        ctx = Context(load_config({str(workspace)!r}, []), console=Console(stderr=True, quiet=True))
-        assert ctx.cfg.track is None
-        ingest.run(ctx); generate.run(ctx)
+        import taskling
+        ws = taskling.open({str(tmp_path)!r}, quiet=True)
+        assert ws.config.track is None
+        out = ws.run()
+        assert set(out["stages"]) == {{"ingest", "generate", "curate", "train", "evaluate", "export"}}, out["stages"]
         print("mlflow" in sys.modules, any(m.startswith("mlflow") for m in sys.modules))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import one_line_error
+from conftest import one_line_error, write_workspace
 
 
 def curated(cli, root: Path) -> None:
@@ -51,3 +51,20 @@ def test_pile_commands_answer_from_the_api(cli, workspace):
     shown = json.loads(cli("pile", "show", hits[0]["chunk"], "--json", cwd=root).stdout)
     assert shown["chunk"] == hits[0]["chunk"] and "readFile" in shown["text"]
     one_line_error(cli("pile", "show", "nope:1", cwd=root), "is not in the pile")
+
+
+def test_a_seed_data_column_that_is_not_there_stops_before_the_teacher_is_asked(cli, tmp_path, tiny_model_dir):
+    """seed_data: names a column the file lacks: generate (and its dry run) refuse in one line naming the
+    file, the column, the setting and the columns there are, before any teacher call."""
+    (tmp_path / "mine.csv").write_text("text,team\nHow do I walk an array with json_each?,sqlite\n", encoding="utf-8")
+    write_workspace(tmp_path, tiny_model_dir, seed_data=[{"path": "mine.csv", "input": "question", "output": "team"}])
+    assert cli("ingest", cwd=tmp_path).exit_code == 0
+    for args in (["generate"], ["generate", "--dry-run"], ["run"]):
+        one_line_error(cli(*args, cwd=tmp_path), "mine.csv", "no column 'question'", "seed_data input", "text, team")
+    assert not (tmp_path / "runs" / "tiny-router" / "round-0" / "generate" / "examples.jsonl").exists()
+    calls = tmp_path / ".taskling" / "calls.db"
+    if calls.exists():
+        import sqlite3
+
+        with sqlite3.connect(calls) as db:
+            assert db.execute("SELECT count(*) FROM calls").fetchone() == (0,)

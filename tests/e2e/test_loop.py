@@ -109,6 +109,31 @@ def test_eval_dev_and_gold_never_reach_training(three_rounds):
         assert (run / "round-2" / "evaluate" / name).read_text() == (run / "round-0" / "evaluate" / name).read_text()
 
 
+def test_datasets_export_the_kept_round_by_default_and_any_round_asked(three_rounds, tmp_path):
+    """taskling export --dataset FORMAT [--round K]: the round the loop kept unless asked; each round's own
+    train set, the dev set as the Hub's validation split."""
+    import datasets
+
+    from taskling.curation.datasets import export_dataset
+
+    root, result = three_rounds
+    ctx = Context(load_config(root / "taskling.yaml", []), **QUIET)
+    run = rounds_of(root)
+    rows = {k: {s: read_jsonl(run / f"round-{k}" / "curate" / f"{s}.jsonl") for s in ("train", "eval", "dev")}
+            for k in (0, 2)}
+    assert len(rows[0]["train"]) < len(rows[2]["train"])  # the rounds' sets differ: the export must pick one
+    kept = export_dataset(ctx, "hf", out=tmp_path / "kept")
+    assert kept["round"] == result["kept_round"] == 2
+    ds = datasets.load_dataset(kept["dir"])
+    assert {s: ds[s].num_rows for s in ds} == {name: len(rows[2][s]) for s, name in
+                                               (("train", "train"), ("eval", "test"), ("dev", "validation"))
+                                               if rows[2][s] or s == "train"}
+    assert sorted(ds["train"]["id"]) == sorted(r["id"] for r in rows[2]["train"])
+    first = export_dataset(ctx, "openai", out=tmp_path / "first", round=0)
+    assert first["round"] == 0 and first["rows"]["train"] == len(rows[0]["train"])
+    assert len(read_jsonl(tmp_path / "first" / "train.jsonl")) == len(rows[0]["train"])
+
+
 def test_a_finished_loop_is_not_redone_and_more_rounds_continue_it(three_rounds, tmp_path, cli):
     root, first = three_rounds
     ws = tmp_path / "copy"

@@ -26,7 +26,7 @@ def test_front_matter_parses_and_its_metrics_match_report_json(ui_workspace):
     report = json.loads((ctx.run_dir / "report.json").read_text())
     got = {(r.dataset_split, r.metric_type): r for r in hub.eval_results}
     want = report["results"]
-    assert {s for s, _ in got} == set(want) and want  # eval and gold
+    assert {s for s, _ in got} == set(want) == {"eval", "gold"}
     for (split, name), r in got.items():
         student = want[split]["student"]
         assert r.metric_value == student["metrics"][name]
@@ -42,8 +42,8 @@ def test_front_matter_parses_and_its_metrics_match_report_json(ui_workspace):
 
 def test_an_embedded_base_gives_its_hub_id_and_licence(ui_workspace):
     cfg = load_config(ui_workspace, ["student.model=smollm2-135m-instruct"])
-    meta = card.meta(Context(cfg, console=Console(stderr=True, quiet=True)))
-    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
+    hub = ModelCard(card.front_matter(Context(cfg, console=Console(stderr=True, quiet=True)))).data
+    assert hub.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and hub.license == "apache-2.0"
     cfg = load_config(ui_workspace, ["student.model=smollm2-135m-instruct", "hub.license=mit"])
     assert card.meta(Context(cfg, console=Console(stderr=True, quiet=True)))["license"] == "mit"
     assert card.parse("no front matter") == ({}, "no front matter")

@@ -7,7 +7,7 @@ dev set "validation"):
   openai    OpenAI chat fine-tuning JSONL: {"messages": [system, user, assistant]} per line
   sharegpt  {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}]} per line
   alpaca    {"instruction": the task's instruction, "input": ..., "output": ...} per line
-  hf        a Hugging Face `datasets` folder: data/<split>-00000-of-00001.parquet with the chat
+  hf        a Hugging Face `datasets` folder: data/<split>-00000-of-00001-<sha>.parquet with the chat
             messages, input, output, label and provenance columns (document, locator, chunk, span,
             the cited text, label-model confidence, grounding, round; reason for rejected rows), and
             README.md, a dataset card with Hub front matter: the task, the curation funnel and the
@@ -34,7 +34,7 @@ from .. import tasks
 from ..core import tasktype
 from ..core.errors import TasklingError
 from ..core.manifests import CurateManifest
-from ..core.workspace import Context, atomic_write_json, atomic_write_text, read_jsonl
+from ..core.workspace import Context, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 
 FORMATS = ("openai", "sharegpt", "alpaca", "hf")
 SPLITS = ("train", "eval", "dev", "rejected")
@@ -43,20 +43,6 @@ HUB_TASKS = {"classify": "text-classification", "answer": "question-answering", 
              "generate": "text-generation"}
 LICENCE_FILES = ("LICENSE", "LICENCE", "COPYING", "LICENSE.md", "LICENSE.txt", "LICENCE.md", "COPYING.md")
 
-# What each JSONL format's line must be (the formats' documented shapes); tests read the files against them.
-SCHEMAS: dict[str, dict] = {
-    "openai": {"type": "object", "required": ["messages"], "additionalProperties": False, "properties": {
-        "messages": {"type": "array", "minItems": 2, "items": {
-            "type": "object", "required": ["role", "content"], "additionalProperties": False,
-            "properties": {"role": {"enum": ["system", "user", "assistant"]}, "content": {"type": "string"}}}}}},
-    "sharegpt": {"type": "object", "required": ["conversations"], "properties": {
-        "conversations": {"type": "array", "minItems": 2, "items": {
-            "type": "object", "required": ["from", "value"], "additionalProperties": False,
-            "properties": {"from": {"enum": ["system", "human", "gpt"]}, "value": {"type": "string"}}}}}},
-    "alpaca": {"type": "object", "required": ["instruction", "input", "output"], "additionalProperties": False,
-               "properties": {"instruction": {"type": "string"}, "input": {"type": "string"},
-                              "output": {"type": "string"}}},
-}
 LLAMA_FACTORY = {
     "openai": {"formatting": "sharegpt", "columns": {"messages": "messages"},
                "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
@@ -173,9 +159,14 @@ def write_hf(out: Path, system: str, sets: dict[str, list[dict]], texts: dict[st
                          "label": None if ex.get("label") is None else str(ex["label"]),
                          "label_confidence": None if p["label_confidence"] is None else float(p["label_confidence"]),
                          "grounding": None if p["grounding"] is None else float(p["grounding"])})
-        files[split] = f"data/{HF_SPLITS[split]}-00000-of-00001.parquet"
         (out / "data").mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(recs, schema=schema), out / files[split])
+        tmp = out / "data" / f".{split}.parquet"
+        pq.write_table(pa.Table.from_pylist(recs, schema=schema), tmp)
+        # The content's hash in the name (as push_to_hub once named shards): `datasets` caches a local
+        # folder with a card by its folder name and the card's file names alone, so two exports with the
+        # same names would load as whichever was read first.
+        files[split] = f"data/{HF_SPLITS[split]}-00000-of-00001-{sha256_file(tmp)[:16]}.parquet"
+        tmp.replace(out / files[split])
     return files
 
 
@@ -287,6 +278,13 @@ def export_dataset(ctx: Context, fmt: str, out: Path | None = None, round: int |
     cur_dir = ctx.stage_dir("curate", k)
     cur = CurateManifest.read(cur_dir)
     sets = {s: read_jsonl(cur_dir / f"{s}.jsonl") for s in SPLITS if s != "rejected" or rejected}
+    notes = []
+    if fmt != "hf" and sets.get("rejected"):  # a chat line needs the answer: an input nobody labelled has none
+        answered = [ex for ex in sets["rejected"] if ex.get("output") not in (None, "")]
+        if len(answered) < len(sets["rejected"]):
+            notes.append(f"{len(sets['rejected']) - len(answered)} rejected candidates have no output (inputs no "
+                         f"source labelled), which {fmt} lines cannot hold; --dataset hf keeps them")
+        sets["rejected"] = answered
     sets = {s: rows for s, rows in sets.items() if rows or s == "train"}
     out = Path(out) if out else ctx.run_dir / "datasets" / f"round-{k}" / fmt
     prepare(out)
@@ -300,7 +298,6 @@ def export_dataset(ctx: Context, fmt: str, out: Path | None = None, round: int |
         people = sum(ex.get("source") in ("task example", "human") for ex in everything)
         atomic_write_text(out / "README.md", card(ctx, k, cur, counts, files, docs, people))
     atomic_write_json(out / "dataset_info.json", llama_factory(fmt, ctx.cfg.task.name, files))
-    notes = []
     if fmt == "openai" and counts["train"] < 10:
         notes.append(f"OpenAI's fine-tuning API wants at least 10 training examples; train has {counts['train']}")
     info = {"format": fmt, "dir": str(out), "run_id": ctx.run_id, "round": k, "task": ctx.cfg.task.name,

@@ -31,7 +31,7 @@ from ..core.manifests import AnalyseManifest, GenerateManifest, SeededJob
 from ..core.progress import bar
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, write_jsonl
-from ..curation import auto
+from ..curation import auto, seed
 from ..data.pile import Pile
 from ..teacher import allocate
 from ..teacher.backends import Logged, Request, Result, open_for
@@ -382,8 +382,16 @@ def extra_settings(ctx: Context) -> dict:
     return out
 
 
+def seed_data_readable(cfg: Config, ctx: Context) -> None:
+    """A seed_data file curate could not read (a column not there, a label not the task's) fails here,
+    before the teacher's budget is spent, not at curate after it."""
+    if cfg.seed_data:
+        seed.load(cfg, ctx.ws.gold)
+
+
 def run(ctx: Context) -> GenerateManifest:
     cfg = ctx.cfg
+    seed_data_readable(cfg, ctx)
 
     def body(out: Path) -> dict:
         gen = Generation(cfg, ctx, out)
@@ -497,6 +505,7 @@ def dry_run(ctx: Context) -> dict:
     """Run a small sample of the planned jobs (kept in the stage's folder: the real run reuses
     them) and project tokens, cost and time for the whole stage."""
     cfg = ctx.cfg
+    seed_data_readable(cfg, ctx)
     gen = Generation(cfg, ctx, stage.open_dir(ctx, SPEC, settings=extra_settings(ctx)))
     try:
         n = max(cfg.generate.dry_run_sample, 2 * gen.teacher.capabilities.concurrency)
