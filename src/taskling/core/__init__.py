@@ -1,6 +1,7 @@
 """core: what every other room stands on.
 
-The task file and its typed config (`config`), the task-type contract and its one registry
+The task file and its typed config (`config`; its student: section and open- or closed-book in
+`openbook`), the task-type contract and its one registry
 (`tasktype`), errors a user reads (`errors`), the workspace on disk with atomic writes and a
 frozen `Context` (`workspace`), the stage contract and its fingerprinting runner (`stage`), one
 typed manifest per stage (`manifests`), the executor a stage spreads its work with and the

@@ -18,10 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import tasktype
 from .errors import TasklingError
 from .exchange import HubCfg, SeedFiles, Track
+from .openbook import EMBEDDED_MODEL, StudentCfg
 from .tasktype import TaskCfg
-
-EMBEDDED_MODEL = "smollm2-135m-instruct"
-
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,10 +45,6 @@ class ModelCfg(Section):
 class Price(Section):
     input_per_mtok: float = Field(0.0, ge=0)    # money per million prompt tokens
     output_per_mtok: float = Field(0.0, ge=0)   # money per million completion tokens
-
-
-class StudentCfg(Section):
-    model: str = EMBEDDED_MODEL
 
 
 class BudgetCfg(Section):
@@ -528,6 +522,7 @@ teacher:                         # writes the training examples
 
 student:                         # the small model that is tuned
   model: smollm2-135m-instruct   # embedded default, an HF model directory or a .gguf file
+  # retrieval: {mode: auto, k: 4}  # open-book: it reads the k pile chunks nearest each input (docs/guide.md)
 
 budget:
   examples: 120                  # training examples to generate (before curation), over all rounds

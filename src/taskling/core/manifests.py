@@ -247,6 +247,7 @@ class TrainManifest(Manifest):
     compile_seconds: float = 0.0
     cluster: Optional[dict[str, Any]] = None  # the data-parallel run's workers, restarts and checkpoints
     selection: Optional[dict[str, Any]] = None  # which set picked the step, the rule, and its curve
+    open_book: Optional[dict[str, Any]] = None  # student.retrieval's settings and the RAFT rows' cases (None: closed-book)
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------
@@ -290,6 +291,7 @@ class EvaluateManifest(Manifest):
     constrained: dict[str, Any]
     judge: Optional[dict[str, Any]]
     evaluate_seconds: float
+    retrieval: Optional[dict[str, Any]] = None  # open-book: per set, recall@k of the source chunk
 
 
 # -- export -------------------------------------------------------------------------------------------------------

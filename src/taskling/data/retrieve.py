@@ -11,9 +11,19 @@ For task types that check it (TaskType.retrieval_check: answer, extract), evalua
 (`tasks.with_context`), then checks its answer against them (TaskType.check_retrieved). So
 the report shows what the teacher knows *with* the documents, the bar the student, which
 answers without them, has to reach.
+
+An open-book student (student.retrieval, core/openbook.py) reads through one `Retriever`: the
+pile, the embedder and the settings (k, the characters kept of each chunk) that train renders its
+examples with, evaluate asks the open-book systems with, and predict answers with.
+
+    with Retriever.open(cfg, ws.pile_db) as r:
+        chunks = r.find("What does SQLSTATE 23505 mean?")
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..core.openbook import is_open
 from .pile import Chunk, Pile
 
 # Words that match nearly every chunk: left out of the FTS5 query (BM25 would rank on them when a
@@ -43,3 +53,111 @@ def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
     by_meaning = {c.key: r for r, (c, _) in enumerate(rankings[-1])} if embedder is not None else {}
     best = sorted(scores, key=lambda key: (-round(scores[key], 12), by_meaning.get(key, CANDIDATES), key))[:k]
     return [chunks[key] for key in best]
+
+
+class Retriever:
+    """The open-book student's retriever: `find(query)` gives the `k` chunks it reads for an input,
+    each shown cut to `chunk_chars` characters. An absent or empty pile finds nothing."""
+
+    def __init__(self, pile: Pile | None, embedder=None, k: int = 4, chunk_chars: int = 600):
+        self.pile, self.embedder, self.k, self.chunk_chars = pile, embedder, k, chunk_chars
+
+    @classmethod
+    def open(cls, cfg, pile_db: Path, threads: int | None = None, embed: bool | None = None) -> "Retriever":
+        """The retriever `cfg` (a core.config.Config) describes, over the pile at `pile_db`; embeddings
+        join the words when ingest made them (`embed` overrides that)."""
+        rc = cfg.student.retrieval
+        pile = Pile(pile_db) if Path(pile_db).exists() else None
+        emb = None
+        if (cfg.ingest.embed if embed is None else embed) and pile is not None:
+            from .embed import Embedder
+
+            emb = Embedder(cfg.ingest.embed_model, threads, max_tokens=cfg.ingest.embed_max_tokens)
+        return cls(pile, emb, rc.k, rc.chunk_chars)
+
+    @classmethod
+    def from_settings(cls, settings: dict, pile_db: Path, threads: int | None = None) -> "Retriever":
+        """The retriever a served model was trained with (task.json's `retrieval`, `served_settings`) over
+        the pile at `pile_db` (absent: it finds nothing)."""
+        pile = Pile(pile_db) if Path(pile_db).exists() else None
+        emb = None
+        if settings.get("embed_model") and pile is not None:
+            from .embed import Embedder
+
+            emb = Embedder(settings["embed_model"], threads, max_tokens=settings.get("embed_max_tokens"))
+        return cls(pile, emb, int(settings.get("k", 4)), int(settings.get("chunk_chars", 600)))
+
+    def find(self, query: str, k: int | None = None) -> list[Chunk]:
+        """The chunks nearest `query`, best first (`k` of them, default the retriever's)."""
+        if self.pile is None:
+            return []
+        return retrieve(self.pile, str(query), self.k if k is None else k, self.embedder)
+
+    def chunk(self, key: str) -> Chunk | None:
+        return self.pile.chunk(key) if self.pile is not None else None
+
+    def close(self) -> None:
+        if self.pile is not None:
+            self.pile.close()
+
+    def __enter__(self) -> "Retriever":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_book(cfg, pile_db: Path) -> bool:
+    """Whether `cfg`'s student is open-book (core.openbook.is_open), the pile at `pile_db` deciding `auto`."""
+    rc = cfg.student.retrieval
+    if rc.mode != "auto":
+        return is_open(rc, cfg.task.type, False)
+    if not Path(pile_db).exists():
+        return False
+    with Pile(pile_db) as pile:
+        return is_open(rc, cfg.task.type, pile.stats()["chunks"] > 0)
+
+
+def retriever_settings(cfg) -> dict:
+    """What besides student.retrieval decides what the retriever finds (a stage's fingerprint)."""
+    return {"embed": cfg.ingest.embed, "embed_model": cfg.ingest.embed_model if cfg.ingest.embed else None,
+            "embed_max_tokens": cfg.ingest.embed_max_tokens if cfg.ingest.embed else None}
+
+
+def served_settings(cfg) -> dict:
+    """What a served open-book model needs to retrieve as it was trained (task.json's `retrieval`)."""
+    rc = cfg.student.retrieval
+    return {"k": rc.k, "chunk_chars": rc.chunk_chars, "missing": rc.missing} | retriever_settings(cfg)
+
+
+INDEX_FILE = "index.db"  # the exported retrieval index, beside the merged model (export, serving.outputs)
+
+
+def write_index(pile_db: Path, dest: Path) -> int:
+    """A compact copy of the pile holding only what the retriever reads (live chunks with their text,
+    locators and vectors, the FTS5 index, the documents' paths), in the pile's own schema (its
+    `user_version` is the index's version), so `Pile` and `Retriever` open it as they open a pile.
+    Returns its size in bytes."""
+    import sqlite3
+
+    dest = Path(dest)
+    dest.unlink(missing_ok=True)
+    src = sqlite3.connect(pile_db)
+    try:
+        src.execute("VACUUM INTO ?", (str(dest),))
+    finally:
+        src.close()
+    db = sqlite3.connect(dest)
+    try:
+        db.execute("PRAGMA foreign_keys=ON")
+        with db:
+            db.execute("DELETE FROM documents WHERE status != 'ok'")  # their chunks (and FTS rows) go with them
+            for table in ("table_rows", "tables", "ingest_log", "topics"):
+                db.execute(f"DELETE FROM {table}")
+            db.execute("UPDATE documents SET text = '', meta = '{}', warnings = '[]', table_notes = '[]'")
+            db.execute("UPDATE chunks SET minhash = NULL")
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("VACUUM")
+    finally:
+        db.close()
+    return dest.stat().st_size

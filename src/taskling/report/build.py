@@ -116,7 +116,8 @@ def training(ctx: Context, t) -> dict:
             "planned_steps": t.counts.planned_steps, "tokens_per_s": t.tokens_per_s, "seconds": t.train_seconds,
             "trainable_params": t.counts.trainable_params, "best_step": t.best_step,
             "best_eval_loss": t.best_eval_loss, "stopped_early": t.stopped_early, "stop_reason": t.stop_reason,
-            "lr": t.lr, "precision": t.precision, "device": t.device, "mode": t.mode, "selection": t.selection}
+            "lr": t.lr, "precision": t.precision, "device": t.device, "mode": t.mode, "selection": t.selection,
+            "open_book": t.open_book}
 
 
 def evaluation(ctx: Context, ev, metric: str) -> dict:
@@ -128,7 +129,8 @@ def evaluation(ctx: Context, ev, metric: str) -> dict:
             "per_label": {s: {w: r.per_label for w, r in per.items() if r.per_label} for s, per in ev.results.items()},
             "evaluation": {k: {s: {w: getattr(r, k) for w, r in per.items() if getattr(r, k)}
                                for s, per in ev.results.items()} for k in ("confusion", "per_class", "per_field")}
-            | {"error_rates": ev.error_rates, "constrained": ev.constrained, "systems": ev.systems},
+            | {"error_rates": ev.error_rates, "constrained": ev.constrained, "systems": ev.systems,
+               "retrieval": ev.retrieval},
             "failures": read_jsonl(ctx.stage_dir("evaluate") / "failures.jsonl")[:200],
             "summary": summary(results, metric)}
 

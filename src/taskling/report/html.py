@@ -130,8 +130,26 @@ def _results(rep: dict) -> str:
                 [cell(r) for _, cell in cols] for m, r in zip(models, recs)]
         out.append(f"<h3>{esc(s)}</h3>" + table(["system"] + [h for h, _ in cols], rows, range(1, len(cols) + 1), "res",
                                                 ["student" if m == "student" else "" for m in models]))
-    out += [bar_chart(res, metric), _constrained(rep)]
+    out += [bar_chart(res, metric), _constrained(rep), _open_book(rep)]
     return "".join(out) + "</section>"
+
+
+def _open_book(rep: dict) -> str:
+    """An open-book student: what it reads, how its training rows were shown, and how often the retriever
+    put each item's source among them (recall@k), the ceiling of every open-book system."""
+    book = as_dict(as_dict(rep.get("training")).get("open_book"))
+    recall = as_dict(as_dict(rep.get("evaluation")).get("retrieval"))
+    if not book and not recall:
+        return ""
+    rows = [[esc(s), fmt(as_dict(recall[s]).get("k")), fmt(as_dict(recall[s]).get("recall")),
+             fmt(as_dict(recall[s]).get("n"))] for s in sets_in_order(recall)]
+    note = (f'<p class="note">Open-book: the student reads the {esc(book.get("k"))} document chunks the retriever '
+            f"finds for each input and answers from them, citing the one it used; closed-book it answers from "
+            f"memory alone. In training {fmt(book.get('distractor_share'))} of the examples with a known source "
+            f"were shown without it (target: {esc(book.get('missing'))}).</p>" if book else "")
+    return ("<h3>open book: retrieval</h3>" + note +
+            (table(["set", "k", "recall@k of the source", "items with a source"], rows, (1, 2, 3), cls="narrow")
+             if rows else ""))
 
 
 def _constrained(rep: dict) -> str:

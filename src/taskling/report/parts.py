@@ -10,7 +10,8 @@ import math
 from html import escape
 
 DASH = "—"
-MODELS = ("student", "student-constrained", "base", "base-fewshot", "base-constrained", "teacher")
+MODELS = ("student", "student-open", "student-constrained", "base", "base-open", "base-fewshot", "base-constrained",
+          "teacher")
 CELL_CHARS = 600  # long documents would make the failure table unreadable
 
 

@@ -2,7 +2,8 @@
 
 `create_app` builds FastAPI behind the `Gate`; a `Server` holds the model's worker, metrics
 and limits and answers GET /v1/models, /health and /metrics and POST /v1/chat/completions,
-/v1/completions (whole or streamed) and /v1/task (the task's parsed answer).
+/v1/completions (whole or streamed) and /v1/task (the task's parsed answer; an open-book model's
+with the chunks it retrieved first and the `citations` its answer names).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -19,6 +21,7 @@ from starlette.exceptions import HTTPException
 from . import engine as eng
 from ..core import tasktype
 from ..core.config import ServeCfg
+from ..data.retrieve import Retriever
 from .gate import Gate, Metrics
 from .outputs import task_outputs
 from .schema import (APIError, ChatRequest, CompletionRequest, TaskRequest, as_api_error, error_body, error_response,
@@ -34,8 +37,10 @@ DEFAULT_MAX_TOKENS = 256
 class Server:
     """The HTTP side of one served model: limits, the worker, metrics and the handlers."""
 
-    def __init__(self, engine: eng.Engine, target: Target, cfg: ServeCfg, api_key: str | None = None):
+    def __init__(self, engine: eng.Engine, target: Target, cfg: ServeCfg, api_key: str | None = None,
+                 pile_db: Path | None = None):
         self.engine, self.target, self.cfg = engine, target, cfg
+        self.pile_db, self.book = pile_db, None  # an open-book model's pile; its retriever opens on the model thread
         self.info, self.model_id = target.info, target.model_id
         self.worker = Worker(engine, cfg.queue)
         self.metrics = Metrics()
@@ -147,7 +152,9 @@ class Server:
         limit = min(req.max_tokens or self.default_max, self.cfg.max_tokens)
 
         def fn(job: Job) -> dict:
-            out = task_outputs(self.engine, self.info, [req.input], limit)[0]
+            if self.pile_db is not None and self.book is None:  # SQLite: used on the thread that opened it
+                self.book = Retriever.from_settings(self.info["retrieval"], self.pile_db)
+            out = task_outputs(self.engine, self.info, [req.input], limit, book=self.book)[0]
             self.metrics.count_tokens(out["prompt_tokens"], out["completion_tokens"])
             return out
 
@@ -172,9 +179,10 @@ class Server:
 
 
 def create_app(engine: eng.Engine, target: Target, cfg: ServeCfg = ServeCfg(),
-               api_key: str | None = None) -> Gate:
-    """The ASGI app for one loaded model: FastAPI behind the key/size/metrics gate."""
-    srv = Server(engine, target, cfg, api_key)
+               api_key: str | None = None, pile_db: Path | None = None) -> Gate:
+    """The ASGI app for one loaded model: FastAPI behind the key/size/metrics gate; an open-book model
+    retrieves from the pile at `pile_db` for /v1/task."""
+    srv = Server(engine, target, cfg, api_key, pile_db)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from ..core import tasktype
 from ..core.tasktype import Decoding
-from ..tasks import student_messages
+from ..data.retrieve import INDEX_FILE
+from ..tasks import openbook, student_messages
 from .engine import NO_TASK, Engine, Generation, NoTask, Sampling
 
 
@@ -32,13 +34,37 @@ def task_messages(info: dict, text: str) -> list[dict]:
     return student_messages(system, text) if system else [{"role": "user", "content": text}]
 
 
-def task_outputs(engine: Engine, info: dict, inputs: list[str], max_tokens: int | None = None) -> list[dict]:
+def task_outputs(engine: Engine, info: dict, inputs: list[str], max_tokens: int | None = None,
+                 book=None) -> list[dict]:
     """The task's answers to `inputs`: a label with the probability of each (classify), a JSON
-    object constrained to the task's schema (extract) or text (answer, generate)."""
+    object constrained to the task's schema (extract) or text (answer, generate). With `book` (the
+    data.retrieve.Retriever of an open-book model) each input is shown with the chunks it finds, as
+    in training, and each answer comes with `citations` (the chunks its trailing [n] names) and
+    `documents` (the chunks it was shown)."""
     decoding = served_decoding(info)
     if decoding is None:
         raise NoTask(NO_TASK)
-    convs = [task_messages(info, x) for x in inputs]
+    if book is not None:
+        found = [book.find(x) for x in inputs]
+        convs = [openbook.open_messages(info.get("system_prompt") or "", x, ch, book.chunk_chars)
+                 for x, ch in zip(inputs, found)]
+        return [cited(r, ch) for r, ch in zip(answers(engine, info, decoding, convs, max_tokens), found)]
+    return answers(engine, info, decoding, [task_messages(info, x) for x in inputs], max_tokens)
+
+
+def cited(result: dict, chunks: list) -> dict:
+    """An open-book answer without its trailing [n], the chunks those numbers name (`citations`) and
+    every chunk it was shown (`documents`, numbered as in its prompt)."""
+    shown = {"documents": openbook.cited_chunks(list(range(1, len(chunks) + 1)), chunks)}
+    text = result.get("text") if result.get("output") is None else result["output"]
+    if not isinstance(text, str):
+        return result | shown | {"citations": []}
+    clean, nums = openbook.split_citations(text)
+    return result | shown | {"output": clean, "citations": openbook.cited_chunks(nums, chunks)}
+
+
+def answers(engine: Engine, info: dict, decoding: Decoding, convs: list[list[dict]],
+            max_tokens: int | None) -> list[dict]:
     if decoding.labels is not None:
         labels = list(decoding.labels)
         out = []
@@ -72,3 +98,22 @@ def text_result(g: Generation, as_json: bool) -> dict:
     res = {"output": out, "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
            "finish_reason": g.finish_reason}
     return res | ({"text": text} if out is None else {})
+
+
+def open_book_pile(t, root: Path, console) -> Path | None:
+    """The pile an open-book model reads (task.json names its retriever): the workspace's, read live (a
+    document ingested after training is found), else the index exported beside the model (a bundle on
+    another machine). None for a closed-book model, or (with a note) when there is neither: it then
+    answers closed-book."""
+    if not t.info.get("retrieval"):
+        return None
+    pile_db = root / ".taskling" / "pile.db"
+    if pile_db.exists():
+        return pile_db
+    index = (t.path if t.path.is_dir() else t.path.parent) / INDEX_FILE
+    if index.exists():
+        return index
+    console.print(f"[yellow]note:[/] {t.model_id} was trained open-book but neither {root} has a pile ({pile_db}) "
+                  f"nor {index.parent} an index ({INDEX_FILE}); it answers without documents", highlight=False,
+                  soft_wrap=True)
+    return None

@@ -5,7 +5,10 @@
 CSV needs an `input` column, JSONL an `input` key; every other column or key is kept.
 The output has the input's format with the task's answer added, computed exactly as
 /v1/task computes it: `prediction` (the label, the JSON object, or the text) and, for
-classify, `probability` (JSONL rows also get `probabilities`, per label).
+classify, `probability` (JSONL rows also get `probabilities`, per label). An open-book model
+(task.json names its retriever) reads the chunks the workspace's pile (or, elsewhere, the index
+exported beside it) gives each input first, and each row also gets `citations` (JSONL rows also
+the `documents` it was shown).
 
 Rows are written a batch at a time and flushed to disk, so a run that is killed can
 be started again with the same command: rows already in the output are checked
@@ -30,11 +33,12 @@ from ..core.errors import TasklingError
 from ..core.executor import Executor, LocalExecutor, Shard, failure, in_order
 from ..core.progress import bar
 from ..core.workspace import atomic_write_text, read_jsonl
+from ..data.retrieve import Retriever
 from .engine import NO_TASK
-from .outputs import served_decoding, task_outputs
+from .outputs import open_book_pile, served_decoding, task_outputs
 from .target import Target, load, resolve
 
-EXTRA = ("prediction", "probability")
+EXTRA = ("prediction", "probability", "citations")
 
 
 def input_format(path: Path) -> str:
@@ -76,13 +80,16 @@ def default_output(path: Path) -> Path:
 
 
 def answer_fields(out: dict, fmt: str) -> dict:
-    """What a row gets from one task answer, as the output format can hold it."""
+    """What a row gets from one task answer, as the output format can hold it (an open-book answer's
+    citations: the chunks, or in CSV `path#locator` joined by ` | `)."""
     pred = out["output"]
     if fmt == "jsonl":
-        keep = {k: out[k] for k in ("probability", "probabilities") if k in out}
+        keep = {k: out[k] for k in ("probability", "probabilities", "citations", "documents") if k in out}
         return {"prediction": pred, **keep}
     cell = "" if pred is None else pred if isinstance(pred, str) else json.dumps(pred, ensure_ascii=False)
-    return {"prediction": cell, **({"probability": out["probability"]} if "probability" in out else {})}
+    cites = {"citations": " | ".join(f"{c['path']}#{c['locator']}" for c in out["citations"])} \
+        if "citations" in out else {}
+    return {"prediction": cell, **({"probability": out["probability"]} if "probability" in out else {}), **cites}
 
 
 def done_rows(output: Path, fmt: str, rows: list[dict], columns: list[str] | None) -> list[dict]:
@@ -132,12 +139,15 @@ def append(output: Path, text: str) -> None:
 
 
 class PredictWorker:
-    """Answers rows with the served model wherever the executor runs it (the model file must be readable there)."""
+    """Answers rows with the served model wherever the executor runs it (the model file must be readable there;
+    an open-book model's pile too, `pile_db`)."""
 
-    def __init__(self, target: Target, threads: int | None):
-        self.error, self.engine = None, None
+    def __init__(self, target: Target, threads: int | None, pile_db: Path | None = None):
+        self.error, self.engine, self.book = None, None, None
         try:
             self.target, self.engine = target, load(target, threads)
+            if pile_db is not None:
+                self.book = Retriever.from_settings(target.info["retrieval"], pile_db, threads)
         except Exception as e:  # reported by ready()
             self.error = failure(e)
 
@@ -145,11 +155,13 @@ class PredictWorker:
         return {"error": self.error} if self.error else {"pid": os.getpid()}
 
     def run(self, inputs: list[str]) -> list[dict]:
-        return task_outputs(self.engine, self.target.info, inputs)
+        return task_outputs(self.engine, self.target.info, inputs, book=self.book)
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
+        if self.book is not None:
+            self.book.close()
 
 
 def predict_file(path: Path, output: Path | None, target: str | None, root: Path, console: Console, *,
@@ -170,7 +182,9 @@ def predict_file(path: Path, output: Path | None, target: str | None, root: Path
     decoding = served_decoding(t.info)
     if decoding is None:
         raise TasklingError(f"{t.source}: {NO_TASK}")
-    columns = in_columns + ["prediction"] + (["probability"] if decoding.labels is not None else [])
+    pile_db = open_book_pile(t, Path(root), console)
+    columns = in_columns + ["prediction"] + (["probability"] if decoding.labels is not None else []) + (
+        ["citations"] if pile_db is not None else [])
     done = len(done_rows(output, fmt, rows, columns if fmt == "csv" else None))
     t0, spread = time.perf_counter(), None
     if done < len(rows):
@@ -187,7 +201,7 @@ def predict_file(path: Path, output: Path | None, target: str | None, root: Path
                 progress.update(job, completed=starts[i] + len(batch))
 
             with console.status(f"loading {t.path.name} ({t.backend})"):
-                pool = executor.pool("predict", PredictWorker, (t, executor.worker_threads(threads)))
+                pool = executor.pool("predict", PredictWorker, (t, executor.worker_threads(threads), pile_db))
             ordered = in_order(len(starts), write)
             shards = [Shard(f"rows-{b:07d}", len(rows[b:b + batch_size]), i) for i, b in enumerate(starts)]
             try:

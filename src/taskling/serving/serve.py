@@ -6,7 +6,8 @@
 Endpoints: GET /v1/models, POST /v1/chat/completions and /v1/completions (streamed
 token by token as server-sent events, or not), POST /v1/task ({"input": ...} → the
 task's parsed answer: a label with its probability, a JSON object valid against the
-task's schema, or text), GET /health, GET /metrics (Prometheus). Any OpenAI client
+task's schema, or text; an open-book model retrieves from the workspace's pile first and
+returns the `citations` its answer names), GET /health, GET /metrics (Prometheus). Any OpenAI client
 works with base_url=http://HOST:PORT/v1. The student is prompted as it was trained:
 the task's system prompt is added when the client sends none; decoding is greedy
 unless a temperature is given.
@@ -38,6 +39,7 @@ from ..core.config import ServeCfg
 from ..core.errors import TasklingError
 from ..core.net import hostport, listen
 from .app import create_app
+from .outputs import open_book_pile
 from .target import load, resolve
 
 
@@ -103,7 +105,7 @@ def prepare(target: str | None, root: Path, cfg: ServeCfg, backend: str | None =
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with console.status(f"loading {t.path.name} ({t.backend})"):
         engine = load(t, threads)
-    app = create_app(engine, t, cfg, key)
+    app = create_app(engine, t, cfg, key, open_book_pile(t, Path(root), console))
     app.allow_hosts(*cfg.allowed_hosts)
     return app, t, key
 

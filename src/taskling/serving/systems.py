@@ -1,10 +1,13 @@
 """The systems evaluate compares, asked one way: the tuned student, its base (zero- or few-shot)
-and the teacher. Evaluate's scores and the UI's playground both prompt through here, so what a
-person tries in the playground is what the scores measure.
+and the teacher, closed- or open-book (`open_conversations`: the chunks the retriever finds put
+in front, the layout the open-book student was trained on). Evaluate's scores and the UI's
+playground both prompt through here, so what a person tries in the playground is what the
+scores measure.
 """
 from __future__ import annotations
 
 from .. import tasks
+from ..tasks import openbook
 from ..core.config import Config
 from ..student import infer, scoring
 from ..teacher.backends import Request
@@ -23,7 +26,7 @@ def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Conf
     predict): every label scored as the whole answer, the most likely one chosen; never its free
     text, which a user of the exported student never sees."""
     decoding = task.decoding(cfg.task)
-    if decoding.labels is not None and (who == "student" or who.endswith("-constrained")):
+    if decoding.labels is not None and (who in ("student", "student-open") or who.endswith("-constrained")):
         return scoring.choose(model, tok, convs, list(decoding.labels), batch_size=cfg.evaluate.batch_size)
     schema = decoding.json_schema if who.endswith("-constrained") else None
     return infer.generate(model, tok, convs, max_new_tokens=task.max_new_tokens, batch_size=cfg.evaluate.batch_size,
@@ -37,3 +40,20 @@ def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:
     return [{"text": r.text if r.error is None else "", "prompt_tokens": r.prompt_tokens,
              "completion_tokens": r.completion_tokens, "latency_s": r.latency_s, "cost": r.cost}
             for r in backend.generate(reqs)]
+
+
+def open_conversations(cfg: Config, task, items: list[dict], book) -> tuple[list[list[dict]], list[list]]:
+    """Each item's open-book chat (the student's prompt with the chunks `book`, a data.retrieve.Retriever,
+    finds for its input: the layout it was trained on), and those chunks."""
+    found = [book.find(str(it["input"])) for it in items]
+    system = task.system_prompt(cfg.task)
+    return [openbook.open_messages(system, str(it["input"]), ch, book.chunk_chars) for it, ch in zip(items, found)], found
+
+
+def with_citations(rows: list[dict], found: list[list]) -> None:
+    """Open-book answers, in place: the trailing `[n]` taken off the output (kept in raw_output) and
+    resolved to the chunks it names (`citations`), with the keys of every chunk shown (`retrieved`)."""
+    for row, chunks in zip(rows, found):
+        text, nums = openbook.split_citations(row["output"])
+        row.update(raw_output=row["output"], output=text, citations=openbook.cited_chunks(nums, chunks),
+                   retrieved=[c.key for c in chunks])

@@ -8,6 +8,11 @@ Systems (evaluate.models):
   base          the untuned student with the same prompt (zero-shot)
   base-fewshot  the untuned student with the task's examples as earlier turns
   teacher       the teacher through its backend, few-shot, as it would be used without taskling
+and, for an open-book student (student.retrieval, core/openbook.py), student-open and base-open: the
+same models asked with the chunks the one retriever finds put in front (the layout the student was
+trained on), their trailing citations resolved to chunks; beside them recall@k of each item's source
+chunk, and how often each system says the documents do not contain the answer (abstention
+precision and recall where items expect it);
 and, with evaluate.constrained, student-constrained and base-constrained:
 for classify the answer is the label the model finds most likely
 (infer.choose), so it is always a label; for extract decoding is limited to
@@ -36,11 +41,12 @@ from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, sha256_file, write_jsonl
 from ..curation.gold import load_gold
 from ..data.pile import Pile
-from ..serving.systems import conversations, predict_local, predict_teacher
+from ..data.retrieve import Retriever, open_book, retriever_settings
+from ..serving.systems import conversations, open_conversations, predict_local, predict_teacher, with_citations
 from ..student import infer
 from ..student.models import dir_size_mb, load_causal_lm, model_size_mb, resolve_gguf, resolve_hf
 from ..student.trained import load_trained, trained_dir
-from ..tasks import metrics
+from ..tasks import metrics, openbook
 from ..teacher.backends import Logged, open_for
 from ..teacher.calls import CallLog
 
@@ -48,9 +54,12 @@ SPEC = StageSpec("evaluate", reads=("task", "student", "teacher", "evaluate", "s
                  needs=("curate", "train"))
 
 
-def systems(cfg: Config) -> list[str]:
+def systems(cfg: Config, opened: bool = False) -> list[str]:
+    """The systems to score; an open-book student (`opened`) adds student-open and base-open."""
     kind = tasktype.get(cfg.task.type)
     out = list(cfg.evaluate.models)
+    if opened:
+        out += [f"{w}-open" for w in ("student", "base") if w in cfg.evaluate.models]
     if kind.decoding(cfg.task).constrained and cfg.evaluate.constrained:
         out += [f"{w}-constrained" for w in ("student", "base") if w in cfg.evaluate.models]
     if kind.retrieval_check and cfg.evaluate.teacher_retrieval and "teacher" in cfg.evaluate.models:
@@ -193,6 +202,14 @@ def judged(cfg: Config, ctx: Context, sets: dict, chunks: dict, results: dict, o
         log.close()
 
 
+def cites_source(items: list[dict], rows: list[dict]) -> float | None:
+    """Among the open-book answers (not abstentions) to items whose source chunks are known, the share
+    whose citation names one of them."""
+    hits = [any(c["chunk"] in it["chunks"] for c in row.get("citations") or [])
+            for it, row in zip(items, rows) if it.get("chunks") and not openbook.is_abstention(row["output"])]
+    return sum(hits) / len(hits) if hits else None
+
+
 LABEL_MODEL = "label-model"
 
 
@@ -219,6 +236,48 @@ def label_model_system(ctx: Context, sets: dict, runs: dict, names: list[str], o
     names.append(LABEL_MODEL)
 
 
+def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book) -> None:
+    """Every system's answers on every set it runs on, saved as each finishes (pred-<system>-<set>.jsonl);
+    the open-book systems read what `book` (a data.retrieve.Retriever, or None) finds."""
+    cfg = ctx.cfg
+    for model_name in ("student", "base", "teacher"):
+        todo = [(w, s) for s in sets for w in runs[s] if w.split("-")[0] == model_name
+                if not (out / f"pred-{w}-{s}.jsonl").exists()]
+        if not todo:
+            continue
+        if model_name == "teacher":
+            log = CallLog(ctx.ws.calls_db)
+            backend = Logged(open_for(ctx.executor, cfg.teacher, ctx.threads), log, purpose="evaluate",
+                             price=cfg.budget.prices.get(cfg.teacher.model, Price()))
+            runner = lambda w, convs: predict_teacher(backend, convs, task)  # noqa: E731
+        else:
+            model, tok = (load_trained(ctx.stage_dir("train"), cfg.student.model) if model_name == "student" else
+                          load_causal_lm(resolve_hf(cfg.student.model)))
+            model.eval()
+            runner = lambda w, convs: predict_local(model, tok, w, convs, task, cfg)  # noqa: E731
+        try:
+            for w, s in todo:
+                ctx.console.print(f"evaluate: {w} on {s} ({len(sets[s])} items)")
+                found = shown = None
+                if w == "teacher-retrieval":
+                    convs, found = retrieval_conversations(cfg, ctx, task, sets[s])
+                elif w.endswith("-open"):
+                    convs, shown = open_conversations(cfg, task, sets[s], book)
+                else:
+                    convs = conversations(cfg, task, w, sets[s])
+                res = runner(w, convs)
+                rows = prediction_rows(sets[s], res)
+                if found is not None:  # the answer checked against (extract: limited to) the retrieved text
+                    checked(cfg, task, rows, found)
+                if shown is not None or (book is not None and w == "student"):  # citations off the answer, resolved
+                    with_citations(rows, shown or [[] for _ in rows])
+                write_jsonl(out / f"pred-{w}-{s}.jsonl", rows)
+        finally:
+            if model_name == "teacher":
+                backend.close()
+                log.close()
+
+
 def run(ctx: Context) -> EvaluateManifest:
     cfg = ctx.cfg
     gold_path = ctx.ws.gold
@@ -237,7 +296,9 @@ def run(ctx: Context) -> EvaluateManifest:
         sizes = {"student": dir_size_mb(trained / "model.safetensors") if trained.name == "model" else
                  base_mb + dir_size_mb(trained / "adapter_model.safetensors"), "base": base_mb}
         sizes["teacher"] = dir_size_mb(resolve_gguf(cfg.teacher.model)) if cfg.teacher.backend == "llamacpp" else None
-        names = systems(cfg)
+        opened = open_book(cfg, ctx.ws.pile_db)
+        book = Retriever.open(cfg, ctx.ws.pile_db, ctx.threads) if opened else None
+        names = systems(cfg, opened)
         runs = {s: [w for w in names if s != "dev" or w == "student"] for s in sets}
         if ctx.round > 0:  # eval and gold never change across rounds: base and teacher answers carry over
             prev = ctx.stage_dir("evaluate", ctx.round - 1)
@@ -246,39 +307,13 @@ def run(ctx: Context) -> EvaluateManifest:
                     if not w.startswith("student") and (prev / f"pred-{w}-{s}.jsonl").exists() \
                             and not (out / f"pred-{w}-{s}.jsonl").exists():
                         shutil.copyfile(prev / f"pred-{w}-{s}.jsonl", out / f"pred-{w}-{s}.jsonl")
-        for model_name in ("student", "base", "teacher"):
-            todo = [(w, s) for s in sets for w in runs[s] if w.split("-")[0] == model_name
-                    if not (out / f"pred-{w}-{s}.jsonl").exists()]
-            if not todo:
-                continue
-            if model_name == "teacher":
-                log = CallLog(ctx.ws.calls_db)
-                backend = Logged(open_for(ctx.executor, cfg.teacher, ctx.threads), log, purpose="evaluate",
-                                 price=cfg.budget.prices.get(cfg.teacher.model, Price()))
-                runner = lambda w, convs: predict_teacher(backend, convs, task)  # noqa: E731
-            else:
-                model, tok = (load_trained(ctx.stage_dir("train"), cfg.student.model) if model_name == "student" else
-                              load_causal_lm(resolve_hf(cfg.student.model)))
-                model.eval()
-                runner = lambda w, convs: predict_local(model, tok, w, convs, task, cfg)  # noqa: E731
-            try:
-                for w, s in todo:
-                    ctx.console.print(f"evaluate: {w} on {s} ({len(sets[s])} items)")
-                    found = None
-                    if w == "teacher-retrieval":
-                        convs, found = retrieval_conversations(cfg, ctx, task, sets[s])
-                    else:
-                        convs = conversations(cfg, task, w, sets[s])
-                    res = runner(w, convs)
-                    rows = prediction_rows(sets[s], res)
-                    if found is not None:  # the answer checked against (extract: limited to) the retrieved text
-                        checked(cfg, task, rows, found)
-                    write_jsonl(out / f"pred-{w}-{s}.jsonl", rows)
-            finally:
-                if model_name == "teacher":
-                    backend.close()
-                    log.close()
+        answer_all(ctx, task, sets, runs, out, book)
         label_model_system(ctx, sets, runs, names, out)
+        retrieval = None
+        if book is not None:
+            retrieval = {s: openbook.recall_at_k(items, [book.find(str(it["input"])) for it in items], book.k)
+                         for s, items in sets.items() if s != "dev"}
+            book.close()
         teacher_price = cfg.budget.prices.get(cfg.teacher.model)
         results: dict = {s: {} for s in sets}
         topics = {s: topics_of(ctx, items) for s, items in sets.items()}
@@ -289,6 +324,11 @@ def run(ctx: Context) -> EvaluateManifest:
                 rows = read_jsonl(out / f"pred-{w}-{s}.jsonl")
                 r = score_set(task, cfg, items, rows, sources, cfg.seed)
                 r["size_mb"] = sizes.get(w.split("-")[0])
+                if opened:  # "not in the documents" is an answer of its own, and the citation names a chunk
+                    r["metrics"] |= openbook.abstention_metrics([tasks.output_text(it["output"]) for it in items],
+                                                                [x["output"] for x in rows])
+                    if w.endswith("-open"):
+                        r["metrics"]["cites_source"] = cites_source(items, rows)
                 r["cost_per_1k"] = (round(1000 * sum(x.get("cost", 0.0) for x in rows) / len(rows), 4)
                                     if w == "teacher" and teacher_price else None)
                 results[s][w] = r
@@ -324,17 +364,23 @@ def run(ctx: Context) -> EvaluateManifest:
                            for w in ("student", "base") if f"{w}-constrained" in per and w in per}
                        for s, per in clean.items()}
         atomic_write_json(out / "metrics.json", {"metric": task.metric, "results": clean, "error_rates": rates,
-                                                 "constrained": constrained})
+                                                 "constrained": constrained, "retrieval": rounded(retrieval)})
         for s, per in clean.items():
             line = ", ".join(f"{w} {r['metric']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for w, r in per.items()
                              if r["metric"] is not None)
             ctx.console.print(f"evaluate ({s}, n={len(sets[s])}, {task.metric}): {line}")
+            if retrieval and s in retrieval and retrieval[s]["recall"] is not None:
+                ctx.console.print(f"evaluate ({s}): recall@{retrieval[s]['k']} of the source chunk "
+                                  f"{retrieval[s]['recall']:.3f} (n={retrieval[s]['n']})")
         return {"counts": {s: len(v) for s, v in sets.items()} | {"failures": len(failures)},
                 "metric": task.metric, "systems": names, "results": clean, "error_rates": rates,
                 "constrained": constrained, "judge": judge_info, "evaluate_seconds": round(time.perf_counter() - t_start, 1),
+                "retrieval": rounded(retrieval),
                 "outputs": ["metrics.json", "failures.jsonl", "scores.json"]}
 
-    return stage.run(ctx, SPEC, body, settings={"dev": probes_dev(cfg)},
+    settings = {"dev": probes_dev(cfg)} | ({"retrieval": retriever_settings(cfg)} if open_book(cfg, ctx.ws.pile_db)
+                                           else {})
+    return stage.run(ctx, SPEC, body, settings=settings,
                      inputs={"gold": sha256_file(gold_path) if gold_path.exists() else None})
 
 

@@ -44,6 +44,7 @@ from ..core.manifests import CurateManifest, EvaluateManifest, ExportManifest, I
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, sha256_file
 from ..curation.gold import load_gold
+from ..data.retrieve import INDEX_FILE, open_book, served_settings, write_index
 from ..report import card
 from ..student import gguf, infer, ollama
 from ..student.models import EMBEDDED, dir_size_mb, resolve_gguf, resolve_hf
@@ -133,7 +134,13 @@ def model_card(cfg: Config, ctx: Context, info: dict, artifacts: list[dict], mod
              f"- base model: {cfg.student.model} ({tr.mode if tr else 'lora'} fine-tuning)",
              f"- licence: {LICENCES.get(cfg.student.model, 'that of the base model; check it before you ship')}",
              f"- teacher that wrote the training data: {cfg.teacher.model} ({cfg.teacher.backend})",
-             f"- made by taskling, run {ctx.run_id}", "", "## Data lineage", ""]
+             f"- made by taskling, run {ctx.run_id}", ""]
+    if info.get("retrieval"):
+        lines += [f"Open-book: it answers from the {info['retrieval']['k']} passages of the documents that match each "
+                  "question best, and says which one it used; closed-book it would answer from memory alone. "
+                  f"`taskling serve` and `taskling predict` read those passages from `merged/{INDEX_FILE}`; "
+                  "GGUF and Ollama get the closed-book student.", ""]
+    lines += ["## Data lineage", ""]
     docs, chunks, tokens = (ing.counts.documents, ing.counts.chunks, ing.counts.tokens) if ing else ("?", "?", "?")
     lines.append(f"- sources: {', '.join(cfg.sources)}: {docs} documents, {chunks} chunks, {tokens} tokens")
     for step in cur.funnel if cur else []:
@@ -179,11 +186,15 @@ def run(ctx: Context) -> ExportManifest:
         trained = trained_dir(ctx.stage_dir("train"))
         merged_model, tok = load_trained(ctx.stage_dir("train"), cfg.student.model)
         info = task_info(cfg, task, tok)
+        if open_book(cfg, ctx.ws.pile_db):  # predict and serve retrieve as the student was trained
+            info["retrieval"] = served_settings(cfg)
         merged = out / "merged"
         shutil.rmtree(merged, ignore_errors=True)
         merged_model.save_pretrained(merged, safe_serialization=True)
         tok.save_pretrained(merged)
         atomic_write_json(merged / "task.json", info)
+        if info.get("retrieval"):  # what the open-book student reads travels with it (GGUF consumers: closed-book)
+            write_index(ctx.ws.pile_db, merged / INDEX_FILE)
         del merged_model
         adapter = out / "adapter"
         shutil.rmtree(adapter, ignore_errors=True)
@@ -250,6 +261,10 @@ def run(ctx: Context) -> ExportManifest:
         if adapter.exists():
             artifacts.insert(1, {"name": "LoRA adapter (PEFT)", "file": "adapter", "size_mb": dir_size_mb(adapter),
                                  "consumer": "peft", "status": "copied from train"})
+        if (merged / INDEX_FILE).exists():
+            artifacts.insert(1, {"name": "retrieval index (chunks, FTS5, vectors)", "file": f"merged/{INDEX_FILE}",
+                                 "size_mb": dir_size_mb(merged / INDEX_FILE), "consumer": "taskling serve / predict",
+                                 "status": "copied from the pile"})
         (out / "README.md").write_text(card.front_matter(ctx, gguf=bool(files))
                                        + model_card(cfg, ctx, info, artifacts, modelfile))
         atomic_write_json(out / "artifacts.json", {"verified_on": f"{len(items)} {src} items", "artifacts": artifacts})

@@ -20,11 +20,13 @@ from ..core.executor import LocalExecutor
 from ..core.manifests import TrainManifest
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, earlier, read_jsonl
-from ..student import infer
+from ..data.retrieve import Retriever, open_book, retriever_settings
+from ..student import infer, openbook
 from ..student.batches import batch_order, encode
 from ..student.models import load_tokenizer, resolve_hf
 from ..student.trained import trained_dir
 from ..student.train import Stopper, Trained, TrainSpec, default_eval_every, default_steps, fit
+from ..tasks import student_messages
 
 SPEC = StageSpec("train", reads=("task", "student", "train", "seed"), manifest=TrainManifest, needs=("curate",))
 
@@ -43,6 +45,8 @@ def run(ctx: Context) -> TrainManifest:
     parallel = ctx.executor.distributed and not cfg.train.full_finetune
     if parallel:
         settings["cluster"] = {"train_workers": cfg.cluster.train_workers, "use_gpu": cfg.cluster.use_gpu}
+    if open_book(cfg, ctx.ws.pile_db):  # the retriever that renders the rows reads the pile through these
+        settings["retrieval"] = retriever_settings(cfg)
 
     def body(out: Path) -> dict:
         spec, tok, enc = plan(ctx, resume_from)
@@ -68,13 +72,19 @@ def plan(ctx: Context, resume_from: Path | None) -> tuple[TrainSpec, object, lis
     tok = load_tokenizer(cfg.student.model)
     system = tasktype.get(cfg.task.type).system_prompt(cfg.task)
     cur = ctx.stage_dir("curate")
-    enc = [encode(tok, system, ex, tc.max_seq_len) for ex in read_jsonl(cur / "train.jsonl")]
-    data = [e for e in enc if e is not None]
-    chosen, held_name = selection_set(ctx)
-    held = [e for e in (encode(tok, system, ex, tc.max_seq_len) for ex in chosen) if e]
-    if held_name == "dev" and len(held) < MIN_DEV:  # most dev inputs too long for train.max_seq_len
-        held_name = "eval"
-        held = [e for e in (encode(tok, system, ex, tc.max_seq_len) for ex in read_jsonl(cur / "eval.jsonl")) if e]
+    book = Retriever.open(cfg, ctx.ws.pile_db, ctx.threads) if open_book(cfg, ctx.ws.pile_db) else None
+    try:
+        enc = encoded(tok, system, read_jsonl(cur / "train.jsonl"), tc.max_seq_len, seed, book, cfg, raft=True)
+        data = [e for e in enc if e is not None]
+        chosen, held_name = selection_set(ctx)
+        held = [e for e in encoded(tok, system, chosen, tc.max_seq_len, seed, book, cfg) if e]
+        if held_name == "dev" and len(held) < MIN_DEV:  # most dev inputs too long for train.max_seq_len
+            held_name = "eval"
+            held = [e for e in encoded(tok, system, read_jsonl(cur / "eval.jsonl"), tc.max_seq_len, seed, book, cfg)
+                    if e]
+    finally:
+        if book is not None:
+            book.close()
     if not data:
         raise TasklingError(f"train: no example fits train.max_seq_len={tc.max_seq_len} tokens; raise it")
     per_step = tc.batch_size * tc.grad_accum
@@ -92,6 +102,33 @@ def plan(ctx: Context, resume_from: Path | None) -> tuple[TrainSpec, object, lis
                      seed=seed, threads=ctx.threads, compile=tc.compile, resume_weights=weights, held_name=held_name,
                      resume_from=str(resume_from) if resume_from is not None else None)
     return spec, tok, enc
+
+
+def encoded(tok, system: str, rows: list[dict], max_len: int, seed: int, book: Retriever | None, cfg,
+            raft: bool = False) -> list[dict | None]:
+    """Each example encoded closed-book, or (with a retriever) open-book: RAFT-rendered for training
+    (`raft`), as evaluation will ask it for the held-out sets. train.max_seq_len bounds the example as it
+    is closed-book; what the open book adds (the rule to cite, the documents, each cut to
+    student.retrieval.chunk_chars) comes on top. An open-book row keeps its case (oracle, distractors,
+    unsourced) for the manifest."""
+    if book is None:
+        return [encode(tok, system, ex, max_len) for ex in rows]
+    out = []
+    for ex in rows:
+        r = openbook.render(ex, book, cfg.student.retrieval, system, seed, raft=raft)
+        extra = len(infer.chat_ids(tok, r["messages"])) - len(infer.chat_ids(tok, student_messages(system, ex["input"])))
+        e = encode(tok, system, {**ex, "output": r["output"]}, max_len + extra, messages=r["messages"])
+        out.append(e if e is None else e | {"case": r["case"]})
+    return out
+
+
+def book_summary(ctx: Context, enc: list) -> dict | None:
+    """An open-book run's settings and how its training rows were rendered (None closed-book)."""
+    shown = [e for e in enc if e is not None and "case" in e]
+    if not shown:
+        return None
+    rc = ctx.cfg.student.retrieval
+    return {"k": rc.k, "p": rc.p, "chunk_chars": rc.chunk_chars, "missing": rc.missing} | openbook.cases(shown)
 
 
 MIN_DEV = 50  # a dev set smaller than this decides no better than the eval set: use eval then
@@ -148,6 +185,6 @@ def summary(ctx: Context, out: Path, spec: TrainSpec, done: Trained, enc: list) 
             "stop_reason": stop_reason, "eval_every": spec.every, "lr": spec.lr, "device": done.device,
             "mode": "full" if tc.full_finetune else "lora", "continued_from": spec.resume_from,
             "tokens_per_s": round(tps, 1), "train_seconds": round(history["seconds"], 1),
-            "precision": precision, "base_model": str(resolve_hf(spec.model)),
+            "precision": precision, "base_model": str(resolve_hf(spec.model)), "open_book": book_summary(ctx, enc),
             "outputs": [f"{spec.result}/{'model' if tc.full_finetune else 'adapter_model'}.safetensors",
                         "loss.json"]}

@@ -16,9 +16,10 @@ from .. import tasks
 from . import infer
 
 
-def encode(tok, system: str, ex: dict, max_len: int) -> dict | None:
-    """Prompt and completion ids through the chat template; labels mask the prompt."""
-    msgs = tasks.student_messages(system, ex["input"])
+def encode(tok, system: str, ex: dict, max_len: int, messages: list[dict] | None = None) -> dict | None:
+    """Prompt and completion ids through the chat template; labels mask the prompt. `messages` replaces
+    the closed-book prompt (an open-book example, student/openbook.py)."""
+    msgs = messages or tasks.student_messages(system, ex["input"])
     prompt = infer.chat_ids(tok, msgs)
     full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": tasks.output_text(ex["output"])}],
                                    tokenize=True)

@@ -7,7 +7,7 @@ it, so adding a task type is adding one module here; read one with `core.tasktyp
 The helpers the types share live here (message shapes, lenient JSON, exact source spans, token
 F1); `grounding` measures how a source supports a claim or values, `metrics` holds the set
 metrics with bootstrap intervals, `tables` turns rows of mapped tables into examples of the
-task. May import: core, data.
+task, `openbook` holds the open-book student's prompt and reads its citations. May import: core, data.
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ fields (extract) or texts (answer, generate).
   - rouge_l: mean F-measure of the longest common word subsequence.
   - citation_rate: share of predictions whose content words are mostly (60%) in their source.
   - cis: 95% percentile bootstrap intervals, resampling items jointly.
+Texts: the open-book abstention ("The documents do not contain the answer.") is an answer of its
+own, scoring 1 only against itself and 0 against (and for) every other answer.
 
 Undefined ratios (precision with nothing predicted, recall with no support)
 are 0.0, as in scikit-learn with zero_division=0. Empty input gives None, never NaN.
@@ -30,6 +32,7 @@ import numpy as np
 
 from . import norm_value, output_text, parse_json_object, token_f1, words
 from .grounding import lexical_support
+from .openbook import is_abstention
 
 NONE = "(none)"
 CITED_SHARE = 0.6
@@ -279,13 +282,25 @@ def cites(pred: str, source: str) -> bool:
     return lexical_support(pred or "", source or "") >= CITED_SHARE
 
 
+def abstention_aware(score: Callable[[str, str], float], pred: str, gold: str) -> float:
+    """`score` of an answer, except that "the documents do not contain the answer" (an open-book
+    student's abstention, tasks.openbook) is an answer of its own: right (1) only where it is expected,
+    wrong (0) elsewhere, and any other answer to an item that expects it is wrong."""
+    said, wanted = is_abstention(pred), is_abstention(gold)
+    return float(said and wanted) if said or wanted else score(pred, gold)
+
+
+def exact(pred: str, gold: str) -> float:
+    return float(normalize_answer(pred) == normalize_answer(gold))
+
+
 def _answer_items(expected: list, predicted: list, sources: list | None) -> dict[str, np.ndarray]:
     golds = [output_text(e) for e in expected]
     preds = [p or "" for p in predicted]
     srcs = sources if sources is not None else [None] * len(golds)
-    return {"exact_match": np.array([float(normalize_answer(p) == normalize_answer(g)) for p, g in zip(preds, golds)]),
-            "token_f1": np.array([token_f1(p, g) for p, g in zip(preds, golds)]),
-            "rouge_l": np.array([rouge_l(p, g) for p, g in zip(preds, golds)]),
+    return {"exact_match": np.array([abstention_aware(exact, p, g) for p, g in zip(preds, golds)]),
+            "token_f1": np.array([abstention_aware(token_f1, p, g) for p, g in zip(preds, golds)]),
+            "rouge_l": np.array([abstention_aware(rouge_l, p, g) for p, g in zip(preds, golds)]),
             "cited": np.array([math.nan if s is None else float(cites(p, s)) for p, s in zip(preds, srcs)])}
 
 
@@ -332,7 +347,7 @@ def field_scores(expected: list, predicted: list, fields: list[str] | None = Non
 def text_scores(expected: list, predicted: list) -> list[float]:
     """Token F1 per item; a None prediction is an empty answer."""
     _check_lengths(expected, predicted)
-    return [token_f1(p or "", output_text(e)) for e, p in zip(expected, predicted)]
+    return [abstention_aware(token_f1, p or "", output_text(e)) for e, p in zip(expected, predicted)]
 
 
 def _clean(x):

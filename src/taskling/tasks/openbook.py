@@ -1,0 +1,94 @@
+"""The open-book student's prompt and its answers' citations: one layout for training, evaluation,
+predict and serve.
+
+    msgs = open_messages(system, "What does SQLSTATE 23505 mean?", chunks, limit=600)
+    text, cited = split_citations("unique_violation [2]")    # ("unique_violation", [2])
+
+The retrieved chunks come as numbered <document> blocks before the input; the answer ends with
+the number of the block it used, `[n]`, or is `core.openbook.ABSTAIN` when no block holds it.
+Citations are read from the end of the answer only (`[2]`, `[1][3]`, `[1, 3]`, a full stop after),
+so brackets inside an answer (a JSON list, `a[0]`) stay part of it.
+"""
+from __future__ import annotations
+
+import re
+
+from ..core.openbook import ABSTAIN
+from ..data.pile import Chunk
+from . import DATA_RULE, document_block
+
+OPEN_RULE = ("Answer from the documents below and end your answer with the number of the document you used, "
+             f"as [1]. If they do not contain the answer, reply exactly: {ABSTAIN}")
+NO_DOCUMENTS = "(no documents were found for this input)"
+TRAILING = re.compile(r"((?:\s*\[\s*\d{1,2}(?:\s*,\s*\d{1,2})*\s*\])+)\s*[.]?\s*$")
+
+
+def open_messages(system: str, input_text: str, chunks: list[Chunk], limit: int) -> list[dict]:
+    """The open-book student's conversation: its task prompt with the rule to answer from the
+    documents and cite them, then the chunks (each cut to `limit` characters) and the input."""
+    docs = document_block(chunks, limit) if chunks else NO_DOCUMENTS
+    return [{"role": "system", "content": f"{system}\n{OPEN_RULE}\n{DATA_RULE}"},
+            {"role": "user", "content": f"{docs}\n\n{input_text}"}]
+
+
+def cite(answer: str, n: int | None) -> str:
+    """An answer with the number of the document it came from (1-based), or as it is without one."""
+    return answer if n is None else f"{answer.rstrip()} [{n}]"
+
+
+def split_citations(text: str) -> tuple[str, list[int]]:
+    """(the answer without its trailing citations, the cited document numbers in order, each once)."""
+    m = TRAILING.search(text)
+    if not m or not text[:m.start()].strip():
+        return text.strip(), []
+    nums = [int(n) for n in re.findall(r"\d+", m.group(1))]
+    return text[:m.start()].rstrip(), list(dict.fromkeys(nums))
+
+
+def is_abstention(text) -> bool:
+    """Whether an answer is the abstention sentence (case, spaces, final punctuation and citations aside)."""
+    if not isinstance(text, str):
+        return False
+    clean = split_citations(text)[0]
+    return _plain(clean) == _plain(ABSTAIN)
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def cited_chunks(cited: list[int], chunks: list[Chunk]) -> list[dict]:
+    """What each cited number points at among the chunks shown (numbers outside them are dropped)."""
+    return [{"n": n, "chunk": chunks[n - 1].key, "path": chunks[n - 1].path, "locator": chunks[n - 1].locator}
+            for n in cited if 1 <= n <= len(chunks)]
+
+
+def abstention_metrics(expected: list, predicted: list) -> dict:
+    """How often a system abstains, and, where some items expect the abstention (questions the pile
+    cannot answer), its precision (abstentions that were right) and recall (such items it abstained on)."""
+    said = [is_abstention(p) for p in predicted]
+    want = [is_abstention(e) for e in expected]
+    out = {"abstain_rate": sum(said) / len(said) if said else None}
+    if any(want):
+        both = sum(s and w for s, w in zip(said, want))
+        out |= {"abstain_precision": both / sum(said) if any(said) else None, "abstain_recall": both / sum(want)}
+    return out
+
+
+def source_found(item: dict, shown: list[Chunk]) -> bool | None:
+    """Whether the retrieved chunks include the item's source: one of its chunks (held-out items), or a
+    chunk of its `source` document (a gold item naming one); None for an item without a source."""
+    keys = item.get("chunks") or []
+    if keys:
+        return any(c.key in keys for c in shown)
+    src = item.get("source")
+    if isinstance(src, str) and src.strip():
+        src = src.strip().lstrip("./")
+        return any(c.path == src or c.path.endswith("/" + src) for c in shown)
+    return None
+
+
+def recall_at_k(items: list[dict], shown: list[list[Chunk]], k: int) -> dict:
+    """recall@k of the source chunk over the items that have a source: {k, recall, n}."""
+    hits = [h for it, ch in zip(items, shown) if (h := source_found(it, ch)) is not None]
+    return {"k": k, "recall": sum(hits) / len(hits) if hits else None, "n": len(hits)}

@@ -1,0 +1,182 @@
+"""Open-book students (issue 27): the settings, the one retriever, RAFT rendering of training rows on a
+tiny pile (the source chunk's place, the distractor-only share, the citations, the abstention), the
+citation parser, and the bad inputs (an empty pile, no match, a chunk longer than the budget)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from rich.console import Console
+
+from conftest import write_workspace
+from taskling.core.config import load_config
+from taskling.core.errors import TasklingError
+from taskling.core.openbook import ABSTAIN, RetrievalCfg, is_open
+from taskling.core.workspace import Context
+from taskling.data.pile import Pile
+from taskling.data.retrieve import Retriever, open_book
+from taskling.stages import ingest
+from taskling.student.openbook import cases, render
+from taskling.tasks.metrics import text_scores
+from taskling.tasks.openbook import (NO_DOCUMENTS, abstention_metrics, cited_chunks, is_abstention, open_messages,
+                                     recall_at_k, split_citations)
+
+QUIET = Console(stderr=True, quiet=True)
+SYSTEM = "Answer a developer's question from the manual."
+
+
+NOUNS = ["disk", "socket", "index", "cache", "lock", "table", "queue", "token"]
+VERBS = ["opened", "written", "flushed", "renamed", "verified", "released", "parsed", "mounted"]
+
+
+def codes_manual() -> str:
+    """A manual of 64 error codes, one section each, every meaning its own."""
+    return "# Error codes\n\n" + "\n\n".join(
+        f"## Code E{1000 + i}\n\nError E{1000 + i} means the {NOUNS[i % 8]} could not be {VERBS[i // 8]} "
+        f"after {i + 2} attempts." for i in range(64))
+
+
+@pytest.fixture(scope="module")
+def pile_ws(tmp_path_factory, tiny_model_dir):
+    """The tiny workspace with a manual of error codes, ingested (FTS5 only); returns (taskling.yaml, the
+    unique chunks)."""
+    root = tmp_path_factory.mktemp("book")
+    path = write_workspace(root, tiny_model_dir)
+    (root / "docs" / "codes.md").write_text(codes_manual(), encoding="utf-8")
+    ctx = Context(load_config(path, []), console=QUIET)
+    ingest.run(ctx)
+    with Pile(ctx.ws.pile_db) as pile:
+        chunks = pile.chunks(unique=True)
+    return path, chunks
+
+
+def examples(chunks) -> list[dict]:
+    """Three examples per chunk, each answered by one of its sentences, citing the chunk as its source."""
+    out = []
+    for c in chunks:
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", c.text) if len(s.split()) >= 5][:3]
+        for s in sentences:
+            words = re.findall(r"[A-Za-z_]{5,}", s)
+            out.append({"input": f"What about {' and '.join(words[:3])}?", "output": s.strip(), "chunks": [c.key]})
+    return out
+
+
+def docs_in(msgs: list[dict]) -> list[str]:
+    return re.findall(r'<document(?:-[0-9a-f]+)? id="\d+">\n(.*?)\n</document(?:-[0-9a-f]+)?>', msgs[-1]["content"],
+                      re.S)
+
+
+def test_settings_validate_and_auto_opens_only_answer_and_extract(tmp_path, tiny_model_dir):
+    path = write_workspace(tmp_path, tiny_model_dir)
+    cfg = load_config(path, ["student.retrieval.k=3", "student.retrieval.mode=on"])
+    assert cfg.student.retrieval.k == 3 and cfg.student.retrieval.mode == "on"
+    assert cfg.student.retrieval.p == 0.8 and cfg.student.retrieval.missing == "abstain"
+    assert load_config(path, ["student.retrieval.mode=off"]).student.retrieval.mode == "off"  # YAML's off is False
+    with pytest.raises(TasklingError, match="student.retrieval.p"):
+        load_config(path, ["student.retrieval.p=1.5"])
+    with pytest.raises(TasklingError, match="did you mean 'k'"):
+        load_config(path, ["student.retrieval.kk=3"])
+    auto = RetrievalCfg(mode="auto")
+    assert [is_open(auto, t, True) for t in ("answer", "extract", "classify", "generate")] == [True, True, False, False]
+    assert not is_open(auto, "answer", False)  # no documents: closed-book
+    assert is_open(RetrievalCfg(mode="on"), "classify", False) and not is_open(RetrievalCfg(), "answer", True)
+    # classify keeps its student unless asked: the default is closed-book everywhere, and auto leaves classify be
+    assert not open_book(cfg.model_copy(update={"student": cfg.student.model_copy(
+        update={"retrieval": auto})}), tmp_path / "no.db")
+
+
+def test_raft_rendering_places_the_source_cites_it_and_abstains_about_one_in_five(pile_ws):
+    path, chunks = pile_ws
+    cfg = load_config(path, [])
+    exs = examples(chunks)
+    assert len(exs) >= 60
+    rc = RetrievalCfg(mode="on", k=3, p=0.8)
+    with Retriever.open(cfg, Context(cfg, console=QUIET).ws.pile_db) as book:
+        book.k = rc.k
+        rows = [render(ex, book, rc, SYSTEM, seed=0) for ex in exs]
+        again = [render(ex, book, rc, SYSTEM, seed=0) for ex in exs]
+        other = [render(ex, book, rc, SYSTEM, seed=7) for ex in exs]
+        never = [render(ex, book, RetrievalCfg(mode="on", k=3, p=0.0), SYSTEM, seed=0) for ex in exs]
+        always = [render(ex, book, RetrievalCfg(mode="on", k=3, p=1.0), SYSTEM, seed=0) for ex in exs]
+        memory = [render(ex, book, RetrievalCfg(mode="on", k=3, p=0.0, missing="memory"), SYSTEM, seed=0)
+                  for ex in exs[:10]]
+    assert rows == again  # deterministic per example
+    assert [r["case"] for r in rows] != [r["case"] for r in other]  # ... and the seed decides
+    n = cases(rows)
+    assert n["unsourced"] == 0 and abs(n["distractor_share"] - 0.2) < 0.12, n
+    assert cases(never)["distractor_share"] == 1.0 and cases(always)["distractor_share"] == 0.0
+    positions = set()
+    for ex, r in zip(exs, rows):
+        shown = docs_in(r["messages"])
+        assert len(shown) == len(r["chunks"]) <= 3 and r["messages"][-1]["content"].endswith(ex["input"])
+        if r["case"] == "oracle":
+            at = r["chunks"].index(ex["chunks"][0])
+            positions.add(at)
+            assert r["output"] == f"{ex['output']} [{at + 1}]"
+            assert split_citations(r["output"]) == (ex["output"], [at + 1])
+        else:  # only distractors: none of them is the source or holds the answer
+            assert ex["chunks"][0] not in r["chunks"] and r["output"] == ABSTAIN
+            assert all(ex["output"].lower() not in d.lower() for d in shown)
+    assert len(positions) >= 3  # the source is not always first
+    assert all(r["output"] == ex["output"] and r["case"] == "distractors" for ex, r in zip(exs, memory))
+
+
+def test_held_out_rows_show_what_the_retriever_finds_and_unsourced_examples_find_their_chunk(pile_ws):
+    path, chunks = pile_ws
+    cfg = load_config(path, [])
+    ex = examples(chunks)[0]
+    with Retriever.open(cfg, Context(cfg, console=QUIET).ws.pile_db) as book:
+        book.k = 2
+        held = render(ex, book, RetrievalCfg(mode="on", k=2), SYSTEM, seed=0, raft=False)
+        assert held["chunks"] == [c.key for c in book.find(ex["input"])]
+        if ex["chunks"][0] in held["chunks"]:
+            assert held["case"] == "oracle" and held["output"].endswith(f"[{held['chunks'].index(ex['chunks'][0]) + 1}]")
+        else:
+            assert held["case"] == "distractors" and held["output"] == ABSTAIN
+        # a task example names no source: the retrieved chunk holding its answer word for word is cited
+        exact = {"input": "json_extract path JSON document", "output": "The sqlite json_extract function reads a value"}
+        r = render(exact, book, RetrievalCfg(mode="on", k=2, p=1.0), SYSTEM, seed=0)
+        assert r["case"] == "oracle" and re.search(r"\[[12]\]$", r["output"])
+        nowhere = {"input": "json_extract path", "output": "Bananas grow on trees in warm places"}
+        r = render(nowhere, book, RetrievalCfg(mode="on", k=2), SYSTEM, seed=0)
+        assert r["case"] == "unsourced" and r["output"] == nowhere["output"]
+
+
+def test_an_empty_pile_no_match_and_a_chunk_over_the_budget(pile_ws, tmp_path):
+    path, chunks = pile_ws
+    cfg = load_config(path, [])
+    ex = examples(chunks)[0]
+    empty = Retriever.open(cfg, tmp_path / "absent.db")  # no pile at all: nothing is found, nothing crashes
+    assert empty.find("anything") == []
+    r = render(ex, empty, RetrievalCfg(mode="on"), SYSTEM, seed=0)
+    assert r["case"] == "unsourced" and NO_DOCUMENTS in r["messages"][-1]["content"] and r["chunks"] == []
+    with Retriever.open(cfg, Context(cfg, console=QUIET).ws.pile_db) as book:
+        assert book.find("zzqx wobble") == []  # no word of the pile: no match
+        msgs = open_messages(SYSTEM, "Q?", book.find("json_extract", k=2), limit=60)
+        shown = docs_in(msgs)
+        assert len(shown) == 2 and all(len(d) <= 64 and d.endswith("...") for d in shown)
+        wide = docs_in(open_messages(SYSTEM, "Q?", book.find("json_extract", k=2), limit=5000))
+        assert all(len(d) > 64 for d in wide)
+
+
+def test_citations_are_read_robustly_and_abstention_is_an_answer(pile_ws):
+    assert split_citations("unique_violation [2]") == ("unique_violation", [2])
+    assert split_citations("It reads JSON. [1][3]") == ("It reads JSON.", [1, 3])
+    assert split_citations("It reads JSON [1, 3].") == ("It reads JSON", [1, 3])
+    assert split_citations("It reads JSON [ 2 ] ") == ("It reads JSON", [2])
+    assert split_citations('{"a": [1]}') == ('{"a": [1]}', [])  # brackets inside an answer stay
+    assert split_citations("use a[0] to index") == ("use a[0] to index", [])
+    assert split_citations("[2]") == ("[2]", [])  # a bare number is an answer, not a citation
+    assert is_abstention("the documents do not contain the answer [1]") and is_abstention(ABSTAIN)
+    assert not is_abstention("The documents contain the answer.") and not is_abstention(None)
+    _, chunks = pile_ws
+    assert [c["chunk"] for c in cited_chunks([2, 9], chunks[:3])] == [chunks[1].key]  # out of range: dropped
+    m = abstention_metrics([ABSTAIN, ABSTAIN, "json_extract", "bm25"], [ABSTAIN, "no idea", ABSTAIN, "bm25"])
+    assert m == {"abstain_rate": 0.5, "abstain_precision": 0.5, "abstain_recall": 0.5}
+    assert abstention_metrics(["a", "b"], ["a", ABSTAIN]) == {"abstain_rate": 0.5}  # nothing expects it
+    # scored as an answer of its own: no partial credit for the words it shares with a real answer
+    assert text_scores([ABSTAIN, "the answer is in the documents", ABSTAIN],
+                       ["The documents do not contain the answer", ABSTAIN, "the documents contain it"]) == [1, 0, 0]
+    items = [{"chunks": [chunks[0].key]}, {"chunks": [chunks[1].key]}, {"source": chunks[2].path}, {}]
+    got = recall_at_k(items, [[chunks[0]], [chunks[0]], [chunks[2]], [chunks[0]]], k=1)
+    assert got == {"k": 1, "recall": 2 / 3, "n": 3}
