@@ -11,6 +11,17 @@ module (docs/testing.md).
 Each module is mutated in a copy of src/ and tests/ under a temporary folder, never in this checkout
 (other processes may be running its code). It is long (minutes per module on 2 cores): it runs at
 nice 5, one module at a time.
+
+While writing tests against the survivors, a kept folder saves the re-run of everything else:
+
+    .venv/bin/python scripts/mutation.py --module metrics --workdir /tmp/mut --jobs 2   # full run, folder kept
+    .venv/bin/python scripts/mutation.py --module metrics --workdir /tmp/mut --rerun-survivors
+
+The second copies src/ and tests/ in again and tests only the mutants that survived (or no test
+reached) with the tests as they are now; every other verdict stands (mutmut re-tests by itself the
+mutants of a function whose code changed). That holds while tests are only added: a test changed or
+removed can let a killed mutant live, so the number to report comes from a full run. The score is
+always over every mutant of the module.
 """
 from __future__ import annotations
 
@@ -51,11 +62,26 @@ def mutmut_section(path: str, tests: list[str]) -> str:
             '                       "--timeout-method=thread"]\n')
 
 
-def run_module(name: str, jobs: int, survivors: int) -> dict:
+def exit_codes(work: Path) -> dict[str, int | None]:
+    """Each mutant's test run's exit code as mutmut recorded it in `work` (None: not run yet)."""
+    codes: dict[str, int | None] = {}
+    for meta in (work / "mutants").rglob("*.meta"):
+        codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return codes
+
+
+def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None, rerun: bool = False) -> dict:
     path, tests = MODULES[name]
-    work = Path(tempfile.mkdtemp(prefix=f"taskling-mutation-{name}-"))
+    if workdir is not None:
+        work = workdir / name
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"taskling-mutation-{name}-"))
+    from mutmut.stats import status_by_exit_code  # what each mutant's test run's exit code means
+
     try:
         for part in ("src", "tests"):
+            shutil.rmtree(work / part, ignore_errors=True)
             shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         text = (ROOT / "pyproject.toml").read_text()
         text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", text)
@@ -66,19 +92,18 @@ def run_module(name: str, jobs: int, survivors: int) -> dict:
         env = {**os.environ, "PYTHONPATH": str(work / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         mutmut = str(Path(sys.executable).parent / "mutmut")
+        names: list[str] = []
+        if rerun:  # only the mutants no test noticed last time (mutmut re-runs the ones it is named)
+            names = sorted(k for k, c in exit_codes(work).items()
+                           if c is not None and status_by_exit_code[c] in ("survived", "no tests"))
         t0 = time.monotonic()
-        proc = subprocess.run(["nice", "-n", "5", mutmut, "run", "--max-children", str(jobs)], cwd=work, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(["nice", "-n", "5", mutmut, "run", "--max-children", str(jobs), *names], cwd=work,
+                              env=env, capture_output=True, text=True)
         seconds = round(time.monotonic() - t0, 1)
-        metas = list((work / "mutants").rglob("*.meta"))
-        if proc.returncode != 0 or not metas:
+        codes = exit_codes(work)
+        if proc.returncode != 0 or not codes or None in codes.values():
             tail = (proc.stdout + proc.stderr)[-3000:]
             raise SystemExit(f"mutation.py: mutmut failed on {path} (exit {proc.returncode}):\n{tail}")
-        codes: dict[str, int] = {}
-        for meta in metas:
-            codes.update(json.loads(meta.read_text())["exit_code_by_key"])
-        from mutmut.stats import status_by_exit_code  # what each mutant's test run's exit code means
-
         status = {k: status_by_exit_code[c] for k, c in codes.items()}
         counts = collections.Counter(status.values())
         scored = sum(counts.values()) - counts.get("skipped", 0)
@@ -88,12 +113,13 @@ def run_module(name: str, jobs: int, survivors: int) -> dict:
                                                                 ("killed", "survived", "timeout", "no tests")},
                # a mutant that makes the tests hang was noticed too (Stryker's convention): killed + timeout
                "score": round((counts.get("killed", 0) + counts.get("timeout", 0)) / scored, 4) if scored else None,
-               "seconds": seconds}
+               "seconds": seconds, **({"rerun_survivors": len(names)} if rerun else {})}
         if survivors:
             row["surviving"] = sorted(k for k, st in status.items() if st in ("survived", "no tests"))[:survivors]
         return row
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,11 +128,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1: 2 cores are shared)")
     ap.add_argument("--survivors", type=int, default=0, help="list up to N surviving mutants per module")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--workdir", type=Path, help="keep each module's mutated copy here (NAME/ below it) for --rerun-survivors")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="in --workdir's copy, test again only the mutants that survived last time")
     args = ap.parse_args(argv)
+    if args.rerun_survivors and args.workdir is None:
+        ap.error("--rerun-survivors needs --workdir (the folder of the earlier run)")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("modules", {})
     for name in args.module or list(MODULES):
-        row = run_module(name, args.jobs, args.survivors)
+        row = run_module(name, args.jobs, args.survivors, args.workdir, args.rerun_survivors)
         results["modules"][name] = row
         results["command"] = "python scripts/mutation.py"
         results["target"] = 0.8

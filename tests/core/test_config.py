@@ -244,3 +244,22 @@ def test_section_dumps_plain_json_and_seed_alone(tmp_path):
     train = cfg.section("train")
     assert train["steps"] == 9 and train["lora"]["target_modules"] == "all-linear"
     assert cfg.section("export")["gguf"] == ["f16", "q8_0", "q4_k_m"]
+
+
+def test_nested_blocks_loose_matches_file_errors_and_yaml_without_a_position(tmp_path, monkeypatch):
+    # a list item's nested model block: the keys of that block (past the item's index)
+    p = write(tmp_path, {**MINIMAL, "label": {"teachers": [{"name": "t", "model": {"bakend": "openai"}}]}})
+    assert "unknown key 'label.teachers.0.model.ModelCfg.bakend'; did you mean 'backend'?" in error_of(p)
+    # a loose match is still offered (difflib's cutoff 0.5, not its default 0.6)
+    assert "did you mean 'patience'?" in error_of(write(tmp_path, {**MINIMAL, "train": {"pat": 3}}))
+    # an error about the whole file is the file's, whatever --set said
+    kw = {"name": "kw", "keywords": ["x"], "label": "a"}
+    p = write(tmp_path, {**MINIMAL, "label": {"rules": [kw, kw]}})
+    assert error_of(p, ["seed=1"]).startswith(f"{p}: (top level): label sources need distinct names")
+    # a YAML error with no position (a character YAML never accepts): no line, and the reader's own words
+    msg = error_of(write(tmp_path, "task: a\x07b\n"))
+    assert msg.startswith(f"{tmp_path / 'taskling.yaml'}: is not valid YAML (unacceptable character #x0007")
+    assert msg.endswith("); fix the syntax there")
+    monkeypatch.chdir(tmp_path)  # the default file: taskling.yaml here
+    write(tmp_path, MINIMAL)
+    assert load_config().root == tmp_path.resolve()
