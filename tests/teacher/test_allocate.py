@@ -348,3 +348,27 @@ def test_boosts_multiply_default_and_survive_torn_lines(tmp_path):
     for bad in ([1], "ab", None):
         with pytest.raises(TasklingError, match=r"an arm is \[topic, label\], not"):
             allocate.boost(path, bad, after_round=0)
+
+
+def test_rounding_edges_and_arms_with_and_without_a_topic(tmp_path):
+    # one job goes to the largest remainder (1.8 against 1.2), not to the smallest total
+    assert allocate.split(3, {"x": 0.6, "y": 0.4}) == {"x": 2, "y": 1}
+    assert allocate.split(1, {"x": 0.7, "y": 0.3}) == {"x": 1, "y": 0}
+    assert allocate.split_random(1, {"x": 0.7, "y": 0.3}, _FixedDraw(0.5)) == {"x": 1, "y": 0}
+    # weights need not sum to 1: 2:1:1 is 0.5, 0.25, 0.25
+    assert allocate.split_random(3, {"x": 2.0, "y": 1.0, "z": 1.0}, _FixedDraw(0.0)) == {"x": 2, "y": 1, "z": 0}
+    # 2.1, 2.1, 2.8: the fractions add up to a hair over 1 in floating point; still 7 jobs, not 8
+    assert allocate.split_random(7, {"x": 0.3, "y": 0.3, "z": 0.4}, _FixedDraw(0.0)) == {"x": 3, "y": 2, "z": 2}
+    # an arm over all topics (None) beside arms of one topic: ordered by name, never compared as values
+    sizes = {(None, "a"): 4, (0, "a"): 4, (12, "b"): 4}
+    assert set(allocate.split_random(5, dict.fromkeys(sizes, 1.0), _FixedDraw(0.5))) == set(sizes)
+    assert sum(allocate.Thompson().weights(sizes, {}).values()) == pytest.approx(1.0)
+    from taskling.data.pile import Chunk
+
+    pools = {arm: [Chunk(id=0, key=f"{arm}{i}", doc_id=1, path="d.md", sha256="0" * 64, start_char=0, end_char=1,
+                         locator="", text="x", topic_id=arm[0]) for i in range(2)] for arm in sizes}
+    jobs = allocate.plan_jobs(pools, 6, 1, allocate.Uniform(), random.Random(0), ["p"], ["e"])
+    assert len(jobs) == 6 and {tuple(j["arm"]) for j in jobs} == set(sizes)
+    # a boost file in a folder that does not exist yet, two levels down
+    rec = allocate.boost(tmp_path / "state" / "run" / "boosts.jsonl", (0, "a"), after_round=0)
+    assert allocate.read_boosts(tmp_path / "state" / "run" / "boosts.jsonl") == [rec]
