@@ -335,7 +335,8 @@ def _hand_macro_f1(exp: list, pred: list) -> float | None:
 
 
 def test_mean_and_paired_intervals_are_the_percentiles_of_seeded_resamples():
-    s = _scores(50, 0.6, seed=2)
+    rng = random.Random(2)
+    s = [rng.random() for _ in range(50)]  # continuous: one resample more or another seed moves the percentiles
     mean = lambda idx: sum(s[i] for i in idx) / len(idx)  # noqa: E731
     assert M.mean_ci(s) == approx(_ref_interval(mean, 50))  # defaults: 1000 resamples, seed 0
     assert M.mean_ci(s, reps=300, seed=4) == approx(_ref_interval(mean, 50, 300, 4))
@@ -474,5 +475,53 @@ def test_answer_normalisation_and_empty_texts():
     assert M.cites(None, SOURCE) is False and M.cites("retry limit", None) is False
     assert M.cites("retry limit", SOURCE) is True
     assert M.label_scores(["a", "b", None], ["a", None, None]) == [1.0, 0.0, 0.0]  # None never matches
-    with pytest.raises(ValueError, match="'neutre' .*add it to the task's labels or fix the item"):
+    with pytest.raises(ValueError, match="'neutre' .*; add it to the task's labels or fix the item$"):
         M.classify_metrics(["neutre"], ["a"], ["a", "b"])
+
+
+def test_summary_defaults_over_many_items_and_one_resample():
+    # 30 extract items built so that each one's pairs are known: fields f0..f3, item i gets the first i % 5 right,
+    # invents a value for field f4 (not in the reference) on every third item, and leaves the rest out
+    names = ["f0", "f1", "f2", "f3", "f4"]
+    exp = [{f"f{j}": f"v{i}-{j}" for j in range(4)} for i in range(30)]
+    pred = [{**{f"f{j}": f"v{i}-{j}" for j in range(i % 5)}, **({"f4": "made up"} if i % 3 == 0 else {})}
+            for i in range(30)]
+    tp = [min(i % 5, 4) for i in range(30)]
+    fp = [int(i % 3 == 0) for i in range(30)]
+    fn = [4 - t for t in tp]
+
+    def micro(idx):
+        a, b, c = (sum(x[i] for i in idx) for x in (tp, fp, fn))
+        return 2 * a / (2 * a + b + c) if a + b + c else 1.0
+
+    s = M.field_summary(exp, pred, names)
+    assert s["field_f1"] == approx(micro(range(30)))
+    assert s["cis"]["field_f1"] == approx(list(_ref_interval(micro, 30)))  # 1000 resamples at seed 0
+    # token F1 of a prefix of the reference: 2m / (m + k) for m of k words
+    gold = [" ".join(f"w{j}" for j in range(2 + i % 7)) for i in range(30)]
+    said = [" ".join(f"w{j}" for j in range(i % 3)) for i in range(30)]
+    f1 = [2 * (i % 3) / (i % 3 + 2 + i % 7) for i in range(30)]
+    t = M.text_summary(gold, said, citations=False)
+    assert t["token_f1"] == approx(sum(f1) / 30)
+    assert t["cis"]["token_f1"] == approx(list(_ref_interval(lambda idx: sum(f1[i] for i in idx) / len(idx), 30)))
+    one = M.label_summary(["a", "b", "a"], ["a", "a", "a"], reps=1, seed=3)
+    assert all(lo == hi and lo is not None for lo, hi in one["cis"].values())  # one resample: one value
+
+
+def test_extract_fields_given_are_the_only_fields_and_odd_predictions_are_invalid():
+    exp = [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+    pred = [{"a": "1", "b": "9"}, [1, 2]]  # a list is no object
+    m = M.extract_metrics(exp, pred, ["a"])
+    assert list(m["per_field"]) == ["a"] and m["exact_match"] == 0.5 and m["valid_json"] == 0.5
+    assert m["field_f1"] == approx(2 * 1 / (2 * 1 + 0 + 1))
+    s = M.field_summary(exp, pred, ["a"], reps=20)
+    assert s["field_accuracy"] == 0.5 and list(s["per_field"]) == ["a"] and s["exact_match"] == 0.5
+    assert M.extract_metrics(exp, [5, None], ["a", "b"])["valid_json"] == 0.0
+    empty = M.extract_metrics([], [], ["a"])
+    assert (empty["valid_json"], empty["exact_match"], empty["field_f1"]) == (None, None, None)
+
+
+def test_a_missing_answer_matches_an_empty_reference():
+    assert M.text_scores(["", "x"], [None, None]) == [1.0, 0.0]
+    m = M.answer_metrics([""], [None], [None])
+    assert (m["exact_match"], m["token_f1"], m["rouge_l"]) == (1.0, 1.0, 1.0)
