@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from taskling.core.errors import TasklingError
+from taskling.data.pile import Chunk
 from taskling.teacher import allocate
 
 ARMS = [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
@@ -267,13 +268,12 @@ def test_split_largest_remainder_by_hand():
     assert allocate.split(3, {"x": -2.0}) == {"x": 0} and allocate.split(-3, {"x": 1.0}) == {"x": 0}
 
 
+def chunk(key: str, topic=None) -> Chunk:
+    return Chunk(id=0, key=key, doc_id=1, path="d.md", sha256="0" * 64, start_char=0, end_char=1, locator="", text="x",
+                 topic_id=topic)
+
+
 def test_plan_jobs_order_chunks_personas_and_counts_by_hand():
-    from taskling.data.pile import Chunk
-
-    def chunk(key):
-        return Chunk(id=0, key=key, doc_id=1, path="d.md", sha256="0" * 64, start_char=0, end_char=1, locator="",
-                     text="x", topic_id=None)
-
     A, B, D = (0, "a"), (1, None), (3, "d")
     pools = {A: [chunk(k) for k in ("a2", "a0", "a1")], B: [chunk("b1"), chunk("b0")], (2, "c"): [],
              D: [chunk("d0")]}
@@ -303,11 +303,8 @@ def test_plan_jobs_order_chunks_personas_and_counts_by_hand():
 
 
 def test_plan_jobs_puts_new_chunks_first_with_seen_alone():
-    from taskling.data.pile import Chunk
-
     keys = [f"c{i}" for i in range(12)]
-    pool = {(0, "a"): [Chunk(id=0, key=k, doc_id=1, path="d.md", sha256="0" * 64, start_char=0, end_char=1,
-                             locator="", text="x", topic_id=None) for k in keys]}
+    pool = {(0, "a"): [chunk(k) for k in keys]}
     for seed in range(5):
         jobs = allocate.plan_jobs(pool, 0, 1, None, random.Random(seed), ["p"], ["e"], counts={(0, "a"): 2},
                                   seen=set(keys) - {"c7"})
@@ -315,13 +312,7 @@ def test_plan_jobs_puts_new_chunks_first_with_seen_alone():
 
 
 def test_plan_jobs_follows_the_policy_over_pool_sizes():
-    from taskling.data.pile import Chunk
-
-    def pool(n, tag):
-        return [Chunk(id=0, key=f"{tag}{i}", doc_id=1, path="d.md", sha256="0" * 64, start_char=0, end_char=1,
-                      locator="", text="x", topic_id=None) for i in range(n)]
-
-    pools = {(0, "a"): pool(3, "x"), (1, "a"): pool(1, "y"), (0, "b"): pool(2, "z")}
+    pools = {(0, "a"): [chunk(f"x{i}") for i in range(3)], (1, "a"): [chunk("y0")], (0, "b"): [chunk("z0"), chunk("z1")]}
     # uniform: label a's half split 3:1 over its topics by chunks, label b's half whole: 3, 1, 4 of 8
     jobs = allocate.plan_jobs(pools, 8, 1, allocate.Uniform(), random.Random(0), ["p"], ["e"])
     assert Counter(tuple(j["arm"]) for j in jobs) == {(0, "a"): 3, (1, "a"): 1, (0, "b"): 4}
@@ -363,10 +354,7 @@ def test_rounding_edges_and_arms_with_and_without_a_topic(tmp_path):
     sizes = {(None, "a"): 4, (0, "a"): 4, (12, "b"): 4}
     assert set(allocate.split_random(5, dict.fromkeys(sizes, 1.0), _FixedDraw(0.5))) == set(sizes)
     assert sum(allocate.Thompson().weights(sizes, {}).values()) == pytest.approx(1.0)
-    from taskling.data.pile import Chunk
-
-    pools = {arm: [Chunk(id=0, key=f"{arm}{i}", doc_id=1, path="d.md", sha256="0" * 64, start_char=0, end_char=1,
-                         locator="", text="x", topic_id=arm[0]) for i in range(2)] for arm in sizes}
+    pools = {arm: [chunk(f"{arm}{i}", arm[0]) for i in range(2)] for arm in sizes}
     jobs = allocate.plan_jobs(pools, 6, 1, allocate.Uniform(), random.Random(0), ["p"], ["e"])
     assert len(jobs) == 6 and {tuple(j["arm"]) for j in jobs} == set(sizes)
     # a boost file in a folder that does not exist yet, two levels down
