@@ -51,14 +51,17 @@ MODULES = {
 
 
 
-def mutmut_section(path: str, tests: list[str]) -> str:
+def mutmut_section(path: str, tests: list[str], test_timeout: int = 300) -> str:
     listed = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"  # noqa: E731
     return ("\n[tool.mutmut]\n"
             f"paths_to_mutate = {listed([path])}\n"
             f"tests_dir = {listed(tests)}\n"
             'also_copy = ["tests", "src/taskling"]\n'
             # Tests that start subprocesses or servers have no place here: only the unit files above run.
-            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", "--timeout=300",\n'
+            # pytest-timeout is wall time: on a loaded machine a starved test run needs more (mutmut's own limit is
+            # CPU time, which load does not stretch)
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", '
+            f'"--timeout={test_timeout}",\n'
             '                       "--timeout-method=thread"]\n')
 
 
@@ -70,7 +73,8 @@ def exit_codes(work: Path) -> dict[str, int | None]:
     return codes
 
 
-def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None, rerun: bool = False) -> dict:
+def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None, rerun: bool = False,
+               test_timeout: int = 300) -> dict:
     path, tests = MODULES[name]
     if workdir is not None:
         work = workdir / name
@@ -85,7 +89,7 @@ def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None
             shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         text = (ROOT / "pyproject.toml").read_text()
         text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", text)
-        (work / "pyproject.toml").write_text(text + mutmut_section(path, tests))
+        (work / "pyproject.toml").write_text(text + mutmut_section(path, tests, test_timeout))
         # mutmut forks a test process per mutant: torch's and OpenMP's thread pools do not survive a fork (a
         # child can wait forever on a lock no thread holds), so the tests run single-threaded here; and a test
         # that still hangs is stopped (pytest-timeout), which counts as noticed.
@@ -113,7 +117,8 @@ def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None
                                                                 ("killed", "survived", "timeout", "no tests")},
                # a mutant that makes the tests hang was noticed too (Stryker's convention): killed + timeout
                "score": round((counts.get("killed", 0) + counts.get("timeout", 0)) / scored, 4) if scored else None,
-               "seconds": seconds, **({"rerun_survivors": len(names)} if rerun else {})}
+               "seconds": seconds, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+               **({"rerun_survivors": len(names)} if rerun else {})}
         if survivors:
             row["surviving"] = sorted(k for k, st in status.items() if st in ("survived", "no tests"))[:survivors]
         return row
@@ -131,13 +136,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, help="keep each module's mutated copy here (NAME/ below it) for --rerun-survivors")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="in --workdir's copy, test again only the mutants that survived last time")
+    ap.add_argument("--test-timeout", type=int, default=300,
+                    help="wall seconds one test may take before it counts as hung (default 300; more on a loaded machine)")
     args = ap.parse_args(argv)
     if args.rerun_survivors and args.workdir is None:
         ap.error("--rerun-survivors needs --workdir (the folder of the earlier run)")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("modules", {})
     for name in args.module or list(MODULES):
-        row = run_module(name, args.jobs, args.survivors, args.workdir, args.rerun_survivors)
+        row = run_module(name, args.jobs, args.survivors, args.workdir, args.rerun_survivors,
+                         args.test_timeout)
         results["modules"][name] = row
         results["command"] = "python scripts/mutation.py"
         results["target"] = 0.8
