@@ -187,3 +187,36 @@ def test_selection_quota_by_hand():
     vecs = _unit([[1, 0], [0.99, 0.1], [-1, 0], [0, 1], [1, 0.05], [0, -1], [-1, 0.1], [0.5, 0.5], [1, 1]])
     got = curation.select(list(range(9)), 6, lambda i: labels[i], vecs, lambda i: quality[i])
     assert [i for i in got if labels[i] == "a"] == [1, 2, 3]  # 1 (best), then 2 (opposite), then 3 (across)
+
+
+def test_selection_leftovers_and_second_passes_by_hand():
+    quality = lambda i: -i  # noqa: E731  the lower the index, the better grounded
+    # the single leftover goes to the biggest label even when it is not the first one seen
+    labels = ["c"] + ["b"] * 3 + ["a"] * 5
+    assert curation.select(list(range(9)), 4, lambda i: labels[i], None, quality) == [0, 1, 4, 5]
+    # two labels of 4, two items: one each (the pass stops when nothing is left, not one before)
+    labels = ["a"] * 4 + ["b"] * 4
+    assert curation.select(list(range(8)), 2, lambda i: labels[i], None, quality) == [0, 4]
+    # 9, 5 and 1 for 13: shares of 4 (c 1, b 4, a 4), then 4 left over a and b: 2 each but b has 1 more room
+    # (b full at 5), then a takes the last: a 7, b 5, c 1
+    labels = ["a"] * 9 + ["b"] * 5 + ["c"]
+    got = curation.select(list(range(15)), 13, lambda i: labels[i], None, quality)
+    assert [sum(labels[i] == lab for i in got) for lab in "abc"] == [7, 5, 1]
+
+
+def test_k_center_measures_from_every_chosen_item_and_decontamination_from_every_blocked_text():
+    deg = np.radians([0, 170, 180, 90])
+    vecs = np.stack([np.cos(deg), np.sin(deg)], axis=1).astype(np.float32)
+    # after 0 and 180: 170 is close to 180 (0.015 away), so 90 (1 away from both) is the farthest
+    assert curation.k_center(vecs, 3) == [0, 2, 3]
+    blocked = ["first blocked question about node files", "second blocked question about sqlite"]
+    texts = ["first blocked question about node files today", "nothing to see", "second blocked question about sqlite"]
+    assert curation.contaminated(texts, None, blocked, None, 0.9) == {0: "overlaps eval or gold (n-gram)",
+                                                                     2: "overlaps eval or gold (n-gram)"}
+
+
+def test_dedup_goes_on_after_a_near_duplicate():
+    texts = ["how do i read a file with readfile in node", "how do i read a file with readfile in node js",
+             "other text entirely here", "OTHER text  entirely here"]
+    assert curation.dedup([0, 1, 2, 3], texts, None, near=0.7, semantic=0.9) == {
+        1: ("near duplicate", 0), 3: ("exact duplicate", 2)}
