@@ -17,11 +17,11 @@ While writing tests against the survivors, a kept folder saves the re-run of eve
     .venv/bin/python scripts/mutation.py --module metrics --workdir /tmp/mut --jobs 2   # full run, folder kept
     .venv/bin/python scripts/mutation.py --module metrics --workdir /tmp/mut --rerun-survivors
 
-The second copies src/ and tests/ in again and tests only the mutants that survived (or no test
-reached) with the tests as they are now; every other verdict stands (mutmut re-tests by itself the
-mutants of a function whose code changed). That holds while tests are only added: a test changed or
-removed can let a killed mutant live, so the number to report comes from a full run. The score is
-always over every mutant of the module.
+The second copies src/ and tests/ in again and tests, with the tests as they are now, only the
+mutants that survived (or no test reached) and those of a function whose code changed since; every
+other verdict stands. That holds while tests are only added: a test changed or removed can let a
+killed mutant live, so the number to report comes from a full run. The score is always over every
+mutant of the module.
 """
 from __future__ import annotations
 
@@ -103,8 +103,13 @@ def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None
         t0 = time.monotonic()
         proc = subprocess.run(["nice", "-n", "5", mutmut, "run", "--max-children", str(jobs), *names], cwd=work,
                               env=env, capture_output=True, text=True)
-        seconds = round(time.monotonic() - t0, 1)
         codes = exit_codes(work)
+        pending = sorted(k for k, c in codes.items() if c is None)
+        if names and pending and proc.returncode == 0:  # functions whose code changed since: their mutants anew
+            proc = subprocess.run(["nice", "-n", "5", mutmut, "run", "--max-children", str(jobs), *pending],
+                                  cwd=work, env=env, capture_output=True, text=True)
+            codes = exit_codes(work)
+        seconds = round(time.monotonic() - t0, 1)
         if proc.returncode != 0 or not codes or None in codes.values():
             tail = (proc.stdout + proc.stderr)[-3000:]
             raise SystemExit(f"mutation.py: mutmut failed on {path} (exit {proc.returncode}):\n{tail}")

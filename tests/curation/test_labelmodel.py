@@ -587,3 +587,41 @@ def test_more_bad_input_messages():
     assert fit([{"kw": "pos"}], labels, max_iter=1).iterations == 1
     with pytest.raises(TasklingError, match=r"^no source 'z' in the label model; sources are \['kw'\]$"):
         fit([{"kw": "pos"}], labels).source("z")
+
+
+def test_wilson_stays_within_zero_and_one():
+    for n in range(1, 200):  # at p = 1 the upper end computes to a hair over 1 for some n (16, 40, ...)
+        for p in (0.0, 1.0, 1 / n):
+            lo, hi = lm.wilson(p, n)
+            assert 0.0 <= lo <= p <= hi <= 1.0, (p, n)
+
+
+def _hand_model(n_sources: int) -> "lm.LabelModel":
+    """Sources that are right 9 times in 10 on two labels, built by hand (no fit, no settings)."""
+    conf = np.tile(np.array([[0.9, 0.1, 1e-12], [0.1, 0.9, 1e-12]]), (n_sources, 1, 1))
+    return lm.LabelModel(labels=["p", "q"], sources=[f"s{i}" for i in range(n_sources)], prior={"p": 0.5, "q": 0.5},
+                         stats=[], posteriors=np.zeros((0, 2)), iterations=0, converged=True, conf=conf)
+
+
+def test_predict_in_log_space_row_by_row_and_without_settings():
+    model = _hand_model(1000)
+    all_p = {f"s{i}": "p" for i in range(1000)}
+    split = {f"s{i}": "p" if i % 2 else "q" for i in range(1000)}  # log-likelihood about -1200 for either label
+    (lab, conf), (lab2, conf2) = model.predict([all_p, split])
+    assert lab == "p" and conf == approx(1.0)
+    assert (lab2, conf2) == ("p", approx(0.5))  # a tie: the first label, at one half; never nan
+    one = _hand_model(2)
+    assert one.predict([{"s0": "q", "s1": "q"}]) == [("q", approx(0.81 / 0.82))]
+    model.conf = None
+    with pytest.raises(TasklingError, match=r"^this label model keeps no confusion matrices to predict with$"):
+        model.predict([all_p])
+
+
+def test_report_keeps_counts_whole_and_majority_keeps_to_its_sources():
+    js = fit(TINY, ["pos", "neg"], sources=["a", "b", "c"]).to_json()
+    a = js["stats"][0]
+    assert type(a["votes"]) is int and type(a["measured_n"]) is int
+    assert all(type(d["votes"]) is int for d in a["per_label"].values())
+    with pytest.raises(TasklingError, match=r"^item 0: source 'x' is not one of the sources \['kw'\]$"):
+        majority([{"x": "pos"}], ["pos", "neg"], sources=["kw"])
+    assert majority([{"kw": "neg"}], ["pos", "neg"], sources=["kw", "other"]) == [("neg", 1.0)]
