@@ -194,6 +194,8 @@ def test_selection_leftovers_and_second_passes_by_hand():
     # the single leftover goes to the biggest label even when it is not the first one seen
     labels = ["c"] + ["b"] * 3 + ["a"] * 5
     assert curation.select(list(range(9)), 4, lambda i: labels[i], None, quality) == [0, 1, 4, 5]
+    labels = ["a"] + ["b"] * 3 + ["c"] * 5  # nor the first by name
+    assert curation.select(list(range(9)), 4, lambda i: labels[i], None, quality) == [0, 1, 4, 5]
     # two labels of 4, two items: one each (the pass stops when nothing is left, not one before)
     labels = ["a"] * 4 + ["b"] * 4
     assert curation.select(list(range(8)), 2, lambda i: labels[i], None, quality) == [0, 4]
