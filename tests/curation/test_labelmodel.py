@@ -625,3 +625,12 @@ def test_report_keeps_counts_whole_and_majority_keeps_to_its_sources():
     with pytest.raises(TasklingError, match=r"^item 0: source 'x' is not one of the sources \['kw'\]$"):
         majority([{"x": "pos"}], ["pos", "neg"], sources=["kw"])
     assert majority([{"kw": "neg"}], ["pos", "neg"], sources=["kw", "other"]) == [("neg", 1.0)]
+
+
+def test_no_items_and_the_last_index_plus_one():
+    st = fit([], ["p", "q"], sources=["a"]).stats[0]
+    assert (st.coverage, st.overlap, st.conflict, st.votes, st.accuracy) == (0.0, 0.0, 0.0, 0, None)
+    with pytest.raises(TasklingError, match=r"^gold item 2 is out of range: there are 2 items \(0\.\.1\)$"):
+        fit([{"kw": "pos"}, {}], ["pos", "neg"], gold={2: "pos"})
+    with pytest.raises(TasklingError, match=r'^init "gold" needs gold labels: pass gold=\{item index: label\}$'):
+        fit([{"kw": "pos"}], ["pos", "neg"], init="gold")
