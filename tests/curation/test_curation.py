@@ -161,14 +161,15 @@ def test_k_center_takes_the_farthest_each_time():
 
 
 def test_decontamination_over_more_than_one_batch():
-    n = 2050  # more than one block of 2048 for the paraphrase check
+    n = 4200  # more than two blocks of 2048 for the paraphrase check
     texts = [f"item number {i} of many" for i in range(n)]
     texts[5] = "blocked words only"
     vecs = np.tile(np.array([[0.0, 1.0]], dtype=np.float32), (n, 1))
-    vecs[[0, 5, 2048, 2049]] = [1.0, 0.0]
+    vecs[[0, 5, 2048, 2049, 4150]] = [1.0, 0.0]
     out = curation.contaminated(texts, vecs, ["blocked words only"], np.array([[1.0, 0.0]], dtype=np.float32), 0.9)
     assert out == {0: "overlaps eval or gold (paraphrase)", 5: "overlaps eval or gold (n-gram)",
-                   2048: "overlaps eval or gold (paraphrase)", 2049: "overlaps eval or gold (paraphrase)"}
+                   2048: "overlaps eval or gold (paraphrase)", 2049: "overlaps eval or gold (paraphrase)",
+                   4150: "overlaps eval or gold (paraphrase)"}
     # the paraphrase check needs vectors on the eval side too
     assert curation.contaminated(texts[:6], vecs[:6], ["blocked words only"], None, 0.9) == {
         5: "overlaps eval or gold (n-gram)"}
