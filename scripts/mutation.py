@@ -18,7 +18,7 @@ While writing tests against the survivors, a kept folder saves the re-run of eve
     .venv/bin/python scripts/mutation.py --module metrics --workdir /tmp/mut --rerun-survivors
 
 The second copies src/ and tests/ in again and tests, with the tests as they are now, only the
-mutants that survived (or no test reached) and those of a function whose code changed since; every
+mutants that survived, timed out or no test reached, and those of a function whose code changed; every
 other verdict stands. That holds while tests are only added: a test changed or removed can let a
 killed mutant live, so the number to report comes from a full run. The score is always over every
 mutant of the module.
@@ -51,12 +51,15 @@ MODULES = {
 
 
 
-def mutmut_section(path: str, tests: list[str], test_timeout: int = 300) -> str:
+def mutmut_section(path: str, tests: list[str], test_timeout: int = 300, timeout_multiplier: float = 15.0) -> str:
     listed = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"  # noqa: E731
     return ("\n[tool.mutmut]\n"
             f"paths_to_mutate = {listed([path])}\n"
             f"tests_dir = {listed(tests)}\n"
             'also_copy = ["tests", "src/taskling"]\n'
+            # mutmut stops a mutant's tests at (their measured time + 1 s) x this x 2 CPU seconds, or half that in
+            # wall time: on a starved machine a mutant that changes nothing can pass the wall bound
+            f"timeout_multiplier = {timeout_multiplier}\n"
             # Tests that start subprocesses or servers have no place here: only the unit files above run.
             # pytest-timeout is wall time: on a loaded machine a starved test run needs more (mutmut's own limit is
             # CPU time, which load does not stretch)
@@ -74,7 +77,7 @@ def exit_codes(work: Path) -> dict[str, int | None]:
 
 
 def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None, rerun: bool = False,
-               test_timeout: int = 300) -> dict:
+               test_timeout: int = 300, timeout_multiplier: float = 15.0) -> dict:
     path, tests = MODULES[name]
     if workdir is not None:
         work = workdir / name
@@ -89,7 +92,7 @@ def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None
             shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         text = (ROOT / "pyproject.toml").read_text()
         text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", text)
-        (work / "pyproject.toml").write_text(text + mutmut_section(path, tests, test_timeout))
+        (work / "pyproject.toml").write_text(text + mutmut_section(path, tests, test_timeout, timeout_multiplier))
         # mutmut forks a test process per mutant: torch's and OpenMP's thread pools do not survive a fork (a
         # child can wait forever on a lock no thread holds), so the tests run single-threaded here; and a test
         # that still hangs is stopped (pytest-timeout), which counts as noticed.
@@ -97,9 +100,9 @@ def run_module(name: str, jobs: int, survivors: int, workdir: Path | None = None
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         mutmut = str(Path(sys.executable).parent / "mutmut")
         names: list[str] = []
-        if rerun:  # only the mutants no test noticed last time (mutmut re-runs the ones it is named)
+        if rerun:  # only the mutants no test noticed last time, or that timed out (mutmut re-runs the ones named)
             names = sorted(k for k, c in exit_codes(work).items()
-                           if c is not None and status_by_exit_code[c] in ("survived", "no tests"))
+                           if c is not None and status_by_exit_code[c] in ("survived", "no tests", "timeout"))
         t0 = time.monotonic()
         proc = subprocess.run(["nice", "-n", "5", mutmut, "run", "--max-children", str(jobs), *names], cwd=work,
                               env=env, capture_output=True, text=True)
@@ -140,9 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--workdir", type=Path, help="keep each module's mutated copy here (NAME/ below it) for --rerun-survivors")
     ap.add_argument("--rerun-survivors", action="store_true",
-                    help="in --workdir's copy, test again only the mutants that survived last time")
+                    help="in --workdir's copy, test again only the mutants that survived or timed out last time")
     ap.add_argument("--test-timeout", type=int, default=300,
                     help="wall seconds one test may take before it counts as hung (default 300; more on a loaded machine)")
+    ap.add_argument("--timeout-multiplier", type=float, default=15.0,
+                    help="mutmut's timeout_multiplier (default 15, mutmut's own; more on a loaded machine)")
     args = ap.parse_args(argv)
     if args.rerun_survivors and args.workdir is None:
         ap.error("--rerun-survivors needs --workdir (the folder of the earlier run)")
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     results.setdefault("modules", {})
     for name in args.module or list(MODULES):
         row = run_module(name, args.jobs, args.survivors, args.workdir, args.rerun_survivors,
-                         args.test_timeout)
+                         args.test_timeout, args.timeout_multiplier)
         results["modules"][name] = row
         results["command"] = "python scripts/mutation.py"
         results["target"] = 0.8
