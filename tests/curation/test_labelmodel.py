@@ -634,3 +634,15 @@ def test_no_items_and_the_last_index_plus_one():
         fit([{"kw": "pos"}, {}], ["pos", "neg"], gold={2: "pos"})
     with pytest.raises(TasklingError, match=r'^init "gold" needs gold labels: pass gold=\{item index: label\}$'):
         fit([{"kw": "pos"}], ["pos", "neg"], init="gold")
+
+
+def test_a_vote_that_is_no_label_at_all_and_a_fit_on_one_item():
+    with pytest.raises(TasklingError, match=r"^item 0: source 'kw' voted \['pos'\], which is not one of the labels"):
+        fit([{"kw": ["pos"]}], ["pos", "neg"])
+    # one covered item: the stopping rule divides the objective's rise by 1, not by more
+    votes = [{"a": "x", "b": "y", "c": "x"}, {}]
+    for tol in (1e-3, 1e-4, 1e-6):
+        want = reference_fit(votes, ["x", "y"], ["a", "b", "c"], tol=tol)
+        model = fit(votes, ["x", "y"], tol=tol)
+        assert (model.iterations, model.converged) == (want["iterations"], want["converged"]), tol
+        assert model.posteriors.tolist() == [approx(row, abs=1e-9) for row in want["post"]]
