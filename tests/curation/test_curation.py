@@ -130,3 +130,96 @@ def test_selection_without_vectors_keeps_the_best_grounded_and_small_sets_whole(
     assert got == [1, 2, 3, 6, 7]
     assert curation.k_center(np.eye(3, dtype=np.float32), 5) == [0, 1, 2]
     assert curation.k_center(np.eye(3, dtype=np.float32), 2, first=2)[0] == 2
+
+
+# -- by hand, at the edges (what mutation testing showed the tests above let through) -----------------------------
+def _unit(rows) -> np.ndarray:
+    v = np.array(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_dedup_points_at_the_kept_item_and_counts_the_threshold_itself():
+    texts = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota", "kappa lambda mu", "Alpha  BETA gamma!"]
+    vecs = _unit([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.1, 0.99, 0], [0, 0, 1]])
+    # item 3 is nearest to item 1 of the three kept; item 4 is item 0's text (its vector does not matter)
+    assert curation.dedup([0, 1, 2, 3, 4], texts, vecs, near=0.9, semantic=0.95) == {
+        3: ("semantic duplicate", 1), 4: ("exact duplicate", 0)}
+    same = _unit([[1, 0], [1, 0]])  # cosine exactly 1.0: at the threshold is a duplicate
+    assert curation.dedup([0, 1], texts[:2], same, near=0.9, semantic=1.0) == {1: ("semantic duplicate", 0)}
+    # a dropped item is nobody's original: the third copy points at the first, not at the second
+    assert curation.dedup([0, 1, 2], ["a b c", "A B C", "a  b c"], None, 0.9, 0.9) == {
+        1: ("exact duplicate", 0), 2: ("exact duplicate", 0)}
+
+
+def test_k_center_takes_the_farthest_each_time():
+    deg = np.radians([0, 10, 90, 180])
+    vecs = np.stack([np.cos(deg), np.sin(deg)], axis=1).astype(np.float32)
+    # from 0 deg: 180 is farthest; then 90 (cosine distance 1 from both) before 10 (0.015 from 0 deg)
+    assert curation.k_center(vecs, 3) == [0, 3, 2]
+    assert curation.k_center(vecs, 2, first=3) == [3, 0]
+    assert curation.k_center(np.eye(3, dtype=np.float32), 3, first=2) == [0, 1, 2]  # all of them: in order
+
+
+def test_decontamination_over_more_than_one_batch():
+    n = 4200  # more than two blocks of 2048 for the paraphrase check
+    texts = [f"item number {i} of many" for i in range(n)]
+    texts[5] = "blocked words only"
+    vecs = np.tile(np.array([[0.0, 1.0]], dtype=np.float32), (n, 1))
+    vecs[[0, 5, 2048, 2049, 4150]] = [1.0, 0.0]
+    out = curation.contaminated(texts, vecs, ["blocked words only"], np.array([[1.0, 0.0]], dtype=np.float32), 0.9)
+    assert out == {0: "overlaps eval or gold (paraphrase)", 5: "overlaps eval or gold (n-gram)",
+                   2048: "overlaps eval or gold (paraphrase)", 2049: "overlaps eval or gold (paraphrase)",
+                   4150: "overlaps eval or gold (paraphrase)"}
+    # the paraphrase check needs vectors on the eval side too
+    assert curation.contaminated(texts[:6], vecs[:6], ["blocked words only"], None, 0.9) == {
+        5: "overlaps eval or gold (n-gram)"}
+
+
+def test_selection_quota_by_hand():
+    labels = ["a"] * 5 + ["b"] * 3 + ["c"]
+    quality = [0.5, 0.9, 0.1, 0.7, 0.3, 0.2, 0.8, 0.6, 0.4]
+    # target 6: a share of 2 each, small labels first (c has 1: 1, b 2, a 2), then the single leftover to a
+    assert curation.select(list(range(9)), 6, lambda i: labels[i], None, lambda i: quality[i]) == [0, 1, 3, 6, 7, 8]
+    # target 4: 1 each, then the leftover to the biggest (a)
+    assert curation.select(list(range(9)), 4, lambda i: labels[i], None, lambda i: quality[i]) == [1, 3, 6, 8]
+    # target 8: shares of 2 (c 1, b 2, a 2), then 3 left over two open labels: 1 each, then a again
+    assert curation.select(list(range(9)), 8, lambda i: labels[i], None, lambda i: quality[i]) == [0, 1, 3, 4, 5, 6, 7, 8]
+    # with vectors: k-center within a label starts from its best-grounded item
+    vecs = _unit([[1, 0], [0.99, 0.1], [-1, 0], [0, 1], [1, 0.05], [0, -1], [-1, 0.1], [0.5, 0.5], [1, 1]])
+    got = curation.select(list(range(9)), 6, lambda i: labels[i], vecs, lambda i: quality[i])
+    assert [i for i in got if labels[i] == "a"] == [1, 2, 3]  # 1 (best), then 2 (opposite), then 3 (across)
+
+
+def test_selection_leftovers_and_second_passes_by_hand():
+    quality = lambda i: -i  # noqa: E731  the lower the index, the better grounded
+    # the single leftover goes to the biggest label even when it is not the first one seen
+    labels = ["c"] + ["b"] * 3 + ["a"] * 5
+    assert curation.select(list(range(9)), 4, lambda i: labels[i], None, quality) == [0, 1, 4, 5]
+    labels = ["a"] + ["b"] * 3 + ["c"] * 5  # nor the first by name
+    assert curation.select(list(range(9)), 4, lambda i: labels[i], None, quality) == [0, 1, 4, 5]
+    # two labels of 4, two items: one each (the pass stops when nothing is left, not one before)
+    labels = ["a"] * 4 + ["b"] * 4
+    assert curation.select(list(range(8)), 2, lambda i: labels[i], None, quality) == [0, 4]
+    # 9, 5 and 1 for 13: shares of 4 (c 1, b 4, a 4), then 4 left over a and b: 2 each but b has 1 more room
+    # (b full at 5), then a takes the last: a 7, b 5, c 1
+    labels = ["a"] * 9 + ["b"] * 5 + ["c"]
+    got = curation.select(list(range(15)), 13, lambda i: labels[i], None, quality)
+    assert [sum(labels[i] == lab for i in got) for lab in "abc"] == [7, 5, 1]
+
+
+def test_k_center_measures_from_every_chosen_item_and_decontamination_from_every_blocked_text():
+    deg = np.radians([0, 170, 180, 90])
+    vecs = np.stack([np.cos(deg), np.sin(deg)], axis=1).astype(np.float32)
+    # after 0 and 180: 170 is close to 180 (0.015 away), so 90 (1 away from both) is the farthest
+    assert curation.k_center(vecs, 3) == [0, 2, 3]
+    blocked = ["first blocked question about node files", "second blocked question about sqlite"]
+    texts = ["first blocked question about node files today", "nothing to see", "second blocked question about sqlite"]
+    assert curation.contaminated(texts, None, blocked, None, 0.9) == {0: "overlaps eval or gold (n-gram)",
+                                                                     2: "overlaps eval or gold (n-gram)"}
+
+
+def test_dedup_goes_on_after_a_near_duplicate():
+    texts = ["how do i read a file with readfile in node", "how do i read a file with readfile in node js",
+             "other text entirely here", "OTHER text  entirely here"]
+    assert curation.dedup([0, 1, 2, 3], texts, None, near=0.7, semantic=0.9) == {
+        1: ("near duplicate", 0), 3: ("exact duplicate", 2)}

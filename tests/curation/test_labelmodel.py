@@ -399,3 +399,250 @@ def test_to_json_carries_every_field_of_every_source_rounded():
     assert out["assignments"][4] == [None, 0.0] and out["assignments"][1][0] == "pos"
     with pytest.raises(TasklingError, match="no source 'z'"):
         model.source("z")
+
+
+# -- against a second, plain implementation (what mutation testing showed the tests above let through) -------------
+def reference_fit(votes, labels, sources, *, gold=None, max_iter=200, tol=1e-6, smoothing=1.0, init="majority",
+                  learn=True, abstain=()):
+    """Dawid-Skene as the module docstring states it, one item, source and label at a time in plain Python:
+    Dirichlet pseudo-counts smoothing/K per cell plus smoothing on the diagonal (a modelled source's silence
+    as one wrong label, anyone else's never: 1e-12), the prior smoothed by `smoothing` over the covered items,
+    gold items clamped, EM from the soft majority (or the smoothing prior, or the gold items' own counts),
+    stopped when the objective rises by less than tol per covered item."""
+    import math
+
+    gold = {i: labels.index(g) for i, g in (gold or {}).items()}
+    n, k = len(votes), len(labels)
+
+    def outcome(i, s):
+        v = votes[i].get(s, "missing")
+        if v == "missing" or (v is None and s not in abstain):
+            return None
+        return k if v is None else labels.index(v)
+
+    obs = [[(s, outcome(i, s)) for s in sources if outcome(i, s) is not None] for i in range(n)]
+    covered = [any(o < k for _, o in obs[i]) or i in gold for i in range(n)]
+    scale = max(sum(covered), 1)
+
+    def alpha(s, t, o):
+        if o == k:
+            return smoothing / k if s in abstain else 1e-12
+        return smoothing / k + (smoothing if o == t else 0.0)
+
+    def m_step(post, items):
+        conf = {}
+        for s in sources:
+            for t in range(k):
+                row = [alpha(s, t, o) + sum(post[i][t] for i in items if (s, o) in obs[i]) for o in range(k + 1)]
+                conf[s, t] = [x / sum(row) for x in row]
+        counts = [sum(post[i][t] for i in items if covered[i]) + smoothing for t in range(k)] if learn else [1.0] * k
+        return conf, [c / sum(counts) for c in counts]
+
+    def e_step(conf, prior):
+        post, ll = [], 0.0
+        for i in range(n):
+            logp = [math.log(prior[t]) + sum(math.log(conf[s, t][o]) for s, o in obs[i]) for t in range(k)]
+            if i in gold:
+                ll += logp[gold[i]]
+                post.append([float(t == gold[i]) for t in range(k)])
+                continue
+            top = max(logp)
+            z = sum(math.exp(x - top) for x in logp)
+            ll += top + math.log(z)
+            post.append([math.exp(x - top) / z for x in logp])
+        return post, ll
+
+    def objective(ll, conf, prior):
+        obj = ll + sum(alpha(s, t, o) * math.log(conf[s, t][o]) for s in sources for t in range(k) for o in range(k + 1))
+        return obj + smoothing * sum(math.log(p) for p in prior) if learn else obj
+
+    if init == "majority":
+        post = []
+        for i in range(n):
+            c = [sum(o == t for _, o in obs[i]) for t in range(k)]
+            post.append([float(t == gold[i]) for t in range(k)] if i in gold else
+                        [x / sum(c) for x in c] if sum(c) else [1.0 / k] * k)
+    elif init == "diagonal":
+        post, _ = e_step({(s, t): [alpha(s, t, o) / sum(alpha(s, t, x) for x in range(k + 1)) for o in range(k + 1)]
+                          for s in sources for t in range(k)}, [1.0 / k] * k)
+    else:
+        post = [[float(t == gold.get(i)) for t in range(k)] for i in range(n)]
+        gold_conf, gold_prior = m_step(post, sorted(gold))
+        post, _ = e_step(gold_conf, gold_prior)
+    last, converged = -math.inf, False
+    for it in range(1, max_iter + 1):
+        conf, prior = m_step(post, range(n))
+        post, ll = e_step(conf, prior)
+        obj = objective(ll, conf, prior)
+        if (obj - last) / scale < tol:
+            converged = True
+            break
+        last = obj
+    voted_conf = {key: [x / sum(row[:k]) for x in row[:k]] for key, row in conf.items()}
+    return {"post": post, "prior": prior, "conf": voted_conf, "iterations": it, "converged": converged, "obs": obs}
+
+
+def _small_votes(seed: int, n: int = 40):
+    rng = np.random.default_rng(seed)
+    labels = ["x", "y", "z"]
+    truth = rng.integers(0, 3, n)
+    votes = []
+    for t in truth:
+        v = {}
+        for name, acc, cov in (("s0", 0.8, 0.7), ("s1", 0.6, 0.8), ("s2", 0.5, 0.9)):
+            if rng.random() < cov:
+                v[name] = labels[t] if rng.random() < acc else labels[(t + rng.integers(1, 3)) % 3]
+        v["kw"] = "y" if (t == 1 and rng.random() < 0.7) or rng.random() < 0.1 else None  # fires mostly on y
+        if rng.random() < 0.1:
+            del v["kw"]  # not applicable here
+        votes.append(v)
+    votes[3] = {}  # nobody
+    votes[5] = {"kw": None}  # only a silence
+    return labels, [labels[t] for t in truth], votes
+
+
+@pytest.mark.parametrize("case", [
+    dict(max_iter=1), dict(max_iter=3, smoothing=0.5), dict(), dict(init="diagonal", learn=False),
+    dict(abstain=("kw",)), dict(abstain=("kw",), smoothing=2.0, max_iter=4), dict(gold=True), dict(gold=True, init="gold"),
+    dict(gold=True, init="gold", abstain=("kw",), learn=False, tol=1e-3)])
+def test_fit_matches_a_plain_dawid_skene(case):
+    labels, truth, votes = _small_votes(11)
+    case = dict(case)
+    if case.pop("gold", False):
+        case["gold"] = {i: truth[i] for i in (0, 7, 12, 20, 25)}
+    sources = ["s0", "s1", "s2", "kw"]
+    want = reference_fit(votes, labels, sources, **case)
+    args = {k: v for k, v in case.items() if k not in ("learn", "abstain")}
+    model = fit(votes, labels, sources=sources, class_balance="learn" if case.get("learn", True) else "uniform",
+                abstain_sources=list(case.get("abstain", ())), **args)
+    assert (model.iterations, model.converged) == (want["iterations"], want["converged"])
+    assert model.posteriors.tolist() == [approx(row, abs=1e-9) for row in want["post"]]
+    assert [model.prior[lab] for lab in labels] == approx(want["prior"], abs=1e-12)
+    for s in sources:
+        assert model.source(s).confusion == [approx(want["conf"][s, t], abs=1e-9) for t in range(3)], s
+        # accuracy: the posterior weight of each vote's own label, over its votes
+        mine = [(i, o) for i, ob in enumerate(want["obs"]) for src, o in ob if src == s and o < 3]
+        assert model.source(s).accuracy == approx(sum(want["post"][i][o] for i, o in mine) / len(mine), abs=1e-9)
+        for t, lab in enumerate(labels):
+            pl = model.source(s).per_label[lab]
+            on_t = [i for i, o in mine if o == t]
+            assert pl["votes"] == len(on_t)
+            assert pl["support"] == approx(sum(want["post"][i][t] for i, _ in mine), abs=1e-9)
+            assert pl["precision"] == (approx(sum(want["post"][i][t] for i in on_t) / len(on_t), abs=1e-9)
+                                       if on_t else None)
+    assert model.label(3) is None and model.label(5) is None and model.confidence(5) == 0.0
+
+
+def test_the_smoothing_prior_alone_and_the_report_of_settings():
+    # a source with no votes keeps the smoothing prior: (K+1)/(2K) on the diagonal of what it votes
+    model = fit(TINY, ["pos", "neg"], sources=["a", "b", "c", "never", "rule"], abstain_sources=["rule", "ghost"])
+    assert model.source("never").confusion == [approx([0.75, 0.25]), approx([0.25, 0.75])]
+    assert model.source("never").per_label["pos"]["accuracy"] is None and "fires" not in \
+        model.source("never").per_label["pos"]
+    # a modelled source never seen: its silence is one wrong label's worth, 1/2 / (1/2 + 1 + 1/2 + 1/2)
+    assert [model.source("rule").per_label[lab]["fires"] for lab in ("pos", "neg")] == approx([0.8, 0.8])
+    assert model.settings == {"max_iter": 200, "tol": 1e-6, "smoothing": 1.0, "init": "majority",
+                              "class_balance": "learn", "abstain_sources": ["rule"]}
+    assert model.to_json(posteriors=False)["settings"] == model.settings
+    four = fit([{"s": "a"}, {}], ABCD, sources=["s", "quiet"])
+    assert np.diag(four.source("quiet").confusion) == approx([5 / 8] * 4)  # 0.625 for 4 labels
+
+
+def test_a_model_built_by_hand_counts_every_item_as_covered():
+    model = lm.LabelModel(labels=["p", "q"], sources=["s"], prior={"p": 0.5, "q": 0.5}, stats=[],
+                          posteriors=np.array([[0.2, 0.8], [0.6, 0.4]]), iterations=1, converged=True)
+    assert model.assignments() == [("q", 0.8), ("p", 0.6)]
+    out = model.to_json()
+    assert (out["items"], out["covered"], out["gold"], out["settings"]) == (2, 2, 0, {})
+    assert out["assignments"] == [["q", 0.8], ["p", 0.6]] and out["posteriors"] == [[0.2, 0.8], [0.6, 0.4]]
+
+
+def test_more_bad_input_messages():
+    labels = ["pos", "neg"]
+    with pytest.raises(TasklingError, match=r"^labels must be strings, got 3 in \['pos', 3\]$"):
+        fit([], ["pos", 3])
+    with pytest.raises(TasklingError, match=r"^labels are listed more than once: \['pos'\]$"):
+        majority([], ["pos", "neg", "pos"])
+    with pytest.raises(TasklingError, match=r"^a label model needs at least 2 labels, got \['pos'\]$"):
+        fit([], ["pos"])
+    with pytest.raises(TasklingError, match=r"^sources are listed more than once: \['kw'\]$"):
+        fit([{"kw": "pos"}], labels, sources=["kw", "llm", "kw"])
+    with pytest.raises(TasklingError, match=r"^item 0: votes must map a source name to a label, got list$"):
+        fit([["pos"]], labels, sources=["kw"])
+    with pytest.raises(TasklingError, match=r"^item 1: votes must map a source name to a label, got str$"):
+        majority([{"kw": "pos"}, "pos"], labels)
+    with pytest.raises(TasklingError, match=r"^item 0: source 'kw' voted 1, which is not one of the labels"):
+        fit([{"kw": 1}], labels)
+    with pytest.raises(TasklingError, match=r"^gold item True is out of range: there are 2 items \(0\.\.1\)$"):
+        fit([{"kw": "pos"}, {}], labels, gold={True: "pos"})
+    assert fit([{"kw": "pos"}, {}], labels, gold={np.int64(1): "neg"}).gold == {1: "neg"}
+    with pytest.raises(TasklingError, match=r"^init must be one of \['majority', 'diagonal', 'gold'\], got 'random'$"):
+        fit([{"kw": "pos"}], labels, init="random")
+    with pytest.raises(TasklingError, match=r"^class_balance must be one of \['learn', 'uniform'\], got 'auto'$"):
+        fit([{"kw": "pos"}], labels, class_balance="auto")
+    with pytest.raises(TasklingError, match=r"^smoothing must be > 0 \(it keeps every probability non-zero\), got -1"):
+        fit([{"kw": "pos"}], labels, smoothing=-1)
+    with pytest.raises(TasklingError, match=r"^max_iter must be at least 1, got 0$"):
+        fit([{"kw": "pos"}], labels, max_iter=0)
+    assert fit([{"kw": "pos"}], labels, max_iter=1).iterations == 1
+    with pytest.raises(TasklingError, match=r"^no source 'z' in the label model; sources are \['kw'\]$"):
+        fit([{"kw": "pos"}], labels).source("z")
+
+
+def test_wilson_stays_within_zero_and_one():
+    for n in range(1, 200):  # at p = 1 the upper end computes to a hair over 1 for some n (16, 40, ...)
+        for p in (0.0, 1.0, 1 / n):
+            lo, hi = lm.wilson(p, n)
+            assert 0.0 <= lo <= p <= hi <= 1.0, (p, n)
+
+
+def _hand_model(n_sources: int) -> "lm.LabelModel":
+    """Sources that are right 9 times in 10 on two labels, built by hand (no fit, no settings)."""
+    conf = np.tile(np.array([[0.9, 0.1, 1e-12], [0.1, 0.9, 1e-12]]), (n_sources, 1, 1))
+    return lm.LabelModel(labels=["p", "q"], sources=[f"s{i}" for i in range(n_sources)], prior={"p": 0.5, "q": 0.5},
+                         stats=[], posteriors=np.zeros((0, 2)), iterations=0, converged=True, conf=conf)
+
+
+def test_predict_in_log_space_row_by_row_and_without_settings():
+    model = _hand_model(1000)
+    all_p = {f"s{i}": "p" for i in range(1000)}
+    split = {f"s{i}": "p" if i % 2 else "q" for i in range(1000)}  # log-likelihood about -1200 for either label
+    (lab, conf), (lab2, conf2) = model.predict([all_p, split])
+    assert lab == "p" and conf == approx(1.0)
+    assert (lab2, conf2) == ("p", approx(0.5))  # a tie: the first label, at one half; never nan
+    one = _hand_model(2)
+    assert one.predict([{"s0": "q", "s1": "q"}]) == [("q", approx(0.81 / 0.82))]
+    model.conf = None
+    with pytest.raises(TasklingError, match=r"^this label model keeps no confusion matrices to predict with$"):
+        model.predict([all_p])
+
+
+def test_report_keeps_counts_whole_and_majority_keeps_to_its_sources():
+    js = fit(TINY, ["pos", "neg"], sources=["a", "b", "c"]).to_json()
+    a = js["stats"][0]
+    assert type(a["votes"]) is int and type(a["measured_n"]) is int
+    assert all(type(d["votes"]) is int for d in a["per_label"].values())
+    with pytest.raises(TasklingError, match=r"^item 0: source 'x' is not one of the sources \['kw'\]$"):
+        majority([{"x": "pos"}], ["pos", "neg"], sources=["kw"])
+    assert majority([{"kw": "neg"}], ["pos", "neg"], sources=["kw", "other"]) == [("neg", 1.0)]
+
+
+def test_no_items_and_the_last_index_plus_one():
+    st = fit([], ["p", "q"], sources=["a"]).stats[0]
+    assert (st.coverage, st.overlap, st.conflict, st.votes, st.accuracy) == (0.0, 0.0, 0.0, 0, None)
+    with pytest.raises(TasklingError, match=r"^gold item 2 is out of range: there are 2 items \(0\.\.1\)$"):
+        fit([{"kw": "pos"}, {}], ["pos", "neg"], gold={2: "pos"})
+    with pytest.raises(TasklingError, match=r'^init "gold" needs gold labels: pass gold=\{item index: label\}$'):
+        fit([{"kw": "pos"}], ["pos", "neg"], init="gold")
+
+
+def test_a_vote_that_is_no_label_at_all_and_a_fit_on_one_item():
+    with pytest.raises(TasklingError, match=r"^item 0: source 'kw' voted \['pos'\], which is not one of the labels"):
+        fit([{"kw": ["pos"]}], ["pos", "neg"])
+    # one covered item: the stopping rule divides the objective's rise by 1, not by more
+    votes = [{"a": "x", "b": "y", "c": "x"}, {}]
+    for tol in (1e-3, 1e-4, 1e-6):
+        want = reference_fit(votes, ["x", "y"], ["a", "b", "c"], tol=tol)
+        model = fit(votes, ["x", "y"], tol=tol)
+        assert (model.iterations, model.converged) == (want["iterations"], want["converged"]), tol
+        assert model.posteriors.tolist() == [approx(row, abs=1e-9) for row in want["post"]]

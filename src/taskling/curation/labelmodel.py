@@ -416,7 +416,8 @@ def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval always holds p; rounding can leave an end a hair past it (5.6e-17 above p = 0 at n = 3)
+    return max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))
 
 
 def _stats(sources, labels, enc, voted, counts, expected, conf, gold_idx, gold_lab, modelled) -> list[SourceStats]:
