@@ -525,3 +525,20 @@ def test_a_missing_answer_matches_an_empty_reference():
     assert M.text_scores(["", "x"], [None, None]) == [1.0, 0.0]
     m = M.answer_metrics([""], [None], [None])
     assert (m["exact_match"], m["token_f1"], m["rouge_l"]) == (1.0, 1.0, 1.0)
+
+
+def test_the_abstention_is_an_answer_of_its_own_in_every_text_metric():
+    """An open-book student's "The documents do not contain the answer." scores 1 only where the item expects
+    it; said elsewhere, or missed where it is expected, it scores 0 even where plain word overlap is high.
+    Expected values by hand: the other items are exact matches (1) or share no word (0)."""
+    abstain = "The documents do not contain the answer."
+    expected = [abstain, "The documents do not contain it", abstain, "json_extract", "json_extract"]
+    predicted = ["the documents do NOT contain the answer [2]", abstain,
+                 "the documents contain the answer", "json_extract", "bm25"]
+    want = [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert M.text_scores(expected, predicted) == want
+    got = M.answer_metrics(expected, predicted, [None] * 5)
+    for name in ("exact_match", "token_f1", "rouge_l"):
+        assert got[name] == pytest.approx(sum(want) / 5), name
+    # Without the rule, plain overlap would have scored items 2 and 3 well above 0.
+    assert M.token_f1(predicted[1], expected[1]) > 0.5 and M.token_f1(predicted[2], expected[2]) > 0.5
