@@ -63,17 +63,10 @@ class Retriever:
         self.pile, self.embedder, self.k, self.chunk_chars = pile, embedder, k, chunk_chars
 
     @classmethod
-    def open(cls, cfg, pile_db: Path, threads: int | None = None, embed: bool | None = None) -> "Retriever":
-        """The retriever `cfg` (a core.config.Config) describes, over the pile at `pile_db`; embeddings
-        join the words when ingest made them (`embed` overrides that)."""
-        rc = cfg.student.retrieval
-        pile = Pile(pile_db) if Path(pile_db).exists() else None
-        emb = None
-        if (cfg.ingest.embed if embed is None else embed) and pile is not None:
-            from .embed import Embedder
-
-            emb = Embedder(cfg.ingest.embed_model, threads, max_tokens=cfg.ingest.embed_max_tokens)
-        return cls(pile, emb, rc.k, rc.chunk_chars)
+    def open(cls, cfg, pile_db: Path, threads: int | None = None) -> "Retriever":
+        """The retriever `cfg` (a core.config.Config) describes, over the pile at `pile_db`: the one a served
+        model of it reads (`served_settings`), so train and evaluate retrieve as serve and predict do."""
+        return cls.from_settings(served_settings(cfg), pile_db, threads)
 
     @classmethod
     def from_settings(cls, settings: dict, pile_db: Path, threads: int | None = None) -> "Retriever":

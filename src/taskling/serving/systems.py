@@ -42,10 +42,11 @@ def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:
             for r in backend.generate(reqs)]
 
 
-def open_conversations(cfg: Config, task, items: list[dict], book) -> tuple[list[list[dict]], list[list]]:
+def open_conversations(cfg: Config, task, items: list[dict], book,
+                       found: list[list] | None = None) -> tuple[list[list[dict]], list[list]]:
     """Each item's open-book chat (the student's prompt with the chunks `book`, a data.retrieve.Retriever,
-    finds for its input: the layout it was trained on), and those chunks."""
-    found = [book.find(str(it["input"])) for it in items]
+    finds for its input: the layout it was trained on), and those chunks (`found`: already retrieved)."""
+    found = [book.find(str(it["input"])) for it in items] if found is None else found
     system = task.system_prompt(cfg.task)
     return [openbook.open_messages(system, str(it["input"]), ch, book.chunk_chars) for it, ch in zip(items, found)], found
 

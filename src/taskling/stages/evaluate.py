@@ -236,9 +236,10 @@ def label_model_system(ctx: Context, sets: dict, runs: dict, names: list[str], o
     names.append(LABEL_MODEL)
 
 
-def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book) -> None:
+def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book, retrieved: dict) -> None:
     """Every system's answers on every set it runs on, saved as each finishes (pred-<system>-<set>.jsonl);
-    the open-book systems read what `book` (a data.retrieve.Retriever, or None) finds."""
+    the open-book systems read what `book` (a data.retrieve.Retriever, or None) found for each set's
+    items (`retrieved`, once for every system and for recall@k)."""
     cfg = ctx.cfg
     for model_name in ("student", "base", "teacher"):
         todo = [(w, s) for s in sets for w in runs[s] if w.split("-")[0] == model_name
@@ -262,7 +263,7 @@ def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book) -> N
                 if w == "teacher-retrieval":
                     convs, found = retrieval_conversations(cfg, ctx, task, sets[s])
                 elif w.endswith("-open"):
-                    convs, shown = open_conversations(cfg, task, sets[s], book)
+                    convs, shown = open_conversations(cfg, task, sets[s], book, retrieved[s])
                 else:
                     convs = conversations(cfg, task, w, sets[s])
                 res = runner(w, convs)
@@ -307,12 +308,13 @@ def run(ctx: Context) -> EvaluateManifest:
                     if not w.startswith("student") and (prev / f"pred-{w}-{s}.jsonl").exists() \
                             and not (out / f"pred-{w}-{s}.jsonl").exists():
                         shutil.copyfile(prev / f"pred-{w}-{s}.jsonl", out / f"pred-{w}-{s}.jsonl")
-        answer_all(ctx, task, sets, runs, out, book)
+        retrieved = {s: [book.find(str(it["input"])) for it in items] for s, items in sets.items()
+                     if s != "dev"} if book is not None else {}
+        answer_all(ctx, task, sets, runs, out, book, retrieved)
         label_model_system(ctx, sets, runs, names, out)
         retrieval = None
         if book is not None:
-            retrieval = {s: openbook.recall_at_k(items, [book.find(str(it["input"])) for it in items], book.k)
-                         for s, items in sets.items() if s != "dev"}
+            retrieval = {s: openbook.recall_at_k(sets[s], shown, book.k) for s, shown in retrieved.items()}
             book.close()
         teacher_price = cfg.budget.prices.get(cfg.teacher.model)
         results: dict = {s: {} for s in sets}
