@@ -47,11 +47,13 @@ class Model:
 
     def __init__(self, target: str | None = None, root: str | Path = ".", backend: str = "llama.cpp",
                  quant: str = "q8_0", threads: int | None = None, explicit: bool = False):
+        from .serving.outputs import open_book_pile
         from .serving.predict import PredictWorker
         from .serving.target import resolve
 
         self.target = resolve(target, Path(root), backend, quant, explicit=explicit)
-        self.worker = PredictWorker(self.target, threads)
+        # An open-book model reads the pile (or its exported index) as /v1/task and predict do.
+        self.worker = PredictWorker(self.target, threads, open_book_pile(self.target, Path(root), Console(stderr=True)))
         if self.worker.error:
             self.worker.close()
             raise TasklingError(f"{self.target.source}: could not load it ({self.worker.error})")

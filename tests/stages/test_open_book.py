@@ -152,6 +152,26 @@ def test_the_exported_index_travels_with_the_model_to_a_machine_without_the_work
     assert read_jsonl(tmp_path / "out-bundle.jsonl")[0]["documents"] == row["documents"]
 
 
+def test_the_python_api_s_model_reads_the_documents_as_predict_does(booked, tmp_path):
+    """taskling.load_model on an open-book export retrieves as predict and /v1/task do (it answered
+    closed-book before: its worker was given no pile)."""
+    import taskling
+
+    _, ctx = booked
+    empty = tmp_path / "no-workspace"
+    empty.mkdir()
+    q = "How do I hash data with createHash in node crypto?"
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"input": q}) + "\n")
+    predict_file(src, tmp_path / "out.jsonl", str(ctx.stage_dir("export") / "merged"), empty, QUIET,
+                 backend="transformers")
+    row = read_jsonl(tmp_path / "out.jsonl")[0]
+    with taskling.load_model(ctx.stage_dir("export") / "merged", root=empty, backend="transformers") as model:
+        got = model.predict([q])[0]
+    assert got.raw["documents"] == row["documents"] and len(row["documents"]) == 2
+    assert got.citations == row["citations"] and got.output == row["prediction"]
+
+
 def documents(text: str) -> int:
     return len(re.findall(r'<document(?:-[0-9a-f]+)? id="\d+">', text))
 
