@@ -287,6 +287,27 @@ def test_without_a_cluster_ray_is_never_imported(tmp_path, tiny_model_dir):
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
+def niceness_of_a_task() -> int:
+    import ray
+
+    return ray.get(ray.remote(lambda: os.nice(0)).remote())
+
+
+def test_a_ray_started_here_works_at_the_runs_priority(cluster):
+    """Ray renices its workers to 15 by default: beside any busy process at normal priority (another job, the
+    other pytest worker) they got a twentieth of the CPU. This module's cluster and `--cluster local`'s own Ray
+    run them at the priority of the run that started them."""
+    assert niceness_of_a_task() == os.nice(0)
+    code = ("import os, ray; from taskling.cluster import RayExecutor; from taskling.core.config import ClusterCfg; "
+            "ex = RayExecutor('local', ClusterCfg()); "
+            "print('niceness', ray.get(ray.remote(lambda: os.nice(0)).remote()), os.nice(0)); ex.close()")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    worker, driver = out.stdout.split("niceness")[-1].split()
+    assert worker == driver
+
+
 def test_run_cluster_local_runs_every_stage_on_a_ray_of_its_own(tmp_path, tiny_model_dir, cluster):
     """`taskling run --cluster local`, the real CLI, while this module's cluster runs on the same machine (and
     has written its address where `ray.init()` would find it): the run starts its own one-node Ray."""

@@ -27,14 +27,15 @@ class LocalCluster:
         import ray
         from ray.cluster_utils import Cluster
 
-        from . import WORKER_ENV
+        from . import OWN_RAY, WORKER_ENV
 
         t0 = time.perf_counter()
         self.saved = {k: os.environ.get(k) for k in (env or {})}
         os.environ.update(env or {})  # worker nodes inherit it, and so do their workers
         self.ray, self.cpus = ray, cpus
         self.c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1", "_system_config": FAST_FAILURE})
+            "num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1",
+            "_system_config": FAST_FAILURE | OWN_RAY})
         self.nodes = []
         self.add(n)
         ray.init(address=self.c.address, log_to_driver=False, namespace="taskling", runtime_env={"env_vars": WORKER_ENV})
