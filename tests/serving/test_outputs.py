@@ -71,3 +71,65 @@ def test_json_is_constrained_and_parsed_and_text_is_kept():
     assert engine.asked[0][1] == Sampling(64)
     with pytest.raises(NoTask):
         task_outputs(engine, {}, ["q"])
+
+
+# -------------------------------------------------------------------------------------------- open book
+def chunk(n: int, text: str, start: int = 0):
+    from taskling.data.pile import Chunk
+
+    return Chunk(n, f"k{n}", n, f"docs/{n}.md", "sha", start, start + len(text), f"section {n}", text)
+
+
+class Book:
+    """A retriever that finds the same chunks for every query, and notes the queries."""
+
+    chunk_chars = 300
+
+    def __init__(self, chunks):
+        self.chunks, self.asked = chunks, []
+
+    def find(self, query: str):
+        self.asked.append(query)
+        return self.chunks
+
+
+CODES = [chunk(1, "Class 08 covers connection exceptions such as 08006 connection_failure.", 100),
+         chunk(2, "SQLSTATE 23505 is unique_violation: a row broke a unique constraint.", 400)]
+
+
+def test_a_citation_carries_the_span_of_its_chunk_the_answer_rests_on():
+    """Each citation says where in the cited chunk the answer sits (in the document's characters), or
+    null when the chunk holds none of it (the span is new: citations named only document and locator)."""
+    engine = Scripted(text="unique_violation [2][1]")
+    out = task_outputs(engine, {"type": "answer", "system_prompt": "Answer."}, ["What is 23505?"], book=Book(CODES))[0]
+    assert out["output"] == "unique_violation" and [c["n"] for c in out["citations"]] == [2, 1]
+    span = out["citations"][0]["span"]
+    text = CODES[1].text
+    assert span == {"start": 400 + text.index("unique_violation"), "end": 400 + text.index(":"),
+                    "text": "unique_violation", "match": "exact"}
+    assert out["citations"][1]["span"] is None  # chunk 1 does not hold the answer: the citation is unsupported
+    assert all("span" not in d for d in out["documents"])  # the chunks shown, cited or not
+    abstained = task_outputs(Scripted(text="The documents do not contain the answer."), {"type": "answer"}, ["q"],
+                             book=Book(CODES))[0]
+    assert abstained["citations"] == []
+
+
+def test_an_open_book_chat_reads_its_last_question_as_the_task_endpoint_reads_an_input():
+    """The last user message is retrieved for and rendered by the one open-book prompt (task_outputs'),
+    under the client's system prompt; earlier turns stay as they were, with no documents of their own."""
+    from taskling.serving.outputs import open_chat, open_prompt
+    from taskling.tasks.openbook import open_messages
+
+    book = Book(CODES)
+    one = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is 23505?"}]
+    engine = Scripted(text="x")
+    task_outputs(engine, {"type": "answer", "system_prompt": "Answer."}, ["What is 23505?"], book=book)
+    assert open_chat(book, one) == (engine.asked[0][0][0], CODES)  # the very prompt /v1/task sends
+    assert open_prompt(book, "Answer.", "What is 23505?")[0] == open_messages("Answer.", "What is 23505?", CODES, 300)
+    turns = [{"role": "user", "content": "What is 08006?"}, {"role": "assistant", "content": "connection_failure"},
+             {"role": "system", "content": "Be brief."}, {"role": "user", "content": "And 23505?"}]
+    conv, found = open_chat(book, turns)
+    rules, question = open_messages("Be brief.", "And 23505?", CODES, 300)
+    assert conv == [rules, *turns[:2], question] and found == CODES and book.asked[-1] == "And 23505?"
+    assert open_chat(book, [{"role": "system", "content": "Answer."}]) == ([{"role": "system", "content": "Answer."}],
+                                                                           [])

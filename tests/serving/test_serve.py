@@ -512,6 +512,100 @@ def test_transformers_backend_chat_stream_and_task(tiny):
         assert ext["output"]["city"] in ("Paris", "Rome", None)
 
 
+# -------------------------------------------------------------------------------------------- open book
+BOOK = {"name": "tiny-book", "type": "answer", "max_new_tokens": 16, "output_schema": None, "labels": [],
+        "system_prompt": "Answer the developer's question from the manual.", "chat_template_kind": "chatml",
+        "retrieval": {"k": 2, "chunk_chars": 300, "missing": "abstain", "embed": False, "embed_model": None,
+                      "embed_max_tokens": None}}
+HASH = "How do I hash data with createHash in node crypto?"
+
+
+class Reader:
+    """An engine that notes every conversation it is asked to read (what the model is prompted with) and
+    answers each with one fixed text, streamed word by word."""
+
+    backend, n_ctx, n_vocab = "scripted", 4096, 1000
+
+    def __init__(self, answer: str):
+        import threading
+
+        self.answer, self.lock, self.read = answer, threading.Lock(), []
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        self.read.append(messages)
+        return list(range(len(json.dumps(messages)) // 4))
+
+    def generate(self, ids, s, on_text=None, cancelled=None) -> eng.Generation:
+        words = self.answer.split(" ")
+        for i, w in enumerate(words):
+            if on_text:
+                on_text(w if i == 0 else " " + w)
+        return eng.Generation(self.answer, len(ids), len(words), "stop")
+
+    def generate_many(self, convs, s) -> list[eng.Generation]:
+        return [self.generate(self.chat_ids(c), s) for c in convs]
+
+
+@pytest.fixture(scope="module")
+def book_pile(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny workspace's documents ingested (words only): the pile an open-book model reads."""
+    from conftest import write_workspace
+    from taskling.core.config import load_config
+    from taskling.core.workspace import Context
+    from taskling.stages import ingest
+
+    root = tmp_path_factory.mktemp("book")
+    ctx = Context(load_config(write_workspace(root, tiny_model_dir), []), console=QUIET)
+    ingest.run(ctx)
+    return ctx.ws.pile_db
+
+
+def test_open_book_chat_reads_what_the_task_endpoint_reads_and_returns_its_citations(book_pile, tmp_path):
+    """/v1/chat/completions on an open-book model puts the chunks the retriever finds for the last user
+    message in the prompt, the very prompt /v1/task builds for it, and returns the citations /v1/task
+    returns, in the extra top-level field `citations`, streamed on the chunk that finishes the answer (the
+    old chat answered closed-book: no documents in the prompt, no field)."""
+    engine = Reader("createHash and makes keys with randomBytes [1]")
+    path = model_dir(tmp_path / "book", Path(__file__), BOOK)  # the file is never loaded: the engine is scripted
+    with running(create_app(engine, target(path, BOOK), CFG, None, book_pile)) as url:
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=120)
+        task = httpx.post(f"{url}/task", json={"input": HASH}, timeout=120).json()
+        r = client.chat.completions.create(model="tiny-book", messages=[{"role": "user", "content": HASH}],
+                                           temperature=0)
+        asked_task, asked_chat = engine.read[-2:]
+        parts = list(client.chat.completions.create(model="tiny-book", messages=[{"role": "user", "content": HASH}],
+                                                    temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert asked_chat == asked_task and asked_chat[0]["content"].startswith(BOOK["system_prompt"])
+    assert asked_chat[1]["content"].count("<document-") == 2 and "createHash" in asked_chat[1]["content"]
+    assert engine.read[-1] == asked_chat  # streamed, the same prompt
+    cites = r.model_extra["citations"]
+    assert cites == task["citations"] and [c["n"] for c in cites] == [1]
+    assert cites[0]["path"] == "docs/node.html" and cites[0]["locator"] and cites[0]["chunk"]
+    assert cites[0]["span"]["text"] == "createHash and makes keys with randomBytes"  # where in it the answer is
+    assert r.choices[0].message.content == engine.answer  # the text as generated, its [1] too (streamed alike)
+    assert "".join(p.choices[0].delta.content or "" for p in parts if p.choices) == engine.answer
+    carried = [p for p in parts if "citations" in (p.model_extra or {})]
+    assert len(carried) == 1 and carried[0].choices[0].finish_reason == "stop"
+    assert carried[0].model_extra["citations"] == cites and parts[-1].usage is not None
+
+
+def test_closed_book_chat_is_unchanged(tmp_path):
+    """A closed-book model's chat reads the conversation as sent (the task's system prompt first) and its
+    answer, whole or streamed, has no `citations` (passes on the old code: it guards the old behaviour)."""
+    engine = Reader("Use createHash.")
+    info = {k: v for k, v in BOOK.items() if k != "retrieval"}
+    path = model_dir(tmp_path / "closed", Path(__file__), info)
+    with running(create_app(engine, target(path, info), CFG)) as url:
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=120)
+        r = client.chat.completions.create(model="tiny-book", messages=[{"role": "user", "content": HASH}])
+        parts = list(client.chat.completions.create(model="tiny-book", messages=[{"role": "user", "content": HASH}],
+                                                    stream=True))
+    asked = [{"role": "system", "content": BOOK["system_prompt"]}, {"role": "user", "content": HASH}]
+    assert engine.read == [asked, asked]
+    assert "citations" not in r.model_extra and r.choices[0].message.content == "Use createHash."
+    assert not any("citations" in (p.model_extra or {}) for p in parts)
+
+
 # -------------------------------------------------------------------------------------------- units
 def export(root: Path, run: str, ggufs: list[str], merged: bool = True) -> Path:
     out = root / "runs" / run / "export"

@@ -2,8 +2,10 @@
 
 `create_app` builds FastAPI behind the `Gate`; a `Server` holds the model's worker, metrics
 and limits and answers GET /v1/models, /health and /metrics and POST /v1/chat/completions,
-/v1/completions (whole or streamed) and /v1/task (the task's parsed answer; an open-book model's
-with the chunks it retrieved first and the `citations` its answer names).
+/v1/completions (whole or streamed) and /v1/task (the task's parsed answer). An open-book model
+retrieves first for /v1/task (its input) and /v1/chat/completions (the last user message), through
+the one prompt path of `outputs`, and returns the `citations` its answer names: in /v1/task's answer,
+and as an extra top-level field of a chat completion (of its last streamed chunk with a choice).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..core import tasktype
 from ..core.config import ServeCfg
 from ..data.retrieve import Retriever
 from .gate import Gate, Metrics
-from .outputs import task_outputs
+from .outputs import cited, open_chat, task_outputs
 from .schema import (APIError, ChatRequest, CompletionRequest, TaskRequest, as_api_error, error_body, error_response,
                      parse, read_json, timeout_error)
 from .target import Target
@@ -69,7 +71,8 @@ class Server:
         finally:
             job.cancelled.set()
 
-    async def stream(self, fn: Callable[[Job], eng.Generation], shape: Shape, prefix: str = "") -> StreamingResponse:
+    async def stream(self, fn: Callable[[Job], tuple[eng.Generation, dict]], shape: Shape,
+                     prefix: str = "") -> StreamingResponse:
         """Queue a generation and stream its text as it comes. Errors before the first
         token are plain HTTP errors; after it, an error event ends the stream."""
         job = Job(fn, asyncio.get_running_loop(), self.cfg.timeout_s)
@@ -91,8 +94,9 @@ class Server:
                     if kind == "text":
                         yield shape.piece(value)
                     elif kind == "done":
-                        self.metrics.count_tokens(value.prompt_tokens, value.completion_tokens)
-                        for line in shape.end(value):
+                        g, extra = value
+                        self.metrics.count_tokens(g.prompt_tokens, g.completion_tokens)
+                        for line in shape.end(g, extra):
                             yield line
                         return
                     else:
@@ -109,12 +113,30 @@ class Server:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def generation(self, ids_of: Callable[[], list[int]], s: eng.Sampling, streamed: bool):
-        def fn(job: Job) -> eng.Generation:
-            g = self.engine.generate(ids_of(), s, job.text if streamed else None, job.cancelled.is_set)
+    def retriever(self) -> Retriever | None:
+        """An open-book model's retriever (None: closed-book), opened on first use: on the model thread,
+        as SQLite connections are used on the thread that opened them."""
+        if self.pile_db is not None and self.book is None:
+            self.book = Retriever.from_settings(self.info["retrieval"], self.pile_db)
+        return self.book
+
+    def chat_prompt(self, conv: list[dict]) -> tuple[list[int], list | None]:
+        """The prompt ids of a chat, and the chunks an open-book model retrieved into it (None: closed-book)."""
+        book = self.retriever()
+        if book is None:
+            return self.engine.chat_ids(conv), None
+        asked, chunks = open_chat(book, conv)
+        return self.engine.chat_ids(asked), chunks
+
+    def generation(self, prompt_of: Callable[[], tuple[list[int], list | None]], s: eng.Sampling, streamed: bool):
+        """The model thread's work for one completion: (the generation, the extra top-level fields of the
+        response: an open-book answer's `citations`, nothing for a closed-book one)."""
+        def fn(job: Job) -> tuple[eng.Generation, dict]:
+            ids, chunks = prompt_of()
+            g = self.engine.generate(ids, s, job.text if streamed else None, job.cancelled.is_set)
             if not streamed:
                 self.metrics.count_tokens(g.prompt_tokens, g.completion_tokens)
-            return g
+            return g, {} if chunks is None else {"citations": cited({"output": g.text}, chunks)["citations"]}
         return fn
 
     async def chat(self, request: Request):
@@ -123,11 +145,11 @@ class Server:
         conv = build_conversation(req.messages, self.info.get("system_prompt"))
         s = sampling(req, self.default_max, self.cfg.max_tokens, response_schema(req.response_format),
                      self.engine.n_vocab)
-        fn = self.generation(lambda: self.engine.chat_ids(conv), s, req.stream)
+        fn = self.generation(lambda: self.chat_prompt(conv), s, req.stream)
         if req.stream:
             return await self.stream(fn, Shape(True, self.model_id, include_usage(req)))
-        g = await self.run(fn)
-        return chat_body(new_id("chatcmpl"), int(time.time()), self.model_id, g)
+        g, extra = await self.run(fn)
+        return chat_body(new_id("chatcmpl"), int(time.time()), self.model_id, g) | extra
 
     async def completions(self, request: Request):
         req = parse(CompletionRequest, await read_json(request, self.cfg.max_request_kb * 1024))
@@ -137,11 +159,11 @@ class Server:
                            param="prompt")
         prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
         s = sampling(req, 16, self.cfg.max_tokens, n_vocab=self.engine.n_vocab)  # 16: as OpenAI
-        fn = self.generation(lambda: self.engine.text_ids(prompt), s, req.stream)
+        fn = self.generation(lambda: (self.engine.text_ids(prompt), None), s, req.stream)
         prefix = prompt if req.echo else ""
         if req.stream:
             return await self.stream(fn, Shape(False, self.model_id, include_usage(req)), prefix)
-        g = await self.run(fn)
+        g, _ = await self.run(fn)
         return completion_body(new_id("cmpl"), int(time.time()), self.model_id, g, prefix)
 
     async def task(self, request: Request):
@@ -152,9 +174,7 @@ class Server:
         limit = min(req.max_tokens or self.default_max, self.cfg.max_tokens)
 
         def fn(job: Job) -> dict:
-            if self.pile_db is not None and self.book is None:  # SQLite: used on the thread that opened it
-                self.book = Retriever.from_settings(self.info["retrieval"], self.pile_db)
-            out = task_outputs(self.engine, self.info, [req.input], limit, book=self.book)[0]
+            out = task_outputs(self.engine, self.info, [req.input], limit, book=self.retriever())[0]
             self.metrics.count_tokens(out["prompt_tokens"], out["completion_tokens"])
             return out
 
@@ -181,7 +201,7 @@ class Server:
 def create_app(engine: eng.Engine, target: Target, cfg: ServeCfg = ServeCfg(),
                api_key: str | None = None, pile_db: Path | None = None) -> Gate:
     """The ASGI app for one loaded model: FastAPI behind the key/size/metrics gate; an open-book model
-    retrieves from the pile at `pile_db` for /v1/task."""
+    retrieves from the pile at `pile_db` for /v1/task and /v1/chat/completions."""
     srv = Server(engine, target, cfg, api_key, pile_db)
 
     @contextlib.asynccontextmanager

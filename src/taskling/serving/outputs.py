@@ -45,22 +45,45 @@ def task_outputs(engine: Engine, info: dict, inputs: list[str], max_tokens: int 
     if decoding is None:
         raise NoTask(NO_TASK)
     if book is not None:
-        found = [book.find(x) for x in inputs]
-        convs = [openbook.open_messages(info.get("system_prompt") or "", x, ch, book.chunk_chars)
-                 for x, ch in zip(inputs, found)]
-        return [cited(r, ch) for r, ch in zip(answers(engine, info, decoding, convs, max_tokens), found)]
+        asked = [open_prompt(book, info.get("system_prompt") or "", x) for x in inputs]
+        convs = [conv for conv, _ in asked]
+        return [cited(r, ch) for r, (_, ch) in zip(answers(engine, info, decoding, convs, max_tokens), asked)]
     return answers(engine, info, decoding, [task_messages(info, x) for x in inputs], max_tokens)
 
 
+def open_prompt(book, system: str, text: str) -> tuple[list[dict], list]:
+    """The open-book model's conversation for one input (the chunks `book` finds for it, laid out as in
+    training) and those chunks. /v1/task, predict and /v1/chat/completions all ask through here."""
+    chunks = book.find(text)
+    return openbook.open_messages(system, text, chunks, book.chunk_chars), chunks
+
+
+def open_chat(book, conv: list[dict]) -> tuple[list[dict], list]:
+    """A chat conversation as an open-book model reads it: its last user message retrieved for and
+    rendered as /v1/task renders an input (`open_prompt`, under the conversation's system prompt), the
+    turns around it kept. A single question is thus the very prompt /v1/task builds. No user message:
+    nothing to retrieve for, the conversation as it is."""
+    users = [i for i, m in enumerate(conv) if m["role"] == "user"]
+    if not users:
+        return conv, []
+    last = users[-1]
+    system = "\n".join(m["content"] for m in conv if m["role"] == "system")
+    (rules, question), chunks = open_prompt(book, system, conv[last]["content"])
+    before = [m for m in conv[:last] if m["role"] != "system"]
+    after = [m for m in conv[last + 1:] if m["role"] != "system"]
+    return [rules, *before, question, *after], chunks
+
+
 def cited(result: dict, chunks: list) -> dict:
-    """An open-book answer without its trailing [n], the chunks those numbers name (`citations`) and
-    every chunk it was shown (`documents`, numbered as in its prompt)."""
+    """An open-book answer without its trailing [n], the chunks those numbers name (`citations`, each with
+    the `span` of it the answer rests on) and every chunk it was shown (`documents`, numbered as in its
+    prompt)."""
     shown = {"documents": openbook.cited_chunks(list(range(1, len(chunks) + 1)), chunks)}
     text = result.get("text") if result.get("output") is None else result["output"]
     if not isinstance(text, str):
         return result | shown | {"citations": []}
     clean, nums = openbook.split_citations(text)
-    return result | shown | {"output": clean, "citations": openbook.cited_chunks(nums, chunks)}
+    return result | shown | {"output": clean, "citations": openbook.cited_chunks(nums, chunks, clean)}
 
 
 def answers(engine: Engine, info: dict, decoding: Decoding, convs: list[list[dict]],

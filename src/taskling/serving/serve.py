@@ -6,8 +6,11 @@
 Endpoints: GET /v1/models, POST /v1/chat/completions and /v1/completions (streamed
 token by token as server-sent events, or not), POST /v1/task ({"input": ...} → the
 task's parsed answer: a label with its probability, a JSON object valid against the
-task's schema, or text; an open-book model retrieves from the workspace's pile first and
-returns the `citations` its answer names), GET /health, GET /metrics (Prometheus). Any OpenAI client
+task's schema, or text), GET /health, GET /metrics (Prometheus). An open-book model retrieves
+from the workspace's pile (or its exported index) first, for /v1/task's input and for a chat's last
+user message alike, and returns the `citations` its answer names: in /v1/task's answer, and in an
+extra top-level `citations` field of a chat completion (streamed: on the chunk with the
+finish_reason; a closed-book model's have none; docs/guide.md). Any OpenAI client
 works with base_url=http://HOST:PORT/v1. The student is prompted as it was trained:
 the task's system prompt is added when the client sends none; decoding is greedy
 unless a temperature is given.

@@ -53,8 +53,9 @@ def open_conversations(cfg: Config, task, items: list[dict], book,
 
 def with_citations(rows: list[dict], found: list[list]) -> None:
     """Open-book answers, in place: the trailing `[n]` taken off the output (kept in raw_output) and
-    resolved to the chunks it names (`citations`), with the keys of every chunk shown (`retrieved`)."""
+    resolved to the chunks it names (`citations`, each with the span the answer rests on, as /v1/task
+    gives them), with the keys of every chunk shown (`retrieved`)."""
     for row, chunks in zip(rows, found):
         text, nums = openbook.split_citations(row["output"])
-        row.update(raw_output=row["output"], output=text, citations=openbook.cited_chunks(nums, chunks),
+        row.update(raw_output=row["output"], output=text, citations=openbook.cited_chunks(nums, chunks, text),
                    retrieved=[c.key for c in chunks])

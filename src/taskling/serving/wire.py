@@ -110,14 +110,17 @@ class Shape:
                "created": self.created, "model": self.model, "choices": choices, **extra}
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-    def piece(self, text: str | None, finish_reason: str | None = None, role: bool = False) -> str:
+    def piece(self, text: str | None, finish_reason: str | None = None, role: bool = False, **extra) -> str:
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
-            return self.event([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
-        return self.event([{"index": 0, "text": text or "", "finish_reason": finish_reason, "logprobs": None}])
+            return self.event([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}], **extra)
+        return self.event([{"index": 0, "text": text or "", "finish_reason": finish_reason, "logprobs": None}],
+                          **extra)
 
-    def end(self, g: eng.Generation) -> list[str]:
-        out = [self.piece(None, finish(g))]
+    def end(self, g: eng.Generation, extra: dict | None = None) -> list[str]:
+        """The closing chunks: the one with the finish reason (carrying `extra`, an open-book answer's
+        citations, once the whole text is known), the usage chunk when asked for, [DONE]."""
+        out = [self.piece(None, finish(g), **(extra or {}))]
         if self.include_usage:  # OpenAI's stream_options.include_usage: a last chunk with no choices
             out.append(self.event([], usage=usage(g)))
         return out + ["data: [DONE]\n\n"]

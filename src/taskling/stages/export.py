@@ -138,8 +138,10 @@ def model_card(cfg: Config, ctx: Context, info: dict, artifacts: list[dict], mod
     if info.get("retrieval"):
         lines += [f"Open-book: it answers from the {info['retrieval']['k']} passages of the documents that match each "
                   "question best, and says which one it used; closed-book it would answer from memory alone. "
-                  f"`taskling serve` and `taskling predict` read those passages from `merged/{INDEX_FILE}`; "
-                  "GGUF and Ollama get the closed-book student.", ""]
+                  f"`taskling serve` and `taskling predict` read those passages from `merged/{INDEX_FILE}` and "
+                  "return the ones an answer cites. GGUF consumers (Ollama, llama.cpp, the commands below) are given "
+                  "no passages: they get the closed-book student, answering from memory alone, which it was not "
+                  "trained to do, so expect weaker answers there.", ""]
     lines += ["## Data lineage", ""]
     docs, chunks, tokens = (ing.counts.documents, ing.counts.chunks, ing.counts.tokens) if ing else ("?", "?", "?")
     lines.append(f"- sources: {', '.join(cfg.sources)}: {docs} documents, {chunks} chunks, {tokens} tokens")

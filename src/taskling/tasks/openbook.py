@@ -15,7 +15,7 @@ import re
 
 from ..core.openbook import ABSTAIN
 from ..data.pile import Chunk
-from . import DATA_RULE, document_block
+from . import DATA_RULE, document_block, locate
 
 OPEN_RULE = ("Answer from the documents below and end your answer with the number of the document you used, "
              f"as [1]. If they do not contain the answer, reply exactly: {ABSTAIN}")
@@ -57,10 +57,25 @@ def _plain(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
-def cited_chunks(cited: list[int], chunks: list[Chunk]) -> list[dict]:
-    """What each cited number points at among the chunks shown (numbers outside them are dropped)."""
-    return [{"n": n, "chunk": chunks[n - 1].key, "path": chunks[n - 1].path, "locator": chunks[n - 1].locator}
-            for n in cited if 1 <= n <= len(chunks)]
+def cited_chunks(cited: list[int], chunks: list[Chunk], answer: str | None = None) -> list[dict]:
+    """What each cited number points at among the chunks shown (numbers outside them are dropped). Given
+    the `answer`, each also says where in its chunk the answer rests (`span`, see `answer_span`), so a
+    reader can check the claim without opening the document."""
+    out = []
+    for n in cited:
+        if 1 <= n <= len(chunks):
+            c = chunks[n - 1]
+            out.append({"n": n, "chunk": c.key, "path": c.path, "locator": c.locator}
+                       | ({"span": answer_span(c, answer)} if answer is not None else {}))
+    return out
+
+
+def answer_span(chunk: Chunk, answer: str) -> dict | None:
+    """Where `answer` sits in the chunk it cites, in the document's characters ({start, end, text, match}:
+    its words exactly, else the sentence sharing most of them); None when the chunk holds none of it,
+    which tells a reader the citation does not support the answer."""
+    found = locate([chunk], answer) if answer.strip() and not is_abstention(answer) else None
+    return None if found is None else {k: found[k] for k in ("start", "end", "text", "match")}
 
 
 def abstention_metrics(expected: list, predicted: list) -> dict:

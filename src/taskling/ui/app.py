@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ..core.errors import TasklingError
 from ..core.manifests import EvaluateManifest
 from ..core.workspace import Context, read_jsonl
+from ..data.retrieve import open_book
 from ..teacher.allocate import boost
 from ..core.net import LOOPBACK, hostport, listen
 from .guard import Guard
@@ -237,15 +238,14 @@ def play_routes(app: FastAPI, ui: Session) -> Playground:
 
     @app.get("/api/play")
     def play_systems():
-        return {"systems": player.systems(), "task": {"type": ui.ctx.cfg.task.type}}
+        return {"systems": player.systems(), "task": {"type": ui.ctx.cfg.task.type,
+                                                      "open_book": open_book(ui.ctx.cfg, ui.ctx.ws.pile_db)}}
 
     @app.post("/api/play")
     async def play(request: Request):
         """One system's answer to an input (compute and teacher budget: the session token is needed)."""
-        from starlette.concurrency import run_in_threadpool
-
         body = await ui.posted(request, "input", "{input, system}")
-        return await run_in_threadpool(player.answer, body["input"], str(body.get("system", "student")))
+        return await player.answer_on_thread(body["input"], str(body.get("system", "student")))
     return player
 
 

@@ -351,13 +351,14 @@ async function boostArm(f, button) {
 
 // ---- playground ---------------------------------------------------------------------------
 async function playPage() {
-  const {systems} = await api("/api/play");
+  const {systems, task} = await api("/api/play");
   const input = el("textarea", {id: "play-input", rows: "5", placeholder: "type an input, as a user of the task would"});
   const cols = {};
   const grid = el("div", {class: "play"}, Object.entries(systems).map(([who, info]) => {
     cols[who] = el("div", {class: "answer", id: `play-${who}`},
                    el("p", {class: "meta"}, info.ready ? "" : info.why));
-    const title = who === "student" ? `student (round ${info.round ?? "–"})` : `${who} · ${info.model}`;
+    const title = (who === "student" ? `student (round ${info.round ?? "–"})` : `${who} · ${info.model}`) +
+                  (task.open_book && who !== "teacher" ? " · open book" : "");
     return el("div", {class: "panel"}, el("h4", {}, title), cols[who]);
   }));
   const ask = async () => {
@@ -373,6 +374,7 @@ async function playPage() {
         cols[who].replaceChildren(...[  // (replaceChildren would show a null as the text "null")
           el("div", {class: "doc out"}, r.output),
           r.parsed !== null && r.parsed !== r.output ? el("div", {class: "meta"}, "answer: ", el("b", {}, r.parsed)) : null,
+          r.open_book ? citationList(r) : null,
           el("div", {class: "meta latency"}, `${fmt(r.seconds, 2)} s`, r.completion_tokens ? ` · ${r.completion_tokens} tokens` : "",
              r.cached ? " · from the call cache" : "")].filter(Boolean));
       } catch (e) { cols[who].replaceChildren(el("p", {class: "err"}, e.message)); }
@@ -381,6 +383,19 @@ async function playPage() {
   input.addEventListener("keydown", e => { if (e.key === "Enter" && e.ctrlKey) ask(); });
   main.replaceChildren(el("div", {class: "bar"}, input, el("button", {id: "play-go", onclick: ask}, "Ask all three"),
                           el("span", {class: "keys"}, "Ctrl+Enter asks")), grid);
+}
+
+// An open-book answer's sources: each passage its [n] names (document, locator, and the span of it the answer
+// rests on), or, without a citation, the passages it read.
+function citationList(r) {
+  const where = d => `[${d.n}] ${d.path} · ${d.locator}`;
+  if (!r.citations.length)
+    return el("div", {class: "citations meta"}, r.documents.length ? `no citation; it read ${r.documents.map(where).join(", ")}`
+                                                                    : "no citation; no passage matched the input");
+  return el("ol", {class: "citations"}, r.citations.map(c => el("li", {class: "citation"},
+    el("span", {class: "meta"}, where(c)),
+    c.span ? el("blockquote", {class: "doc span"}, c.span.text)
+           : el("span", {class: "meta"}, " (the answer is not in this passage)"))));
 }
 
 // ---- task: the task file, saved with the command line's checks; runs started from the page ----
