@@ -102,6 +102,25 @@ def test_evaluate_scores_open_book_systems_recall_and_abstention(booked):
     assert r["_scores"] == [1.0, 0.0] and r["metrics"]["exact_match"] == 0.5
 
 
+def test_train_and_evaluate_decide_open_or_closed_book_once(booked, monkeypatch):
+    """With mode auto that reads the pile: the stage's settings and its body asked it each (twice a stage)."""
+    import shutil
+
+    path, done = booked
+    cfg = load_config(path, ["student.retrieval.mode=auto", "train.steps=2", "evaluate.max_items=2"])
+    ctx = Context(cfg, console=QUIET, run_id="decided-once")  # a run of its own: the module's stays as it is
+    shutil.copytree(done.stage_dir("curate"), ctx.stage_dir("curate"))
+    asked = []
+    for stage in (train, evaluate):
+        real = stage.open_book
+        monkeypatch.setattr(stage, "open_book", lambda c, db, real=real, name=stage.__name__: asked.append(name)
+                            or real(c, db))
+    train.run(ctx)
+    man = evaluate.run(ctx)
+    assert asked == ["taskling.stages.train", "taskling.stages.evaluate"]
+    assert "student-open" in man.systems and man.retrieval["gold"]["n"] == 1
+
+
 def test_report_shows_the_open_book_systems_and_recall(booked):
     _, ctx = booked
     jpath, hpath = report.write(ctx)
@@ -191,7 +210,7 @@ def test_one_change_of_the_retriever_settings_reaches_train_evaluate_and_predict
     for k in (1, 3):
         cfg = load_config(path, [f"student.retrieval.k={k}"])
         ctx = Context(cfg, console=QUIET)
-        spec, tok, _ = train.plan(ctx, None)
+        spec, tok, _ = train.plan(ctx, None, True)
         in_train = max(documents(tok.decode(d["input_ids"])) for d in spec.data)
         with Retriever.open(cfg, ctx.ws.pile_db) as book:
             convs, _ = open_conversations(cfg, tasktype.get("answer"), read_jsonl(ctx.stage_dir("curate") / "eval.jsonl"),

@@ -227,3 +227,34 @@ def test_an_injection_chunk_stays_inside_its_document_block_in_training_and_at_a
         for control in ("<|im_start|>", "<|im_end|>"):
             n = tok.convert_tokens_to_ids(control)
             assert ids.count(n) == closed.count(n), control
+
+
+def test_train_measures_what_the_open_book_adds_with_one_tokenization_more(pile_ws, tiny_model_dir, monkeypatch):
+    """An open-book row is kept when its answer and the closed-book prompt fit train.max_seq_len, as before;
+    the open-book prompt is tokenized once (it was twice), the closed-book one once to measure."""
+    from taskling.stages import train
+    from taskling.student import infer
+    from taskling.student.batches import encode
+    from taskling.student.models import load_tokenizer
+    from taskling.tasks import student_messages
+
+    path, chunks = pile_ws
+    cfg = load_config(path, ["student.retrieval.mode=on", "student.retrieval.k=2"])
+    tok = load_tokenizer(str(tiny_model_dir))
+    exs = examples(chunks)[:8]
+    with Retriever.open(cfg, Context(cfg, console=QUIET).ws.pile_db) as book:
+        rows = [render(ex, book, cfg.student.retrieval, SYSTEM, 0) for ex in exs]
+        closed = [len(infer.chat_ids(tok, student_messages(SYSTEM, ex["input"]))) for ex in exs]
+        whole = [encode(tok, SYSTEM, {**ex, "output": r["output"]}, None, messages=r["messages"])
+                 for ex, r in zip(exs, rows)]
+        need = [c + sum(x != -100 for x in w["labels"]) for c, w in zip(closed, whole)]
+        limit = sorted(need)[len(need) // 2]  # about half fit
+        calls = []
+        real = infer.chat_ids
+        monkeypatch.setattr(infer, "chat_ids", lambda t, msgs, *a: calls.append(len(msgs)) or real(t, msgs, *a))
+        enc = train.encoded(tok, SYSTEM, exs, limit, 0, book, cfg, raft=True)
+    assert len(calls) == 2 * len(exs)
+    assert [e is not None for e in enc] == [n <= limit for n in need] and 0 < sum(e is not None for e in enc) < len(exs)
+    for e, w, r in zip(enc, whole, rows):
+        if e is not None:
+            assert e["input_ids"] == w["input_ids"] and e["labels"] == w["labels"] and e["case"] == r["case"]

@@ -282,6 +282,7 @@ def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book, retr
 def run(ctx: Context) -> EvaluateManifest:
     cfg = ctx.cfg
     gold_path = ctx.ws.gold
+    opened = open_book(cfg, ctx.ws.pile_db)  # once: with mode auto it reads the pile's size
 
     def body(out: Path) -> dict:
         infer.set_threads(ctx.threads)
@@ -297,7 +298,6 @@ def run(ctx: Context) -> EvaluateManifest:
         sizes = {"student": dir_size_mb(trained / "model.safetensors") if trained.name == "model" else
                  base_mb + dir_size_mb(trained / "adapter_model.safetensors"), "base": base_mb}
         sizes["teacher"] = dir_size_mb(resolve_gguf(cfg.teacher.model)) if cfg.teacher.backend == "llamacpp" else None
-        opened = open_book(cfg, ctx.ws.pile_db)
         book = Retriever.open(cfg, ctx.ws.pile_db, ctx.threads) if opened else None
         names = systems(cfg, opened)
         runs = {s: [w for w in names if s != "dev" or w == "student"] for s in sets}
@@ -380,8 +380,7 @@ def run(ctx: Context) -> EvaluateManifest:
                 "retrieval": rounded(retrieval),
                 "outputs": ["metrics.json", "failures.jsonl", "scores.json"]}
 
-    settings = {"dev": probes_dev(cfg)} | ({"retrieval": retriever_settings(cfg)} if open_book(cfg, ctx.ws.pile_db)
-                                           else {})
+    settings = {"dev": probes_dev(cfg)} | ({"retrieval": retriever_settings(cfg)} if opened else {})
     return stage.run(ctx, SPEC, body, settings=settings,
                      inputs={"gold": sha256_file(gold_path) if gold_path.exists() else None})
 
