@@ -18,8 +18,8 @@ from taskling.data.retrieve import Retriever, open_book
 from taskling.stages import ingest
 from taskling.student.openbook import cases, render
 from taskling.tasks.metrics import text_scores
-from taskling.tasks.openbook import (NO_DOCUMENTS, abstention_metrics, cited_chunks, is_abstention, open_messages,
-                                     recall_at_k, split_citations)
+from taskling.tasks.openbook import (NO_DOCUMENTS, abstention_metrics, cited_chunks, error_sources, is_abstention,
+                                     open_messages, recall_at_k, split_citations)
 
 QUIET = Console(stderr=True, quiet=True)
 SYSTEM = "Answer a developer's question from the manual."
@@ -227,6 +227,22 @@ def test_an_injection_chunk_stays_inside_its_document_block_in_training_and_at_a
         for control in ("<|im_start|>", "<|im_end|>"):
             n = tok.convert_tokens_to_ids(control)
             assert ids.count(n) == closed.count(n), control
+
+
+def test_a_wrong_open_book_answer_is_put_down_to_the_retriever_or_to_the_reader(pile_ws):
+    _, chunks = pile_ws
+    a, b, c = chunks[:3]
+    elsewhere = next(x for x in chunks if x.path != c.path)
+    items = [{"chunks": [a.key]},               # right: not an error
+             {"chunks": [a.key]},               # source shown, answer wrong: the reader
+             {"chunks": [b.key]},               # source shown, the model abstained: the reader
+             {"chunks": [c.key]},               # source not shown: the retriever
+             {"source": c.path},                # a gold item naming its document, none of it shown: the retriever
+             {"output": ABSTAIN}]               # no known source
+    shown = [[a, b], [b, a], [b], [a, b], [elsewhere], []]
+    said = ["right", "wrong", ABSTAIN, "wrong", "wrong", "wrong"]
+    got = error_sources(items, shown, [1.0, 0.0, 0.0, 0.5, 0.0, 0.0], said)
+    assert got == {"wrong": 5, "retrieval_missed": 2, "reader_wrong": 2, "reader_abstained": 1, "no_source": 1}
 
 
 def test_train_measures_what_the_open_book_adds_with_one_tokenization_more(pile_ws, tiny_model_dir, monkeypatch):
