@@ -188,3 +188,19 @@ def test_a_chunk_holding_the_identifier_is_found_past_the_rankings_depth(tmp_pat
         assert "max_connections setting" not in " ".join(c.text for c, _ in pile.search("max_connections", 30))
         found = retrieve(pile, "How do I raise max_connections?", k=2)
     assert found[0].text == texts[40] and found[1].text != texts[41]  # a longer name is not the name
+
+
+def test_a_question_full_of_numbers_looks_up_only_its_first_identifiers(tmp_path, monkeypatch):
+    """Each identifier is one more search of the pile: a pasted log of numbers is capped, so an answer
+    stays quick (the first ones still count)."""
+    from taskling.data import retrieve as retrieval
+
+    text = "Error 10001 means the disk is full."
+    with Pile(tmp_path / "pile.db") as pile:
+        pile.replace_document("docs/log.md", "0" * 64, "md", "text", len(text), text,
+                              [{"start": 0, "end": len(text), "n_tokens": 8, "locator": "line 1"}])
+        looked = []
+        real = Pile.holding
+        monkeypatch.setattr(Pile, "holding", lambda self, word, limit=20: looked.append(word) or real(self, word, limit))
+        found = retrieve(pile, " ".join(str(10001 + i) for i in range(20)), k=1)
+    assert looked == [str(10001 + i) for i in range(retrieval.MOST_IDENTIFIERS)] and found[0].text == text

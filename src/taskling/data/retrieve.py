@@ -41,6 +41,7 @@ STOP = frozenset("""a an and are as at be by can do does for from how i in is it
 this to was what when where which who why will with you your""".split())
 RRF_K = 60          # the usual constant: rank 1 scores 1/61, rank 10 scores 1/70
 CANDIDATES = 30     # each ranking's depth before fusion
+MOST_IDENTIFIERS = 8  # looked up one by one (Pile.holding): a pasted log of numbers stays one quick search
 
 
 WORD = re.compile(r"\w+")
@@ -76,7 +77,7 @@ def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
         for rank, (c, _) in enumerate(ranking):
             scores[c.key] = scores.get(c.key, 0.0) + 1.0 / (RRF_K + rank + 1)
             chunks[c.key] = c
-    names = identifiers(query)
+    names = identifiers(query)[:MOST_IDENTIFIERS]
     for name in names:  # a chunk holding the identifier that neither ranking reached still competes
         for c, _ in pile.holding(name, CANDIDATES):
             chunks.setdefault(c.key, c)
