@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from rich.console import Console
 
 from conftest import write_workspace
@@ -13,7 +14,7 @@ from taskling.teacher.backends.scripted import set_script
 from taskling.core.config import load_config
 from taskling.data.pile import Pile
 from taskling.core import tasktype
-from taskling.data.retrieve import retrieve
+from taskling.data.retrieve import Retriever, identifiers, retrieve
 from taskling.tasks import with_context
 from taskling.stages import curate, evaluate, generate, ingest, train
 from taskling.core.workspace import Context, read_jsonl
@@ -88,3 +89,118 @@ def test_evaluate_scores_the_teacher_with_retrieved_chunks(tmp_path, tiny_model_
     assert gold["teacher-retrieval"].metric > gold["teacher"].metric  # the documents help it
     rows = read_jsonl(ctx.stage_dir("evaluate") / "pred-teacher-retrieval-gold.jsonl")
     assert len(rows[0]["retrieved"]) == 2 and rows[0]["supported"] is True
+
+
+# Each identifier the issue names beside distractors built from its parts: the words of it apart, its
+# pieces spaced out, a nearby code, a prefix of it. The chunk that holds the identifier itself must come
+# first, whatever the question's punctuation around it.
+IDENTIFIERS = """# Settings and errors
+
+## Error 23505
+
+SQLSTATE 23505 unique_violation: the row was refused by a constraint of the table.
+
+## Error 23503
+
+SQLSTATE 23503 foreign_key_violation: a duplicate key value violates a unique constraint, an error code
+like unique violation errors, when an insert or update names a missing row. What does the error mean? It means
+the key is not unique.
+
+## Code 2350
+
+Code 2350 mean error: what does SQLSTATE 2350 mean? The error class 2350 groups constraint errors and
+unique violations.
+
+## Connection limits
+
+The max number of connections is set per role; max connections connections connections: how do I raise the
+connection limit? Connections beyond the max are refused, raise the max of connections.
+
+## Server setting
+
+The max_connections setting fixes the number of clients the server accepts at once.
+
+## OpenSSL errors in Node
+
+ERR OSSL EVP UNSUPPORTED: errors are prefixed ERR, OpenSSL ones OSSL, envelope ones EVP; why do I get this
+unsupported error when building? An unsupported digest throws an ERR error from OSSL.
+
+## Legacy digests
+
+Node throws ERR_OSSL_EVP_UNSUPPORTED when OpenSSL 3 rejects a legacy algorithm; set the legacy provider.
+"""
+
+EXACT = {"23505": "unique_violation: the row was refused",
+         "max_connections": "fixes the number of clients",
+         "ERR_OSSL_EVP_UNSUPPORTED": "rejects a legacy algorithm"}
+QUESTIONS = [("What does SQLSTATE 23505 mean?", "23505"),
+             ("What does error `23505` mean?", "23505"),
+             ('I get "23505" on insert: what does the error mean?', "23505"),
+             ("Error code (23505), what is it?", "23505"),
+             ("sqlstate=23505", "23505"),
+             ("How do I raise max_connections?", "max_connections"),
+             ("How do I raise `max_connections` for more connections?", "max_connections"),
+             ("What is 'max_connections'?", "max_connections"),
+             ("Why do I get ERR_OSSL_EVP_UNSUPPORTED when building?", "ERR_OSSL_EVP_UNSUPPORTED"),
+             ('Why "ERR_OSSL_EVP_UNSUPPORTED" when building?', "ERR_OSSL_EVP_UNSUPPORTED"),
+             ("why do i get err_ossl_evp_unsupported, an unsupported error?", "ERR_OSSL_EVP_UNSUPPORTED")]
+
+
+@pytest.fixture(scope="module")
+def identifier_pile(tmp_path_factory, tiny_model_dir):
+    """A workspace whose pile (FTS5 and the embedder the tests use) holds IDENTIFIERS; its taskling.yaml."""
+    root = tmp_path_factory.mktemp("identifiers")
+    path = write_workspace(root, tiny_model_dir, ingest__embed=True, ingest__chunk_tokens=200)  # a section a chunk
+    (root / "docs" / "settings.md").write_text(IDENTIFIERS, encoding="utf-8")
+    ingest.run(Context(load_config(path, []), console=QUIET))
+    return path
+
+
+@pytest.mark.parametrize("question,ident", QUESTIONS)
+def test_the_chunk_naming_an_identifier_exactly_comes_first(identifier_pile, question, ident):
+    cfg = load_config(identifier_pile, [])
+    with Retriever.open(cfg, Context(cfg, console=QUIET).ws.pile_db) as book:
+        found = book.find(question)
+        # every distractor is its own chunk, so the exact one wins on its own merits
+        assert sum(EXACT[ident] in c.text for c in book.pile.chunks()) == 1
+    assert found and EXACT[ident] in found[0].text, [c.text[:60] for c in found]
+
+
+def test_identifiers_are_the_words_with_a_digit_an_underscore_or_backticks():
+    q = "Why does `createHash` give ERR_OSSL_EVP_UNSUPPORTED (code 23505, step 2) and __init__ or _ or ___?"
+    assert identifiers(q) == ["createHash", "ERR_OSSL_EVP_UNSUPPORTED", "23505", "__init__"]
+    assert identifiers("How do I raise the max connections?") == []
+
+
+def test_a_chunk_holding_the_identifier_is_found_past_the_rankings_depth(tmp_path):
+    """FTS5 alone, 40 chunks that say "max" and "connections" more often than the one that names
+    max_connections: BM25 ranks that one below its candidates' depth, and it still comes first."""
+    texts = [f"Part {i}: max connections, the max of connections per pool {i}, connections max." for i in range(40)]
+    texts.append("The max_connections setting fixes how many clients the server accepts.")
+    texts.append("The max_connections_per_role setting is another one.")
+    text = "\n\n".join(texts)
+    spans, at = [], 0
+    for i, t in enumerate(texts):
+        spans.append({"start": at, "end": at + len(t), "n_tokens": len(t.split()), "locator": f"part {i}"})
+        at += len(t) + 2
+    with Pile(tmp_path / "pile.db") as pile:
+        pile.replace_document("docs/pool.md", "0" * 64, "md", "text", len(text), text, spans)
+        assert "max_connections setting" not in " ".join(c.text for c, _ in pile.search("max_connections", 30))
+        found = retrieve(pile, "How do I raise max_connections?", k=2)
+    assert found[0].text == texts[40] and found[1].text != texts[41]  # a longer name is not the name
+
+
+def test_a_question_full_of_numbers_looks_up_only_its_first_identifiers(tmp_path, monkeypatch):
+    """Each identifier is one more search of the pile: a pasted log of numbers is capped, so an answer
+    stays quick (the first ones still count)."""
+    from taskling.data import retrieve as retrieval
+
+    text = "Error 10001 means the disk is full."
+    with Pile(tmp_path / "pile.db") as pile:
+        pile.replace_document("docs/log.md", "0" * 64, "md", "text", len(text), text,
+                              [{"start": 0, "end": len(text), "n_tokens": 8, "locator": "line 1"}])
+        looked = []
+        real = Pile.holding
+        monkeypatch.setattr(Pile, "holding", lambda self, word, limit=20: looked.append(word) or real(self, word, limit))
+        found = retrieve(pile, " ".join(str(10001 + i) for i in range(20)), k=1)
+    assert looked == [str(10001 + i) for i in range(retrieval.MOST_IDENTIFIERS)] and found[0].text == text

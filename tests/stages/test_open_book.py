@@ -16,6 +16,7 @@ from taskling.core import tasktype
 from taskling.core.config import load_config
 from taskling.core.openbook import ABSTAIN
 from taskling.core.workspace import Context, read_jsonl
+from taskling.data.pile import Pile
 from taskling.data.retrieve import Retriever
 from taskling.report import build as report
 from taskling.serving.predict import predict_file
@@ -86,7 +87,8 @@ def test_evaluate_scores_open_book_systems_recall_and_abstention(booked):
     # recall@k of the source chunk, as the rows show it
     hits = [any(k in it["chunks"] for k in row["retrieved"])
             for it, row in zip(items, read_jsonl(ev / "pred-student-open-eval.jsonl")) if it.get("chunks")]
-    assert m["retrieval"]["eval"] == {"k": 2, "recall": round(sum(hits) / len(hits), 4), "n": len(hits)}
+    assert {k: m["retrieval"]["eval"][k] for k in ("k", "recall", "n")} == {
+        "k": 2, "recall": round(sum(hits) / len(hits), 4), "n": len(hits)}
     assert m["retrieval"]["gold"]["n"] == 1  # the gold item naming its source document
     assert read_jsonl(ev / "pred-base-open-gold.jsonl")[1]["retrieved"] == []  # no word of the pile: no match
     # the unanswerable gold question: abstaining on it is the right answer, and is scored so
@@ -102,6 +104,48 @@ def test_evaluate_scores_open_book_systems_recall_and_abstention(booked):
     assert r["_scores"] == [1.0, 0.0] and r["metrics"]["exact_match"] == 0.5
 
 
+def test_evaluate_says_whether_each_wrong_open_book_answer_missed_its_source_or_misread_it(booked):
+    _, ctx = booked
+    ev = ctx.stage_dir("evaluate")
+    m = json.loads((ev / "manifest.json").read_text())
+    scores = json.loads((ev / "scores.json").read_text())
+    assert m["retrieval"] == json.loads((ev / "metrics.json").read_text())["retrieval"]
+    items = {"eval": read_jsonl(ctx.stage_dir("curate") / "eval.jsonl")[:8], "gold": GOLD}
+    with Pile(ctx.ws.pile_db) as pile:
+        path_of = {c.key: c.path for c in pile.chunks()}
+    for s, its in items.items():
+        for w in ("student-open", "base-open"):
+            rows = read_jsonl(ev / f"pred-{w}-{s}.jsonl")
+            wrong = [(it, row) for it, row, x in zip(its, rows, scores[s][w]) if x < 1]
+            sourced = [(it, row) for it, row in wrong if it.get("chunks") or it.get("source")]
+            missed = [it for it, row in sourced if not any(
+                k in it.get("chunks", []) or path_of[k] == it.get("source") for k in row["retrieved"])]
+            errors = m["retrieval"][s]["errors"][w]
+            assert errors["wrong"] == len(wrong) and errors["no_source"] == len(wrong) - len(sourced)
+            assert errors["retrieval_missed"] == len(missed) and errors["reader_wrong"] == len(sourced) - len(missed)
+            assert errors["reader_abstained"] <= errors["reader_wrong"]
+    assert m["retrieval"]["eval"]["errors"]["student-open"]["wrong"] > 0  # a tiny random student: most are wrong
+
+
+def test_train_and_evaluate_decide_open_or_closed_book_once(booked, monkeypatch):
+    """With mode auto that reads the pile: the stage's settings and its body asked it each (twice a stage)."""
+    import shutil
+
+    path, done = booked
+    cfg = load_config(path, ["student.retrieval.mode=auto", "train.steps=2", "evaluate.max_items=2"])
+    ctx = Context(cfg, console=QUIET, run_id="decided-once")  # a run of its own: the module's stays as it is
+    shutil.copytree(done.stage_dir("curate"), ctx.stage_dir("curate"))
+    asked = []
+    for stage in (train, evaluate):
+        real = stage.open_book
+        monkeypatch.setattr(stage, "open_book", lambda c, db, real=real, name=stage.__name__: asked.append(name)
+                            or real(c, db))
+    train.run(ctx)
+    man = evaluate.run(ctx)
+    assert asked == ["taskling.stages.train", "taskling.stages.evaluate"]
+    assert "student-open" in man.systems and man.retrieval["gold"]["errors"]["student-open"]["wrong"] >= 0
+
+
 def test_report_shows_the_open_book_systems_and_recall(booked):
     _, ctx = booked
     jpath, hpath = report.write(ctx)
@@ -110,6 +154,7 @@ def test_report_shows_the_open_book_systems_and_recall(booked):
     assert "student-open" in rep["results"]["gold"]
     html = hpath.read_text()
     assert "open book: retrieval" in html and "recall@k of the source" in html and "student-open" in html
+    assert "open book: where the wrong answers come from" in html and "retrieval missed" in html
 
 
 def test_predict_retrieves_and_returns_citations(booked, tmp_path):
@@ -194,7 +239,7 @@ def test_one_change_of_the_retriever_settings_reaches_train_evaluate_and_predict
     for k in (1, 3):
         cfg = load_config(path, [f"student.retrieval.k={k}"])
         ctx = Context(cfg, console=QUIET)
-        spec, tok, _ = train.plan(ctx, None)
+        spec, tok, _ = train.plan(ctx, None, True)
         in_train = max(documents(tok.decode(d["input_ids"])) for d in spec.data)
         with Retriever.open(cfg, ctx.ws.pile_db) as book:
             convs, _ = open_conversations(cfg, tasktype.get("answer"), read_jsonl(ctx.stage_dir("curate") / "eval.jsonl"),

@@ -8,6 +8,12 @@ the call cache still answers it. Inside an excerpt, as a second line of defence,
 (`defuse`: HTML entities decoded, NFKC so that fullwidth `＜／ｄｏｃｕｍｅｎｔ＞` is `</document>`,
 zero-width characters dropped, blanks inside the tag ignored) has its `<` shown as `‹`, so it is
 text, not a tag, to any reader: a near-miss spelling cannot close the block either.
+
+A chat template's control tokens are defused the same way (`<|im_end|>`, `<|im_start|>`, `<|eot_id|>`:
+anything opening `<|`, and Gemma's `<start_of_turn>`, `<end_of_turn>`, Llama 2's `<s>`, `</s>`): a
+tokenizer reads those strings in a message's text as the tokens themselves, so a chunk that spelled
+`<|im_end|><|im_start|>system` would end the user's turn and open a system turn of its own, outside
+every document block.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ INVISIBLE = frozenset("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u2
                       "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069"
                       "\u3164\ufeff\uffa0")
 ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};?)")
-TAG = re.compile(r"<\s*/?\s*document", re.IGNORECASE)
+TAG = re.compile(r"<\s*/?\s*document|<\s*\||<\s*/?\s*(?:start_of_turn|end_of_turn|s)\s*>", re.IGNORECASE)
 SAFE_LT = "\u2039"  # ‹
 # A block as tasks.document_block writes it, for code that reads a prompt back (the scripted and toy
 # teachers): group 1 is the key, group 2 the text; the closing tag must carry the same key.
@@ -69,9 +75,10 @@ def expand(part: str, at: int, out: list[str], src: list[int]) -> None:
 
 
 def defuse(text: str) -> str:
-    """`text` with every tag look-alike of <document or </document made plain text (its '<' as '‹')."""
-    if "document" not in text.lower() and not any(ord(c) > 127 or c == "&" for c in text):
-        return text  # the common case: nothing could read as the tag
+    """`text` with every tag look-alike of <document or </document, and every chat control token, made
+    plain text (its '<' as '‹')."""
+    if "<" not in text and not any(ord(c) > 127 or c == "&" for c in text):
+        return text  # the common case: nothing could read as a tag
     norm, src = normalised(text)
     starts = []  # [a, b): the original characters that read as a tag's '<' (and invisible ones after it)
     for m in TAG.finditer(norm):

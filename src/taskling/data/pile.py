@@ -379,13 +379,23 @@ class Pile:
         words = [w for w in "".join(ch if ch.isalnum() else " " for ch in query).split() if len(w) > 1]
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+        return self._matching(" OR ".join(f'"{w}"' for w in dict.fromkeys(words)), "", (), limit)
+
+    def holding(self, word: str, limit: int = 20) -> list[tuple[Chunk, float]]:
+        """Live chunks whose text holds `word` (a run of letters, digits and underscores) as it is written,
+        any case, best by BM25 first. FTS5 splits `max_connections` into two words, so it finds them as a
+        phrase; LIKE keeps the chunks where they stand joined as `word` spells them."""
+        if not word.strip("_") or not all(ch.isalnum() or ch == "_" for ch in word):
+            return []
+        return self._matching(f'"{word}"', " AND c.text LIKE ? ESCAPE '\\'", (_like_infix(word),), limit)
+
+    def _matching(self, match: str, where: str, args: tuple, limit: int) -> list[tuple[Chunk, float]]:
         rows = self.db.execute(
             "SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator, c.text,"
             " d.format, c.topic_id, bm25(chunks_fts) AS score FROM chunks_fts JOIN chunks c ON c.id=chunks_fts.rowid"
-            " JOIN documents d ON d.id=c.doc_id WHERE chunks_fts MATCH ? AND d.status='ok'"
+            f" JOIN documents d ON d.id=c.doc_id WHERE chunks_fts MATCH ? AND d.status='ok'{where}"
             " ORDER BY score LIMIT ?",
-            (match, limit),
+            (match, *args, limit),
         ).fetchall()
         return [(Chunk(*r[:11]), -r[11]) for r in rows]
 
@@ -433,4 +443,12 @@ class Pile:
 
 
 def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return _like_escaped(prefix) + "%"
+
+
+def _like_infix(text: str) -> str:
+    return "%" + _like_escaped(text) + "%"
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -6,6 +6,14 @@ FTS5 (BM25) and embedding cosine each rank the pile; reciprocal rank fusion (RRF
 merges the two lists, so a chunk that is near the top of either comes first and one near
 the top of both comes before it. Without embeddings (ingest.embed: false) it is FTS5 alone.
 
+Identifiers match exactly. A query word that names a thing rather than says something (`identifiers`:
+one with a digit or an underscore, or written in backticks) is a code or a name: `23505` is not
+`23503`, and `max_connections` is not "max" and "connections" apart, though FTS5 splits it into those
+two words and an embedding sees them as near. So the chunks that hold such a word as it is written
+(any case, not inside a longer word) are found on their own (Pile.holding) and come before those that
+do not; fusion orders each group. The index is unchanged, so piles and exported indexes of before
+read as they did.
+
 For task types that check it (TaskType.retrieval_check: answer, extract), evaluate's
 `teacher-retrieval` system asks the teacher with these chunks in its prompt
 (`tasks.with_context`), then checks its answer against them (TaskType.check_retrieved). So
@@ -21,6 +29,7 @@ examples with, evaluate asks the open-book systems with, and predict answers wit
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..core.openbook import is_open
@@ -32,10 +41,30 @@ STOP = frozenset("""a an and are as at be by can do does for from how i in is it
 this to was what when where which who why will with you your""".split())
 RRF_K = 60          # the usual constant: rank 1 scores 1/61, rank 10 scores 1/70
 CANDIDATES = 30     # each ranking's depth before fusion
+MOST_IDENTIFIERS = 8  # looked up one by one (Pile.holding): a pasted log of numbers stays one quick search
+
+
+WORD = re.compile(r"\w+")
+QUOTED = re.compile(r"`([^`]+)`")
+
+
+def identifiers(query: str) -> list[str]:
+    """The query's words that name something and must match to the letter: those with a digit (of three
+    characters or more: `23505`, `E1000`, not the 2 of "2 steps") or an underscore, and any word written
+    in backticks (`createHash`)."""
+    quoted = {w for q in QUOTED.findall(query) for w in WORD.findall(q)}
+    return list(dict.fromkeys(w for w in WORD.findall(query) if w in quoted or ("_" in w and w.strip("_"))
+                              or (len(w) >= 3 and any(ch.isdigit() for ch in w))))
+
+
+def holds_word(text: str, word: str) -> bool:
+    """Whether `text` holds `word` as it is written (any case), not as part of a longer word."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) is not None
 
 
 def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
-    """The `k` chunks nearest to `query` (FTS5 and embeddings fused by reciprocal rank)."""
+    """The `k` chunks nearest to `query` (FTS5 and embeddings fused by reciprocal rank), those holding
+    more of its identifiers first."""
     if k <= 0 or not query.strip():
         return []
     scores: dict[str, float] = {}
@@ -48,10 +77,16 @@ def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
         for rank, (c, _) in enumerate(ranking):
             scores[c.key] = scores.get(c.key, 0.0) + 1.0 / (RRF_K + rank + 1)
             chunks[c.key] = c
+    names = identifiers(query)[:MOST_IDENTIFIERS]
+    for name in names:  # a chunk holding the identifier that neither ranking reached still competes
+        for c, _ in pile.holding(name, CANDIDATES):
+            chunks.setdefault(c.key, c)
+    exact = {key: sum(holds_word(c.text, n) for n in names) for key, c in chunks.items()} if names else {}
     # equal fused scores (first by words and first by meaning): meaning decides, as BM25 over a
     # query without a shared content word ranks on its stop words
     by_meaning = {c.key: r for r, (c, _) in enumerate(rankings[-1])} if embedder is not None else {}
-    best = sorted(scores, key=lambda key: (-round(scores[key], 12), by_meaning.get(key, CANDIDATES), key))[:k]
+    best = sorted(chunks, key=lambda key: (-exact.get(key, 0), -round(scores.get(key, 0.0), 12),
+                                           by_meaning.get(key, CANDIDATES), key))[:k]
     return [chunks[key] for key in best]
 
 

@@ -149,7 +149,27 @@ def _open_book(rep: dict) -> str:
             f"were shown without it (target: {esc(book.get('missing'))}).</p>" if book else "")
     return ("<h3>open book: retrieval</h3>" + note +
             (table(["set", "k", "recall@k of the source", "items with a source"], rows, (1, 2, 3), cls="narrow")
-             if rows else ""))
+             if rows else "") + _open_book_errors(recall))
+
+
+def _open_book_errors(recall: dict) -> str:
+    """Per set and open-book system, where the wrong answers come from: the retriever (the source was not
+    among the chunks shown) or the reader (it was, and the answer is still wrong)."""
+    rows = []
+    for s in sets_in_order(recall):
+        per = as_dict(as_dict(recall[s]).get("errors"))
+        for m in systems_in_order(per):
+            e = as_dict(per[m])
+            rows.append([esc(s), esc(m), fmt(e.get("wrong")), fmt(e.get("retrieval_missed")),
+                         f"{fmt(e.get('reader_wrong'))} ({fmt(e.get('reader_abstained'))} abstained)",
+                         fmt(e.get("no_source"))])
+    if not rows:
+        return ""
+    return ("<h3>open book: where the wrong answers come from</h3>"
+            '<p class="note">Retrieval missed: the source was not among the chunks the student read, so it could '
+            "not have answered from them. Reader wrong: the source was there and the answer is still wrong.</p>"
+            + table(["set", "system", "wrong answers", "retrieval missed", "reader wrong", "no known source"], rows,
+                    (2, 3, 4, 5), cls="narrow"))
 
 
 def _constrained(rep: dict) -> str:

@@ -11,8 +11,9 @@ Systems (evaluate.models):
 and, for an open-book student (student.retrieval, core/openbook.py), student-open and base-open: the
 same models asked with the chunks the one retriever finds put in front (the layout the student was
 trained on), their trailing citations resolved to chunks; beside them recall@k of each item's source
-chunk, and how often each system says the documents do not contain the answer (abstention
-precision and recall where items expect it);
+chunk, how often each system says the documents do not contain the answer (abstention
+precision and recall where items expect it), and where each open-book system's wrong answers come
+from (the source chunk not retrieved, or retrieved and answered wrong);
 and, with evaluate.constrained, student-constrained and base-constrained:
 for classify the answer is the label the model finds most likely
 (infer.choose), so it is always a label; for extract decoding is limited to
@@ -210,6 +211,16 @@ def cites_source(items: list[dict], rows: list[dict]) -> float | None:
     return sum(hits) / len(hits) if hits else None
 
 
+def open_book_errors(sets: dict, retrieved: dict, results: dict, out: Path) -> dict:
+    """Per set and open-book system, where its wrong answers come from: the source chunk not retrieved,
+    or retrieved and answered wrong (tasks.openbook.error_sources): which of retriever and reader to
+    improve. The closed-book student's failures (failures.jsonl, the loop's analysis) are apart."""
+    return {s: {w: openbook.error_sources(sets[s], shown, r["_scores"],
+                                          [x["output"] for x in read_jsonl(out / f"pred-{w}-{s}.jsonl")])
+                for w, r in results[s].items() if w.endswith("-open")}
+            for s, shown in retrieved.items()}
+
+
 LABEL_MODEL = "label-model"
 
 
@@ -282,6 +293,7 @@ def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book, retr
 def run(ctx: Context) -> EvaluateManifest:
     cfg = ctx.cfg
     gold_path = ctx.ws.gold
+    opened = open_book(cfg, ctx.ws.pile_db)  # once: with mode auto it reads the pile's size
 
     def body(out: Path) -> dict:
         infer.set_threads(ctx.threads)
@@ -297,7 +309,6 @@ def run(ctx: Context) -> EvaluateManifest:
         sizes = {"student": dir_size_mb(trained / "model.safetensors") if trained.name == "model" else
                  base_mb + dir_size_mb(trained / "adapter_model.safetensors"), "base": base_mb}
         sizes["teacher"] = dir_size_mb(resolve_gguf(cfg.teacher.model)) if cfg.teacher.backend == "llamacpp" else None
-        opened = open_book(cfg, ctx.ws.pile_db)
         book = Retriever.open(cfg, ctx.ws.pile_db, ctx.threads) if opened else None
         names = systems(cfg, opened)
         runs = {s: [w for w in names if s != "dev" or w == "student"] for s in sets}
@@ -335,6 +346,8 @@ def run(ctx: Context) -> EvaluateManifest:
                                     if w == "teacher" and teacher_price else None)
                 results[s][w] = r
         judge_info = judged(cfg, ctx, sets, chunks, results, out)
+        for s, per in open_book_errors(sets, retrieved, results, out).items():
+            retrieval[s]["errors"] = per
         failures, rates = [], {"topic": {}, "label": {}}
         for s, items in sets.items():
             said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in runs[s]}
@@ -380,8 +393,7 @@ def run(ctx: Context) -> EvaluateManifest:
                 "retrieval": rounded(retrieval),
                 "outputs": ["metrics.json", "failures.jsonl", "scores.json"]}
 
-    settings = {"dev": probes_dev(cfg)} | ({"retrieval": retriever_settings(cfg)} if open_book(cfg, ctx.ws.pile_db)
-                                           else {})
+    settings = {"dev": probes_dev(cfg)} | ({"retrieval": retriever_settings(cfg)} if opened else {})
     return stage.run(ctx, SPEC, body, settings=settings,
                      inputs={"gold": sha256_file(gold_path) if gold_path.exists() else None})
 

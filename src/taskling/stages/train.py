@@ -45,11 +45,12 @@ def run(ctx: Context) -> TrainManifest:
     parallel = ctx.executor.distributed and not cfg.train.full_finetune
     if parallel:
         settings["cluster"] = {"train_workers": cfg.cluster.train_workers, "use_gpu": cfg.cluster.use_gpu}
-    if open_book(cfg, ctx.ws.pile_db):  # the retriever that renders the rows reads the pile through these
+    opened = open_book(cfg, ctx.ws.pile_db)  # once: with mode auto it reads the pile's size
+    if opened:  # the retriever that renders the rows reads the pile through these
         settings["retrieval"] = retriever_settings(cfg)
 
     def body(out: Path) -> dict:
-        spec, tok, enc = plan(ctx, resume_from)
+        spec, tok, enc = plan(ctx, resume_from, opened)
         if resume_from is not None:
             ctx.console.print(f"train: continuing from round {ctx.round - 1}'s adapter")
         executor = ctx.executor if parallel else LocalExecutor()
@@ -64,15 +65,16 @@ def run(ctx: Context) -> TrainManifest:
     return stage.run(ctx, SPEC, body, settings=settings, inputs=inputs)
 
 
-def plan(ctx: Context, resume_from: Path | None) -> tuple[TrainSpec, object, list]:
-    """The run to train: the encoded sets, the budget and the batch order. Returns (spec, tokenizer,
-    every encoded train example with None for those too long)."""
+def plan(ctx: Context, resume_from: Path | None, opened: bool) -> tuple[TrainSpec, object, list]:
+    """The run to train: the encoded sets (open-book when `opened`: data.retrieve.open_book), the budget
+    and the batch order. Returns (spec, tokenizer, every encoded train example with None for those too
+    long)."""
     cfg, tc = ctx.cfg, ctx.cfg.train
     seed = cfg.seed if tc.seed is None else tc.seed
     tok = load_tokenizer(cfg.student.model)
     system = tasktype.get(cfg.task.type).system_prompt(cfg.task)
     cur = ctx.stage_dir("curate")
-    book = Retriever.open(cfg, ctx.ws.pile_db, ctx.threads) if open_book(cfg, ctx.ws.pile_db) else None
+    book = Retriever.open(cfg, ctx.ws.pile_db, ctx.threads) if opened else None
     try:
         enc = encoded(tok, system, read_jsonl(cur / "train.jsonl"), tc.max_seq_len, seed, book, cfg, raft=True)
         data = [e for e in enc if e is not None]
@@ -109,16 +111,18 @@ def encoded(tok, system: str, rows: list[dict], max_len: int, seed: int, book: R
     """Each example encoded closed-book, or (with a retriever) open-book: RAFT-rendered for training
     (`raft`), as evaluation will ask it for the held-out sets. train.max_seq_len bounds the example as it
     is closed-book; what the open book adds (the rule to cite, the documents, each cut to
-    student.retrieval.chunk_chars) comes on top. An open-book row keeps its case (oracle, distractors,
-    unsourced) for the manifest."""
+    student.retrieval.chunk_chars) comes on top: the open-book row is encoded without a bound, and kept
+    when its answer and the closed-book prompt (the one prompt tokenized only to measure) fit. An
+    open-book row keeps its case (oracle, distractors, unsourced) for the manifest."""
     if book is None:
         return [encode(tok, system, ex, max_len) for ex in rows]
     out = []
     for ex in rows:
         r = openbook.render(ex, book, cfg.student.retrieval, system, seed, raft=raft)
-        extra = len(infer.chat_ids(tok, r["messages"])) - len(infer.chat_ids(tok, student_messages(system, ex["input"])))
-        e = encode(tok, system, {**ex, "output": r["output"]}, max_len + extra, messages=r["messages"])
-        out.append(e if e is None else e | {"case": r["case"]})
+        e = encode(tok, system, {**ex, "output": r["output"]}, None, messages=r["messages"])
+        answer = sum(label != -100 for label in e["labels"])
+        closed = len(infer.chat_ids(tok, student_messages(system, ex["input"])))
+        out.append(e | {"case": r["case"]} if closed + answer <= max_len else None)
     return out
 
 

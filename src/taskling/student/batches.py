@@ -16,9 +16,10 @@ from .. import tasks
 from . import infer
 
 
-def encode(tok, system: str, ex: dict, max_len: int, messages: list[dict] | None = None) -> dict | None:
-    """Prompt and completion ids through the chat template; labels mask the prompt. `messages` replaces
-    the closed-book prompt (an open-book example, student/openbook.py)."""
+def encode(tok, system: str, ex: dict, max_len: int | None, messages: list[dict] | None = None) -> dict | None:
+    """Prompt and completion ids through the chat template; labels mask the prompt. None when longer
+    than `max_len` (None: no bound). `messages` replaces the closed-book prompt (an open-book example,
+    student/openbook.py)."""
     msgs = messages or tasks.student_messages(system, ex["input"])
     prompt = infer.chat_ids(tok, msgs)
     full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": tasks.output_text(ex["output"])}],
@@ -28,7 +29,7 @@ def encode(tok, system: str, ex: dict, max_len: int, messages: list[dict] | None
         # Templates that render the prompt differently once an answer follows:
         # fall back to prompt + answer tokens + end-of-turn.
         full = prompt + tok(tasks.output_text(ex["output"]), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    if len(full) > max_len:
+    if max_len is not None and len(full) > max_len:
         return None
     out = {"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt):]}
     if ex.get("weight") is not None and float(ex["weight"]) != 1.0:  # the label model's confidence (label.weight)

@@ -107,3 +107,24 @@ def recall_at_k(items: list[dict], shown: list[list[Chunk]], k: int) -> dict:
     """recall@k of the source chunk over the items that have a source: {k, recall, n}."""
     hits = [h for it, ch in zip(items, shown) if (h := source_found(it, ch)) is not None]
     return {"k": k, "recall": sum(hits) / len(hits) if hits else None, "n": len(hits)}
+
+
+def error_sources(items: list[dict], shown: list[list[Chunk]], scores: list[float], said: list) -> dict:
+    """Where an open-book system's wrong answers (item score below 1) come from. Of those to items whose
+    source is known: `retrieval_missed`, the retriever did not show the source, so no reader could have
+    answered; `reader_wrong`, it did and the model still answered wrong (`reader_abstained` of them by
+    saying the documents lack the answer). `no_source`: wrong answers to items without a known source."""
+    out = {"wrong": 0, "retrieval_missed": 0, "reader_wrong": 0, "reader_abstained": 0, "no_source": 0}
+    for item, chunks, score, answer in zip(items, shown, scores, said):
+        if score >= 1.0:
+            continue
+        out["wrong"] += 1
+        found = source_found(item, chunks)
+        if found is None:
+            out["no_source"] += 1
+        elif not found:
+            out["retrieval_missed"] += 1
+        else:
+            out["reader_wrong"] += 1
+            out["reader_abstained"] += is_abstention(answer)
+    return out
