@@ -35,7 +35,7 @@ class LocalCluster:
         self.ray, self.cpus = ray, cpus
         self.c = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1",
-            "_system_config": FAST_FAILURE | OWN_RAY})
+            "_system_config": FAST_FAILURE | OWN_RAY, "include_log_monitor": False})
         self.nodes = []
         self.add(n)
         ray.init(address=self.c.address, log_to_driver=False, namespace="taskling", runtime_env={"env_vars": WORKER_ENV})
