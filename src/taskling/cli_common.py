@@ -30,7 +30,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a s
 RunOpt = Annotated[Optional[str], typer.Option("--run", help="Run id (default: the task name).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even if up to date.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: TASKLING_THREADS, else all cores).")]
 ClusterOpt = Annotated[Optional[str], typer.Option("--cluster", help="Run on a Ray cluster: its address "
                                                    "(HOST:6379, auto) or 'local' (default cluster.address).")]
 

@@ -119,3 +119,35 @@ def test_ingest_in_scattered_shards_builds_the_pile_one_process_builds(tmp_path,
     assert spread_m["cluster"]["convert"] == {"pool": "ingest", "shards": 2}  # 3 files, 2 per shard
     assert spread_m["cluster"]["embed"]["shards"] >= 2
     assert spread_m["counts"] == here_m["counts"]
+
+
+def test_cpu_threads_are_what_was_asked_else_taskling_threads_else_every_core(monkeypatch):
+    from taskling.core.executor import cpu_threads
+
+    monkeypatch.delenv("TASKLING_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert cpu_threads() == 6 and cpu_threads(3) == 3
+    monkeypatch.setenv("TASKLING_THREADS", "2")
+    assert cpu_threads() == 2 and cpu_threads(3) == 3  # --threads wins over the variable
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("TASKLING_THREADS", bad)
+        with pytest.raises(TasklingError, match="TASKLING_THREADS"):
+            cpu_threads()
+
+
+def test_a_model_loaded_without_threads_takes_taskling_threads(monkeypatch):
+    """The variable reaches the code that sets torch's threads (infer.set_threads: training, evaluation, serving)."""
+    import torch
+
+    from taskling.student import infer
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("TASKLING_THREADS", "1")
+        infer.set_threads(None)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("TASKLING_THREADS", "2")
+        infer.set_threads(None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -69,6 +69,23 @@ class Pool(Protocol):
     def close(self) -> None: ...
 
 
+THREADS_ENV = "TASKLING_THREADS"
+
+
+def cpu_threads(asked: int | None = None) -> int:
+    """The CPU threads for a model's work: what was asked (--threads), else TASKLING_THREADS, else every
+    core. The variable is for a machine shared with other work: several runs side by side (or the test
+    suite's workers) each take their share instead of all spinning on every core."""
+    if asked:
+        return asked
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise TasklingError(f"{THREADS_ENV}={env!r}: write a whole number of threads, 1 or more")
+        return int(env)
+    return max(1, os.cpu_count() or 1)
+
+
 def failure(e: BaseException) -> str:
     """How a worker that could not start says why: a user-facing error as it is, anything else with its type."""
     return str(e) if isinstance(e, TasklingError) else f"{type(e).__name__}: {e}"

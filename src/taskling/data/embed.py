@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import TasklingError
+from ..core.executor import cpu_threads
 from ..core.packages import package_path, quiet_transformers
 
 EMBEDDERS = {
@@ -158,8 +159,7 @@ class Embedder:
         out: np.ndarray | None = None
         done = 0
         saved_threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(cpu_threads(self.threads))
         try:
             # Longest first: the first batch shows at once whether memory holds.
             order = np.argsort([-len(t) for t in texts], kind="stable")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import threading
 from pathlib import Path
 
 from ..core.errors import TasklingError
+from ..core.executor import cpu_threads
 from .engine import Cancelled, Generation, OnText, Sampling, StopText, room
 
 N_CTX = 4096                 # llama.cpp context (prompt + answer) per request
@@ -29,7 +29,7 @@ class LlamaEngine:
 
         from ..student.gguf import quiet_stderr
 
-        threads = threads or os.cpu_count() or 1
+        threads = cpu_threads(threads)
         try:
             with quiet_stderr():
                 self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,

@@ -28,6 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..core.errors import TasklingError
+from ..core.executor import cpu_threads
 from ..core.packages import cache_root, publish_dir
 from ..core.workspace import sha256_file
 
@@ -279,7 +280,7 @@ def quantize(src: Path, out: Path, qtype: str) -> Path:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QTYPES[qtype])
     params.allow_requantize = True
-    params.nthread = os.cpu_count() or 1
+    params.nthread = cpu_threads()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
@@ -301,10 +302,11 @@ def greedy(path: Path, prompts: list[list[int]], max_tokens: int, stop_ids: list
     GGUF. Each: the completion's token ids, their count and seconds."""
     from llama_cpp import Llama
 
+    n = cpu_threads(threads)
     try:
         with quiet_stderr():
             llm = Llama(model_path=str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
-                        n_threads=threads or os.cpu_count(), verbose=False, seed=0)
+                        n_threads=n, n_threads_batch=n, verbose=False, seed=0)
     except (ValueError, RuntimeError) as e:
         raise TasklingError(f"{lora or path}: llama.cpp could not load it ({e})") from None
     out = []

@@ -10,9 +10,11 @@ import time
 
 import torch
 
+from ..core.executor import cpu_threads
+
 
 def set_threads(threads: int | None) -> None:
-    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    torch.set_num_threads(cpu_threads(threads))
 
 
 def bf16_supported() -> bool:

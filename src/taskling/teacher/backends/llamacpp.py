@@ -10,11 +10,11 @@ decodes one sequence at a time, so requests run one after another on all cores.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 from ...core.config import ModelCfg
 from ...core.errors import TasklingError
+from ...core.executor import cpu_threads
 from ...student.models import PLAIN_TEMPLATE, resolve_gguf
 from . import Capabilities, OnResult, Request, Result, register, run_each
 
@@ -32,7 +32,8 @@ class LlamaCppBackend:
         self.json_mode = cfg.json_mode
         self.path = resolve_gguf(cfg.model)
         try:
-            self.llm = Llama(model_path=str(self.path), n_ctx=cfg.n_ctx, n_threads=threads or os.cpu_count(),
+            n = cpu_threads(threads)  # prompt processing too: llama-cpp-python's default for it is every core
+            self.llm = Llama(model_path=str(self.path), n_ctx=cfg.n_ctx, n_threads=n, n_threads_batch=n,
                              verbose=False, seed=0)
         except ValueError as e:
             raise TasklingError(f"{self.path}: llama.cpp could not load it ({e})") from None
