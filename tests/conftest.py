@@ -11,12 +11,6 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The pytest workers (make test: two) share the machine's cores: each model's work, here and in the processes a
-# test starts, takes its share (core.executor.cpu_threads). On every core, each worker's idle OpenMP and llama.cpp
-# threads spun while the other worker's needed the CPU.
-os.environ.setdefault("TASKLING_THREADS", str(max(1, (os.cpu_count() or 1)
-                                                   // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))))
-os.environ.setdefault("OMP_NUM_THREADS", os.environ["TASKLING_THREADS"])  # torch's own default, where nothing sets it
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Inductor's compiled kernels are kept between runs (and shared with the processes tests start).
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
