@@ -380,7 +380,10 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(str(e))
     print(f"fault server at {srv.url} (model {srv.model}); Ctrl-C to stop", flush=True)
     try:
-        threading.Event().wait()
+        # Woken twice a second: Ctrl-C may reach another of the process's threads (the server's), which leaves
+        # a wait without a timeout blocked; Python runs the handler when this thread wakes.
+        while True:
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
