@@ -254,6 +254,26 @@ def test_cli_serves_and_rejects_bad_rates(capsys):
             proc.wait()
 
 
+def deaf_to_ctrl_c() -> None:
+    """In the child before it starts: SIGINT ignored (as in a background job) and blocked (as Ray's launcher leaves it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def test_ctrl_c_stops_the_cli_though_it_inherited_sigint_ignored_and_blocked():
+    proc = subprocess.Popen([sys.executable, "-m", "taskling.teacher.faults", "--port", "0"], stdout=subprocess.PIPE,
+                            text=True, preexec_fn=deaf_to_ctrl_c)
+    try:
+        assert proc.stdout.readline().startswith("fault server at http://127.0.0.1:")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and out.strip() == "{}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_ctrl_c_stops_the_cli_whichever_of_its_threads_it_reaches():
     """The kernel gives a process's Ctrl-C to any of its threads. Sent to the server's thread, it left the
     main thread blocked for ever in a wait without a timeout (seen once in a loaded `make test`)."""

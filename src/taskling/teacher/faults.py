@@ -30,6 +30,7 @@ import re
 import socket
 import socketserver
 import sys
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -378,8 +379,12 @@ def main(argv: list[str] | None = None) -> None:
                           port=args.port).start()
     except (ValueError, OSError) as e:  # a bad rate, or the port is taken
         ap.error(str(e))
-    print(f"fault server at {srv.url} (model {srv.model}); Ctrl-C to stop", flush=True)
-    try:
+    # Ctrl-C stops it whatever it inherited: a process started from a background job has SIGINT ignored, and
+    # one started by a process that blocked SIGINT (Ray's launcher does, in its children) has it blocked.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # from the first line on: a Ctrl-C right after it stops the server as one later does
+        print(f"fault server at {srv.url} (model {srv.model}); Ctrl-C to stop", flush=True)
         # Woken twice a second: Ctrl-C may reach another of the process's threads (the server's), which leaves
         # a wait without a timeout blocked; Python runs the handler when this thread wakes.
         while True:
