@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,14 @@ def browser():
         b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
         yield b
         b.close()
+
+
+def at_a_terminal() -> None:
+    """Popen's preexec_fn for a command a test stops with Ctrl-C: SIGINT as a terminal's foreground command
+    gets it (default action, not blocked). A suite started as a background job (as `.ci/run` was here) has
+    SIGINT ignored, and its commands inherit that: the clean-clone run hung on a Ctrl-C no command heard."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import one_line_error, write_workspace
+from conftest import at_a_terminal, one_line_error, write_workspace
 
 TASKLING = str(Path(sys.executable).parent / "taskling")
 
@@ -50,7 +50,8 @@ def test_a_teacher_that_hangs_says_so_and_ctrl_c_is_one_line(tmp_path, tiny_mode
                         teacher__max_retries=50, teacher__concurrency=2)
         assert cli("ingest", cwd=tmp_path).exit_code == 0
         proc = subprocess.Popen([TASKLING, "generate", "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                                stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+                                preexec_fn=at_a_terminal)
         lines: list[str] = []
         os.set_blocking(proc.stderr.fileno(), False)
         deadline = time.monotonic() + 240

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from conftest import at_a_terminal
 from taskling.teacher.faults import FAULTS, FaultServer, main
 
 DOC = ("The json_extract function returns a value from a JSON document in SQLite. Full-text search uses the "
@@ -240,7 +241,7 @@ def test_cli_serves_and_rejects_bad_rates(capsys):
         main(["--rate", "nope=0.5"])
     assert "unknown fault 'nope'" in capsys.readouterr().err
     proc = subprocess.Popen([sys.executable, "-m", "taskling.teacher.faults", "--port", "0", "--rate", "503=1"],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, preexec_fn=at_a_terminal)
     try:
         url = proc.stdout.readline().split()[3]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
@@ -281,7 +282,7 @@ def test_ctrl_c_stops_the_cli_whichever_of_its_threads_it_reaches():
     import os
 
     proc = subprocess.Popen([sys.executable, "-m", "taskling.teacher.faults", "--port", "0"], stdout=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=at_a_terminal)
     try:
         assert proc.stdout.readline().startswith("fault server at http://127.0.0.1:")
         others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
