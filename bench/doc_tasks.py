@@ -22,6 +22,10 @@ PG_ASK = ("My application got SQLSTATE {c} from Postgres. What condition is that
           "Postgres returned error code {c}; what is its condition name?",
           "Which condition name belongs to error {c} in PostgreSQL?",
           "What does the PostgreSQL error code {c} stand for?")
+# The appendix table mapped to examples (taskling's `tables:`): every row a question and its answer.
+PG_TABLE = {"name": "errcodes", "match": "docs/errcodes-appendix.html", "table": 2, "eval_fraction": 0.0,
+            "paraphrase": 1, "input": "What is the condition name of PostgreSQL error code {Error Code}?",
+            "output": "{Condition Name}"}
 
 SQLITE_DOCS = Path("/usr/share/doc/sqlite3")
 SQLITE_PAGE = "rescode.html"

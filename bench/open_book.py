@@ -90,13 +90,14 @@ class Task:
     asks: tuple[str, ...]           # the gold questions' phrasings
     example: str                    # how the user words the three examples
     description: str
+    table: dict | None = None       # --supervision tables: the answers' table mapped (taskling's `tables:`)
 
 
 TASKS = {
     "pgerr": Task("pg-errcodes", doc_tasks.PG_DOCS, doc_tasks.PG_PAGES[0], doc_tasks.pg_gold, doc_tasks.PG_ASK,
                   "What is the condition name of PostgreSQL error code {c}?",
                   "Give the condition name of a PostgreSQL error code (SQLSTATE), as PostgreSQL's error code "
-                  "table names it. Answer with the condition name only."),
+                  "table names it. Answer with the condition name only.", doc_tasks.PG_TABLE),
     "sqlite": Task("sqlite-rescodes", doc_tasks.SQLITE_DOCS, doc_tasks.SQLITE_PAGE, doc_tasks.sqlite_gold,
                    doc_tasks.SQLITE_ASK, "What is the symbolic name of SQLite result code {c}?",
                    "Give the symbolic name (SQLITE_...) of an SQLite result code number, as SQLite's list of "
@@ -113,8 +114,9 @@ def pages(task: Task, smoke: bool) -> list[Path]:
     return [Path(task.page), *random.Random(0).sample(others, SMOKE_PAGES - 1)]
 
 
-def workspace(root: Path, key: str, smoke: bool, n_gold: int) -> dict:
-    """The user's folder of pages, gold.jsonl and the task's taskling.yaml as a dict (defaults elsewhere)."""
+def workspace(root: Path, key: str, smoke: bool, n_gold: int, tables: bool = False) -> dict:
+    """The user's folder of pages, gold.jsonl and the task's taskling.yaml as a dict (defaults elsewhere);
+    with `tables`, the answers' table mapped to examples as well (smoke: no teacher paraphrase)."""
     task = TASKS[key]
     picked, shots = task.gold(n_gold, 0)  # one gold set for every seed: seeds vary what taskling draws
     docs = root / "docs"
@@ -129,7 +131,19 @@ def workspace(root: Path, key: str, smoke: bool, n_gold: int) -> dict:
     (root / "gold.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gold), encoding="utf-8")
     return {"task": {"name": task.name, "type": "answer", "description": task.description,
                      "examples": [{"input": task.example.format(c=c), "output": a} for c, a in shots]},
-            "sources": ["docs"]}
+            "sources": ["docs"]} | ({"tables": [mapped(task.table, smoke)]} if tables else {})
+
+
+def mapped(table: dict, smoke: bool) -> dict:
+    """The task's table mapping for --supervision tables (bench/weak_teacher.py's: every row trained on),
+    without the teacher's paraphrases in a smoke run."""
+    return table | ({"paraphrase": 0} if smoke else {})
+
+
+# --supervision tables: train with no held-out set. Held-out table rows are all dropped by curate as
+# overlapping a task example (their questions differ from the examples' only in the code), and the
+# teacher's own examples may all be duplicates, so train would stop at its floor of one eval item.
+TABLES_SETS = {"train.min_eval": 0}
 
 
 def with_sets(cfg: dict, sets: dict) -> dict:
@@ -176,21 +190,24 @@ def exact_scores(root: Path, config: str, evaluate_dir: Path) -> dict[str, list[
     return out
 
 
-def chunk_recall(root: Path, evaluate_dir: Path, task: Task) -> dict:
-    """recall@4 by chunk: the share of gold items whose retrieved chunks (student-open's) include one
-    holding both the question's code and its answer."""
+def retriever_recall(root: Path, task: Task) -> dict:
+    """recall@4 of the open-book student's retriever (the open run's settings, the one `Retriever`) on gold:
+    by chunk, a retrieved chunk holds both the question's code and its answer (as the table row does);
+    by document, a retrieved chunk comes from the answers' page (evaluate's own measure). Needs no student."""
+    from taskling.core.config import load_config
     from taskling.core.workspace import read_jsonl
-    from taskling.data.pile import Pile
-    from taskling.data.retrieve import holds_word
+    from taskling.data.retrieve import Retriever, holds_word
+    from taskling.tasks.openbook import recall_at_k
 
-    picked, _ = task.gold(len(read_jsonl(root / "gold.jsonl")), 0)
-    rows = read_jsonl(evaluate_dir / "pred-student-open-gold.jsonl")
-    hits = []
-    with Pile(root / ".taskling" / "pile.db") as pile:
-        for (code, answer), row in zip(picked, rows):
-            texts = [c.text for k in row.get("retrieved", []) if (c := pile.chunk(k)) is not None]
-            hits.append(any(holds_word(t, code) and holds_word(t, answer) for t in texts))
-    return {"k": K, "recall": round(sum(hits) / len(hits), 4) if hits else None, "n": len(hits)}
+    gold = read_jsonl(root / "gold.jsonl")
+    picked, _ = task.gold(len(gold), 0)
+    cfg = load_config(root / "taskling.yaml", [])
+    with Retriever.open(cfg, root / ".taskling" / "pile.db", 2) as book:
+        shown = [book.find(g["input"]) for g in gold]
+    hits = [any(holds_word(c.text, code) and holds_word(c.text, answer) for c in chunks)
+            for (code, answer), chunks in zip(picked, shown)]
+    return {"k": K, "by_chunk": round(sum(hits) / len(hits), 4), "by_document": recall_at_k(gold, shown, K)["recall"],
+            "n": len(hits), "missed": [g["input"] for g, h in zip(gold, hits) if not h]}
 
 
 def text_bytes(pile_db: Path) -> int:
@@ -259,14 +276,15 @@ def systems_of(scores: dict[str, dict[str, list[float]]]) -> dict:
     return out
 
 
-def one_seed(root: Path, task: Task, base: dict, seed: int, for_time: dict, log) -> dict:
-    """The closed- and open-book runs of one seed, each stage as the CLI runs it; what failed is recorded."""
+def one_seed(root: Path, task: Task, base: dict, seed: int, for_time: dict, log, tag: str = "") -> dict:
+    """The closed- and open-book runs of one seed, each stage as the CLI runs it; what failed is recorded.
+    recall@4 is the retriever's own, measured whether or not a student came out."""
     out: dict = {"seconds": {}, "scores": {}}
     for kind in ("closed", "open"):
         config = "closed.yaml" if kind == "closed" else "taskling.yaml"
         (root / config).write_text(yaml.safe_dump(with_sets(base, for_time | SYSTEMS[kind]), sort_keys=False),
                                    encoding="utf-8")
-        run = f"{kind}-s{seed}"
+        run = f"{kind}{tag}-s{seed}"
         stages = ["ingest", "generate", "curate", "train", "evaluate"] + (["export"] if kind == "open" else [])
         secs = out["seconds"].setdefault(kind, {})
         try:
@@ -283,9 +301,7 @@ def one_seed(root: Path, task: Task, base: dict, seed: int, for_time: dict, log)
             out.setdefault("token_f1", {})[kind] = {w: r["metric"] for w, r in ev["results"]["gold"].items()}
             if kind == "open":
                 gold_ret = (ev.get("retrieval") or {}).get("gold") or {}
-                out["recall_at_4"] = {"by_document": gold_ret.get("recall"),
-                                      "by_chunk": chunk_recall(root, rd / "evaluate", task)["recall"],
-                                      "n": gold_ret.get("n")}
+                out["evaluate_recall_at_4_by_document"] = gold_ret.get("recall")
                 out["open_book_errors"] = gold_ret.get("errors")
         if (rd / "curate" / "manifest.json").exists():
             cur = json.loads((rd / "curate" / "manifest.json").read_text())
@@ -302,6 +318,8 @@ def one_seed(root: Path, task: Task, base: dict, seed: int, for_time: dict, log)
                 out["latency"] = serve_latency(root, run, read_jsonl(root / "gold.jsonl"))
             except (SystemExit, Exception) as e:  # noqa: BLE001 - a server that will not start is a finding
                 out.setdefault("failed", {})["serve"] = str(e)[-1500:]
+    if (root / ".taskling" / "pile.db").exists():
+        out["recall_at_4"] = retriever_recall(root, task)
     out["systems"] = systems_of(out["scores"])
     return out
 
@@ -390,8 +408,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="workspaces (default .cache/bench-open-book[/smoke])")
     ap.add_argument("--fresh", action="store_true", help="delete the workspaces first (else their caches are reused)")
     ap.add_argument("--summary", action="store_true", help="only recompute the summary from the results JSON")
+    ap.add_argument("--supervision", choices=("examples", "tables"), default="examples",
+                    help="examples: the user's three examples and the teacher (a new user's setup); tables: "
+                         "the answers' table mapped too (taskling's tables:, pgerr only; runs *-tables-sS, "
+                         "results open_book-tables*.json)")
     a = ap.parse_args()
-    out = RESULTS / ("open_book-smoke.json" if a.smoke else "open_book.json")
+    tables = a.supervision == "tables"
+    out = RESULTS / f"open_book{'-tables' if tables else ''}{'-smoke' if a.smoke else ''}.json"
     if a.summary:
         res = json.loads(out.read_text())
         save(res, out)
@@ -409,7 +432,8 @@ def main() -> None:
            "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                        "nice": os.nice(0)},
            "settings": {"set_for_time": for_time, "systems": SYSTEMS, "k": K, "gold_per_task": n_gold,
-                        "seeds": seeds, "everything_else": "taskling's defaults"},
+                        "seeds": seeds, "supervision": a.supervision, "set_for_supervision": TABLES_SETS if tables else {},
+                        "everything_else": "taskling's defaults"},
            "targets": TARGETS, "tasks": {}}
     t0 = time.perf_counter()
 
@@ -417,12 +441,17 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
 
     for key in a.tasks.split(","):
+        if tables and TASKS[key].table is None:
+            res["tasks"][key] = {"skipped": "no table holds its answers (taskling's tables: maps HTML tables)"}
+            log(f"{key}: skipped with --supervision tables: no table to map")
+            continue
         root = work / key
         root.mkdir(parents=True, exist_ok=True)
-        base = workspace(root, key, a.smoke, n_gold)
+        base = workspace(root, key, a.smoke, n_gold, tables)
         per = res["tasks"].setdefault(key, {"pages": len(pages(TASKS[key], a.smoke)), "gold": n_gold, "seeds": {}})
         for seed in seeds:
-            r = one_seed(root, TASKS[key], base, seed, for_time, log)
+            r = one_seed(root, TASKS[key], base, seed, for_time | (TABLES_SETS if tables else {}), log,
+                         "-tables" if tables else "")
             per["seeds"][str(seed)] = r
             per["pile"] = pile_stats(root)
             log(f"{key} seed {seed}: " + ", ".join(f"{n} {v['exact_match']:.2f}" for n, v in r["systems"].items())

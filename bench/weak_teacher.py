@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from doc_tasks import PG_ASK, PG_DOCS, PG_PAGES, asked, pg_codes, pg_gold  # noqa: E402  (shared with open_book.py)
+from doc_tasks import PG_ASK, PG_DOCS, PG_PAGES, PG_TABLE, asked, pg_codes, pg_gold  # noqa: E402  (shared with open_book.py)
 
 WORK = ROOT / ".cache" / "bench-weak-teacher"
 SMOL, GEMMA = "smollm2-135m-instruct", "gemma3-270m"
@@ -278,9 +278,7 @@ def pgerr_workspace(root: Path, n_gold: int, steps: int, seed: int = 0) -> dict:
         "student": {"model": SMOL},
         "budget": {"examples": 8, "wall_time_minutes": 240},
         "ingest": {"chunk_tokens": 256, "embed": True},
-        "tables": [{"name": "errcodes", "match": "docs/errcodes-appendix.html", "table": 2, "eval_fraction": 0.0,
-                    "paraphrase": 1, "input": "What is the condition name of PostgreSQL error code {Error Code}?",
-                    "output": "{Condition Name}"}],
+        "tables": [PG_TABLE],
         # compile: inputs of many lengths made torch.compile recompile for minutes here; eager is faster overall
         "train": {"steps": steps, "lr": 1e-3, "batch_size": 8, "max_seq_len": 128, "patience": None, "compile": False},
         "evaluate": {"models": ["student", "teacher"], "teacher_retrieval": 2, "max_items": n_gold},
