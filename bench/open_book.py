@@ -376,13 +376,14 @@ def summary(res: dict) -> dict:
         task["index_over_text"] = over(lambda s: (s.get("index") or {}).get("ratio"))
         sys_ = task["systems"]
         so, to = sys_.get("student open-book"), sys_.get("teacher open-book")
-        task["targets_met"] = {
-            "student_open_exact": so is not None and so["mean"] >= TARGETS["student_open_exact"],
-            "over_teacher_open": so is not None and to is not None
-            and so["mean"] - to["mean"] >= TARGETS["over_teacher_open"],
-            "recall_at_4": bool(task["recall_at_4_by_chunk"]) and task["recall_at_4_by_chunk"]["mean"] >= TARGETS["recall_at_4"],
-            "p95_s": bool(task["p95_s"]) and task["p95_s"]["max"] <= TARGETS["p95_s"],
-            "index_over_text": bool(task["index_over_text"]) and task["index_over_text"]["max"] <= TARGETS["index_over_text"]}
+        rec, p95, idx = task["recall_at_4_by_chunk"], task["p95_s"], task["index_over_text"]
+        task["targets_met"] = {  # None: not measured (no student, no export)
+            "student_open_exact": None if so is None else so["mean"] >= TARGETS["student_open_exact"],
+            "over_teacher_open": None if so is None or to is None
+            else so["mean"] - to["mean"] >= TARGETS["over_teacher_open"],
+            "recall_at_4": None if rec is None else rec["mean"] >= TARGETS["recall_at_4"],
+            "p95_s": None if p95 is None else p95["max"] <= TARGETS["p95_s"],
+            "index_over_text": None if idx is None else idx["max"] <= TARGETS["index_over_text"]}
         out[key] = task
     if res.get("seconds") is not None:
         out["minutes"] = round(res["seconds"] / 60, 1)
