@@ -254,12 +254,12 @@ def serve_latency(root: Path, run: str, items: list[dict]) -> dict:
 
 
 def index_size(root: Path, run: str) -> dict:
-    man = json.loads((root / "runs" / run / "round-0" / "export" / "manifest.json").read_text())
+    man = json.loads((root / "runs" / run / "export" / "manifest.json").read_text())  # export is the run's, not a round's
     art = next((a for a in man["artifacts"] if a["name"].startswith("retrieval index")), None)
     text = text_bytes(root / ".taskling" / "pile.db")
     if art is None:
         return {"index_mb": None, "text_mb": round(text / 2**20, 3), "ratio": None, "note": "no index exported"}
-    size = (root / "runs" / run / "round-0" / "export" / art["file"]).stat().st_size
+    size = (root / "runs" / run / "export" / art["file"]).stat().st_size
     return {"index_mb": art["size_mb"], "index_bytes": size, "text_bytes": text, "ratio": round(size / text, 3)}
 
 
@@ -310,7 +310,7 @@ def one_seed(root: Path, task: Task, base: dict, seed: int, for_time: dict, log,
             tr = json.loads((rd / "train" / "manifest.json").read_text())
             out.setdefault("train", {})[kind] = {"steps": tr["counts"].get("steps"), "kept_step": tr.get("best_step")} | (
                 {"open_book": tr["open_book"]} if tr.get("open_book") else {})
-        if kind == "open" and (rd / "export" / "manifest.json").exists():
+        if kind == "open" and (root / "runs" / run / "export" / "manifest.json").exists():
             out["index"] = index_size(root, run)
             from taskling.core.workspace import read_jsonl
 
