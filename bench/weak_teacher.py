@@ -42,7 +42,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from doc_tasks import PG_ASK, PG_DOCS, PG_PAGES, PG_TABLE, asked, pg_codes, pg_gold  # noqa: E402  (shared with open_book.py)
+
 WORK = ROOT / ".cache" / "bench-weak-teacher"
 SMOL, GEMMA = "smollm2-135m-instruct", "gemma3-270m"
 BBC_LABELS = {"business": "business, companies, markets and the economy",
@@ -253,37 +256,17 @@ def main() -> None:
     log(f"wrote {args.out}")
 
 
-PG_DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
-PG_PAGES = ("errcodes-appendix.html", "errcodes.html", "plpgsql-errors-and-messages.html")
-PG_ASK = ("My application got SQLSTATE {c} from Postgres. What condition is that?",
-          "Postgres returned error code {c}; what is its condition name?",
-          "Which condition name belongs to error {c} in PostgreSQL?",
-          "What does the PostgreSQL error code {c} stand for?")
-
-
-def pg_codes() -> list[tuple[str, str]]:
-    import re
-
-    text = (PG_DOCS / "errcodes-appendix.html").read_text(encoding="utf-8")
-    return re.findall(r'<tr><td><code class="literal">(\w{5})</code></td><td><code class="symbol">(\w+)</code></td></tr>',
-                      text)
-
-
 def pgerr_workspace(root: Path, n_gold: int, steps: int, seed: int = 0) -> dict:
-    if not (PG_DOCS / PG_PAGES[0]).exists():
-        raise SystemExit(f"{PG_DOCS / PG_PAGES[0]} is missing: apt-get install postgresql-doc-15")
-    rng = random.Random(seed)
     codes = pg_codes()
-    picked = rng.sample(codes[2:], n_gold)  # the first two are the task's examples
+    picked, _ = pg_gold(n_gold, seed)  # the first two codes are the task's examples
     docs = root / "docs"
     if not docs.exists():
         docs.mkdir(parents=True)
         for page in PG_PAGES:
             if (PG_DOCS / page).exists():
                 shutil.copyfile(PG_DOCS / page, docs / page)
-        (root / "gold.jsonl").write_text("".join(
-            json.dumps({"input": PG_ASK[i % len(PG_ASK)].format(c=c), "output": n}) + "\n"
-            for i, (c, n) in enumerate(picked)), encoding="utf-8")
+        (root / "gold.jsonl").write_text("".join(json.dumps(g) + "\n" for g in asked(picked, PG_ASK)),
+                                         encoding="utf-8")
     return {
         "task": {"name": "pg-errcodes", "type": "answer", "input_noun": "question",
                  "description": "Give the condition name of a PostgreSQL error code (SQLSTATE), as PostgreSQL's "
@@ -295,9 +278,7 @@ def pgerr_workspace(root: Path, n_gold: int, steps: int, seed: int = 0) -> dict:
         "student": {"model": SMOL},
         "budget": {"examples": 8, "wall_time_minutes": 240},
         "ingest": {"chunk_tokens": 256, "embed": True},
-        "tables": [{"name": "errcodes", "match": "docs/errcodes-appendix.html", "table": 2, "eval_fraction": 0.0,
-                    "paraphrase": 1, "input": "What is the condition name of PostgreSQL error code {Error Code}?",
-                    "output": "{Condition Name}"}],
+        "tables": [PG_TABLE],
         # compile: inputs of many lengths made torch.compile recompile for minutes here; eager is faster overall
         "train": {"steps": steps, "lr": 1e-3, "batch_size": 8, "max_seq_len": 128, "patience": None, "compile": False},
         "evaluate": {"models": ["student", "teacher"], "teacher_retrieval": 2, "max_items": n_gold},

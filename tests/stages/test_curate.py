@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -193,8 +195,12 @@ def test_curate_with_nothing_left_says_what_to_do(workspace):
     fake_generate(ctx, [example(i, "hi", "sqlite", "a.md") for i in range(5)])
     from taskling.core.errors import TasklingError
 
-    with pytest.raises(TasklingError, match="no generated training example survived"):
+    with pytest.raises(TasklingError, match="no generated training example survived") as failed:
         curate.run(ctx)
+    # the file the message sends the user to exists and says why each example went
+    named = Path(re.search(r"see (\S+rejected\.jsonl)", str(failed.value)).group(1))
+    rows = [json.loads(x) for x in named.read_text().splitlines()]
+    assert len(rows) == 5 and all(r["reason"] for r in rows), rows
 
 
 def test_review_round_trip_through_the_cli(cli, workspace):

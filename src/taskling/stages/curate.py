@@ -300,6 +300,7 @@ def funnel(ctx: Context, out: Path) -> dict:
                           f"trains on the {len(seeds)} of earlier rounds[/]")
     elif len(clean) == len(seeds):  # the task's own examples alone are not a training set
         reasons = Counter(_reason_kind(r["reason"]) for r in sieve.rejected)
+        write_jsonl(out / "rejected.jsonl", sieve.rejected)  # the file the error sends the user to
         raise TasklingError("curate: no generated training example survived curation "
                             f"({dict(reasons)}); see {out / 'rejected.jsonl'} and raise budget.examples")
     for name, rows in (("train", clean), ("eval", evals), ("dev", dev), ("rejected", sieve.rejected)):
