@@ -211,12 +211,11 @@ def cites_source(items: list[dict], rows: list[dict]) -> float | None:
     return sum(hits) / len(hits) if hits else None
 
 
-def open_book_errors(sets: dict, retrieved: dict, results: dict, out: Path) -> dict:
+def open_book_errors(sets: dict, retrieved: dict, results: dict, said: dict) -> dict:
     """Per set and open-book system, where its wrong answers come from: the source chunk not retrieved,
     or retrieved and answered wrong (tasks.openbook.error_sources): which of retriever and reader to
     improve. The closed-book student's failures (failures.jsonl, the loop's analysis) are apart."""
-    return {s: {w: openbook.error_sources(sets[s], shown, r["_scores"],
-                                          [x["output"] for x in read_jsonl(out / f"pred-{w}-{s}.jsonl")])
+    return {s: {w: openbook.error_sources(sets[s], shown, r["_scores"], said[s][w])
                 for w, r in results[s].items() if w.endswith("-open")}
             for s, shown in retrieved.items()}
 
@@ -346,11 +345,13 @@ def run(ctx: Context) -> EvaluateManifest:
                                     if w == "teacher" and teacher_price else None)
                 results[s][w] = r
         judge_info = judged(cfg, ctx, sets, chunks, results, out)
-        for s, per in open_book_errors(sets, retrieved, results, out).items():
+        answered = {s: {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in runs[s]}
+                    for s in sets}  # each system's answers, read once for the error sources and the failures
+        for s, per in open_book_errors(sets, retrieved, results, answered).items():
             retrieval[s]["errors"] = per
         failures, rates = [], {"topic": {}, "label": {}}
         for s, items in sets.items():
-            said = {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in runs[s]}
+            said = answered[s]
             student = results[s].get("student")
             if not student:
                 continue
