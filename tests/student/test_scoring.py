@@ -65,3 +65,52 @@ def test_plain_template_puts_the_bos_first_when_the_tokenizer_wants_one(tiny_mod
     plain.chat_template = None
     ensure_chat_template(plain)
     assert not adds_bos(plain) and plain.chat_template == PLAIN_TEMPLATE
+
+
+SYSTEM = ("Route the developer's question to the manual that answers it: the SQLite manual, the Node.js API "
+          "docs or the Python library reference. Answer with one label.")
+LONG = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+        for q in ("How do I read a file?", "json_extract on a column of a table I made yesterday, please",
+                  "datetime strftime", "How do I hash a password with a salt in node?", "fts5")]
+
+
+def decoder_calls(model) -> list[tuple]:
+    """The (rows, tokens) of every call the model's decoder stack runs from now on."""
+    calls: list[tuple] = []
+    model.get_decoder().register_forward_pre_hook(
+        lambda mod, args, kw: calls.append(tuple((kw.get("input_ids") if "input_ids" in kw else args[0]).shape)),
+        with_kwargs=True)
+    return calls
+
+
+def test_the_prompts_common_prefix_runs_once_and_every_prompt_scores_as_if_run_whole(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("TASKLING_FP32", "1")  # exact sums: bf16 would round each way differently
+    model, tok = load_causal_lm(tiny_model_dir)
+    prompts = [infer.chat_ids(tok, c) for c in LONG]
+    p = next(j for j in range(min(map(len, prompts))) if len({x[j] for x in prompts}) > 1)
+    assert p >= 20  # the system turn and the user turn's opening
+    calls = decoder_calls(model)
+    got = scoring.label_scores(model, tok, LONG, LABELS, batch_size=2)
+    assert calls[0] == (1, p) and all(rows > 1 or n < p for rows, n in calls[1:])  # the prefix once, then none of it
+    for i, conv in enumerate(LONG):  # the independent path: each label appended to the whole prompt
+        assert np.allclose(got[i], infer.label_logprobs(model, tok, prompts[i], LABELS), atol=1e-4)
+
+
+def test_the_held_out_check_of_a_classify_student_scores_labels_as_served(tiny_model_dir, monkeypatch):
+    from taskling.student.batches import encode
+
+    monkeypatch.setenv("TASKLING_FP32", "1")
+    model, tok = load_causal_lm(tiny_model_dir)
+    truth = [0, 1, 2, 3, 1]
+    rows = [encode(tok, SYSTEM, {"input": c[1]["content"], "output": LABELS[t], "weight": w}, 256)
+            for c, t, w in zip(LONG, truth, (1.0, 0.5, 1.0, 2.0, 1.0))]
+    tails = scoring.label_tails(tok, LABELS)
+    loss, right = scoring.held_out(model, rows, tails, tok.pad_token_id, batch_size=2)
+    each = [infer.label_logprobs(model, tok, infer.chat_ids(tok, c), LABELS) for c in LONG]
+    assert right == np.mean([int(np.argmax(e)) == t for e, t in zip(each, truth)])
+    w = [r.get("weight", 1.0) for r in rows]
+    want = -sum(wi * e[t] for wi, e, t in zip(w, each, truth)) / sum(wi * len(tails[t]) for wi, t in zip(w, truth))
+    assert abs(loss - want) < 1e-4
+    # an answer that is not a label: no scored check (training measures its completion tokens instead)
+    other = encode(tok, SYSTEM, {"input": "anything", "output": "not-a-label"}, 256)
+    assert scoring.held_out(model, rows + [other], tails, tok.pad_token_id, batch_size=2) is None

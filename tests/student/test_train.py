@@ -287,3 +287,42 @@ def test_a_planted_checkpoint_state_is_refused_not_run(workspace, tmp_path):
     with pytest.raises(TasklingError, match=r"step-000002/state.pt: not a checkpoint taskling wrote"):
         train.run(Context(cfg, **QUIET))
     assert not marker.exists()
+
+
+def test_the_batchs_shared_prefix_runs_once_for_the_same_loss_and_gradients(tiny_model_dir):
+    """completion_loss runs the leading tokens every row shares (the system prompt) once and repeats their
+    keys and values per row: the loss and every gradient are those of the model's own loss over whole rows."""
+    import torch
+
+    from taskling.student.batches import shared_prefix, unwrap
+    from taskling.student.models import load_causal_lm
+
+    model, tok = load_causal_lm(tiny_model_dir)
+    system = "Route the developer's question to the manual that answers it. Answer with the label only."
+    data = [encode(tok, system, {"input": f"question {i} about hashing" + " and more" * i,
+                                 "output": ["sqlite", "node"][i % 2]}, 256) for i in range(4)]
+    batch = collate(data, tok.pad_token_id)
+    decoder = unwrap(model).get_decoder()
+    p = shared_prefix(batch, decoder)
+    ids = batch["input_ids"]
+    common = next(j for j in range(ids.size(1)) if len(set(ids[:, j].tolist())) > 1)
+    assert 8 <= p == common  # the prompts part before the first word that differs
+    shapes: list = []
+    hook = decoder.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                             with_kwargs=True)
+    ours = completion_loss(model, batch)
+    ours.backward()
+    hook.remove()
+    assert shapes == [(1, p), (4, ids.size(1) - p)]
+    mine = {n: w.grad.clone() for n, w in model.named_parameters() if w.grad is not None}
+    model.zero_grad()
+    full = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    full.backward()
+    assert abs(float(full) - float(ours)) < 1e-5
+    assert mine and all(torch.allclose(mine[n], w.grad, atol=1e-6) for n, w in model.named_parameters()
+                        if w.grad is not None)
+    # rows identical up to their answers: the prefix stops before the last prompt token, whose output the loss reads
+    twins = collate([data[0], {**data[0]}], tok.pad_token_id)
+    first = data[0]["labels"].index(next(x for x in data[0]["labels"] if x != -100))
+    assert shared_prefix(twins, decoder) == first - 1
+    assert shared_prefix(collate(data[:1], tok.pad_token_id), decoder) == 0  # one row: nothing to share

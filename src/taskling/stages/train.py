@@ -21,7 +21,7 @@ from ..core.manifests import TrainManifest
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, earlier, read_jsonl
 from ..data.retrieve import Retriever, open_book, retriever_settings
-from ..student import infer, openbook
+from ..student import infer, openbook, scoring
 from ..student.batches import batch_order, encode
 from ..student.models import load_tokenizer, resolve_hf
 from ..student.trained import trained_dir
@@ -99,7 +99,9 @@ def plan(ctx: Context, resume_from: Path | None, opened: bool) -> tuple[TrainSpe
         steps = cfg.loop.continue_steps or max(10, min(steps, math.ceil(4 * max(new, 1) / per_step)))
         weights = load_peft_weights(str(resume_from))
     order = batch_order(len(data), tc.batch_size, steps * tc.grad_accum, [len(d["input_ids"]) for d in data], seed)
-    spec = TrainSpec(model=cfg.student.model, train=tc, data=data, held=held, order=order, steps=steps,
+    # classify closed-book: the held-out check scores every label, as serving answers (scoring.held_out)
+    tails = scoring.label_tails(tok, list(cfg.task.labels)) if cfg.task.type == "classify" and not opened else None
+    spec = TrainSpec(model=cfg.student.model, train=tc, data=data, held=held, order=order, steps=steps, tails=tails,
                      lr=tc.lr or (5e-5 if tc.full_finetune else 5e-4), every=tc.eval_every or default_eval_every(steps),
                      seed=seed, threads=ctx.threads, compile=tc.compile, resume_weights=weights, held_name=held_name,
                      resume_from=str(resume_from) if resume_from is not None else None)
@@ -153,7 +155,9 @@ def selection(ctx: Context, spec: TrainSpec, history: dict, kept: int, last: int
     name = spec.held_name
     what = ("pile inputs labelled by the label model, never trained on, never gold" if name == "dev"
             else "the held-out eval set")
-    rule = (f"the step with the most exact held-out answers on {name} (n={len(spec.held)}: {what}), "
+    right = ("held-out items whose best-scored label is theirs (as served)" if history.get("held_measure") == "scored"
+             else "exact held-out answers")
+    rule = (f"the step with the most {right} on {name} (n={len(spec.held)}: {what}), "
             f"ties broken by held-out loss, checked every {spec.every} steps"
             + (f"; stops after {spec.train.patience} checks without a better one" if spec.train.patience else "")
             if spec.train.best_checkpoint else "the last step")

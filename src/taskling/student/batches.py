@@ -15,6 +15,8 @@ import torch
 from .. import tasks
 from . import infer
 
+MIN_SHARED = 8  # shared prefix tokens below which one more decoder call costs more than it saves
+
 
 def encode(tok, system: str, ex: dict, max_len: int | None, messages: list[dict] | None = None) -> dict | None:
     """Prompt and completion ids through the chat template; labels mask the prompt. None when longer
@@ -89,6 +91,38 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def shared_prefix(batch: dict, decoder) -> int:
+    """How many leading tokens to run once for the whole batch: the tokens every row has in common
+    (the system prompt, few-shot turns), up to the position before the first completion token, so
+    that every position whose output the loss reads is computed per row. 0 when not worth it: a
+    single row, a short prefix, or a compiled decoder being trained (a second call shape would
+    recompile it)."""
+    ids = batch["input_ids"]
+    if ids.size(0) < 2 or (torch.is_grad_enabled() and getattr(decoder, "_compiled_call_impl", None) is not None):
+        return 0
+    same = ((ids == ids[:1]).all(dim=0) & batch["attention_mask"].bool().all(dim=0)).int()
+    common = int(same.cumprod(0).sum())
+    has = (batch["labels"] != -100)
+    first = int(torch.where(has.any(dim=1), has.int().argmax(dim=1), ids.size(1)).min())
+    p = min(common, first - 1)
+    return p if p >= MIN_SHARED else 0
+
+
+def decode(decoder, batch: dict, p: int) -> torch.Tensor:
+    """The decoder's last hidden states at positions p.. of every row: the first p tokens (the same
+    in every row) run once and their keys and values are repeated per row, then each row's own
+    tokens attend to them. The same sums as running every row whole (gradients into the shared part
+    add up over the rows, as they would), for fewer tokens' compute."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if not p:
+        return decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    cache = decoder(input_ids=ids[:1, :p], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(ids.size(0))
+    pos = torch.arange(p, ids.size(1), device=ids.device)[None].expand(ids.size(0), -1)
+    return decoder(input_ids=ids[:, p:], attention_mask=mask, position_ids=pos, past_key_values=cache,
+                   use_cache=True).last_hidden_state
+
+
 def completion_loss(model, batch: dict, exact: list | None = None) -> torch.Tensor:
     """Mean cross-entropy over the completion tokens only. The output head runs
     on just those positions (a few per example for classify), not on every
@@ -109,8 +143,9 @@ def completion_loss(model, batch: dict, exact: list | None = None) -> torch.Tens
         flat = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
                                                  targets.reshape(-1), ignore_index=-100, reduction="none")
         return _mean(flat.view_as(targets)[keep], batch, keep)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    logits = head(hidden[:, :-1][keep]).float()
+    p = shared_prefix(batch, decoder)
+    hidden = decode(decoder, batch, p)  # positions p.. (nothing before p is ever a target's predecessor)
+    logits = head(hidden[:, :-1][keep[:, p:]]).float()
     cap = getattr(base.config, "final_logit_softcapping", None)
     if cap:
         logits = cap * torch.tanh(logits / cap)

@@ -32,7 +32,7 @@ from ..core.config import TrainCfg
 from ..core.errors import TasklingError
 from ..core.executor import STATE, Site
 from ..core.progress import bar
-from . import infer
+from . import infer, scoring
 from .batches import collate, completion_loss, eval_loss, token_mass, unwrap
 from .models import load_causal_lm, resolve_hf
 
@@ -57,9 +57,10 @@ def pick_device(want: str) -> torch.device:
 
 class Stopper:
     """Early stopping and best-step choice on the held-out set: first by how many
-    held-out answers greedy decoding would get exactly right (every completion
-    token the model's top choice, from the same forward pass as the loss), then
-    by loss. Loss alone misleads on small sets: it rises with overconfidence
+    held-out answers are right as the student will answer them (classify: the
+    best-scored label, as served; otherwise greedy decoding's exact answer, every
+    completion token the model's top choice, from the same forward pass as the
+    loss), then by loss. Loss alone misleads on small sets: it rises with overconfidence
     while answers still improve (the demo's 11 held-out items chose step 12 of 24
     by loss: gold accuracy 0.39, against 0.59 at step 24). Remembers the best step
     and counts evaluations since it; saved in every checkpoint so a resume decides
@@ -156,6 +157,8 @@ class TrainSpec:
     resume_weights: dict | None = None  # loop.train continue: the previous round's adapter weights ...
     resume_from: str | None = None      # ... and the folder they came from
     held_name: str = "eval"             # which curated set `held` is: the label-model dev set or eval
+    tails: list[list[int]] | None = None  # classify: each label's answer tokens; the held-out check scores
+                                          # them as serving does (scoring.held_out)
 
     @property
     def curve(self) -> bool:
@@ -336,7 +339,11 @@ def one_step(model, spec: TrainSpec, site: Site, opt, sched, params: list, step:
 
 def held_out(model, spec: TrainSpec, site: Site, stopper: Stopper, step: int, pad: int, history: dict) -> None:
     """Rank 0 measures the held-out set; every rank decides the same from its figures."""
-    mine = list(eval_loss(model, spec.held, pad, spec.train.batch_size)) if site.rank == 0 else None
+    mine = None
+    if site.rank == 0:
+        scored = scoring.held_out(model, spec.held, spec.tails, pad, spec.train.batch_size) if spec.tails else None
+        mine = list(scored or eval_loss(model, spec.held, pad, spec.train.batch_size))
+        history["held_measure"] = "scored" if scored else "greedy"
     el, ex = site.from_rank0(mine, 2)
     history["eval_loss"].append([step, round(el, 5)])
     history.setdefault("eval_exact", []).append([step, round(ex, 4)])
