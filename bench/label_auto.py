@@ -2,6 +2,7 @@
 against the previous default (label.auto: false, the example's previous settings), seed by seed.
 
     .venv/bin/python bench/label_auto.py [--data-seeds 0] [--train-seeds 0,1,2] [--arms auto,default] [--resume]
+        [--set train.steps=100] [--out bench/results/label_auto-steps100.json]
 
 Both arms run in one workspace (a copy of examples/devdocs-router under .cache/bench-label-auto),
 so they share the pile and the teacher's call cache: with the same data seed the teacher writes
@@ -73,12 +74,13 @@ def taskling(root: Path, config: str, stage: str, run: str, sets: list[str]) -> 
     return round(time.perf_counter() - t0, 1)
 
 
-def one_run(root: Path, arm: str, data_seed: int, train_seed: int, first: bool) -> dict:
+def one_run(root: Path, arm: str, data_seed: int, train_seed: int, first: bool, extra: list[str] = ()) -> dict:
     """The data stages (cached after the first training seed), then training and evaluation."""
     config = "taskling.yaml" if arm == "auto" else "default.yaml"
     run = f"{arm}-s{data_seed}"
     sets = [f"seed={data_seed}"] + ([] if train_seed == data_seed else [f"train.seed={train_seed}"])
     seconds = {stage: taskling(root, config, stage, run, sets) for stage in STAGES[:-2]}
+    sets += list(extra)  # --set: what training and evaluation change (the data stages keep the example's)
     seconds["train"] = taskling(root, config, "train", run, sets)
     only = [] if first else ["evaluate.models=[student]"]
     seconds["evaluate"] = taskling(root, config, "evaluate", run, sets + only)
@@ -122,11 +124,11 @@ def summary(res: dict) -> dict:
     return out
 
 
-def save(res: dict) -> None:
+def save(res: dict, path: Path = RESULTS) -> None:
     from taskling.core.workspace import atomic_write_json
 
     res["summary"] = summary(res)
-    atomic_write_json(RESULTS, res)
+    atomic_write_json(path, res)
 
 
 def main() -> None:
@@ -139,11 +141,16 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="keep the runs already in bench/results/label_auto.json and run only the missing ones "
                          "(implies --keep)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for training and evaluation only (e.g. train.steps=100); repeatable")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the results go (default %(default)s)")
     a = ap.parse_args()
+    results = a.out
     root = workspace(a.work, fresh=not (a.keep or a.resume))
     res = {"benchmark": "label_auto", "command": "python bench/label_auto.py " + " ".join(sys.argv[1:]),
            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": {"cpus": os.cpu_count()},
-           "arms": json.loads(RESULTS.read_text())["arms"] if a.resume and RESULTS.exists() else {}}
+           "arms": json.loads(results.read_text())["arms"] if a.resume and results.exists() else {},
+           "sets": a.set}
     t0 = time.perf_counter()
     for d in [int(x) for x in a.data_seeds.split(",")]:
         for t in (int(x) for x in a.train_seeds.split(",")):  # arms side by side, seed by seed
@@ -153,12 +160,12 @@ def main() -> None:
                     continue
                 # The systems training does not change are scored once per data seed.
                 first = not any(r["data_seed"] == d for r in done.values())
-                r = one_run(root, arm, d, t, first=first)
+                r = one_run(root, arm, d, t, first=first, extra=a.set)
                 done[f"d{d}-t{t}"] = r
                 figs = ", ".join(f"{w} {v['metric']:.3f}" for w, v in r["gold"].items() if v["metric"] is not None)
                 print(f"[{time.perf_counter() - t0:5.0f} s] {arm} data seed {d} train seed {t}: {figs}; "
                       f"stages {r['seconds']}", flush=True)
-                save(res)
+                save(res, results)
     print(json.dumps(res["summary"], indent=1))
 
 
