@@ -33,7 +33,8 @@ class ModelCfg(Section):
     temperature: float = Field(0.8, ge=0, le=2)
     max_tokens: int = Field(160, ge=1)
     n_ctx: int = Field(2048, ge=256)
-    # openai backend: how hard to push the server and how long to wait for it
+    # openai backend: how hard to push the server and how long to wait for it; llamacpp: sequences decoded
+    # together on one context (1: one request at a time through llama-cpp-python's chat API)
     concurrency: int = Field(4, ge=1, le=256)       # requests in flight at once
     timeout_s: float = Field(120, gt=0)              # per request
     max_retries: int = Field(6, ge=0)                # per request, on 429/5xx/timeouts/dropped connections

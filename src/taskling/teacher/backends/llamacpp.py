@@ -5,7 +5,9 @@ GGUF without a chat template (a base model such as Gemma 3 270M) is prompted
 with models.PLAIN_TEMPLATE, as training and export do, and its reply stops at
 the next "User:" turn. A JSON schema on a request becomes a llama.cpp grammar,
 so the reply is valid JSON of that shape. llama-cpp-python's high-level API
-decodes one sequence at a time, so requests run one after another on all cores.
+decodes one sequence at a time; with `teacher.concurrency` above 1 (the default 4)
+requests are decoded together instead, one sequence each on one context
+(llamabatch.py), with the same prompts, samplers and stops.
 """
 from __future__ import annotations
 
@@ -44,6 +46,14 @@ class LlamaCppBackend:
             from llama_cpp.llama_chat_format import chat_formatter_to_chat_completion_handler
 
             self.llm.chat_handler = chat_formatter_to_chat_completion_handler(self.formatter)
+        self.batched = None
+        render = self.formatter or template_formatter(self.llm)
+        if cfg.concurrency > 1 and render is not None:
+            from .llamabatch import BatchDecoder
+
+            self.batched = BatchDecoder(self.llm, cfg.concurrency, cfg.n_ctx, n, render)
+            self.capabilities = Capabilities(batching=True, logprobs=True, json_schema=True,
+                                             concurrency=cfg.concurrency)
 
     def describe(self) -> dict:
         return {"backend": "llamacpp", "model": self.name, "file": self.path.name, "bytes": self.path.stat().st_size}
@@ -67,10 +77,28 @@ class LlamaCppBackend:
                       finish_reason=choice.get("finish_reason") or "stop")
 
     def generate(self, requests: list[Request], on_result: OnResult | None = None) -> list[Result]:
+        if self.batched is not None:
+            return self.batched.generate(requests, on_result, self.json_mode, self.stops)
         return run_each(requests, self._one, on_result)
 
     def close(self) -> None:
+        if self.batched is not None:
+            self.batched.close()
         self.llm.close() if hasattr(self.llm, "close") else None
+
+
+def template_formatter(llm):
+    """The chat formatter create_chat_completion uses for a GGUF whose own template it renders (as
+    llama_cpp.Llama builds it), or None when it maps the template to a named format of its own."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if template is None or llm.chat_format != "chat_template.default":
+        return None
+    eos, bos = llm.token_eos(), llm.token_bos()
+    return Jinja2ChatFormatter(template=template, eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                               bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+                               stop_token_ids=[eos])
 
 
 def plain_formatter(llm):
