@@ -223,3 +223,26 @@ def test_dedup_goes_on_after_a_near_duplicate():
              "other text entirely here", "OTHER text  entirely here"]
     assert curation.dedup([0, 1, 2, 3], texts, None, near=0.7, semantic=0.9) == {
         1: ("near duplicate", 0), 3: ("exact duplicate", 2)}
+
+
+def test_inputs_naming_other_identifiers_are_never_near_or_semantic_duplicates():
+    """Questions over a table of error codes differ in the code alone: MinHash finds the first two near
+    (Jaccard over 0.8) and the embedder the short ones alike (cosine over 0.95), yet each asks something
+    else. Inputs that name the same identifiers (any case) are still compared, and copies still go."""
+    texts = ["What does the PostgreSQL error code 23505 mean when an INSERT fails?",
+             "What does the PostgreSQL error code 23503 mean when an INSERT fails?",
+             "What does the PostgreSQL error code 23505 mean when my INSERT fails?",   # 0 again, reworded
+             "What does error code 23505 mean?",
+             "What does error code 23503 mean?",
+             "What does error code 23514 mean?",
+             "How do I raise max_connections in postgresql.conf?",
+             "How do I raise MAX_CONNECTIONS in postgresql.conf, please?",             # 6 again
+             "How do I raise max connections in postgresql.conf?",                     # names no identifier
+             "what does the postgresql error code 23503 mean when an insert fails"]    # a copy of 1
+    vecs = Embedder().encode(texts)
+    assert curation.dedup(list(range(len(texts))), texts, None, near=0.8, semantic=0.95) == {
+        2: ("near duplicate", 0), 7: ("near duplicate", 6), 9: ("exact duplicate", 1)}
+    got = curation.dedup(list(range(len(texts))), texts, vecs, near=0.8, semantic=0.95)
+    assert {i: d for i, d in got.items() if d[0] != "semantic duplicate" or i in (2, 7)} == {
+        2: ("near duplicate", 0), 7: ("near duplicate", 6), 9: ("exact duplicate", 1)}
+    assert not {3, 4, 5, 8} & set(got)

@@ -172,19 +172,46 @@ def test_identifiers_are_the_words_with_a_digit_an_underscore_or_backticks():
     assert identifiers("How do I raise the max connections?") == []
 
 
+def add_parts(pile: Pile, path: str, texts: list[str]) -> None:
+    """One document at `path` whose chunks are `texts`, one each."""
+    text = "\n\n".join(texts)
+    spans, at = [], 0
+    for i, t in enumerate(texts):
+        spans.append({"start": at, "end": at + len(t), "n_tokens": len(t.split()), "locator": f"part {i}"})
+        at += len(t) + 2
+    pile.replace_document(path, "0" * 64, "md", "text", len(text), text, spans)
+
+
+def test_years_and_ordinals_are_words_not_identifiers_unless_backticked():
+    """A number prose writes (a year, a decade, an ordinal) says when, not which thing: codes stay codes."""
+    assert identifiers("What changed in 2019 and since the 1990s, on the 3rd and the 21st of May?") == []
+    assert identifiers("In 2023 we got 23505, E1000, HTTP 404, port 5432, 2350 and max_connections") == [
+        "23505", "E1000", "404", "5432", "2350", "max_connections"]
+    assert identifiers("What does `2006` mean, and FY2019 or 2019a?") == ["2006", "FY2019", "2019a"]
+    assert identifiers("Years 1899 and 2100 are out of range") == ["1899", "2100"]
+
+
+def test_a_year_in_the_question_does_not_outrank_the_chunk_that_answers_it(tmp_path):
+    """FTS5 alone: the chunk about the connection limit answers the question; the one that says 2023
+    does not, and a year is not a name to demand."""
+    texts = ["Release notes 2023: the build moved to meson and old platforms were dropped.",
+             "Raise the connection limit with the max_connections setting, then restart the server."]
+    with Pile(tmp_path / "pile.db") as pile:
+        add_parts(pile, "docs/notes.md", texts)
+        found = retrieve(pile, "We upgraded in 2023: how do I raise the connection limit?", k=2)
+        quoted = retrieve(pile, "We upgraded in `2023`: how do I raise the connection limit?", k=2)
+    assert [c.text for c in found] == texts[::-1]
+    assert [c.text for c in quoted] == texts  # backticks make it a name to match
+
+
 def test_a_chunk_holding_the_identifier_is_found_past_the_rankings_depth(tmp_path):
     """FTS5 alone, 40 chunks that say "max" and "connections" more often than the one that names
     max_connections: BM25 ranks that one below its candidates' depth, and it still comes first."""
     texts = [f"Part {i}: max connections, the max of connections per pool {i}, connections max." for i in range(40)]
     texts.append("The max_connections setting fixes how many clients the server accepts.")
     texts.append("The max_connections_per_role setting is another one.")
-    text = "\n\n".join(texts)
-    spans, at = [], 0
-    for i, t in enumerate(texts):
-        spans.append({"start": at, "end": at + len(t), "n_tokens": len(t.split()), "locator": f"part {i}"})
-        at += len(t) + 2
     with Pile(tmp_path / "pile.db") as pile:
-        pile.replace_document("docs/pool.md", "0" * 64, "md", "text", len(text), text, spans)
+        add_parts(pile, "docs/pool.md", texts)
         assert "max_connections setting" not in " ".join(c.text for c, _ in pile.search("max_connections", 30))
         found = retrieve(pile, "How do I raise max_connections?", k=2)
     assert found[0].text == texts[40] and found[1].text != texts[41]  # a longer name is not the name

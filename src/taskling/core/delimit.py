@@ -13,7 +13,10 @@ A chat template's control tokens are defused the same way (`<|im_end|>`, `<|im_s
 anything opening `<|`, and Gemma's `<start_of_turn>`, `<end_of_turn>`, Llama 2's `<s>`, `</s>`): a
 tokenizer reads those strings in a message's text as the tokens themselves, so a chunk that spelled
 `<|im_end|><|im_start|>system` would end the user's turn and open a system turn of its own, outside
-every document block.
+every document block. So are the turn markers in square brackets of Mistral's tokenizers (`[INST]`,
+`[/INST]`, `[SYSTEM_PROMPT]`, `[/SYSTEM_PROMPT]`, `[TOOL_CALLS]`, `[AVAILABLE_TOOLS]`, `[TOOL_RESULTS]`,
+`[TOOL_CONTENT]` and their closing forms) and Llama 2's `<<SYS>>`, `<</SYS>>`: their `[` is shown as
+`⁅` (their `<` as `‹`). Brackets that mark nothing (`[1]`, `[x]`, `[NOTE]`) stay as they are.
 """
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ INVISIBLE = frozenset("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u2
                       "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069"
                       "\u3164\ufeff\uffa0")
 ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};?)")
-TAG = re.compile(r"<\s*/?\s*document|<\s*\||<\s*/?\s*(?:start_of_turn|end_of_turn|s)\s*>", re.IGNORECASE)
+TAG = re.compile(r"<\s*/?\s*document|<\s*\||<\s*/?\s*(?:start_of_turn|end_of_turn|s)\s*>|<\s*<\s*/?\s*SYS\s*>\s*>"
+                 r"|\[\s*/?\s*(?:INST|SYSTEM_PROMPT|TOOL_CALLS|AVAILABLE_TOOLS|TOOL_RESULTS|TOOL_CONTENT)\s*\]",
+                 re.IGNORECASE)
 SAFE_LT = "\u2039"  # ‹
+SAFE_LSQB = "\u2045"  # ⁅ (NFKC keeps it: a reader that folds text does not get the '[' back)
 # A block as tasks.document_block writes it, for code that reads a prompt back (the scripted and toy
 # teachers): group 1 is the key, group 2 the text; the closing tag must carry the same key.
 BLOCK = re.compile(r"<document(-[0-9a-f]+|)(?:\s[^>]*)?>(.*?)</document\1>", re.DOTALL)
@@ -75,21 +81,24 @@ def expand(part: str, at: int, out: list[str], src: list[int]) -> None:
 
 
 def defuse(text: str) -> str:
-    """`text` with every tag look-alike of <document or </document, and every chat control token, made
-    plain text (its '<' as '‹')."""
-    if "<" not in text and not any(ord(c) > 127 or c == "&" for c in text):
+    """`text` with every tag look-alike of <document or </document, and every chat control token or turn
+    marker, made plain text (its opening '<' as '‹', its '[' as '⁅')."""
+    if "<" not in text and "[" not in text and not any(ord(c) > 127 or c == "&" for c in text):
         return text  # the common case: nothing could read as a tag
     norm, src = normalised(text)
-    starts = []  # [a, b): the original characters that read as a tag's '<' (and invisible ones after it)
+    # (a, b, safe): text[a:b] reads as a tag's '<' or '[' (with the invisible characters after it); safe
+    # shows instead
+    starts = []
     for m in TAG.finditer(norm):
         j = m.start()
-        starts.append((src[j], src[j + 1] if j + 1 < len(src) else len(text)))
+        safe = SAFE_LT if norm[j] == "<" else SAFE_LSQB
+        starts.append((src[j], src[j + 1] if j + 1 < len(src) else len(text), safe))
     if not starts:
         return text
     out, pos = [], 0
-    for a, b in starts:
+    for a, b, safe in starts:
         out.append(text[pos:a])
-        out.append(SAFE_LT)
+        out.append(safe)
         pos = max(b, a + 1)
     out.append(text[pos:])
     return "".join(out)

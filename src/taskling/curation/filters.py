@@ -2,7 +2,8 @@
 
   - language: a stop-word vote among common languages (only confident calls count);
   - dedup: exact (normalised input), near (MinHash over the input) and
-    semantic (embedding cosine), keeping the best-grounded of each group;
+    semantic (embedding cosine) among inputs naming the same identifiers,
+    keeping the best-grounded of each group;
   - decontamination: word 6-grams shared with an eval or gold input, or an
     embedding near-duplicate of one (a paraphrase);
   - selection: down to a target size with label balance, then k-center
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.dedup import DedupIndex
+from ..data.retrieve import identifiers
 from ..tasks import words
 from ..tasks.grounding import ENGLISH_STOP, normalise
 
@@ -48,8 +50,11 @@ def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: 
           groups: list | None = None) -> dict[int, tuple[str, int]]:
     """Duplicates among items visited in `order` (best first): index -> (kind, index of the kept item).
 
-    Semantic duplicates are looked for within an item's group (its label or
-    topic): that keeps the check linear in practice on 100k candidates."""
+    Near and semantic duplicates name the same identifiers (`data.retrieve.identifiers`, any case):
+    "error code 23505" and "error code 23503" differ in one word to MinHash and an embedding, but they
+    are two questions with two answers. Semantic duplicates are looked for within an item's group (its
+    label or topic) too: that keeps the check linear in practice on 100k candidates."""
+    names = [frozenset(w.casefold() for w in identifiers(t)) for t in texts]
     seen: dict[str, int] = {}
     index = DedupIndex(threshold=near)
     kept_by_group: dict = {}
@@ -59,11 +64,11 @@ def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: 
         if key in seen:
             out[i] = ("exact duplicate", seen[key])
             continue
-        dup = index.check(i, texts[i])
+        dup = index.check(i, texts[i], accept=lambda j, i=i: names[j] == names[i])
         if dup is not None:
             out[i] = ("near duplicate", dup.of)
             continue
-        kept = kept_by_group.setdefault(groups[i] if groups is not None else None, [])
+        kept = kept_by_group.setdefault((groups[i] if groups is not None else None, names[i]), [])
         if vectors is not None and kept:
             sims = vectors[kept] @ vectors[i]
             j = int(np.argmax(sims))

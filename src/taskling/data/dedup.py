@@ -32,7 +32,7 @@ import struct
 import unicodedata
 import zlib
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Literal
+from typing import Callable, Hashable, Iterable, Literal
 
 import numpy as np
 
@@ -194,18 +194,23 @@ class DedupIndex:
         self._exact.setdefault(exact, key)
         self._insert(key, m)
 
-    def check(self, key: Hashable, text: str, signature: bytes | None = None) -> Duplicate | None:
+    def check(self, key: Hashable, text: str, signature: bytes | None = None,
+              accept: Callable[[Hashable], bool] | None = None) -> Duplicate | None:
         """The Duplicate this item is, or None if it is new (then it is kept
-        and indexed). Pass `signature` if you already computed it."""
+        and indexed). Pass `signature` if you already computed it, and
+        `accept(earlier key)` to say which earlier items it may repeat at all
+        (default: any)."""
         norm = normalise(text)
         ek = _sha1(norm)
         first = self._exact.get(ek)
-        if first is not None:
+        if first is not None and (accept is None or accept(first)):
             return Duplicate(key, first, "exact", 1.0)
-        self._exact[ek] = key
+        self._exact.setdefault(ek, key)
         m = self.load_signature(signature) if signature is not None else self._minhash(norm)
         if not m.is_empty():
             for cand in sorted(self._lsh.query(m)):  # earliest first
+                if accept is not None and not accept(self._keys[cand]):
+                    continue
                 sim = m.jaccard(self._sigs[cand])
                 if sim >= self.threshold:
                     return Duplicate(key, self._keys[cand], "near", float(sim))

@@ -7,7 +7,7 @@ merges the two lists, so a chunk that is near the top of either comes first and 
 the top of both comes before it. Without embeddings (ingest.embed: false) it is FTS5 alone.
 
 Identifiers match exactly. A query word that names a thing rather than says something (`identifiers`:
-one with a digit or an underscore, or written in backticks) is a code or a name: `23505` is not
+one with a digit or an underscore, or written in backticks; not a year or an ordinal) is a code or a name: `23505` is not
 `23503`, and `max_connections` is not "max" and "connections" apart, though FTS5 splits it into those
 two words and an embedding sees them as near. So the chunks that hold such a word as it is written
 (any case, not inside a longer word) are found on their own (Pile.holding) and come before those that
@@ -46,15 +46,21 @@ MOST_IDENTIFIERS = 8  # looked up one by one (Pile.holding): a pasted log of num
 
 WORD = re.compile(r"\w+")
 QUOTED = re.compile(r"`([^`]+)`")
+# Numbers as prose writes them say when or which one in a row, not which thing: a year or a decade
+# (1900-2099, "in 2019", "the 1990s") and an ordinal ("3rd", "21st").
+PROSE_NUMBER = re.compile(r"(?:19|20)\d\ds?|\d+(?:st|nd|rd|th)", re.IGNORECASE)
 
 
 def identifiers(query: str) -> list[str]:
     """The query's words that name something and must match to the letter: those with a digit (of three
-    characters or more: `23505`, `E1000`, not the 2 of "2 steps") or an underscore, and any word written
-    in backticks (`createHash`)."""
+    characters or more: `23505`, `E1000`, `404`, not the 2 of "2 steps") or an underscore, and any word
+    written in backticks (`createHash`). A year or an ordinal (PROSE_NUMBER) is a word like any other,
+    ranked by BM25 and meaning but not demanded; in backticks it is a name (a 4-digit code such as
+    MySQL's `2006` in that range is then matched exactly)."""
     quoted = {w for q in QUOTED.findall(query) for w in WORD.findall(q)}
     return list(dict.fromkeys(w for w in WORD.findall(query) if w in quoted or ("_" in w and w.strip("_"))
-                              or (len(w) >= 3 and any(ch.isdigit() for ch in w))))
+                              or (len(w) >= 3 and any(ch.isdigit() for ch in w)
+                                  and not PROSE_NUMBER.fullmatch(w))))
 
 
 def holds_word(text: str, word: str) -> bool:
