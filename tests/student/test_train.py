@@ -326,3 +326,44 @@ def test_the_batchs_shared_prefix_runs_once_for_the_same_loss_and_gradients(tiny
     first = data[0]["labels"].index(next(x for x in data[0]["labels"] if x != -100))
     assert shared_prefix(twins, decoder) == first - 1
     assert shared_prefix(collate(data[:1], tok.pad_token_id), decoder) == 0  # one row: nothing to share
+
+
+def test_frozen_weights_stored_as_autocast_reads_them_give_the_same_loss_and_gradients(tiny_model_dir, monkeypatch):
+    """infer.cast_weights keeps the frozen Linear weights in bf16, which autocast would cast them to on every
+    call: the loss and every LoRA gradient are bit for bit the same; the trained weights and a head tied to
+    the embedding stay fp32; with TASKLING_FP32=1 (no autocast) nothing is cast."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from taskling.student import infer
+    from taskling.student.models import load_causal_lm
+
+    if not infer.bf16_supported():
+        pytest.fail("this test needs a CPU with bf16 (the suite's machine has one)")
+    model, tok = load_causal_lm(tiny_model_dir)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    for n, w in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(w, std=0.02)
+    batch = collate([encode(tok, "Route it.", {"input": f"question {i} about hashing", "output": "node"}, 128)
+                     for i in range(4)], tok.pad_token_id)
+
+    def step():
+        model.zero_grad()
+        with infer.autocast():
+            loss = completion_loss(model, batch)
+        loss.backward()
+        return float(loss), {n: w.grad.clone() for n, w in model.named_parameters() if w.grad is not None}
+
+    monkeypatch.setenv("TASKLING_FP32", "1")
+    assert infer.cast_weights(model, frozen_only=True) == 0
+    monkeypatch.delenv("TASKLING_FP32")
+    before = step()
+    frozen = sum(isinstance(m, torch.nn.Linear) and not m.weight.requires_grad for m in model.modules())
+    cast = infer.cast_weights(model, frozen_only=True)
+    head = model.get_output_embeddings().weight
+    assert cast >= 1 and all(w.dtype == torch.float32 for w in model.parameters() if w.requires_grad)
+    assert cast == frozen - (1 if head is model.get_input_embeddings().weight else 0)
+    assert head.dtype == torch.float32
+    after = step()
+    assert after[0] == before[0] and all(torch.equal(after[1][n], g) for n, g in before[1].items())

@@ -21,6 +21,7 @@ class HFEngine:
 
         infer.set_threads(threads)
         self.model, self.tok = load_causal_lm(path)
+        infer.for_inference(self.model)
         self.lock = threading.Lock()
         self.stops = infer.stop_token_ids(self.tok)
         self.n_ctx = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)

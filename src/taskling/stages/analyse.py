@@ -114,7 +114,7 @@ def probe(cfg: Config, ctx: Context, pools: dict, unit: str, held: set[str], pre
     system = task.system_prompt(cfg.task)
     infer.set_threads(ctx.threads)
     model, tok = load_trained(ctx.stage_dir("train", prev), cfg.student.model)
-    model.eval()
+    infer.for_inference(model)
     labels = list(cfg.task.labels)
     values: dict = defaultdict(list)
     with bar(ctx.console) as progress:
@@ -165,7 +165,7 @@ def self_labels(cfg: Config, ctx: Context, unit: str, held: set[str], prev: int,
     words = auto.pile_input_words(cfg)
     system = tasktype.get(cfg.task.type).system_prompt(cfg.task)
     model, tok = load_trained(ctx.stage_dir("train", prev), cfg.student.model)
-    model.eval()
+    infer.for_inference(model)
     labels = list(cfg.task.labels)
     convs = [tasks.student_messages(system, " ".join(c.text.split()[:words])) for c in picks]
     probs = scoring.label_probs(scoring.label_scores(model, tok, convs, labels, cfg.evaluate.batch_size))

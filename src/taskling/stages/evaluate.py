@@ -264,7 +264,7 @@ def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book, retr
         else:
             model, tok = (load_trained(ctx.stage_dir("train"), cfg.student.model) if model_name == "student" else
                           load_causal_lm(resolve_hf(cfg.student.model)))
-            model.eval()
+            infer.for_inference(model)
             runner = lambda w, convs: predict_local(model, tok, w, convs, task, cfg)  # noqa: E731
         try:
             for w, s in todo:

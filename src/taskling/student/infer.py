@@ -36,6 +36,32 @@ def autocast(enabled: bool | None = None):
     return torch.autocast(device, dtype=torch.bfloat16)
 
 
+def cast_weights(model, frozen_only: bool = False) -> int:
+    """Store the model's Linear weights in bf16 when autocast runs it in bf16 (else leave them): autocast casts
+    each one on every call anyway (a third of a small batch's forward here), to the same values, so every
+    result is bit for bit what it was. Weights an embedding shares (a tied output head) stay as they are;
+    `frozen_only` leaves the ones being trained. Returns how many were cast."""
+    if not bf16_supported() or os.environ.get("TASKLING_FP32") == "1":
+        return 0
+    shared = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    n = 0
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if (isinstance(m, torch.nn.Linear) and w is not None and w.dtype == torch.float32 and id(w) not in shared
+                and not (frozen_only and w.requires_grad)):
+            m.weight.data = w.data.to(torch.bfloat16)
+            n += 1
+    return n
+
+
+def for_inference(model):
+    """The model in eval mode with its weights as autocast reads them (cast_weights): for answering, never
+    for saving (a merge or an export wants the weights as they were)."""
+    model.eval()
+    cast_weights(model)
+    return model
+
+
 def chat_ids(tok, messages: list[dict], completion: str | None = None) -> list[int]:
     """Token ids of the prompt (with the generation prompt) for `messages`."""
     out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)

@@ -267,6 +267,7 @@ def build(spec: TrainSpec, site: Site):
         model = get_peft_model(model, lora)
         if spec.resume_weights is not None:
             set_peft_model_state_dict(model, spec.resume_weights)
+        infer.cast_weights(model, frozen_only=True)  # the base's weights as autocast reads them: the same sums, sooner
     model.to(device)
     model.train()
     return model, tok, device

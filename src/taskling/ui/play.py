@@ -69,6 +69,7 @@ class Playground:
                 "teacher": {"ready": True, "model": f"{t.backend}:{t.model}"}}
 
     def model(self, who: str):
+        from ..student import infer
         from ..student.models import load_causal_lm, resolve_hf
         from ..student.trained import load_trained
 
@@ -81,10 +82,10 @@ class Playground:
             if self.loaded.get(who, (None,))[0] != key:
                 self.loaded.pop(who, None)
                 model, tok = load_trained(self.ctx.stage_dir("train", r), cfg.student.model)
-                self.loaded[who] = (key, model.eval(), tok)
+                self.loaded[who] = (key, infer.for_inference(model), tok)
         elif who not in self.loaded:
             model, tok = load_causal_lm(resolve_hf(cfg.student.model))
-            self.loaded[who] = (None, model.eval(), tok)
+            self.loaded[who] = (None, infer.for_inference(model), tok)
         return self.loaded[who]
 
     def answer(self, text: str, who: str) -> dict:

@@ -23,6 +23,7 @@ class HFBackend:
         self.name = cfg.model
         self.path = resolve_hf(cfg.model)
         self.model, self.tok = load_causal_lm(self.path)
+        infer.for_inference(self.model)
 
     def describe(self) -> dict:
         return {"backend": "transformers", "model": self.name}

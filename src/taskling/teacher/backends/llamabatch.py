@@ -115,7 +115,10 @@ class BatchDecoder:
         while waiting or active:
             while waiting and free:
                 i = waiting.popleft()
-                seq = self.start(i, requests[i], json_mode, extra_stops)
+                try:
+                    seq = self.start(i, requests[i], json_mode, extra_stops)
+                except ValueError as e:  # a template or a grammar that will not render: as the one-at-a-time path
+                    seq = Result("", error=f"llama.cpp refused the request: {e}", error_kind="bad_request")
                 if isinstance(seq, Result):
                     finish(None, i, seq)
                     continue
