@@ -71,7 +71,7 @@ def tail_scores(model, prompts: list[list[int]], tails: list[list[int]], pad: in
         pos = (mask.cumsum(1) - 1).clamp(min=0)[:, mask.shape[1] - width:]
         with infer.autocast():
             first = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                          past_key_values=past, use_cache=True)
+                          past_key_values=past, use_cache=True, logits_to_keep=1)  # only the last column is read
         logp0 = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # n x V: each tail's first token
         score = torch.stack([logp0[:, t[0]] for t in tails], dim=1)  # n x k
         if width_t > 1:
