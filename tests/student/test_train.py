@@ -61,6 +61,8 @@ def test_early_stopping_keeps_the_best_step(workspace):
     evals = dict(map(tuple, losses["eval_loss"]))
     assert m.best_step == min(evals, key=evals.get) == losses["best_step"]
     assert m.counts.steps == max(evals)  # stopped at the evaluation that ran out of patience
+    # a classify student is judged as it will be served: every label scored (scoring.held_out)
+    assert "best-scored label" in m.selection["rule"]
     kept = st.load_file(out / "adapter" / "adapter_model.safetensors")
     best = st.load_file(out / "checkpoints" / "best" / "adapter_model.safetensors")
     assert kept.keys() == best.keys() and all((kept[k] == best[k]).all() for k in kept)
