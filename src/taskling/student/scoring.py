@@ -136,7 +136,8 @@ def common_prefix(model, prompts: list[list[int]], device) -> tuple[tuple | None
     if p < MIN_SHARED:
         return None, prompts
     with infer.autocast():
-        cache = model(input_ids=torch.tensor([first[:p]], device=device), use_cache=True).past_key_values
+        cache = model(input_ids=torch.tensor([first[:p]], device=device), use_cache=True,
+                      logits_to_keep=1).past_key_values
     return (cache, p), [x[p:] for x in prompts]
 
 
