@@ -162,7 +162,7 @@ def test_k_center_takes_the_farthest_each_time():
 
 def test_decontamination_over_more_than_one_batch():
     n = 4200  # more than two blocks of 2048 for the paraphrase check
-    texts = [f"item number {i} of many" for i in range(n)]
+    texts = ["one item of many"] * n  # naming no identifier, as the blocked text does not
     texts[5] = "blocked words only"
     vecs = np.tile(np.array([[0.0, 1.0]], dtype=np.float32), (n, 1))
     vecs[[0, 5, 2048, 2049, 4150]] = [1.0, 0.0]
@@ -246,3 +246,27 @@ def test_inputs_naming_other_identifiers_are_never_near_or_semantic_duplicates()
     assert {i: d for i, d in got.items() if d[0] != "semantic duplicate" or i in (2, 7)} == {
         2: ("near duplicate", 0), 7: ("near duplicate", 6), 9: ("exact duplicate", 1)}
     assert not {3, 4, 5, 8} & set(got)
+
+
+def test_inputs_naming_other_identifiers_are_never_contamination_of_each_other():
+    """The same rule as dedup's: a question about error code 23503 shares all but the code with a gold question
+    about 23505 (a 6-gram, and cosine 0.96 to the embedder), yet it is another question, with another answer.
+    A paraphrase that names the same identifiers (or none) is still contamination, by either check."""
+    blocked = ["What does error code 23505 mean?",
+               "What does the PostgreSQL error code 23505 mean when an INSERT fails?",
+               "How do I raise max_connections in postgresql.conf?",
+               "How can I make a Node program read a whole file?"]
+    texts = ["What does error code 23503 mean?",
+             "What is the meaning of error code 23505?",                                   # 0, reworded
+             "What does the PostgreSQL error code 23503 mean when an INSERT fails?",
+             "How can I increase MAX_CONNECTIONS in postgresql.conf?",                     # 2, reworded
+             "How do I raise shared_buffers in postgresql.conf?",
+             "How do I read a whole file in a Node program?",                              # 3, reworded
+             "What does error code 23514 mean?",
+             "so what does the PostgreSQL error code 23505 mean when an INSERT fails, then?"]  # 1, with more
+    emb = Embedder()
+    vecs, bvecs = emb.encode(texts), emb.encode(blocked)
+    assert curation.contaminated(texts, vecs, blocked, bvecs, cosine=0.9) == {
+        1: "overlaps eval or gold (paraphrase)", 3: "overlaps eval or gold (paraphrase)",
+        5: "overlaps eval or gold (paraphrase)", 7: "overlaps eval or gold (n-gram)"}
+    assert curation.contaminated(texts, None, blocked, None, 0.9) == {7: "overlaps eval or gold (n-gram)"}

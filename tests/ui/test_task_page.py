@@ -1,27 +1,33 @@
 """The UI's Task page in headless Chromium (issue 29): taskling.yaml edited in the page, whole or
 through its fields (labels, examples, sources; the file's comments kept), a bad edit refused with the
 command line's message (and the file left as it was), and a stage started from the page's run
-buttons shows its progress and finishes; one run at a time per workspace."""
+buttons shows its progress and finishes; one run at a time per workspace. The UI stopped with Ctrl-C
+interrupts its run once and leaves none of the run's processes behind."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from rich.console import Console
 
-from conftest import write_workspace
+from conftest import at_a_terminal, write_workspace
 from taskling.core.config import load_config
 from taskling.core.workspace import Context
 
 
 
-def wait_until(check, timeout: float = 60) -> None:
+def wait_until(check, timeout: float = 60, what: str = "the page never got there") -> None:
     """Poll from Python: the page's CSP forbids the eval that wait_for_function needs."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, "the page never got there"
+        assert time.monotonic() < deadline, what
         time.sleep(0.1)
 
 
@@ -165,3 +171,77 @@ def test_a_run_started_from_the_page_shows_progress_and_finishes(server, browser
     bad = httpx.post(server["url"] + "/api/job", json={"stage": "rm -rf"}, headers={"X-Taskling-Token": server["token"]})
     assert bad.status_code == 400 and "not something to run" in bad.json()["error"]
     assert httpx.post(server["url"] + "/api/job", json={"stage": "curate"}).status_code == 403  # no token
+
+
+# A run as the page starts it, standing in for `taskling run`: it counts the Ctrl-Cs it gets, has a worker
+# of its own that does not heed Ctrl-C (as a stuck converter would not), and takes a while over its clean-up
+# (the last checkpoint being saved), where a second Ctrl-C would cut it short. It runs in the workspace.
+RUN = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+
+got = []
+def count(*_):
+    got.append(1)
+    Path("sigints").write_text(str(len(got)))
+signal.signal(signal.SIGINT, count)
+worker = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                           "open('worker', 'w').close(); time.sleep(600)"])
+while not Path("worker").exists():
+    time.sleep(0.01)
+Path("pids.new").write_text(f"{os.getpid()} {worker.pid}")
+Path("pids.new").rename("pids")
+while not got:
+    time.sleep(0.01)
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    time.sleep(0.01)
+"""
+
+# `taskling ui` as far as its runs go: the page starts one, the UI serves until Ctrl-C, and stopping
+# closes its jobs (ui/app.py serve).
+UI = """
+import sys, time
+from pathlib import Path
+from taskling.ui.taskpage import Jobs
+
+root = Path(sys.argv[1])
+jobs = Jobs(root, root / "ui-run.log", command=(sys.executable, sys.argv[2]))
+try:
+    jobs.start("run")
+    while True:
+        time.sleep(0.05)
+finally:
+    jobs.close()
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_ctrl_c_on_the_ui_interrupts_its_run_once_and_leaves_none_of_its_processes(tmp_path):
+    """A Ctrl-C at the terminal goes to the UI's process group. The run used to be in it too, so it got that
+    Ctrl-C and then the UI's own on closing, in the middle of its clean-up; and the UI's last kill reached the
+    run but not the run's workers."""
+    (tmp_path / "run.py").write_text(RUN)
+    ui = subprocess.Popen([sys.executable, "-c", UI, str(tmp_path), str(tmp_path / "run.py")],
+                          preexec_fn=at_a_terminal, process_group=0)  # a terminal's foreground command
+    pids: list[int] = []
+    try:
+        wait_until(lambda: (tmp_path / "pids").exists() or ui.poll() is not None, what="the run never started")
+        assert ui.poll() is None, (tmp_path / "ui-run.log").read_text()
+        pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
+        os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C
+        ui.wait(timeout=120)
+        assert (tmp_path / "sigints").read_text() == "1"  # once, and the run had its clean-up whole
+        wait_until(lambda: not any(alive(p) for p in pids), 30, "the run or its worker outlived the UI")
+    finally:
+        for pid in [p for p in pids if alive(p)]:
+            os.kill(pid, signal.SIGKILL)
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()

@@ -5,7 +5,7 @@
     semantic (embedding cosine) among inputs naming the same identifiers,
     keeping the best-grounded of each group;
   - decontamination: word 6-grams shared with an eval or gold input, or an
-    embedding near-duplicate of one (a paraphrase);
+    embedding near-duplicate of one (a paraphrase), naming the same identifiers;
   - selection: down to a target size with label balance, then k-center
     greedy on embeddings within each label (the most different first).
 
@@ -46,15 +46,22 @@ def language_of(text: str, min_hits: int = 3) -> str | None:
     return best
 
 
+def named(text: str) -> frozenset[str]:
+    """The identifiers `text` names (`data.retrieve.identifiers`, any case). Two inputs that name different
+    ones are two questions with two answers, however alike they read: "error code 23505" and "error code
+    23503" differ in one word to MinHash, n-grams and an embedding. So they are never near or semantic
+    duplicates (dedup), nor contamination (contaminated), of each other."""
+    return frozenset(w.casefold() for w in identifiers(text))
+
+
 def dedup(order: list[int], texts: list[str], vectors: np.ndarray | None, near: float, semantic: float,
           groups: list | None = None) -> dict[int, tuple[str, int]]:
     """Duplicates among items visited in `order` (best first): index -> (kind, index of the kept item).
 
-    Near and semantic duplicates name the same identifiers (`data.retrieve.identifiers`, any case):
-    "error code 23505" and "error code 23503" differ in one word to MinHash and an embedding, but they
-    are two questions with two answers. Semantic duplicates are looked for within an item's group (its
-    label or topic) too: that keeps the check linear in practice on 100k candidates."""
-    names = [frozenset(w.casefold() for w in identifiers(t)) for t in texts]
+    Near and semantic duplicates name the same identifiers (`named`). Semantic duplicates are looked for
+    within an item's group (its label or topic) too: that keeps the check linear in practice on 100k
+    candidates."""
+    names = [named(t) for t in texts]
     seen: dict[str, int] = {}
     index = DedupIndex(threshold=near)
     kept_by_group: dict = {}
@@ -87,19 +94,25 @@ def shingles(text: str, n: int = 6) -> set[tuple[str, ...]]:
 
 def contaminated(texts: list[str], vectors: np.ndarray | None, blocked: list[str],
                  blocked_vectors: np.ndarray | None, cosine: float) -> dict[int, str]:
-    """Items that overlap a blocked (eval or gold) text: index -> reason."""
-    grams: set = set()
-    for b in blocked:
-        grams |= shingles(b)
+    """Items that overlap a blocked (eval or gold) text naming the same identifiers (`named`): index ->
+    reason. `blocked_vectors` are `blocked`'s, row for row."""
+    ids: dict[frozenset[str], int] = {}  # each set of identifiers a number, to compare as arrays
+    own = [ids.setdefault(named(t), len(ids)) for t in texts]
+    theirs = [ids.setdefault(named(b), len(ids)) for b in blocked]
+    grams: dict[int, set] = {}
+    for b, n in zip(blocked, theirs):
+        grams.setdefault(n, set()).update(shingles(b))
     out: dict[int, str] = {}
     for i, t in enumerate(texts):
-        if shingles(t) & grams:
+        if shingles(t) & grams.get(own[i], set()):
             out[i] = "overlaps eval or gold (n-gram)"
     if vectors is not None and blocked_vectors is not None and len(blocked_vectors):
         rest = [i for i in range(len(texts)) if i not in out]
+        own_ids, their_ids = np.array(own), np.array(theirs)
         for b in range(0, len(rest), 2048):
             part = rest[b:b + 2048]
-            best = (vectors[part] @ blocked_vectors.T).max(axis=1)
+            same = own_ids[part, None] == their_ids[None, :]
+            best = np.where(same, vectors[part] @ blocked_vectors.T, -np.inf).max(axis=1)
             for i, s in zip(part, best):
                 if s >= cosine:
                     out[i] = "overlaps eval or gold (paraphrase)"

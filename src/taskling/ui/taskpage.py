@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from ..core.yamledit import set_key
 from .session import Session
 
 RUNNABLE = ("ingest", "generate", "curate", "train", "evaluate", "export", "run")
+CLI = (sys.executable, "-m", "taskling.cli")  # what a run is: `taskling <stage>`
+STOP_GRACE_S = 30.0  # an interrupted run's clean-up (its last checkpoint saved) before its processes are killed
 MAX_YAML_CHARS = 200_000
 
 
@@ -137,8 +141,8 @@ def save_form(path: Path, form: dict) -> dict:
 class Jobs:
     """The one run the page may have going: its process, its stage, its log."""
 
-    def __init__(self, root: Path, log: Path):
-        self.root, self.log = root, log
+    def __init__(self, root: Path, log: Path, command: tuple[str, ...] = CLI):
+        self.root, self.log, self.command = root, log, command
         self.proc: subprocess.Popen | None = None
         self.stage: str | None = None
 
@@ -149,7 +153,8 @@ class Jobs:
             raise TasklingError(f"'taskling {self.stage}' is still running: one run at a time per workspace")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([sys.executable, "-m", "taskling.cli", stage], cwd=self.root,
+            # a session of its own: a Ctrl-C at the UI's terminal is the UI's to pass on (close), once
+            self.proc = subprocess.Popen([*self.command, stage], cwd=self.root, start_new_session=True,
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "120"})
         self.stage = stage
@@ -166,15 +171,32 @@ class Jobs:
         return {"stage": self.stage, "running": code is None, "exit_code": code, "log": tail}
 
     def close(self) -> None:
-        """The UI is going away: a run it started is interrupted (it continues when started again)."""
-        if self.proc is not None and self.proc.poll() is None:
-            import signal
+        """The UI is going away: a run it started is interrupted, once (it continues when started again),
+        and what is left of its process group after STOP_GRACE_S is killed: the run, and its own workers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        group = self.proc.pid  # the run leads its session's one group (start)
+        signal_group(group, signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while not exited(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal_group(group, signal.SIGKILL)  # the run, ended but not reaped yet, keeps the group's id its own
+        self.proc.wait()
 
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+
+def exited(pid: int) -> bool:
+    """Whether the child `pid` has ended, leaving it to be reaped (WNOWAIT)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # reaped already (a status() poll)
+
+
+def signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass  # every process of the group has ended
 
 
 def task_routes(app: FastAPI, ui: Session) -> Jobs:
