@@ -245,3 +245,55 @@ def test_ctrl_c_on_the_ui_interrupts_its_run_once_and_leaves_none_of_its_process
         if ui.poll() is None:
             ui.kill()
             ui.wait()
+
+
+# The real `taskling ui` server (ui/app.py serve) with a run started as the page starts one.
+SERVED = """
+import sys
+from pathlib import Path
+from rich.console import Console
+from taskling.core.config import load_config
+from taskling.core.workspace import Context
+from taskling.ui import app as ui
+
+root = Path(sys.argv[1])
+made = ui.create_app
+
+def create(ctx, remote=False):
+    app, token = made(ctx, remote=remote)
+    app.state.jobs.command = (sys.executable, sys.argv[2])
+    app.state.jobs.start("run")
+    return app, token
+
+ui.create_app = create
+try:
+    ui.serve(Context(load_config(root / "taskling.yaml"), console=Console(stderr=True, quiet=True)), port=0)
+except KeyboardInterrupt:  # as the CLI ends on Ctrl-C
+    sys.exit(130)
+"""
+
+
+def test_a_closed_terminal_stops_the_ui_and_its_run_as_ctrl_c_does(tmp_path, tiny_model_dir):
+    """The run has a session of its own, so a terminal's hangup (SIGHUP) never reaches it: the UI must hear it
+    and stop as on Ctrl-C, passing one SIGINT to the run and leaving none of its processes (uvicorn itself
+    handles only SIGINT and SIGTERM; without this the UI died at once and the run went on alone)."""
+    write_workspace(tmp_path, tiny_model_dir)
+    (tmp_path / "run.py").write_text(RUN)
+    ui = subprocess.Popen([sys.executable, "-c", SERVED, str(tmp_path), str(tmp_path / "run.py")],
+                          preexec_fn=at_a_terminal, process_group=0, stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        wait_until(lambda: (tmp_path / "pids").exists() or ui.poll() is not None, what="the run never started")
+        assert ui.poll() is None, ui.stderr.read()
+        pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
+        os.killpg(ui.pid, signal.SIGHUP)  # the terminal closes
+        ui.wait(timeout=120)
+        assert ui.returncode == 130, ui.stderr.read()[-2000:]  # stopped as on Ctrl-C, not killed by the hangup
+        assert (tmp_path / "sigints").read_text() == "1"
+        wait_until(lambda: not any(alive(p) for p in pids), 30, "the run or its worker outlived the UI")
+    finally:
+        for pid in [p for p in pids if alive(p)]:
+            os.kill(pid, signal.SIGKILL)
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()

@@ -6,6 +6,8 @@ origin, content type, the token for clients not on this machine), and the server
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request  # at module level: FastAPI resolves the (string) annotations here
@@ -328,7 +330,13 @@ def serve(ctx: Context, host: str = "127.0.0.1", port: int = 8765, console=None,
             console.print(f"[yellow]ui: serving on {host}; give this address only to people who may read every "
                           f"document: http://{shown}/?token={token}  (Ctrl-C stops it)[/]", highlight=False,
                           soft_wrap=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # A closed terminal (SIGHUP) stops the UI as Ctrl-C does (uvicorn handles only SIGINT and SIGTERM, and
+    # re-raises what it caught once it has shut down: SIGINT becomes the KeyboardInterrupt the CLI reports), so
+    # that a run the page started, in a session of its own that never hears the hangup, is stopped below.
+    if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda *_: server.handle_exit(signal.SIGINT, None))
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         app.state.jobs.close()  # a run the page started stops with the UI (it continues when started again)
