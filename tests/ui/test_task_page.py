@@ -223,28 +223,38 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_ctrl_c_on_the_ui_interrupts_its_run_once_and_leaves_none_of_its_processes(tmp_path):
-    """A Ctrl-C at the terminal goes to the UI's process group. The run used to be in it too, so it got that
-    Ctrl-C and then the UI's own on closing, in the middle of its clean-up; and the UI's last kill reached the
-    run but not the run's workers."""
+def stopped_by(sig: int, script: str, tmp_path: Path) -> tuple[int, str]:
+    """`script` (a UI that starts RUN as its page would) started as a terminal's foreground command, sent `sig`
+    at its process group once the run is up: checks the run got one SIGINT and that none of its processes
+    outlived the UI. (the UI's exit code, its stderr)"""
     (tmp_path / "run.py").write_text(RUN)
-    ui = subprocess.Popen([sys.executable, "-c", UI, str(tmp_path), str(tmp_path / "run.py")],
-                          preexec_fn=at_a_terminal, process_group=0)  # a terminal's foreground command
+    ui = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(tmp_path / "run.py")],
+                          preexec_fn=at_a_terminal, process_group=0, stderr=subprocess.PIPE, text=True)
     pids: list[int] = []
     try:
         wait_until(lambda: (tmp_path / "pids").exists() or ui.poll() is not None, what="the run never started")
-        assert ui.poll() is None, (tmp_path / "ui-run.log").read_text()
+        log = tmp_path / "ui-run.log"
+        assert ui.poll() is None, ui.stderr.read() + (log.read_text() if log.exists() else "")
         pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
-        os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C
+        os.killpg(ui.pid, sig)
         ui.wait(timeout=120)
-        assert (tmp_path / "sigints").read_text() == "1"  # once, and the run had its clean-up whole
+        err = ui.stderr.read()
+        assert (tmp_path / "sigints").read_text() == "1", err[-2000:]  # once, and the run had its clean-up whole
         wait_until(lambda: not any(alive(p) for p in pids), 30, "the run or its worker outlived the UI")
+        return ui.returncode, err
     finally:
         for pid in [p for p in pids if alive(p)]:
             os.kill(pid, signal.SIGKILL)
         if ui.poll() is None:
             ui.kill()
             ui.wait()
+
+
+def test_ctrl_c_on_the_ui_interrupts_its_run_once_and_leaves_none_of_its_processes(tmp_path):
+    """A Ctrl-C at the terminal goes to the UI's process group. The run used to be in it too, so it got that
+    Ctrl-C and then the UI's own on closing, in the middle of its clean-up; and the UI's last kill reached the
+    run but not the run's workers."""
+    stopped_by(signal.SIGINT, UI, tmp_path)  # Ctrl-C
 
 
 # The real `taskling ui` server (ui/app.py serve) with a run started as the page starts one.
@@ -278,22 +288,5 @@ def test_a_closed_terminal_stops_the_ui_and_its_run_as_ctrl_c_does(tmp_path, tin
     and stop as on Ctrl-C, passing one SIGINT to the run and leaving none of its processes (uvicorn itself
     handles only SIGINT and SIGTERM; without this the UI died at once and the run went on alone)."""
     write_workspace(tmp_path, tiny_model_dir)
-    (tmp_path / "run.py").write_text(RUN)
-    ui = subprocess.Popen([sys.executable, "-c", SERVED, str(tmp_path), str(tmp_path / "run.py")],
-                          preexec_fn=at_a_terminal, process_group=0, stderr=subprocess.PIPE, text=True)
-    pids: list[int] = []
-    try:
-        wait_until(lambda: (tmp_path / "pids").exists() or ui.poll() is not None, what="the run never started")
-        assert ui.poll() is None, ui.stderr.read()
-        pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
-        os.killpg(ui.pid, signal.SIGHUP)  # the terminal closes
-        ui.wait(timeout=120)
-        assert ui.returncode == 130, ui.stderr.read()[-2000:]  # stopped as on Ctrl-C, not killed by the hangup
-        assert (tmp_path / "sigints").read_text() == "1"
-        wait_until(lambda: not any(alive(p) for p in pids), 30, "the run or its worker outlived the UI")
-    finally:
-        for pid in [p for p in pids if alive(p)]:
-            os.kill(pid, signal.SIGKILL)
-        if ui.poll() is None:
-            ui.kill()
-            ui.wait()
+    code, err = stopped_by(signal.SIGHUP, SERVED, tmp_path)  # the terminal closes
+    assert code == 130, err[-2000:]  # stopped as on Ctrl-C, not killed by the hangup
