@@ -332,8 +332,8 @@ def test_the_batchs_shared_prefix_runs_once_for_the_same_loss_and_gradients(tiny
 
 def test_frozen_weights_stored_as_autocast_reads_them_give_the_same_loss_and_gradients(tiny_model_dir, monkeypatch):
     """infer.cast_weights keeps the frozen Linear weights in bf16, which autocast would cast them to on every
-    call: the loss and every LoRA gradient are bit for bit the same; the trained weights and a head tied to
-    the embedding stay fp32; with TASKLING_FP32=1 (no autocast) nothing is cast."""
+    call: the loss and every LoRA gradient are bit for bit the same; the trained weights and the embedding stay
+    fp32, and a head tied to it gets a bf16 copy of its own; with TASKLING_FP32=1 (no autocast) nothing is cast."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -363,9 +363,34 @@ def test_frozen_weights_stored_as_autocast_reads_them_give_the_same_loss_and_gra
     before = step()
     frozen = sum(isinstance(m, torch.nn.Linear) and not m.weight.requires_grad for m in model.modules())
     cast = infer.cast_weights(model, frozen_only=True)
-    head = model.get_output_embeddings().weight
+    head, emb = model.get_output_embeddings().weight, model.get_input_embeddings().weight
     assert cast >= 1 and all(w.dtype == torch.float32 for w in model.parameters() if w.requires_grad)
-    assert cast == frozen - (1 if head is model.get_input_embeddings().weight else 0)
-    assert head.dtype == torch.float32
+    assert cast == frozen and model.config.tie_word_embeddings  # the tiny model's head is tied: copied, not cast
+    assert head.dtype == torch.bfloat16 and emb.dtype == torch.float32 and head.data_ptr() != emb.data_ptr()
+    assert not head.requires_grad and torch.equal(head, emb.detach().to(torch.bfloat16))
     after = step()
     assert after[0] == before[0] and all(torch.equal(after[1][n], g) for n, g in before[1].items())
+
+
+def test_a_model_for_inference_answers_bit_for_bit_as_before_with_its_tied_head_copied(tiny_model_dir):
+    """infer.for_inference: the logits under autocast are the same bits as the untouched fp32 model's; the
+    tied head is a bf16 copy of its own and the embedding (its input lookup) is the fp32 tensor it was."""
+    import torch
+
+    from taskling.student import infer
+    from taskling.student.models import load_causal_lm
+
+    if not infer.bf16_supported():
+        pytest.fail("this test needs a CPU with bf16 (the suite's machine has one)")
+    model, tok = load_causal_lm(tiny_model_dir)
+    emb = model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight is emb
+    ids = torch.tensor([tok.encode("How do I hash data with createHash?")] * 2)
+    with torch.inference_mode(), infer.autocast():
+        before = model(input_ids=ids).logits
+    infer.for_inference(model)
+    head = model.get_output_embeddings().weight
+    assert head.dtype == torch.bfloat16 and model.get_input_embeddings().weight is emb and emb.dtype == torch.float32
+    with torch.inference_mode(), infer.autocast():
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, after)
