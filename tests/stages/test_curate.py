@@ -110,7 +110,7 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
             rows.append(cited(n, q if k < len(qs) else f"{q[:-1]} in version {k}?", label, c))
             n += 1
     c0 = home["sqlite"][0]
-    near = {w: next(c for c in chunks if w in c.text and c is not c0) for w in ("json_extract", "strftime")}
+    near = {w: next(c for c in chunks if w in c.text and c is not c0) for w in ("json_extract", "timedelta")}
     planted = {
         "short": cited(900, "too short", "sqlite", c0),
         "exact": cited(901, rows[0]["input"].upper() + "!!", "sqlite", c0),
@@ -118,7 +118,9 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
         "answer": cited(903, "Here is a question about SQLite json paths", "sqlite", c0),
         "gold": cited(904, gold[2]["input"], "node", home["node"][0]),                    # a gold item copied
         "gold sqlite": cited(908, gold[0]["input"], "sqlite", near["json_extract"]),     # ... from each document
-        "gold python": cited(909, gold[4]["input"], "python", near["strftime"]),
+        # gold[5], not gold[4]: gold[4]'s cosine to the first python question is 0.950, on the semantic-duplicate
+        # threshold, so which filter drops its copy would depend on the CPU's float rounding
+        "gold python": cited(909, gold[5]["input"], "python", near["timedelta"]),
         "paraphrase": cited(905, "With node, how can I read a file using readFile?", "node",  # a paraphrase of gold[2]
                             home["node"][1]),
         "ungrounded": cited(906, "Which Kubernetes operator reconciles Helm release objects?", "sqlite", c0),
@@ -141,7 +143,7 @@ def test_curate_rejects_with_reasons_dedups_grounds_and_decontaminates(workspace
     held = set(m.split.held_out_units)
     unit = (lambda c: c.path) if m.split.unit == "document" else (lambda c: c.key)
     out_ids = {e["id"] for e in evals + (read_jsonl(out / "dev.jsonl") if (out / "dev.jsonl").exists() else [])}
-    for n, c in ((904, home["node"][0]), (908, near["json_extract"]), (909, near["strftime"])):
+    for n, c in ((904, home["node"][0]), (908, near["json_extract"]), (909, near["timedelta"])):
         gid = f"gen-{n:05d}"
         if unit(c) in held:
             assert gid in out_ids and gid not in rejected, gid
