@@ -17,6 +17,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                                      / "taskling" / "inductor"))
 
+
+def pytest_configure(config):
+    """Each pytest worker's share of the cores for the models it and the processes it starts run (taskling's
+    TASKLING_THREADS; OpenMP's default for any other torch use), set once xdist has said how many workers
+    there are. Two workers on two cores, each running llama.cpp and torch on every core, spin-wait for
+    threads the other holds: the shared real SmolLM2 run took 428 s beside the kill and Gemma tests at the
+    default threads, 122 s at one thread each (alone: 96 s)."""
+    if not hasattr(config, "workerinput"):  # one process, or xdist's controller (its workers inherit its env)
+        return
+    share = str(max(1, (os.cpu_count() or 1) // config.workerinput["workercount"]))
+    os.environ.setdefault("TASKLING_THREADS", share)  # unless the person running the tests chose
+    os.environ.setdefault("OMP_NUM_THREADS", share)
+
+
 # What set-up installs for the tests (scripts/setup.sh). A test that needs one fails without it; it
 # is skipped only when the person running the tests names it here, e.g. TASKLING_TESTS_WITHOUT=chromium.
 WITHOUT = "TASKLING_TESTS_WITHOUT"

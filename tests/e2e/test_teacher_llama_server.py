@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import os
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from taskling.core.config import EMBEDDED_MODEL
 from taskling.student.models import resolve_gguf
 
 pytestmark = pytest.mark.slow
+THREADS = os.environ.get("TASKLING_THREADS", str(os.cpu_count() or 1))  # this worker's share of the cores (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def llama_server(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf(EMBEDDED_MODEL)),
          "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "0", "--n_ctx", "2048",
-         "--n_threads", "2"], stdout=subprocess.DEVNULL, stderr=log, text=True)
+         "--n_threads", THREADS, "--n_threads_batch", THREADS], stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         url = f"http://127.0.0.1:{listening_port(proc)}/v1"
     except AssertionError as e:
