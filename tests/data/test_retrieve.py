@@ -170,6 +170,22 @@ def test_identifiers_are_the_words_with_a_digit_an_underscore_or_backticks():
     q = "Why does `createHash` give ERR_OSSL_EVP_UNSUPPORTED (code 23505, step 2) and __init__ or _ or ___?"
     assert identifiers(q) == ["createHash", "ERR_OSSL_EVP_UNSUPPORTED", "23505", "__init__"]
     assert identifiers("How do I raise the max connections?") == []
+    # words joined by dots are one name: a version, an address, a dotted path in backticks
+    assert identifiers("Is v2.1 on python 3.11 at 192.168.0.1 hit, as in `os.path.join`, unlike v2 or e.g. 2.?") == [
+        "v2.1", "3.11", "192.168.0.1", "os.path.join"]
+
+
+def test_a_dotted_version_matches_itself_not_a_longer_one(tmp_path):
+    """FTS5 alone: `v2.1` is one name. The chunks about v2.10 and v2.1.3 say "v2" and "1" more often than
+    the one about v2.1, which comes first all the same."""
+    texts = ["Release v2.10: v2 branch, fix 1, fix 1 again; v2.10 is the v2 line's tenth release.",
+             "Release v2.1.3: v2 branch, 1 fix on top of v2.1.2, for the v2 1 series.",
+             "In v2.1 the cache flag was renamed to keep_cache."]
+    with Pile(tmp_path / "pile.db") as pile:
+        add_parts(pile, "docs/releases.md", texts)
+        found = retrieve(pile, "What changed in v2.1?", k=3)
+        stop = retrieve(pile, "What changed in keep_cache, since v2.1.", k=1)  # the full stop is not part of it
+    assert found[0].text == texts[2] and stop[0].text == texts[2]
 
 
 def add_parts(pile: Pile, path: str, texts: list[str]) -> None:

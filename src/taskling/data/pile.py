@@ -382,10 +382,11 @@ class Pile:
         return self._matching(" OR ".join(f'"{w}"' for w in dict.fromkeys(words)), "", (), limit)
 
     def holding(self, word: str, limit: int = 20) -> list[tuple[Chunk, float]]:
-        """Live chunks whose text holds `word` (a run of letters, digits and underscores) as it is written,
-        any case, best by BM25 first. FTS5 splits `max_connections` into two words, so it finds them as a
-        phrase; LIKE keeps the chunks where they stand joined as `word` spells them."""
-        if not word.strip("_") or not all(ch.isalnum() or ch == "_" for ch in word):
+        """Live chunks whose text holds `word` (a run of letters, digits and underscores, dots between:
+        `v2.1`) as it is written, any case, best by BM25 first. FTS5 splits `max_connections` and `v2.1`
+        into two words, so it finds them as a phrase; LIKE keeps the chunks where they stand joined as
+        `word` spells them."""
+        if not word.strip("_.") or not all(ch.isalnum() or ch in "_." for ch in word):
             return []
         return self._matching(f'"{word}"', " AND c.text LIKE ? ESCAPE '\\'", (_like_infix(word),), limit)
 

@@ -45,6 +45,7 @@ MOST_IDENTIFIERS = 8  # looked up one by one (Pile.holding): a pasted log of num
 
 
 WORD = re.compile(r"\w+")
+NAME = re.compile(r"\w+(?:\.\w+)*")  # a word, or words joined by dots: v2.1, 3.11, 192.168.0.1, os.path.join
 QUOTED = re.compile(r"`([^`]+)`")
 # Numbers as prose writes them say when or which one in a row, not which thing: a year or a decade
 # (1900-2099, "in 2019", "the 1990s") and an ordinal ("3rd", "21st").
@@ -52,20 +53,22 @@ PROSE_NUMBER = re.compile(r"(?:19|20)\d\ds?|\d+(?:st|nd|rd|th)", re.IGNORECASE)
 
 
 def identifiers(query: str) -> list[str]:
-    """The query's words that name something and must match to the letter: those with a digit (of three
-    characters or more: `23505`, `E1000`, `404`, not the 2 of "2 steps") or an underscore, and any word
-    written in backticks (`createHash`). A year or an ordinal (PROSE_NUMBER) is a word like any other,
-    ranked by BM25 and meaning but not demanded; in backticks it is a name (a 4-digit code such as
-    MySQL's `2006` in that range is then matched exactly)."""
-    quoted = {w for q in QUOTED.findall(query) for w in WORD.findall(q)}
-    return list(dict.fromkeys(w for w in WORD.findall(query) if w in quoted or ("_" in w and w.strip("_"))
+    """The query's names that must match to the letter: words, or words joined by dots (NAME: `v2.1`,
+    `3.11`), with a digit (of three characters or more: `23505`, `E1000`, `404`, `v2.1`, not the 2 of
+    "2 steps") or an underscore, and any name written in backticks (`createHash`, `os.path.join`). A
+    year or an ordinal (PROSE_NUMBER) is a word like any other, ranked by BM25 and meaning but not
+    demanded; in backticks it is a name (a 4-digit code such as MySQL's `2006` in that range is then
+    matched exactly)."""
+    quoted = {w for q in QUOTED.findall(query) for w in NAME.findall(q)}
+    return list(dict.fromkeys(w for w in NAME.findall(query) if w in quoted or ("_" in w and w.strip("_."))
                               or (len(w) >= 3 and any(ch.isdigit() for ch in w)
                                   and not PROSE_NUMBER.fullmatch(w))))
 
 
 def holds_word(text: str, word: str) -> bool:
-    """Whether `text` holds `word` as it is written (any case), not as part of a longer word."""
-    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) is not None
+    """Whether `text` holds `word` as it is written (any case), not as part of a longer name: `v2.1`
+    is not in `v2.10` nor in `v2.1.3`; a sentence's full stop after it does not count."""
+    return re.search(rf"(?<!\w)(?<!\w\.){re.escape(word)}(?!\w|\.\w)", text, re.IGNORECASE) is not None
 
 
 def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
