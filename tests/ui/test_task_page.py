@@ -290,3 +290,33 @@ def test_a_closed_terminal_stops_the_ui_and_its_run_as_ctrl_c_does(tmp_path, tin
     write_workspace(tmp_path, tiny_model_dir)
     code, err = stopped_by(signal.SIGHUP, SERVED, tmp_path)  # the terminal closes
     assert code == 130, err[-2000:]  # stopped as on Ctrl-C, not killed by the hangup
+
+
+# A run that ends by itself and leaves a worker of its own behind (in its process group), as a hung
+# converter or a server it started could.
+LEAVES_A_WORKER = """
+import subprocess, sys
+from pathlib import Path
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+Path(sys.argv[1]).write_text(str(worker.pid))
+"""
+
+
+def test_a_run_that_ended_by_itself_leaves_no_worker_once_the_ui_closes(tmp_path):
+    from taskling.ui.taskpage import Jobs
+
+    (tmp_path / "run.py").write_text(LEAVES_A_WORKER)
+    jobs = Jobs(tmp_path, tmp_path / "ui-run.log", command=(sys.executable, str(tmp_path / "run.py"),
+                                                            str(tmp_path / "worker")))
+    jobs.start("run")  # the stage is one more argument the script leaves alone
+    worker = None
+    try:
+        wait_until(lambda: jobs.status()["exit_code"] is not None, what="the run never ended")
+        assert jobs.status()["exit_code"] == 0, jobs.status()["log"]
+        worker = int((tmp_path / "worker").read_text())
+        assert alive(worker)
+        jobs.close()
+        wait_until(lambda: not alive(worker), 30, "the finished run's worker outlived the UI")
+    finally:
+        if worker is not None and alive(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -145,6 +145,7 @@ class Jobs:
         self.root, self.log, self.command = root, log, command
         self.proc: subprocess.Popen | None = None
         self.stage: str | None = None
+        self.started = 0.0
 
     def start(self, stage: str) -> dict:
         if stage not in RUNNABLE:
@@ -157,7 +158,7 @@ class Jobs:
             self.proc = subprocess.Popen([*self.command, stage], cwd=self.root, start_new_session=True,
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "120"})
-        self.stage = stage
+        self.stage, self.started = stage, time.time()
         return self.status()
 
     def status(self) -> dict:
@@ -172,10 +173,18 @@ class Jobs:
 
     def close(self) -> None:
         """The UI is going away: a run it started is interrupted, once (it continues when started again),
-        and what is left of its process group after STOP_GRACE_S is killed: the run, and its own workers."""
-        if self.proc is None or self.proc.poll() is not None:
+        and what is left of its process group after STOP_GRACE_S is killed: the run, and its own workers.
+        A run that ended by itself may have left workers in its group: they are killed too."""
+        if self.proc is None:
             return
         group = self.proc.pid  # the run leads its session's one group (start)
+        if self.proc.poll() is not None:
+            for pid in members(group, self.started):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return
         signal_group(group, signal.SIGINT)
         deadline = time.monotonic() + STOP_GRACE_S
         while not exited(self.proc.pid) and time.monotonic() < deadline:
@@ -190,6 +199,21 @@ def exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True  # reaped already (a status() poll)
+
+
+def members(group: int, since: float) -> list[int]:
+    """The live processes in process group `group` started at `since` or later: the workers a finished run
+    left behind. Its leader is gone, so its id may since lead an unrelated group: the start time tells."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["create_time"]):
+        try:
+            if os.getpgid(p.pid) == group and p.info["create_time"] >= since - 1 and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
 
 
 def signal_group(group: int, sig: int) -> None:
