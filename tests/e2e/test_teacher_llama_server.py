@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import os
 import subprocess
 import sys
 
@@ -15,10 +14,11 @@ import pytest
 
 from conftest import listening_port, write_workspace
 from taskling.core.config import EMBEDDED_MODEL
+from taskling.core.executor import cpu_threads
 from taskling.student.models import resolve_gguf
 
 pytestmark = pytest.mark.slow
-THREADS = os.environ.get("TASKLING_THREADS", str(os.cpu_count() or 1))  # this worker's share of the cores (conftest)
+THREADS = str(cpu_threads())  # TASKLING_THREADS: this worker's share of the cores (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -207,9 +207,9 @@ def members(group: int, since: float) -> list[int]:
     import psutil
 
     out = []
-    for p in psutil.process_iter(["create_time"]):
+    for p in psutil.process_iter(["create_time", "status"]):
         try:
-            if os.getpgid(p.pid) == group and p.info["create_time"] >= since - 1 and p.status() != psutil.STATUS_ZOMBIE:
+            if os.getpgid(p.pid) == group and p.info["create_time"] >= since - 1 and p.info["status"] != psutil.STATUS_ZOMBIE:
                 out.append(p.pid)
         except (ProcessLookupError, psutil.Error):
             continue
