@@ -81,3 +81,62 @@ def test_table_rows_become_examples_paraphrased_and_all_kept(tmp_path, tiny_mode
     assert all(kept[p["id"]] == kept[p["paraphrase_of"]] for p in paras)  # a paraphrase goes where its row goes
     split = cur.split.table_rows
     assert split["eval"] >= 1 and split["train"] > split["eval"]
+
+
+def test_a_table_the_examples_come_from_is_found_shown_used_and_promotable(tmp_path, tiny_model_dir):
+    """No tables: mapped, two task examples whose answers are rows of a CSV: generate finds the
+    table, writes the entry to tables.found.yaml, turns every row into examples in both phrasings
+    (held out together); the written entry, copied into taskling.yaml, gives the same examples; and
+    generate.discover: false turns it off."""
+    import yaml
+
+    path = write_workspace(tmp_path, tiny_model_dir, budget__examples=4)
+    (tmp_path / "docs" / "errcodes.csv").write_text(
+        "Error Code,Condition Name\n" + "".join(f"{c},{n}\n" for c, n in CODES), encoding="utf-8")
+    (tmp_path / "docs" / "people.csv").write_text("Name,Team\nAda,core\nAlan,web\n", encoding="utf-8")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["task"] = {"name": "pg-codes", "type": "answer",
+                   "description": "Give the condition name of a PostgreSQL error code.",
+                   "examples": [{"input": "What is the condition name of error 23505?", "output": "unique_violation"},
+                                {"input": "Postgres gave me 42703. Which condition is it?",
+                                 "output": "undefined_column"}]}
+    cfg["sources"] = ["docs/*"]
+
+    def run(settings: dict, where):
+        where.mkdir(exist_ok=True)
+        for f in (tmp_path / "docs").iterdir():
+            (where / "docs").mkdir(exist_ok=True)
+            (where / "docs" / f.name).write_bytes(f.read_bytes())
+        p = where / "taskling.yaml"
+        p.write_text(yaml.safe_dump(cfg | settings, sort_keys=False))
+        ctx = Context(load_config(p, []), console=QUIET)
+        set_script(script)
+        try:
+            ingest.run(ctx)
+            man = generate.run(ctx)
+        finally:
+            set_script(None)
+        made = [e for e in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl") if e.get("source") == "table"]
+        return ctx, man, made
+
+    ctx, man, made = run({}, tmp_path / "found")
+    [rep] = man.tables
+    assert rep["found"]["path"] == "docs/errcodes.csv" and rep["found"]["examples_matched"] == 2
+    written = yaml.safe_load((ctx.stage_dir("generate") / "tables.found.yaml").read_text())
+    [entry] = written["tables"]
+    assert entry["input"] == ["What is the condition name of error {Error Code}?",
+                              "Postgres gave me {Error Code}. Which condition is it?"]
+    firsts = [e for e in made if "paraphrase_of" not in e]
+    assert len(firsts) == len(CODES) == rep["rows"]
+    assert ("Postgres gave me 40001. Which condition is it?", "serialization_failure") in \
+        [(e["input"], e["output"]) for e in made]
+    # the teacher paraphrases at most the budget's examples, the first phrasing of a row
+    assert 0 < rep["paraphrases"] <= 4
+    # promoted: the same entry in taskling.yaml gives the same rows
+    _, man2, made2 = run({"tables": written["tables"]}, tmp_path / "promoted")
+    assert "found" not in man2.tables[0]
+    assert sorted((e["input"], e["output"]) for e in made2 if "paraphrase_of" not in e) == \
+        sorted((e["input"], e["output"]) for e in firsts)
+    # off: no table examples
+    _, man3, made3 = run({"generate": {"discover": False}}, tmp_path / "off")
+    assert man3.tables == [] and made3 == []

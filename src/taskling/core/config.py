@@ -94,6 +94,8 @@ class GenerateCfg(Section):
                                                      # default: 600 with label.auto, else 0
     pile_input_words: int | None = Field(None, ge=8)  # a pile input is a chunk's first N words (default: about
                                                      # 2.5x the task examples' median length, 32..128)
+    discover: bool = True                            # no tables: mapped: the table the task examples' answers come
+                                                     # from is found (tasks/discover.py), shown and used
 
 
 class CurateCfg(Section):
@@ -309,11 +311,12 @@ class TableCfg(Section):
     its provenance the file, table and row. Tables come from CSV/TSV/XLSX/ODS sheets, HTML, PDF,
     DOCX and Markdown tables, and JSON/JSONL records. `input` and `output` are templates over the
     columns ("What does error {code} mean?", "{name}"); for extract, output maps each field to a
-    template. With `paraphrase: N` the teacher rewrites the input side N times per row."""
+    template. `input` may be a list of phrasings: each row is asked in each (held out together). With
+    `paraphrase: N` the teacher rewrites the input side N times per row."""
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     match: str = "*"                          # glob over source paths (relative to the workspace)
     table: Union[int, str, None] = None       # which table of a file: its index, or a sheet/heading name
-    input: str
+    input: Union[str, list[str]] = Field(min_length=1)
     output: Union[str, dict[str, str]]
     paraphrase: int = Field(0, ge=0, le=10)
     max_rows: int | None = Field(None, ge=1)

@@ -95,9 +95,14 @@ def _output_of(task: TaskCfg, outs: Any, row: dict) -> Any:
     return out
 
 
-def _templates(cfg: TableCfg, task: TaskCfg) -> tuple[Template, Any]:
+def inputs(cfg: TableCfg) -> list[str]:
+    """The entry's input phrasings: one template, or a list of them."""
+    return [cfg.input] if isinstance(cfg.input, str) else list(cfg.input)
+
+
+def _templates(cfg: TableCfg, task: TaskCfg) -> tuple[list[Template], Any]:
     where = f"tables: '{cfg.name}'"
-    inp = Template.parse(cfg.input, f"{where}: input ")
+    inp = [Template.parse(text, f"{where}: input ") for text in inputs(cfg)]
     if not tasktype.get(task.type).structured:
         if isinstance(cfg.output, dict):
             raise TasklingError(f"{where}: output is one template for a {task.type} task")
@@ -136,9 +141,9 @@ def rows_to_examples(cfg: TableCfg, task: TaskCfg, tables: list[Table], round: i
     rows over max_rows, problems per file and warnings. Raises TasklingError for a template that
     does not parse, or that names a column none of the tables has."""
     where = f"tables: '{cfg.name}'"
-    inp, outs = _templates(cfg, task)
+    asks, outs = _templates(cfg, task)
     problems = list(getattr(tables, "problems", []))
-    usable = _usable(tables, [inp, *(outs.values() if isinstance(outs, dict) else [outs])], where, problems)
+    usable = _usable(tables, [*asks, *(outs.values() if isinstance(outs, dict) else [outs])], where, problems)
     examples: list[dict] = []
     samples: list[dict] = []                     # the first skipped rows, to look at
     skipped, seen, output_of = Counter(), set(), {}
@@ -148,21 +153,27 @@ def rows_to_examples(cfg: TableCfg, task: TaskCfg, tables: list[Table], round: i
             if cfg.max_rows is not None and len(examples) >= cfg.max_rows:
                 capped += len(t.rows) - i
                 break
-            try:
-                if blank := inp.empty_columns(row):
-                    raise ValueError(f"empty value in column '{blank[0]}'")
-                text = inp.render(row).strip()
-                output = _output_of(task, outs, row)
-                same = (" ".join(text.split()), output_text(output))
-                if same in seen:
-                    raise ValueError(DUPLICATE)
-            except ValueError as e:
-                skipped[str(e)] += 1
-                samples += [{"path": t.path, "locator": t.locators[i], "reason": str(e)}] if len(samples) < 10 else []
-                continue
-            seen.add(same)
-            conflicts += output_of.setdefault(same[0], same[1]) != same[1]
-            examples.append(_example(cfg, task, t, i, text, output, round))
+            first = None                         # the row's first example: the others are its rephrasings
+            for k, inp in enumerate(asks):
+                try:
+                    if blank := inp.empty_columns(row):
+                        raise ValueError(f"empty value in column '{blank[0]}'")
+                    text = inp.render(row).strip()
+                    output = _output_of(task, outs, row)
+                    same = (" ".join(text.split()), output_text(output))
+                    if same in seen:
+                        raise ValueError(DUPLICATE)
+                except ValueError as e:
+                    skipped[str(e)] += 1
+                    samples += [{"path": t.path, "locator": t.locators[i], "reason": str(e)}] if len(samples) < 10 else []
+                    continue
+                seen.add(same)
+                conflicts += output_of.setdefault(same[0], same[1]) != same[1]
+                ex = _example(cfg, task, t, i, text, output, round)
+                if first is not None:  # held out with the row, never split from it
+                    ex |= {"id": f"{first['id']}-q{k}", "paraphrase_of": first["id"]}
+                first = first or ex
+                examples.append(ex)
     paths = list(getattr(tables, "paths", sorted({t.path for t in tables})))
     report = {"table": cfg.name, "match": cfg.match, "files": len(paths), "paths": paths[:20],
               "tables": len(tables), "rows": sum(len(t.rows) for t in tables), "examples": len(examples),
