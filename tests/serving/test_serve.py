@@ -684,3 +684,32 @@ def test_serve_refuses_a_busy_port(tmp_path):
         port = s.getsockname()[1]
         with pytest.raises(TasklingError, match=f"port {port} on 127.0.0.1 is in use"):
             prepare(None, tmp_path, ServeCfg(port=port))
+
+
+def test_span_answers_through_llama_cpp_copy_the_chunks_shown(llama):
+    """An open-book answer task with student.retrieval.spans (task.json's retrieval.spans): the real
+    SmolLM2 through llama.cpp answers with a run of the shown chunks' words (or the abstention), cited;
+    the same model unconstrained makes up text that is in no chunk."""
+    from taskling.core.openbook import ABSTAIN
+    from taskling.data.pile import Chunk
+
+    texts = ["SQLSTATE 23505 is unique_violation: a row broke a unique constraint.",
+             "The condition of code 08006 is connection_failure, a lost connection."]
+    chunks = [Chunk(n, f"k{n}", n, f"docs/{n}.md", "sha", 0, len(t), f"section {n}", t) for n, t in enumerate(texts, 1)]
+
+    class Book:
+        chunk_chars = 300
+
+        def find(self, query: str):
+            return chunks
+
+    info = {"type": "answer", "system_prompt": "Answer with the condition name of the error code.", "max_new_tokens": 24}
+    asks = ["What is the condition name of error 23505?", "Write a poem about the sea.", "Which code means a lost connection?"]
+    spans = task_outputs(llama, info | {"retrieval": {"spans": True}}, asks, book=Book())
+    free = task_outputs(llama, info | {"retrieval": {"spans": False}}, asks, book=Book())
+    flat = " ".join(texts)
+    inside = lambda out: bool(out) and (out == ABSTAIN or out in flat)  # noqa: E731
+    assert all(inside(o["output"]) for o in spans), [o["output"] for o in spans]
+    assert any(o["output"] != ABSTAIN for o in spans)  # (measured: the first answer is a whole run of chunk 2)
+    assert all(c["span"] is not None for o in spans for c in o["citations"])  # a citation names the chunk copied
+    assert not all(inside(o["output"]) for o in free), [o["output"] for o in free]

@@ -31,6 +31,9 @@ class RetrievalCfg(BaseModel):
     chunk_chars: int = Field(600, ge=40, le=20000)  # each chunk is cut to this many characters (at a word)
     missing: Literal["abstain", "memory"] = "abstain"  # training target when only distractors are shown:
                                                   # ABSTAIN, or the answer all the same (from memory)
+    spans: bool = False                           # answer tasks: the answer is copied from the chunks shown
+                                                  # (constrained decoding: a run of their words, a citation, or
+                                                  # ABSTAIN), so a name that is in no chunk cannot be produced
 
     @field_validator("mode", mode="before")
     @classmethod

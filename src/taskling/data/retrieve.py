@@ -164,7 +164,7 @@ def retriever_settings(cfg) -> dict:
 def served_settings(cfg) -> dict:
     """What a served open-book model needs to retrieve as it was trained (task.json's `retrieval`)."""
     rc = cfg.student.retrieval
-    return {"k": rc.k, "chunk_chars": rc.chunk_chars, "missing": rc.missing} | retriever_settings(cfg)
+    return {"k": rc.k, "chunk_chars": rc.chunk_chars, "missing": rc.missing, "spans": rc.spans} | retriever_settings(cfg)
 
 
 INDEX_FILE = "index.db"  # the exported retrieval index, beside the merged model (export, serving.outputs)

@@ -25,6 +25,8 @@ class Sampling:
     seed: int = 0
     stop: tuple[str, ...] = ()
     json_schema: dict | None = None         # constrain the answer to JSON valid against this
+    spans: tuple[str, ...] | None = None    # constrain the answer to a run of these texts' words, a citation
+                                            # [n] of one of them, or the abstention (tasks.openbook.span_rules)
     logit_bias: dict[int, float] = field(default_factory=dict)
 
 

@@ -45,7 +45,11 @@ class HFEngine:
 
         limit = room(ids, self.n_ctx, s.max_tokens)
         stream = TokenStream(self.tok, set(self.stops), StopText(s.stop, on_text), cancelled)
-        procs = [infer.SchemaConstraint(self.tok, s.json_schema, 1, len(ids), self.stops)] if s.json_schema else []
+        procs = [infer.schema_constraint(self.tok, s.json_schema, 1, len(ids), self.stops)] if s.json_schema else []
+        if s.spans is not None:
+            from ..tasks.openbook import span_lark
+
+            procs.append(infer.Constraint(self.tok, [infer.lark_grammar(span_lark(list(s.spans)))], len(ids), self.stops))
         procs += [BiasProcessor(s.logit_bias)] if s.logit_bias else []
         kw = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p) if s.temperature > 0 else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)

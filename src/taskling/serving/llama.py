@@ -93,13 +93,25 @@ class LlamaEngine:
                 raise TasklingError(f"the JSON schema cannot be turned into a llama.cpp grammar ({e})") from None
         return self._grammars[key]
 
+    def span_grammar(self, texts: tuple[str, ...]):
+        """The llama.cpp grammar of an answer copied from `texts` (tasks.openbook.span_rules); one per
+        request (its chunks), not kept."""
+        from llama_cpp import LlamaGrammar
+
+        from ..student.gguf import quiet_stderr
+        from ..tasks.openbook import span_gbnf
+
+        with quiet_stderr():
+            return LlamaGrammar.from_string(span_gbnf(list(texts)), verbose=False)
+
     def generate(self, ids: list[int], s: Sampling, on_text: OnText | None = None,
                  cancelled: Cancelled | None = None) -> Generation:
         limit = room(ids, self.n_ctx, s.max_tokens)
         self.llm.set_seed(s.seed)
         procs = [bias_processor(s.logit_bias)] if s.logit_bias else None
         gen = self.llm.generate(ids, temp=s.temperature, top_p=s.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0,
-                                grammar=self.grammar(s.json_schema) if s.json_schema else None,
+                                grammar=self.grammar(s.json_schema) if s.json_schema else
+                                self.span_grammar(s.spans) if s.spans is not None else None,
                                 logits_processor=procs)
         sink, utf8 = StopText(s.stop, on_text), codecs.getincrementaldecoder("utf-8")("replace")
         n, finish = 0, "length"

@@ -47,7 +47,13 @@ def task_outputs(engine: Engine, info: dict, inputs: list[str], max_tokens: int 
     if book is not None:
         asked = [open_prompt(book, info.get("system_prompt") or "", x) for x in inputs]
         convs = [conv for conv, _ in asked]
-        return [cited(r, ch) for r, (_, ch) in zip(answers(engine, info, decoding, convs, max_tokens), asked)]
+        if (info.get("retrieval") or {}).get("spans") and not decoding.constrained:  # copied from the chunks
+            limit = max_tokens or info.get("max_new_tokens") or 256
+            said = [text_result(engine.generate(engine.chat_ids(conv), Sampling(
+                limit, spans=tuple(openbook.shown_texts(ch, book.chunk_chars)))), as_json=False) for conv, ch in asked]
+        else:
+            said = answers(engine, info, decoding, convs, max_tokens)
+        return [cited(r, ch) for r, (_, ch) in zip(said, asked)]
     return answers(engine, info, decoding, [task_messages(info, x) for x in inputs], max_tokens)
 
 

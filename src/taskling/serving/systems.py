@@ -20,17 +20,23 @@ def conversations(cfg: Config, task, who: str, items: list[dict]) -> list[list[d
     return [tasks.student_messages(task.system_prompt(cfg.task), it["input"]) for it in items]
 
 
-def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Config) -> list[dict]:
+def predict_local(model, tok, who: str, convs: list[list[dict]], task, cfg: Config,
+                  shown: list[list] | None = None) -> list[dict]:
     """A local model's answers (student or base); `-constrained` ones limited to the labels or the schema.
     The tuned student answers a labelled task as it is served (serving.outputs, `taskling try`,
     predict): every label scored as the whole answer, the most likely one chosen; never its free
-    text, which a user of the exported student never sees."""
+    text, which a user of the exported student never sees. Open-book answers (`shown`: the chunks each
+    conversation holds) are copied from those chunks when student.retrieval.spans says so."""
     decoding = task.decoding(cfg.task)
     if decoding.labels is not None and (who in ("student", "student-open") or who.endswith("-constrained")):
         return scoring.choose(model, tok, convs, list(decoding.labels), batch_size=cfg.evaluate.batch_size)
     schema = decoding.json_schema if who.endswith("-constrained") else None
+    grammars = None
+    if shown is not None and cfg.student.retrieval.spans and not decoding.constrained:
+        chars = cfg.student.retrieval.chunk_chars
+        grammars = [openbook.span_lark(openbook.shown_texts(chunks, chars)) for chunks in shown]
     return infer.generate(model, tok, convs, max_new_tokens=task.max_new_tokens, batch_size=cfg.evaluate.batch_size,
-                          json_schema=schema)
+                          json_schema=schema, grammars=grammars)
 
 
 def predict_teacher(backend, convs: list[list[dict]], task) -> list[dict]:

@@ -17,7 +17,7 @@ from (the source chunk not retrieved, or retrieved and answered wrong);
 and, with evaluate.constrained, student-constrained and base-constrained:
 for classify the answer is the label the model finds most likely
 (infer.choose), so it is always a label; for extract decoding is limited to
-JSON valid against the task's schema (infer.SchemaConstraint, llguidance).
+JSON valid against the task's schema (infer.schema_constraint, llguidance).
 
 Student and base run through the same transformers code path (infer.py).
 Predictions per system and set are saved as they finish (with latency and
@@ -260,12 +260,12 @@ def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book, retr
             log = CallLog(ctx.ws.calls_db)
             backend = Logged(open_for(ctx.executor, cfg.teacher, ctx.threads), log, purpose="evaluate",
                              price=cfg.budget.prices.get(cfg.teacher.model, Price()))
-            runner = lambda w, convs: predict_teacher(backend, convs, task)  # noqa: E731
+            runner = lambda w, convs, shown=None: predict_teacher(backend, convs, task)  # noqa: E731
         else:
             model, tok = (load_trained(ctx.stage_dir("train"), cfg.student.model) if model_name == "student" else
                           load_causal_lm(resolve_hf(cfg.student.model)))
             infer.for_inference(model)
-            runner = lambda w, convs: predict_local(model, tok, w, convs, task, cfg)  # noqa: E731
+            runner = lambda w, convs, shown=None: predict_local(model, tok, w, convs, task, cfg, shown)  # noqa: E731
         try:
             for w, s in todo:
                 ctx.console.print(f"evaluate: {w} on {s} ({len(sets[s])} items)")
@@ -276,7 +276,7 @@ def answer_all(ctx: Context, task, sets: dict, runs: dict, out: Path, book, retr
                     convs, shown = open_conversations(cfg, task, sets[s], book, retrieved[s])
                 else:
                     convs = conversations(cfg, task, w, sets[s])
-                res = runner(w, convs)
+                res = runner(w, convs, shown)
                 rows = prediction_rows(sets[s], res)
                 if found is not None:  # the answer checked against (extract: limited to) the retrieved text
                     checked(cfg, task, rows, found)

@@ -96,24 +96,38 @@ def _ll_tokenizer(tok, stops: list[int]):
     return cached
 
 
-class SchemaConstraint:
-    """A logits processor for transformers' generate that lets each row emit only
-    tokens that keep its text a prefix of a JSON value valid against `schema`, and
-    the end of the turn once the value is complete (llguidance, the engine behind
-    llama.cpp's and vLLM's structured output). Compact separators, as the student
+def schema_grammar(schema: dict) -> str:
+    """llguidance's grammar for JSON valid against `schema`, with compact separators as the student
     was trained (json.dumps: ", " and ": ", keys sorted)."""
+    import llguidance
 
-    def __init__(self, tok, schema: dict, rows: int, prompt_width: int, stops: list[int]):
+    opts = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+    return llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=opts)
+
+
+def lark_grammar(text: str) -> str:
+    """llguidance's grammar for a Lark grammar text (tasks.openbook.span_lark)."""
+    import llguidance
+
+    return llguidance.LLMatcher.grammar_from_lark(text)
+
+
+class Constraint:
+    """A logits processor for transformers' generate that lets each row emit only tokens that keep its
+    text a prefix of a sentence of its grammar (one llguidance grammar per row: `grammars`), and the end
+    of the turn once the sentence is complete (llguidance, the engine behind llama.cpp's and vLLM's
+    structured output)."""
+
+    def __init__(self, tok, grammars: list[str], prompt_width: int, stops: list[int], what: str = "grammar"):
         import llguidance
 
-        opts = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=opts)
         lltok = _ll_tokenizer(tok, stops)
-        self.matchers = [llguidance.LLMatcher(lltok, grammar, log_level=0) for _ in range(rows)]
-        if self.matchers and self.matchers[0].is_error():
+        self.matchers = [llguidance.LLMatcher(lltok, g, log_level=0) for g in grammars]
+        bad = next((m for m in self.matchers if m.is_error()), None)
+        if bad is not None:
             from ..core.errors import TasklingError
 
-            raise TasklingError(f"constrained decoding: the JSON schema is not usable: {self.matchers[0].get_error()}")
+            raise TasklingError(f"constrained decoding: the {what} is not usable: {bad.get_error()}")
         self.width = prompt_width
         self.words = (lltok.vocab_size + 31) // 32
         self.bits = torch.arange(32, dtype=torch.int32)
@@ -136,12 +150,18 @@ class SchemaConstraint:
         return scores.masked_fill(~allowed[:, :width].to(scores.device), float("-inf"))
 
 
+def schema_constraint(tok, schema: dict, rows: int, prompt_width: int, stops: list[int]) -> Constraint:
+    """The Constraint of JSON valid against `schema`, for `rows` rows."""
+    return Constraint(tok, [schema_grammar(schema)] * rows, prompt_width, stops, "JSON schema")
+
+
 @torch.inference_mode()
 def generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 64,
              temperature: float = 0.0, seed: int = 0, batch_size: int = 8,
-             json_schema: dict | None = None) -> list[dict]:
+             json_schema: dict | None = None, grammars: list[str] | None = None) -> list[dict]:
     """Answers for each conversation: text, token counts and latency per item.
-    With `json_schema`, decoding is constrained to JSON valid against it."""
+    With `json_schema`, decoding is constrained to JSON valid against it; with `grammars` (one Lark
+    grammar text per conversation: tasks.openbook.span_lark), each answer to its own grammar."""
     device = next(model.parameters()).device
     results: list[dict] = []
     stops = stop_token_ids(tok)
@@ -155,11 +175,12 @@ def generate(model, tok, conversations: list[list[dict]], max_new_tokens: int = 
             ids[i, width - len(x):] = torch.tensor(x)
             mask[i, width - len(x):] = 1
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops)
-        if json_schema is not None:
+        if json_schema is not None or grammars is not None:
             from transformers import LogitsProcessorList
 
-            kwargs["logits_processor"] = LogitsProcessorList([SchemaConstraint(tok, json_schema, len(batch), width,
-                                                                               stops)])
+            proc = schema_constraint(tok, json_schema, len(batch), width, stops) if grammars is None else \
+                Constraint(tok, [lark_grammar(g) for g in grammars[b:b + batch_size]], width, stops)
+            kwargs["logits_processor"] = LogitsProcessorList([proc])
         if temperature > 0:
             torch.manual_seed(seed)
             kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)

@@ -11,11 +11,13 @@ so brackets inside an answer (a JSON list, `a[0]`) stay part of it.
 """
 from __future__ import annotations
 
+import json
 import re
 
+from ..core.delimit import defuse
 from ..core.openbook import ABSTAIN
 from ..data.pile import Chunk
-from . import DATA_RULE, document_block, locate
+from . import DATA_RULE, document_block, excerpt, locate
 
 OPEN_RULE = ("Answer from the documents below and end your answer with the number of the document you used, "
              f"as [1]. If they do not contain the answer, reply exactly: {ABSTAIN}")
@@ -128,3 +130,49 @@ def error_sources(items: list[dict], shown: list[list[Chunk]], scores: list[floa
             out["reader_wrong"] += 1
             out["reader_abstained"] += is_abstention(answer)
     return out
+
+
+# -- answers copied from the documents (student.retrieval.spans) ---------------------------------------------------
+PIECE = re.compile(r"\w+|[^\w\s]")
+
+
+def span_rules(texts: list[str]) -> list[tuple[str, str]]:
+    """The grammar of an answer copied from the documents shown (`texts`, as the prompt shows them):
+    any run of one text's words and punctuation, spaced as there, then optionally the citation [n] of
+    that text; or the abstention sentence. As (rule name, body) pairs in the notation GBNF and
+    llguidance's Lark share: quoted literals, rule names, ( ), ?, |. Linear in the texts' length:
+    piece i of text T continues with piece i + 1 or ends (`s-T-i ::= "piece" (" " s-T-i+1)?`)."""
+    lit = lambda s: json.dumps(s, ensure_ascii=False)  # noqa: E731
+    rules: list[tuple[str, str]] = []
+    heads: list[tuple[str, str]] = []
+    for t, text in enumerate(texts):
+        pieces = [(m.group(), m.start() > 0 and text[m.start() - 1].isspace()) for m in PIECE.finditer(text)]
+        starts = []
+        for i, (piece, _) in enumerate(pieces):
+            name = f"s-{t}-{i}"
+            if i + 1 < len(pieces):
+                gap = " " if pieces[i + 1][1] else ""
+                rules.append((name, f"{lit(piece)} ({lit(gap) + ' ' if gap else ''}s-{t}-{i + 1})?"))
+            else:
+                rules.append((name, lit(piece)))
+            if piece[0].isalnum() or piece[0] == "_":
+                starts.append(name)
+        if starts:
+            heads.append((f"span-{t}", f"({' | '.join(starts)}) ({lit(f' [{t + 1}]')})?"))
+    return [("root", " | ".join([name for name, _ in heads] + [lit(ABSTAIN)]))] + heads + rules
+
+
+def span_gbnf(texts: list[str]) -> str:
+    """span_rules as a llama.cpp GBNF grammar."""
+    return "\n".join(f"{name} ::= {body}" for name, body in span_rules(texts))
+
+
+def span_lark(texts: list[str]) -> str:
+    """span_rules as an llguidance Lark grammar (rule names with _ for -, `start` for root)."""
+    fix = lambda s: re.sub(r"\b(s|span)-(\d+)(?:-(\d+))?\b", lambda m: "_".join(filter(None, m.groups())), s)  # noqa: E731
+    return "\n".join(f"{'start' if name == 'root' else fix(name)}: {fix(body)}" for name, body in span_rules(texts))
+
+
+def shown_texts(chunks: list[Chunk], limit: int) -> list[str]:
+    """The chunks' texts as open_messages shows them (cut to `limit`, defused): what a span answer copies."""
+    return [defuse(excerpt(c, limit)) for c in chunks]

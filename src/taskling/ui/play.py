@@ -114,7 +114,8 @@ class Playground:
 
                 infer.set_threads(self.ctx.threads)
                 _, model, tok = self.model(who)
-                r = predict_local(model, tok, f"{who}-open" if book is not None else who, convs, task, cfg)[0]
+                r = predict_local(model, tok, f"{who}-open" if book is not None else who, convs, task, cfg,
+                                  found if book is not None else None)[0]
             seconds = time.perf_counter() - t0
         row, sources = {"output": r["text"]}, {}
         if book is not None:  # the answer without its [n], what the numbers name and every chunk it read
