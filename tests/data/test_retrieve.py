@@ -143,7 +143,14 @@ QUESTIONS = [("What does SQLSTATE 23505 mean?", "23505"),
              ("What is 'max_connections'?", "max_connections"),
              ("Why do I get ERR_OSSL_EVP_UNSUPPORTED when building?", "ERR_OSSL_EVP_UNSUPPORTED"),
              ('Why "ERR_OSSL_EVP_UNSUPPORTED" when building?', "ERR_OSSL_EVP_UNSUPPORTED"),
-             ("why do i get err_ossl_evp_unsupported, an unsupported error?", "ERR_OSSL_EVP_UNSUPPORTED")]
+             ("why do i get err_ossl_evp_unsupported, an unsupported error?", "ERR_OSSL_EVP_UNSUPPORTED"),
+             # questions in other languages: the name is matched as written, whatever the words around it
+             ("Was bedeutet der Fehler 23505 beim Einfügen?", "23505"),
+             ("¿Cómo aumento max_connections en el servidor?", "max_connections"),
+             ("Что означает ошибка 23505?", "23505"),
+             ("错误23505是什么意思？", "23505"),
+             ("为什么构建时出现ERR_OSSL_EVP_UNSUPPORTED错误？", "ERR_OSSL_EVP_UNSUPPORTED"),
+             ("max_connectionsを増やすには？", "max_connections")]
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,11 @@ MOST_IDENTIFIERS = 8  # looked up one by one (Pile.holding): a pasted log of num
 
 
 WORD = re.compile(r"\w+")
-NAME = re.compile(r"\w+(?:\.\w+)*")  # a word, or words joined by dots: v2.1, 3.11, 192.168.0.1, os.path.join
+# Scripts written without spaces (kana, CJK ideographs, hangul) glue a name to the words around it
+# ("错误23505是什么意思", "max_connectionsを増やす"): their letters are never part of a name.
+UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+NAME_CHAR = rf"[^\W{UNSPACED}]"
+NAME = re.compile(rf"{NAME_CHAR}+(?:\.{NAME_CHAR}+)*")  # a word, or words joined by dots: v2.1, 3.11, os.path.join
 QUOTED = re.compile(r"`([^`]+)`")
 # Numbers as prose writes them say when or which one in a row, not which thing: a year or a decade
 # (1900-2099, "in 2019", "the 1990s") and an ordinal ("3rd", "21st").
@@ -67,8 +71,15 @@ def identifiers(query: str) -> list[str]:
 
 def holds_word(text: str, word: str) -> bool:
     """Whether `text` holds `word` as it is written (any case), not as part of a longer name: `v2.1`
-    is not in `v2.10` nor in `v2.1.3`; a sentence's full stop after it does not count."""
-    return re.search(rf"(?<!\w)(?<!\w\.){re.escape(word)}(?!\w|\.\w)", text, re.IGNORECASE) is not None
+    is not in `v2.10` nor in `v2.1.3`; a sentence's full stop after it does not count; in text written
+    without spaces it is found between the ideographs around it ("错误23505是")."""
+    return word_at(text, word) is not None
+
+
+def word_at(text: str, word: str) -> re.Match | None:
+    """Where `text` first holds `word` as holds_word means it."""
+    c = NAME_CHAR
+    return re.search(rf"(?<!{c})(?<!{c}\.){re.escape(word)}(?!{c}|\.{c})", text, re.IGNORECASE)
 
 
 def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:

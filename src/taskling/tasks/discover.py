@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from ..core import tasktype
 from ..core.config import TableCfg, TaskCfg
-from ..data.retrieve import holds_word
+from ..data.retrieve import holds_word, word_at
 from ..data.tables import Table
 
 KEY_UNIQUE = 0.9        # share of a key column's filled cells that are distinct
@@ -78,7 +78,7 @@ def _key_columns(t: Table) -> set[str]:
 
 def _template(text: str, value: str, column: str) -> str | None:
     """`text` with the first standalone `value` made the placeholder {column}, literal braces doubled."""
-    m = re.search(rf"(?<!\w)(?<!\w\.){re.escape(value)}(?!\w|\.\w)", text, re.IGNORECASE)
+    m = word_at(text, value)
     if m is None or any(ch in column for ch in "{}"):
         return None
     esc = lambda s: s.replace("{", "{{").replace("}", "}}")  # noqa: E731
