@@ -35,6 +35,7 @@ def codes() -> list[tuple[str, str]]:
 def finished(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("open-book")
     path = write_workspace(root, tiny_model_dir)
+    (root / "gold.jsonl").unlink()  # the tiny workspace's gold is for its classify task
     table = codes()
     (root / "docs" / "errors.csv").write_text("Code,Condition\n" + "".join(f"{c},{n}\n" for c, n in table),
                                               encoding="utf-8")
@@ -108,6 +109,9 @@ def test_serve_answers_with_citations_and_reads_a_document_added_after_training(
         r = httpx.post(f"{server.url}/v1/task", json={"input": f"What is the condition name of Quux error {late[0]}?"},
                        timeout=120).json()
         assert r["documents"][0]["path"] == "docs/late.md", r  # found live, without retraining
+        with Pile(root / ".taskling" / "pile.db") as pile:
+            texts = " ".join(" ".join(pile.chunk(d["chunk"]).text.split()) for d in r["documents"])
+        assert r["output"] == "The documents do not contain the answer." or r["output"] in texts, r
         print(json.dumps({"late": r["output"], "citations": r["citations"]}))
     finally:
         server.stop()
