@@ -4,6 +4,7 @@ files, missing columns and globs that match nothing are reported, never a crash.
 from __future__ import annotations
 
 import io
+import re
 import json
 import zipfile
 
@@ -406,3 +407,26 @@ def test_a_table_attached_to_an_e_mail_is_read_from_the_pile(make):
     ex, _ = examples_of(config, pile, "mail")
     assert pairs(ex) == [("E1?", "Disk full")] and locators(ex) == ["row 2"]
     assert ex[0]["provenance"][0]["path"] == "data/note.eml!/<c@example.com>/codes.csv" and ex[0]["chunks"]
+
+
+def test_a_pattern_entry_takes_its_rows_from_the_text_of_the_matching_documents(make):
+    text = "# Result codes\n\nSQLITE_OK (0) is success.\nSQLITE_BUSY (5) means locked.\n\nAlso SQLITE_FULL (13).\n"
+    config, pile = make({"codes.md": text, "other.md": "SQLITE_MISUSE (21) is not in the glob.\n"}, [
+        {"name": "codes", "match": "data/codes.md", "pattern": r"(?P<name>SQLITE_[A-Z]+) \((?P<code>\d+)\)",
+         "input": "Which result code is {code}?", "output": "{name}"}])
+    ex, report = examples_of(config, pile, "codes")
+    assert pairs(ex) == [("Which result code is 0?", "SQLITE_OK"), ("Which result code is 5?", "SQLITE_BUSY"),
+                         ("Which result code is 13?", "SQLITE_FULL")]
+    prov = ex[2]["provenance"][0]
+    assert prov["path"] == "data/codes.md" and prov["row"] == {"name": "SQLITE_FULL", "code": "13"}
+    assert pile.chunk(prov["chunk"]) is not None and "SQLITE_FULL (13)" in pile.chunk(prov["chunk"]).text
+    # a pattern that matches nothing says so; one that is not a regex, or names no column, is refused
+    config2, pile2 = make({"codes.md": text}, [{"name": "none", "match": "data/codes.md", "pattern": r"(?P<x>ZZZ\d)",
+                                                 "input": "{x}", "output": "{x}"}])
+    _, rep = examples_of(config2, pile2, "none")
+    assert rep["examples"] == 0 and any("matches nothing" in w for w in rep["warnings"])
+    from taskling.core.config import TableCfg
+
+    for bad, why in ((r"(?P<x", "is not a regular expression"), (r"SQLITE_\w+ \((\d+)\)", "names no group")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            TableCfg(name="t", input="{x}", output="{x}", pattern=bad)

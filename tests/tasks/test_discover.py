@@ -3,10 +3,12 @@ inputs, its answer column in the outputs), proposed as a `tables:` entry in the 
 phrasings, and nothing is proposed when the examples do not agree on one."""
 from __future__ import annotations
 
+import re
+
 from taskling.core.config import TableCfg
 from taskling.core.tasktype import TaskCfg
 from taskling.data.tables import Table
-from taskling.tasks.discover import discover
+from taskling.tasks.discover import discover, discover_passages
 from taskling.tasks.tables import rows_to_examples
 
 CODES = [("23505", "unique_violation"), ("23503", "foreign_key_violation"), ("42P01", "undefined_table"),
@@ -99,3 +101,52 @@ def test_extract_maps_every_field_the_examples_fill():
     t2 = task([("Who is employee E1?", {"name": "Ada Lovelace", "city": "Paris"}),
                ("Employee E3?", {"name": "Grace Hopper", "city": "NYC"})], type="extract", output_schema=schema)
     assert discover(t2, [staff]) == []
+
+
+# -- passages ------------------------------------------------------------------------------------------------------
+PAGE = """Result codes
+SQLITE_OK (0)
+SQLITE_ERROR (1)
+SQLITE_BUSY (5)
+SQLITE_FULL (13)
+SQLITE_IOERR_READ (266)
+SQLITE_CONSTRAINT_UNIQUE (2067)
+(13) SQLITE_FULL
+The SQLITE_FULL result code (13) means the disk is full.
+See also SQLITE_LIMIT_LENGTH (0x01) and version 3.45 (2024).
+"""
+
+
+def holding_in(texts: list[str]):
+    from taskling.data.pile import Chunk
+
+    chunks = [Chunk(n, f"k{n}", 1, "docs/rescode.html", "", 0, len(t), f"part {n}", t) for n, t in enumerate(texts)]
+    return lambda word: [c for c in chunks if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", c.text, re.I)]
+
+
+def test_answers_in_running_text_become_a_pattern_whose_matches_are_the_rows():
+    import regex
+
+    t = task([("What is the symbolic name of SQLite result code 13?", "SQLITE_FULL"),
+              ("Which constant has the value 266?", "SQLITE_IOERR_READ")])
+    [p] = discover_passages(t, holding_in([PAGE]))
+    entry = p.as_entry()
+    assert entry["input"] == ["What is the symbolic name of SQLite result code {key}?",
+                              "Which constant has the value {key}?"] and entry["output"] == "{answer}"
+    rows = [(m["key"], m["answer"]) for m in regex.finditer(entry["pattern"], PAGE)]
+    # the list's join "NAME (n)", on one line: not the heading, the sentence, a hex value or the next line
+    assert rows == [("0", "SQLITE_OK"), ("1", "SQLITE_ERROR"), ("5", "SQLITE_BUSY"), ("13", "SQLITE_FULL"),
+                    ("266", "SQLITE_IOERR_READ"), ("2067", "SQLITE_CONSTRAINT_UNIQUE")]
+    assert [e["example"] for e in p.evidence] == [0, 1]
+
+
+def test_passages_need_two_examples_joined_the_same_way_and_text_answers():
+    two_ways = task([("What is code 13?", "SQLITE_FULL"), ("What is code 5?", "SQLITE_BUSY")])
+    assert discover_passages(two_ways, holding_in(["SQLITE_FULL (13)", "5 is SQLITE_BUSY"])) == []
+    assert len(discover_passages(two_ways, holding_in(["SQLITE_FULL (13)", "SQLITE_BUSY (5)"]))) == 1
+    # a key must be in the input and not be part of the answer; structured tasks have no passages
+    assert discover_passages(task([("What is FULL?", "SQLITE_FULL"), ("And BUSY?", "SQLITE_BUSY")]),
+                             holding_in([PAGE])) == []
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    assert discover_passages(task([("code 13?", {"name": "SQLITE_FULL"}), ("code 5?", {"name": "SQLITE_BUSY"})],
+                                  type="extract", output_schema=schema), holding_in([PAGE])) == []

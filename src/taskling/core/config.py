@@ -19,6 +19,7 @@ from . import tasktype
 from .errors import TasklingError
 from .exchange import HubCfg, SeedFiles, Track
 from .openbook import EMBEDDED_MODEL, StudentCfg
+from .tablecfg import TableCfg
 from .tasktype import TaskCfg
 
 class Section(BaseModel):
@@ -304,23 +305,6 @@ class LabelCfg(Section):
             return {k: False for k in ("embedding", "knn", "retrieval", "keywords", "teacher_words",
                                        "self_training")} | {"dev_items": 0}
         return value
-
-
-class TableCfg(Section):
-    """A table in the pile mapped to task fields (tables:): each row becomes an example directly,
-    its provenance the file, table and row. Tables come from CSV/TSV/XLSX/ODS sheets, HTML, PDF,
-    DOCX and Markdown tables, and JSON/JSONL records. `input` and `output` are templates over the
-    columns ("What does error {code} mean?", "{name}"); for extract, output maps each field to a
-    template. `input` may be a list of phrasings: each row is asked in each (held out together). With
-    `paraphrase: N` the teacher rewrites the input side N times per row."""
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    match: str = "*"                          # glob over source paths (relative to the workspace)
-    table: Union[int, str, None] = None       # which table of a file: its index, or a sheet/heading name
-    input: Union[str, list[str]] = Field(min_length=1)
-    output: Union[str, dict[str, str]]
-    paraphrase: int = Field(0, ge=0, le=10)
-    max_rows: int | None = Field(None, ge=1)
-    eval_fraction: float | None = Field(None, ge=0, lt=1)  # rows held out for eval (default curate.eval_fraction)
 
 
 class Config(Section):

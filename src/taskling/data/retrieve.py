@@ -78,8 +78,13 @@ def holds_word(text: str, word: str) -> bool:
 
 def word_at(text: str, word: str) -> re.Match | None:
     """Where `text` first holds `word` as holds_word means it."""
+    return re.search(word_pattern(word), text, re.IGNORECASE)
+
+
+def word_pattern(word: str) -> str:
+    """The regex of `word` standing alone as holds_word means it (search it with re.IGNORECASE)."""
     c = NAME_CHAR
-    return re.search(rf"(?<!{c})(?<!{c}\.){re.escape(word)}(?!{c}|\.{c})", text, re.IGNORECASE)
+    return rf"(?<!{c})(?<!{c}\.){re.escape(word)}(?!{c}|\.{c})"
 
 
 def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:

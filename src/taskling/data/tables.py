@@ -157,6 +157,8 @@ def find_tables(pile: Pile, cfg: TableCfg, root: Path) -> Tables:
                                if have else "the pile holds no document with a table"))
         return found
     changed = changed_since_ingest(pile, root, [d["path"] for d in docs])
+    if cfg.pattern is not None:
+        return _matched(pile, cfg, docs, changed, found)
     seen_any = False
     for d in docs:
         if d["path"] in changed:
@@ -176,6 +178,49 @@ def find_tables(pile: Pile, cfg: TableCfg, root: Path) -> Tables:
         found.warnings.append(f"tables: '{cfg.name}': {len(docs)} document(s) match '{cfg.match}' but none holds "
                               f"a table{which} (tables are read from CSV/TSV, spreadsheets, JSON records, HTML "
                               f"<table>s and pipe tables in Markdown, DOCX, PPTX and text)")
+    return found
+
+
+PATTERN_SECONDS = 2.0      # a pattern's time per chunk: a pathological one is stopped, not waited for
+PATTERN_ROWS = 20_000       # rows one pattern entry may yield
+
+
+def _matched(pile: Pile, cfg: TableCfg, docs: list, changed: dict, found: Tables) -> Tables:
+    """A pattern entry's rows: every match of cfg.pattern in the chunks of `docs`, its named groups the
+    columns, one table per document (in path order), a row's locator and chunk the chunk's."""
+    import regex
+
+    rx = regex.compile(cfg.pattern)
+    by_doc: dict[str, list] = {}
+    for c in pile.chunks():
+        by_doc.setdefault(c.path, []).append(c)
+    total = 0
+    for d in docs:
+        if d["path"] in changed:
+            found.problems.append({"path": d["path"], "reason": f"{changed[d['path']]}: run 'taskling ingest' first"})
+            continue
+        t = Table(d["path"], 1, f"pattern {cfg.name}", list(rx.groupindex), [], [], d["format"], d["sha256"])
+        for c in by_doc.get(d["path"], []):
+            try:
+                hits = list(rx.finditer(c.text, timeout=PATTERN_SECONDS))
+            except TimeoutError:
+                found.problems.append({"path": d["path"], "reason": f"tables: '{cfg.name}': the pattern took over "
+                                       f"{PATTERN_SECONDS:g} s on chunk {c.locator}; simplify it"})
+                continue
+            for m in hits[:max(0, PATTERN_ROWS - total)]:
+                t.rows.append({k: " ".join((v or "").split()) for k, v in m.groupdict().items()})
+                t.locators.append(c.locator)
+                t.chunks.append(c.key)
+                t.topics.append(c.topic_id)
+            total += len(hits)
+        if t.rows:
+            found.append(t)
+    if total > PATTERN_ROWS:
+        found.warnings.append(f"tables: '{cfg.name}': the pattern matched {total} times; the first {PATTERN_ROWS} "
+                              "are used (narrow it, or match fewer documents)")
+    if not found:
+        found.warnings.append(f"tables: '{cfg.name}': the pattern matches nothing in the {len(docs)} document(s) "
+                              f"that match '{cfg.match}'")
     return found
 
 

@@ -10,22 +10,31 @@ same, and so does every other table of the pile with the same columns. Each beco
 the output column(s), a paraphrase by the teacher per row, and the evidence (which example matched
 which row). generate shows the proposal, writes it where the user can copy it into taskling.yaml,
 and uses it when the user mapped no table (`generate.discover`, on by default).
+
+Answers that sit in running text rather than a table ("SQLITE_BUSY (5)" in a list, "error QX999 is
+clock_drift" in prose) are found the same way by `discover_passages`: where examples' answers and
+keys sit close together in a passage, joined by the same words or signs, that join and the shapes
+of the examples' keys and answers make a `pattern:` entry whose matches over the pile are the rows.
 """
 from __future__ import annotations
 
 import glob
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..core import tasktype
 from ..core.config import TableCfg, TaskCfg
-from ..data.retrieve import holds_word, word_at
+from ..data.pile import Chunk
+from ..data.retrieve import NAME, NAME_CHAR, STOP, holds_word, word_at, word_pattern
 from ..data.tables import Table
 
 KEY_UNIQUE = 0.9        # share of a key column's filled cells that are distinct
 MIN_KEY_CHARS = 2
+GLUE_CHARS = 40         # passages: the most text between a key and its answer, on one line
+MAX_ANSWER_CHARS = 80   # passages: longer answers are sentences, not names to find
 
 
 def _norm(value: Any) -> str:
@@ -161,3 +170,95 @@ def discover(task: TaskCfg, tables: Iterable[Table]) -> list[Proposal]:
             out.append(Proposal(_entry(task, other, key, mapping, templates, taken), other.path, other.index,
                                 other.name, len(other.rows), evidence if other is t else []))
     return out
+
+
+# -- passages ------------------------------------------------------------------------------------------------------
+def _keys(example_input: str, output: str) -> list[str]:
+    """Names in an input that may be what it asks about: with a digit, an underscore or a capital
+    after the first letter (23505, 13, max_connections, QX999), not part of the answer."""
+    return [w for w in dict.fromkeys(NAME.findall(example_input)) if w.lower() not in STOP
+            and w.lower() not in output.lower()
+            and (any(ch.isdigit() for ch in w) or "_" in w or any(ch.isupper() for ch in w[1:]))]
+
+
+def _glues(text: str, answer: str, key: str) -> Iterable[tuple[str, str, str, str]]:
+    """(order, the text joining them, the character before, the one after) for each place `answer`
+    and `key` sit close on one line."""
+    for a in re.finditer(word_pattern(answer), text, re.IGNORECASE):
+        for k in re.finditer(word_pattern(key), text, re.IGNORECASE):
+            first, second, order = (a, k, "answer-first") if a.start() < k.start() else (k, a, "key-first")
+            glue = text[first.end():second.start()]
+            if 0 < len(glue) <= GLUE_CHARS and "\n" not in glue:
+                yield order, glue, text[first.start() - 1:first.start()], text[second.end():second.end() + 1]
+
+
+def _shape(values: list[str]) -> str:
+    """A regex for names shaped like `values`: their common prefix (SQLITE_) and the kinds of
+    character the rest is made of ([A-Z_]+, [0-9]+)."""
+    prefix = os.path.commonprefix(values)
+    prefix = prefix if len(prefix) >= 2 and all(len(v) > len(prefix) for v in values) else ""
+    rest = "".join(v[len(prefix):] for v in values)
+    kinds = []
+    for test, cls in ((str.isupper, "A-Z"), (str.islower, "a-z"), (str.isdigit, "0-9")):
+        if any(test(ch) and ch.isascii() for ch in rest):
+            kinds.append(cls)
+    others = sorted({ch for ch in rest if not (ch.isascii() and ch.isalnum())})
+    if any(not ch.isascii() and ch.isalnum() for ch in others):
+        return re.escape(prefix) + r"\w+"
+    kinds += [re.escape(ch) for ch in others]
+    return re.escape(prefix) + f"[{''.join(kinds)}]+"
+
+
+def _glue_rx(glue: str) -> str:
+    """The join as a regex: its signs as written, its spaces any run of spaces on the same line."""
+    return "".join(r"[ \t]+" if part.isspace() else re.escape(part) for part in re.split(r"(\s+)", glue) if part)
+
+
+def _edge(texts: list[str]) -> str:
+    """The sign every one of `texts` has at this edge of the match ("(" of "(13) SQLITE_FULL"), as a regex."""
+    signs = set(texts)
+    return re.escape(texts[0]) if len(signs) == 1 and texts[0] and not texts[0].isalnum() and not \
+        texts[0].isspace() else ""
+
+
+def discover_passages(task: TaskCfg, holding: Callable[[str], list[Chunk]]) -> list[Proposal]:
+    """A `pattern:` entry for answers that sit in running text, from the examples whose answer and key
+    are joined the same way in a passage (`holding(word)`: the pile chunks that hold a word); [] when
+    fewer than two examples (the one, when there is one) agree, or the task's answers are not text."""
+    if tasktype.get(task.type).structured:
+        return []
+    shots = [(i, ex) for i, ex in enumerate(task.examples) if isinstance(ex.output, str)
+             and ex.output.strip() and len(ex.output) <= MAX_ANSWER_CHARS and "\n" not in ex.output.strip()]
+    if not shots:
+        return []
+    found: dict[tuple, dict[int, tuple]] = defaultdict(dict)
+    for i, ex in shots:
+        answer = ex.output.strip()
+        keys = _keys(ex.input, answer)
+        for c in holding(answer) if keys else []:
+            for key in keys:
+                for order, glue, before, after in _glues(c.text, answer, key):
+                    found[(order, " ".join(glue.split()) or " ")].setdefault(i, (key, answer, glue, c, before, after))
+    need = min(2, len(shots))
+    agreed = sorted(((sig, hits) for sig, hits in found.items() if len(hits) >= need), key=lambda sh: -len(sh[1]))
+    if not agreed:
+        return []
+    (order, _), hits = agreed[0]
+    keys = [k for k, *_ in hits.values()]
+    answers = [a for _, a, *_ in hits.values()]
+    glue = next(iter(hits.values()))[2]
+    c = NAME_CHAR
+    key_rx, answer_rx = f"(?P<key>{_shape(keys)})", f"(?P<answer>{_shape(answers)})"
+    pieces = (answer_rx, key_rx) if order == "answer-first" else (key_rx, answer_rx)
+    lead = _edge([h[4] for h in hits.values()])
+    trail = _edge([h[5] for h in hits.values()])
+    pattern = f"{lead}(?<!{c}){pieces[0]}{_glue_rx(glue)}{pieces[1]}(?!{c}){trail}"
+    templates = list(dict.fromkeys(t for i, (key, *_) in sorted(hits.items())
+                                   if (t := _template(task.examples[i].input, key, "key"))))
+    if not templates:
+        return []
+    entry = TableCfg(name="passages", match="*", pattern=pattern, output="{answer}", paraphrase=1,
+                     input=templates[0] if len(templates) == 1 else templates)
+    evidence = [{"example": i, "locator": f"{ch.path} {ch.locator}", "key": ["key", key]}
+                for i, (key, _, _, ch, *_) in sorted(hits.items())]
+    return [Proposal(entry, "*", 1, None, 0, evidence)]
