@@ -46,9 +46,9 @@ def prompts(monkeypatch):
     seen: list = []
     real = systems.predict_local
 
-    def noted(model, tok, who, convs, task, cfg):
+    def noted(model, tok, who, convs, task, cfg, shown=None):
         seen.append((who, convs))
-        return real(model, tok, who, convs, task, cfg)
+        return real(model, tok, who, convs, task, cfg, shown)
     monkeypatch.setattr(systems, "predict_local", noted)
     return seen
 
@@ -81,7 +81,7 @@ def test_the_playground_s_student_and_base_read_the_documents_as_predict_does(op
 
 def test_the_playground_shows_an_answer_s_citation_with_its_span(open_ui, browser, monkeypatch):
     """A cited answer shows each citation's document and locator and the span of it the answer rests on."""
-    monkeypatch.setattr(systems, "predict_local", lambda model, tok, who, convs, task, cfg: [{"text": CITED}])
+    monkeypatch.setattr(systems, "predict_local", lambda model, tok, who, convs, task, cfg, shown=None: [{"text": CITED}])
     out = play(open_ui, "base")
     assert out["output"] == CITED and out["parsed"] == CITED.removesuffix(" [1]")
     [c] = out["citations"]

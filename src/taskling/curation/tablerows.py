@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import tasks
 from ..core.config import Config, TableCfg
 from ..core.workspace import Context
 from ..data.pile import Pile
 from ..teacher.backends import Request
+
+if TYPE_CHECKING:
+    from ..tasks.discover import Proposal
 
 
 def table_examples(cfg: Config, ctx: Context, out: Path) -> tuple[list[dict], list[dict], list[TableCfg]]:
@@ -38,7 +42,7 @@ def table_examples(cfg: Config, ctx: Context, out: Path) -> tuple[list[dict], li
     return rows, reports, list(cfg.tables) or [t for t, _ in found]
 
 
-def found_tables(cfg: Config, ctx: Context, pile: Pile, out: Path) -> list[tuple[TableCfg, object]]:
+def found_tables(cfg: Config, ctx: Context, pile: Pile, out: Path) -> list[tuple[TableCfg, "Proposal"]]:
     """The tables the task examples' answers come from (generate.discover), as `tables:` entries with
     their proposals; shown, and written to tables.found.yaml for the user to keep or change."""
     if not cfg.generate.discover or not cfg.task.examples:
