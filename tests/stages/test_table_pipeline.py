@@ -4,6 +4,7 @@ curate keeps every row (no near-duplicate of another row), held out row by row."
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from rich.console import Console
 
@@ -140,3 +141,49 @@ def test_a_table_the_examples_come_from_is_found_shown_used_and_promotable(tmp_p
     # off: no table examples
     _, man3, made3 = run({"generate": {"discover": False}}, tmp_path / "off")
     assert man3.tables == [] and made3 == []
+
+
+def test_a_teacher_that_yields_nothing_still_gives_a_student_when_the_documents_hold_the_answers(tmp_path,
+                                                                                               tiny_model_dir):
+    """Every teacher reply is unusable; the task examples' answers are rows of a CSV: generate keeps the
+    rows (no error), curate and train run on them. Without the table, generate stops with an error
+    that says no table holds the answers and names a failures file that exists."""
+    import yaml
+
+    from taskling.core.errors import TasklingError
+    from taskling.stages import train
+
+    path = write_workspace(tmp_path, tiny_model_dir, budget__examples=4)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["task"] = {"name": "pg-codes", "type": "answer", "description": "Give the condition name of an error code.",
+                   "examples": [{"input": "Which condition is error 23505?", "output": "unique_violation"},
+                                {"input": "Which condition is error 42703?", "output": "undefined_column"}]}
+    cfg["sources"] = ["docs/*"]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (tmp_path / "docs" / "errcodes.csv").write_text(
+        "Error Code,Condition Name\n" + "".join(f"{c},{n}\n" for c, n in CODES), encoding="utf-8")
+    set_script(lambda messages: "I cannot help with that.")
+    try:
+        ctx = Context(load_config(path, []), console=QUIET)
+        ingest.run(ctx)
+        man = generate.run(ctx)
+        assert man.counts.examples == 0 and man.table_examples == len(CODES)  # one phrasing; no paraphrase kept
+        curate.run(ctx)
+        sets = {n: [e for e in read_jsonl(ctx.stage_dir("curate") / f"{n}.jsonl") if e.get("source") == "table"]
+                for n in ("train", "eval")}
+        # every row kept, but a held-out row that is a task example itself (eval never holds those)
+        assert len(sets["train"]) + len(sets["eval"]) >= len(CODES) - 2 and len(sets["train"]) > len(CODES) // 2
+        assert train.run(ctx).counts.steps >= 1
+        (tmp_path / "docs" / "errcodes.csv").unlink()
+        ctx = Context(load_config(path, []), console=QUIET)
+        ingest.run(ctx)
+        try:
+            generate.run(ctx)
+            raise AssertionError("generate went on with nothing")
+        except TasklingError as e:
+            msg = str(e)
+    finally:
+        set_script(None)
+    assert "no table or passage of the pile holds the task examples' answers" in msg
+    failures = re.search(r"see (\S+failures\.jsonl)", msg).group(1)
+    assert Path(failures).exists(), msg

@@ -386,9 +386,12 @@ def run(ctx: Context) -> GenerateManifest:
         kinds = failures_by_kind(records)
         if not examples and not taken:
             why = f"; the first: {failures[0]['reason']}" if failures else ""
+            rows_why = ("" if cfg.tables or not cfg.generate.discover or ctx.round > 0 else
+                        "; and no table or passage of the pile holds the task examples' answers with their keys "
+                        "(map one under tables: if one does)")
             raise TasklingError(
                 f"generate: the teacher ({cfg.teacher.backend}:{cfg.teacher.model}) gave no usable example in "
-                f"{len(records)} jobs ({len(failures)} failed{why}); see {out / 'failures.jsonl'} "
+                f"{len(records)} jobs ({len(failures)} failed{why}){rows_why}; see {out / 'failures.jsonl'} "
                 "and try a stronger teacher or a clearer task description")
         write_jsonl(out / "examples.jsonl", examples + taken)
         tokens = sum(r["tokens"] for r in records)
