@@ -187,3 +187,50 @@ def test_a_teacher_that_yields_nothing_still_gives_a_student_when_the_documents_
     assert "no table or passage of the pile holds the task examples' answers" in msg
     failures = re.search(r"see (\S+failures\.jsonl)", msg).group(1)
     assert Path(failures).exists(), msg
+
+
+def test_an_open_book_run_asks_about_keys_the_pile_lacks_and_expects_the_abstention(tmp_path, tiny_model_dir):
+    """Open-book, a found table: generate adds questions in the rows' phrasing about codes shaped like
+    the table's that no chunk holds; curate puts every one in eval (never train) with the abstention as
+    the answer, and the closed-book run gets none."""
+    import yaml
+
+    from taskling.core.openbook import ABSTAIN
+    from taskling.data.pile import Pile
+
+    path = write_workspace(tmp_path, tiny_model_dir, budget__examples=4)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["task"] = {"name": "pg-codes", "type": "answer", "description": "Give the condition name of an error code.",
+                   "examples": [{"input": "Which condition is error 23505?", "output": "unique_violation"},
+                                {"input": "Postgres says 42703: the condition?", "output": "undefined_column"}]}
+    cfg["sources"] = ["docs/*"]
+    cfg["student"]["retrieval"] = {"mode": "on"}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (tmp_path / "docs" / "errcodes.csv").write_text(
+        "Error Code,Condition Name\n" + "".join(f"{c},{n}\n" for c, n in CODES), encoding="utf-8")
+    set_script(script)
+    try:
+        ctx = Context(load_config(path, []), console=QUIET)
+        ingest.run(ctx)
+        man = generate.run(ctx)
+        curate.run(ctx)
+    finally:
+        set_script(None)
+    absent = [e for e in read_jsonl(ctx.stage_dir("generate") / "examples.jsonl") if e.get("absent")]
+    assert len(absent) == man.tables[0]["absent_questions"] == 2  # a tenth of 12 rows, at least 2
+    codes = {c for c, _ in CODES}
+    with Pile(ctx.ws.pile_db) as pile:
+        for e in absent:
+            fake = e["provenance"][0]["row"]["Error Code"]
+            assert e["output"] == ABSTAIN and fake in e["input"] and fake not in codes and not pile.holding(fake)
+            assert re.fullmatch(r"[0-9A-Z]{5}", fake)  # shaped like the table's codes
+    evals = {e["id"] for e in read_jsonl(ctx.stage_dir("curate") / "eval.jsonl")}
+    train = {e["id"] for e in read_jsonl(ctx.stage_dir("curate") / "train.jsonl")}
+    assert {e["id"] for e in absent} <= evals and not {e["id"] for e in absent} & train
+    ctx2 = Context(load_config(path, ["student.retrieval.mode=off"]), console=QUIET)
+    set_script(script)
+    try:
+        generate.run(ctx2)
+    finally:
+        set_script(None)
+    assert not [e for e in read_jsonl(ctx2.stage_dir("generate") / "examples.jsonl") if e.get("absent")]

@@ -91,11 +91,15 @@ def split(cfg: Config, examples: list[dict]) -> tuple[list[dict], list[dict], di
 
 def split_rows(cfg: Config, rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """Table rows held out one by one (not by file: a lookup table is one document), each table at
-    its eval_fraction (default curate.eval_fraction); a paraphrase goes where its row goes."""
+    its eval_fraction (default curate.eval_fraction); a paraphrase goes where its row goes, a question
+    about a key the pile lacks (`absent`) to eval."""
     frac = {t.name: (t.eval_fraction if t.eval_fraction is not None else cfg.curate.eval_fraction)
             for t in cfg.tables}
     train, evals = [], []
     for ex in rows:
+        if ex.get("absent"):  # a question about a key the pile lacks (tablerows.absent_questions): eval only
+            evals.append(ex)
+            continue
         unit = ex.get("paraphrase_of") or ex["id"]
         h = int(hashlib.sha256(f"{cfg.seed}:{unit}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (evals if h < frac.get(ex.get("table"), cfg.curate.eval_fraction) else train).append(ex)

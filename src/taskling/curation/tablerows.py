@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import tasks
+from ..core import tasktype
 from ..core.config import Config, TableCfg
+from ..core.openbook import ABSTAIN
 from ..core.workspace import Context
 from ..data.pile import Pile
 from ..teacher.backends import Request
@@ -114,3 +116,48 @@ def paraphrases(cfg: Config, ctx: Context, teacher, rows: list[dict], reports: l
         rep["paraphrases"] = sum(1 for p in out if p["table"] == rep["table"])
     ctx.console.print(f"generate: {len(out)} paraphrases of table rows kept, {lost} discarded (a value lost)")
     return out
+
+
+ABSENT_SHARE, ABSENT_MOST = 0.1, 20   # questions about keys the pile lacks: a tenth of the rows, at most 20
+
+
+def absent_questions(cfg: Config, pile: Pile, rows: list[dict], mapped: list[TableCfg]) -> list[dict]:
+    """Questions in the rows' own phrasings about keys the pile does not hold (shaped like a row's key,
+    found in no chunk): eval items whose answer is the abstention, so an open-book student's "not in the
+    documents" is scored where it is right and where it is not (evaluate's abstention precision and
+    recall). Answer tasks whose phrasing names one column only; held out, never trained on."""
+    from ..data.tables import Template, column_for
+    from ..tasks.tables import inputs
+
+    firsts = [ex for ex in rows if "paraphrase_of" not in ex]
+    if not firsts or tasktype.get(cfg.task.type).structured or tasktype.get(cfg.task.type).labelled:
+        return []
+    by_name = {t.name: t for t in mapped}
+    rnd = random.Random(cfg.seed)
+    out = []
+    for ex in rnd.sample(firsts, min(len(firsts), ABSENT_MOST, max(2, round(ABSENT_SHARE * len(firsts))))):
+        row = ex["provenance"][0]["row"]
+        tpl = Template.parse(rnd.choice(inputs(by_name[ex["table"]])))
+        col = column_for(tpl.fields[0], list(row)) if len(tpl.fields) == 1 else None
+        fake = unheld(str(row[col]), rnd, pile) if col else None
+        if fake is None:
+            continue
+        out.append({**ex, "id": f"absent-{ex['id']}", "input": tpl.render({**row, col: fake}).strip(), "output": ABSTAIN,
+                    "absent": True, "chunks": [], "spans": [],
+                    "provenance": [{"chunk": f"absent:{fake}", "path": ex["provenance"][0]["path"], "locator": "none",
+                                    "row": {col: fake}}]})
+    return out
+
+
+def unheld(value: str, rnd: random.Random, pile: Pile, tries: int = 30) -> str | None:
+    """A key shaped like `value` (each digit, capital and small letter redrawn) that no chunk of the pile
+    holds; None when none turns up (or the key has signs the pile's exact lookup does not take)."""
+    if not value or not all(ch.isalnum() or ch in "_." for ch in value):
+        return None
+    for _ in range(tries):
+        fake = "".join(rnd.choice("0123456789") if ch.isdigit() else
+                       rnd.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") if ch.isupper() else
+                       rnd.choice("abcdefghijklmnopqrstuvwxyz") if ch.islower() else ch for ch in value)
+        if fake != value and not pile.holding(fake, 1):
+            return fake
+    return None

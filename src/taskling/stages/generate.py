@@ -33,6 +33,7 @@ from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, write_jsonl
 from ..curation import auto, seed, tablerows
 from ..data.pile import Pile
+from ..data.retrieve import open_book
 from ..teacher import allocate
 from ..teacher.backends import Logged, Request, Result, open_for
 from ..teacher.budget import limits, per_call
@@ -324,6 +325,8 @@ def extra_settings(ctx: Context) -> dict:
         out["pile_inputs"] = {"n": auto.pile_input_count(ctx.cfg), "words": auto.pile_input_words(ctx.cfg)}
     if ctx.round > 0:
         out["round"] = {"round": ctx.round, "limits": limits(ctx)}
+    if open_book(ctx.cfg, ctx.ws.pile_db):  # table rows then come with questions the pile cannot answer
+        out["open_book"] = True
     return out
 
 
@@ -372,6 +375,12 @@ def run(ctx: Context) -> GenerateManifest:
             if rows and any(t.paraphrase for t in mapped):
                 rows += tablerows.paraphrases(cfg, ctx, gen.teacher, rows, table_reports, mapped,
                                               None if cfg.tables else gen.limits["examples"])
+            if rows and open_book(cfg, ctx.ws.pile_db):  # eval items an open-book student should abstain on
+                with Pile(ctx.ws.pile_db) as pile:
+                    absent = tablerows.absent_questions(cfg, pile, rows, mapped)
+                rows += absent
+                for rep in table_reports:
+                    rep["absent_questions"] = sum(1 for a in absent if a["table"] == rep["table"])
         finally:
             stats = dict(gen.teacher.stats)
             health = gen.teacher.inner.health() if hasattr(gen.teacher.inner, "health") else {}
