@@ -143,25 +143,34 @@ def test_a_table_the_examples_come_from_is_found_shown_used_and_promotable(tmp_p
     assert man3.tables == [] and made3 == []
 
 
-def test_a_teacher_that_yields_nothing_still_gives_a_student_when_the_documents_hold_the_answers(tmp_path,
-                                                                                               tiny_model_dir):
-    """Every teacher reply is unusable; the task examples' answers are rows of a CSV: generate keeps the
-    rows (no error), curate and train run on them. Without the table, generate stops with an error
-    that says no table holds the answers and names a failures file that exists."""
+def codes_workspace(tmp_path, tiny_model_dir, second: str, retrieval: dict | None = None) -> Path:
+    """An answer task whose two examples (the second asked as `second`) are rows of docs/errcodes.csv,
+    with no tables: mapped; its taskling.yaml."""
     import yaml
-
-    from taskling.core.errors import TasklingError
-    from taskling.stages import train
 
     path = write_workspace(tmp_path, tiny_model_dir, budget__examples=4)
     cfg = yaml.safe_load(path.read_text())
     cfg["task"] = {"name": "pg-codes", "type": "answer", "description": "Give the condition name of an error code.",
                    "examples": [{"input": "Which condition is error 23505?", "output": "unique_violation"},
-                                {"input": "Which condition is error 42703?", "output": "undefined_column"}]}
+                                {"input": second, "output": "undefined_column"}]}
     cfg["sources"] = ["docs/*"]
+    if retrieval:
+        cfg["student"]["retrieval"] = retrieval
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     (tmp_path / "docs" / "errcodes.csv").write_text(
         "Error Code,Condition Name\n" + "".join(f"{c},{n}\n" for c, n in CODES), encoding="utf-8")
+    return path
+
+
+def test_a_teacher_that_yields_nothing_still_gives_a_student_when_the_documents_hold_the_answers(tmp_path,
+                                                                                               tiny_model_dir):
+    """Every teacher reply is unusable; the task examples' answers are rows of a CSV: generate keeps the
+    rows (no error), curate and train run on them. Without the table, generate stops with an error
+    that says no table holds the answers and names a failures file that exists."""
+    from taskling.core.errors import TasklingError
+    from taskling.stages import train
+
+    path = codes_workspace(tmp_path, tiny_model_dir, "Which condition is error 42703?")
     set_script(lambda messages: "I cannot help with that.")
     try:
         ctx = Context(load_config(path, []), console=QUIET)
@@ -193,21 +202,10 @@ def test_an_open_book_run_asks_about_keys_the_pile_lacks_and_expects_the_abstent
     """Open-book, a found table: generate adds questions in the rows' phrasing about codes shaped like
     the table's that no chunk holds; curate puts every one in eval (never train) with the abstention as
     the answer, and the closed-book run gets none."""
-    import yaml
-
     from taskling.core.openbook import ABSTAIN
     from taskling.data.pile import Pile
 
-    path = write_workspace(tmp_path, tiny_model_dir, budget__examples=4)
-    cfg = yaml.safe_load(path.read_text())
-    cfg["task"] = {"name": "pg-codes", "type": "answer", "description": "Give the condition name of an error code.",
-                   "examples": [{"input": "Which condition is error 23505?", "output": "unique_violation"},
-                                {"input": "Postgres says 42703: the condition?", "output": "undefined_column"}]}
-    cfg["sources"] = ["docs/*"]
-    cfg["student"]["retrieval"] = {"mode": "on"}
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (tmp_path / "docs" / "errcodes.csv").write_text(
-        "Error Code,Condition Name\n" + "".join(f"{c},{n}\n" for c, n in CODES), encoding="utf-8")
+    path = codes_workspace(tmp_path, tiny_model_dir, "Postgres says 42703: the condition?", {"mode": "on"})
     set_script(script)
     try:
         ctx = Context(load_config(path, []), console=QUIET)
