@@ -410,7 +410,8 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="delete the workspaces first (else their caches are reused)")
     ap.add_argument("--summary", action="store_true", help="only recompute the summary from the results JSON")
     ap.add_argument("--supervision", choices=("examples", "tables"), default="examples",
-                    help="examples: the user's three examples and the teacher (a new user's setup); tables: "
+                    help="examples: the user's three examples and the teacher (a new user's setup: taskling finds "
+                         "the table or passages holding the examples' answers by itself, generate.discover); tables: "
                          "the answers' table mapped too (taskling's tables:, pgerr only; runs *-tables-sS, "
                          "results open_book-tables*.json)")
     a = ap.parse_args()
