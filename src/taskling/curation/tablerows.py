@@ -150,14 +150,16 @@ def absent_questions(cfg: Config, pile: Pile, rows: list[dict], mapped: list[Tab
 
 
 def unheld(value: str, rnd: random.Random, pile: Pile, tries: int = 30) -> str | None:
-    """A key shaped like `value` (each digit, capital and small letter redrawn) that no chunk of the pile
-    holds; None when none turns up (or the key has signs the pile's exact lookup does not take)."""
+    """A key shaped like `value` that no chunk of the pile holds: its digits redrawn when it has two or
+    more (QX170 -> QX583: a near miss, as a user's typo or a newer code would be), else its letters;
+    None when none turns up (or the key has signs the pile's exact lookup does not take)."""
     if not value or not all(ch.isalnum() or ch in "_." for ch in value):
         return None
+    digits = sum(ch.isdigit() for ch in value) >= 2
     for _ in range(tries):
-        fake = "".join(rnd.choice("0123456789") if ch.isdigit() else
-                       rnd.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") if ch.isupper() else
-                       rnd.choice("abcdefghijklmnopqrstuvwxyz") if ch.islower() else ch for ch in value)
+        fake = "".join(rnd.choice("0123456789") if ch.isdigit() and digits else
+                       rnd.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") if ch.isupper() and not digits else
+                       rnd.choice("abcdefghijklmnopqrstuvwxyz") if ch.islower() and not digits else ch for ch in value)
         if fake != value and not pile.holding(fake, 1):
             return fake
     return None

@@ -94,7 +94,10 @@ def abstention_metrics(expected: list, predicted: list) -> dict:
 
 def source_found(item: dict, shown: list[Chunk]) -> bool | None:
     """Whether the retrieved chunks include the item's source: one of its chunks (held-out items), or a
-    chunk of its `source` document (a gold item naming one); None for an item without a source."""
+    chunk of its `source` document (a gold item naming one); None for an item without a source, and
+    for a question about a key the pile lacks (`absent`: no chunk could hold its answer)."""
+    if item.get("absent"):
+        return None
     keys = item.get("chunks") or []
     if keys:
         return any(c.key in keys for c in shown)
