@@ -61,6 +61,10 @@ def test_the_grammar_is_linear_in_the_text_and_llama_cpp_reads_it_too():
     rules = span_rules([long])
     assert len(rules) == 2 + 800  # root, the text's span, and one rule per piece (400 words, 400 commas)
     LlamaGrammar.from_string(span_gbnf([long, *TEXTS]), verbose=False)  # parses; raises if not
+    # however long the chunks, the grammar stays bounded
+    from taskling.tasks.openbook import MAX_PIECES
+
+    assert len(span_rules([long] * 20)) <= MAX_PIECES + 1 + 20
     # no chunks: only the abstention
     assert span_rules([]) == [("root", f'"{ABSTAIN}"')]
 

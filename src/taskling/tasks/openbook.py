@@ -137,6 +137,7 @@ def error_sources(items: list[dict], shown: list[list[Chunk]], scores: list[floa
 
 # -- answers copied from the documents (student.retrieval.spans) ---------------------------------------------------
 PIECE = re.compile(r"\w+|[^\w\s]")
+MAX_PIECES = 4000  # words and signs a span grammar spans in all (k=4 chunks of 600 characters: about 600)
 
 
 def span_rules(texts: list[str]) -> list[tuple[str, str]]:
@@ -144,12 +145,15 @@ def span_rules(texts: list[str]) -> list[tuple[str, str]]:
     any run of one text's words and punctuation, spaced as there, then optionally the citation [n] of
     that text; or the abstention sentence. As (rule name, body) pairs in the notation GBNF and
     llguidance's Lark share: quoted literals, rule names, ( ), ?, |. Linear in the texts' length:
-    piece i of text T continues with piece i + 1 or ends (`s-T-i ::= "piece" (" " s-T-i+1)?`)."""
+    piece i of text T continues with piece i + 1 or ends (`s-T-i ::= "piece" (" " s-T-i+1)?`), over
+    the first MAX_PIECES pieces of the texts in all."""
     lit = lambda s: json.dumps(s, ensure_ascii=False)  # noqa: E731
     rules: list[tuple[str, str]] = []
     heads: list[tuple[str, str]] = []
+    room = MAX_PIECES  # the grammar's size, and so the engines' work per token, stays bounded
     for t, text in enumerate(texts):
-        pieces = [(m.group(), m.start() > 0 and text[m.start() - 1].isspace()) for m in PIECE.finditer(text)]
+        pieces = [(m.group(), m.start() > 0 and text[m.start() - 1].isspace()) for m in PIECE.finditer(text)][:room]
+        room -= len(pieces)
         starts = []
         for i, (piece, _) in enumerate(pieces):
             name = f"s-{t}-{i}"
