@@ -25,9 +25,9 @@ class Sampling:
     seed: int = 0
     stop: tuple[str, ...] = ()
     json_schema: dict | None = None         # constrain the answer to JSON valid against this
+    logit_bias: dict[int, float] = field(default_factory=dict)
     spans: tuple[str, ...] | None = None    # constrain the answer to a run of these texts' words, a citation
                                             # [n] of one of them, or the abstention (tasks.openbook.span_rules)
-    logit_bias: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
