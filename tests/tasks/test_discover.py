@@ -150,3 +150,14 @@ def test_passages_need_two_examples_joined_the_same_way_and_text_answers():
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
     assert discover_passages(task([("code 13?", {"name": "SQLITE_FULL"}), ("code 5?", {"name": "SQLITE_BUSY"})],
                                   type="extract", output_schema=schema), holding_in([PAGE])) == []
+
+
+def test_max_rows_counts_rows_and_a_bad_row_is_skipped_once_in_every_phrasing():
+    t = task([("Which condition is 23505?", "unique_violation")])
+    rows = CODES + [("99999", "")]
+    cfg = TableCfg(name="codes", input=["Which condition is {Error Code}?", "Code {Error Code}: condition?"],
+                   output="{Condition Name}", max_rows=3)
+    ex, rep = rows_to_examples(cfg, t, [table(rows)])
+    assert len(ex) == 6 and rep["capped"] == len(rows) - 3  # three rows, each in both phrasings
+    ex, rep = rows_to_examples(cfg.model_copy(update={"max_rows": None}), t, [table(rows)])
+    assert len(ex) == 2 * len(CODES) and rep["skipped"] == {"empty value in column 'Condition Name'": 1}

@@ -147,10 +147,10 @@ def rows_to_examples(cfg: TableCfg, task: TaskCfg, tables: list[Table], round: i
     examples: list[dict] = []
     samples: list[dict] = []                     # the first skipped rows, to look at
     skipped, seen, output_of = Counter(), set(), {}
-    conflicts = capped = 0
+    conflicts = capped = taken = 0                # taken: rows that gave an example
     for t in usable:
         for i, row in enumerate(t.rows):
-            if cfg.max_rows is not None and len(examples) >= cfg.max_rows:
+            if cfg.max_rows is not None and taken >= cfg.max_rows:
                 capped += len(t.rows) - i
                 break
             first = None                         # the row's first example: the others are its rephrasings
@@ -166,12 +166,15 @@ def rows_to_examples(cfg: TableCfg, task: TaskCfg, tables: list[Table], round: i
                 except ValueError as e:
                     skipped[str(e)] += 1
                     samples += [{"path": t.path, "locator": t.locators[i], "reason": str(e)}] if len(samples) < 10 else []
-                    continue
+                    if str(e) == DUPLICATE:
+                        continue
+                    break  # an empty cell or a bad output: the row, in every phrasing
                 seen.add(same)
                 conflicts += output_of.setdefault(same[0], same[1]) != same[1]
                 ex = _example(cfg, task, t, i, text, output, round)
                 if first is not None:  # held out with the row, never split from it
                     ex |= {"id": f"{first['id']}-q{k}", "paraphrase_of": first["id"]}
+                taken += first is None
                 first = first or ex
                 examples.append(ex)
     paths = list(getattr(tables, "paths", sorted({t.path for t in tables})))
