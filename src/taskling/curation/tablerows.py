@@ -13,10 +13,11 @@ from ..core import tasktype
 from ..core.config import Config, TableCfg
 from ..core.openbook import ABSTAIN
 from ..core.workspace import Context
-from ..data.pile import Pile
+from ..data.pile import Pile, findable
 from ..teacher.backends import Request
 
 if TYPE_CHECKING:
+    from ..data.tables import Tables
     from ..tasks.discover import Proposal
 
 
@@ -31,9 +32,9 @@ def table_examples(cfg: Config, ctx: Context, out: Path) -> tuple[list[dict], li
 
     rows, reports = [], []
     with Pile(ctx.ws.pile_db) as pile:
-        found = [] if cfg.tables else found_tables(cfg, ctx, pile, out)
-        for t, proposal in [(t, None) for t in cfg.tables] or found:
-            exs, rep = rows_to_examples(t, cfg.task, find_tables(pile, t, cfg.root), ctx.round)
+        entries = [(t, None, find_tables(pile, t, cfg.root)) for t in cfg.tables] or found_tables(cfg, ctx, pile, out)
+        for t, proposal, tables in entries:
+            exs, rep = rows_to_examples(t, cfg.task, tables, ctx.round)
             rows += exs
             reports.append(rep | ({"found": proposal.report()} if proposal else {}))
             ctx.console.print(f"generate: table '{t.name}': {rep['files']} file(s), {rep['tables']} table(s), "
@@ -41,12 +42,13 @@ def table_examples(cfg: Config, ctx: Context, out: Path) -> tuple[list[dict], li
                               + (f" (skipped: {rep['skipped']})" if rep["skipped"] else ""))
             for w in rep["warnings"] + [f"{p['path']}: {p['reason']}" for p in rep["problems"]]:
                 ctx.console.print(f"[yellow]generate: {w}[/]", highlight=False)
-    return rows, reports, list(cfg.tables) or [t for t, _ in found]
+    return rows, reports, [t for t, *_ in entries]
 
 
-def found_tables(cfg: Config, ctx: Context, pile: Pile, out: Path) -> list[tuple[TableCfg, "Proposal"]]:
+def found_tables(cfg: Config, ctx: Context, pile: Pile, out: Path) -> list[tuple[TableCfg, "Proposal", "Tables"]]:
     """The tables the task examples' answers come from (generate.discover), as `tables:` entries with
-    their proposals; shown, and written to tables.found.yaml for the user to keep or change."""
+    their proposals and what each finds in the pile; shown, and written to tables.found.yaml for the
+    user to keep or change."""
     if not cfg.generate.discover or not cfg.task.examples:
         return []
     import yaml
@@ -58,9 +60,11 @@ def found_tables(cfg: Config, ctx: Context, pile: Pile, out: Path) -> list[tuple
     proposals = discover(cfg.task, every)
     if not proposals:  # no table: passages whose text joins key and answer as the examples' do
         proposals = discover_passages(cfg.task, lambda word: [c for c, _ in pile.holding(word, 50)])
-        for p in proposals:
-            p.rows = sum(len(t.rows) for t in find_tables(pile, p.table, cfg.root))
-        proposals = [p for p in proposals if p.rows]
+    found = [(p, find_tables(pile, p.table, cfg.root)) for p in proposals]  # each entry's rows, found once
+    for p, tables in found:
+        p.rows = sum(len(t.rows) for t in tables)
+    found = [(p, tables) for p, tables in found if p.rows]
+    proposals = [p for p, _ in found]
     if not proposals:
         return []
     entries = {"tables": [p.as_entry() for p in proposals]}
@@ -76,7 +80,7 @@ def found_tables(cfg: Config, ctx: Context, pile: Pile, out: Path) -> list[tuple
                       f"come from {where}; its rows become examples "
                       f"({len(proposals)} table(s), written to {out / 'tables.found.yaml'}):", highlight=False)
     ctx.console.print(text.rstrip(), markup=False, highlight=False)
-    return [(p.table, p) for p in proposals]
+    return [(p.table, p, tables) for p, tables in found]
 
 
 def paraphrases(cfg: Config, ctx: Context, teacher, rows: list[dict], reports: list[dict],
@@ -153,7 +157,7 @@ def unheld(value: str, rnd: random.Random, pile: Pile, tries: int = 30) -> str |
     """A key shaped like `value` that no chunk of the pile holds: its digits redrawn when it has two or
     more (QX170 -> QX583: a near miss, as a user's typo or a newer code would be), else its letters;
     None when none turns up (or the key has signs the pile's exact lookup does not take)."""
-    if not value or not all(ch.isalnum() or ch in "_." for ch in value):
+    if not findable(value):
         return None
     digits = sum(ch.isdigit() for ch in value) >= 2
     for _ in range(tries):

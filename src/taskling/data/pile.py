@@ -151,6 +151,12 @@ class PileTable:
     topics: list[int | None]
 
 
+def findable(word: str) -> bool:
+    """Whether Pile.holding can look `word` up: letters, digits and underscores, dots between. For any
+    other word it finds nothing, which says nothing about the pile."""
+    return bool(word.strip("_.")) and all(ch.isalnum() or ch in "_." for ch in word)
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -386,7 +392,7 @@ class Pile:
         `v2.1`) as it is written, any case, best by BM25 first. FTS5 splits `max_connections` and `v2.1`
         into two words, so it finds them as a phrase; LIKE keeps the chunks where they stand joined as
         `word` spells them."""
-        if not word.strip("_.") or not all(ch.isalnum() or ch in "_." for ch in word):
+        if not findable(word):
             return []
         return self._matching(f'"{word}"', " AND c.text LIKE ? ESCAPE '\\'", (_like_infix(word),), limit)
 
