@@ -23,7 +23,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from ..core import tasktype
 from ..core.config import TableCfg, TaskCfg
@@ -181,15 +181,30 @@ def _keys(example_input: str, output: str) -> list[str]:
             and (any(ch.isdigit() for ch in w) or "_" in w or any(ch.isupper() for ch in w[1:]))]
 
 
-def _glues(text: str, answer: str, key: str) -> Iterable[tuple[str, str, str, str]]:
-    """(order, the text joining them, the character before, the one after) for each place `answer`
-    and `key` sit close on one line."""
+class Join(NamedTuple):
+    """Where an example's answer and key stand close on one line of a chunk."""
+    order: str                 # answer-first | key-first
+    glue: str                  # the text between them
+    before: str                # the character before the first, and after the second ("" at an edge)
+    after: str
+
+
+class Hit(NamedTuple):
+    """An example's key and answer, joined in `chunk` as `join` says."""
+    key: str
+    answer: str
+    join: Join
+    chunk: Chunk
+
+
+def _glues(text: str, answer: str, key: str) -> Iterable[Join]:
+    """Each place `answer` and `key` sit close on one line."""
     for a in re.finditer(word_pattern(answer), text, re.IGNORECASE):
         for k in re.finditer(word_pattern(key), text, re.IGNORECASE):
             first, second, order = (a, k, "answer-first") if a.start() < k.start() else (k, a, "key-first")
             glue = text[first.end():second.start()]
             if 0 < len(glue) <= GLUE_CHARS and "\n" not in glue:
-                yield order, glue, text[first.start() - 1:first.start()], text[second.end():second.end() + 1]
+                yield Join(order, glue, text[first.start() - 1:first.start()], text[second.end():second.end() + 1])
 
 
 def _shape(values: list[str]) -> str:
@@ -214,11 +229,12 @@ def _glue_rx(glue: str) -> str:
     return "".join(r"[ \t]+" if part.isspace() else re.escape(part) for part in re.split(r"(\s+)", glue) if part)
 
 
-def _edge(texts: list[str]) -> str:
-    """The sign every one of `texts` has at this edge of the match ("(" of "(13) SQLITE_FULL"), as a regex."""
-    signs = set(texts)
-    return re.escape(texts[0]) if len(signs) == 1 and texts[0] and not texts[0].isalnum() and not \
-        texts[0].isspace() else ""
+def _edge(signs: list[str]) -> str:
+    """The sign every match has at this edge ("(" of "(13) SQLITE_FULL"), as a regex; "" when they differ
+    or it is a letter, a digit, a space or the chunk's edge."""
+    sign = signs[0]
+    same = all(x == sign for x in signs) and sign and not sign.isalnum() and not sign.isspace()
+    return re.escape(sign) if same else ""
 
 
 def discover_passages(task: TaskCfg, holding: Callable[[str], list[Chunk]]) -> list[Proposal]:
@@ -231,34 +247,33 @@ def discover_passages(task: TaskCfg, holding: Callable[[str], list[Chunk]]) -> l
              and ex.output.strip() and len(ex.output) <= MAX_ANSWER_CHARS and "\n" not in ex.output.strip()]
     if not shots:
         return []
-    found: dict[tuple, dict[int, tuple]] = defaultdict(dict)
+    found: dict[tuple, dict[int, Hit]] = defaultdict(dict)
     for i, ex in shots:
         answer = ex.output.strip()
         keys = _keys(ex.input, answer)
         for c in holding(answer) if keys else []:
             for key in keys:
-                for order, glue, before, after in _glues(c.text, answer, key):
-                    found[(order, " ".join(glue.split()) or " ")].setdefault(i, (key, answer, glue, c, before, after))
+                for join in _glues(c.text, answer, key):
+                    found[(join.order, " ".join(join.glue.split()) or " ")].setdefault(i, Hit(key, answer, join, c))
     need = min(2, len(shots))
     agreed = sorted(((sig, hits) for sig, hits in found.items() if len(hits) >= need), key=lambda sh: -len(sh[1]))
     if not agreed:
         return []
     (order, _), hits = agreed[0]
-    keys = [k for k, *_ in hits.values()]
-    answers = [a for _, a, *_ in hits.values()]
-    glue = next(iter(hits.values()))[2]
+    hits = dict(sorted(hits.items()))
     c = NAME_CHAR
-    key_rx, answer_rx = f"(?P<key>{_shape(keys)})", f"(?P<answer>{_shape(answers)})"
+    key_rx = f"(?P<key>{_shape([h.key for h in hits.values()])})"
+    answer_rx = f"(?P<answer>{_shape([h.answer for h in hits.values()])})"
     pieces = (answer_rx, key_rx) if order == "answer-first" else (key_rx, answer_rx)
-    lead = _edge([h[4] for h in hits.values()])
-    trail = _edge([h[5] for h in hits.values()])
-    pattern = f"{lead}(?<!{c}){pieces[0]}{_glue_rx(glue)}{pieces[1]}(?!{c}){trail}"
-    templates = list(dict.fromkeys(t for i, (key, *_) in sorted(hits.items())
-                                   if (t := _template(task.examples[i].input, key, "key"))))
+    lead = _edge([h.join.before for h in hits.values()])
+    trail = _edge([h.join.after for h in hits.values()])
+    glue = _glue_rx(next(iter(hits.values())).join.glue)
+    pattern = f"{lead}(?<!{c}){pieces[0]}{glue}{pieces[1]}(?!{c}){trail}"
+    templates = list(dict.fromkeys(t for i, h in hits.items() if (t := _template(task.examples[i].input, h.key, "key"))))
     if not templates:
         return []
     entry = TableCfg(name="passages", match="*", pattern=pattern, output="{answer}", paraphrase=1,
                      input=templates[0] if len(templates) == 1 else templates)
-    evidence = [{"example": i, "locator": f"{ch.path} {ch.locator}", "key": ["key", key]}
-                for i, (key, _, _, ch, *_) in sorted(hits.items())]
+    evidence = [{"example": i, "locator": f"{h.chunk.path} {h.chunk.locator}", "key": ["key", h.key]}
+                for i, h in hits.items()]
     return [Proposal(entry, "*", 1, None, 0, evidence)]
