@@ -140,13 +140,14 @@ PIECE = re.compile(r"\w+|[^\w\s]")
 MAX_PIECES = 4000  # words and signs a span grammar spans in all (k=4 chunks of 600 characters: about 600)
 
 
-def span_rules(texts: list[str]) -> list[tuple[str, str]]:
+def span_rules(texts: list[str], sep: str = "-", root: str = "root") -> list[tuple[str, str]]:
     """The grammar of an answer copied from the documents shown (`texts`, as the prompt shows them):
     any run of one text's words and punctuation, spaced as there, then optionally the citation [n] of
     that text; or the abstention sentence. As (rule name, body) pairs in the notation GBNF and
     llguidance's Lark share: quoted literals, rule names, ( ), ?, |. Linear in the texts' length:
     piece i of text T continues with piece i + 1 or ends (`s-T-i ::= "piece" (" " s-T-i+1)?`), over
-    the first MAX_PIECES pieces of the texts in all."""
+    the first MAX_PIECES pieces of the texts in all. Rule names join their parts with `sep` (GBNF
+    takes "-", Lark "_"); the first rule is `root`."""
     lit = lambda s: json.dumps(s, ensure_ascii=False)  # noqa: E731
     rules: list[tuple[str, str]] = []
     heads: list[tuple[str, str]] = []
@@ -155,18 +156,18 @@ def span_rules(texts: list[str]) -> list[tuple[str, str]]:
         pieces = [(m.group(), m.start() > 0 and text[m.start() - 1].isspace()) for m in PIECE.finditer(text)][:room]
         room -= len(pieces)
         starts = []
+        rule = lambda i: f"s{sep}{t}{sep}{i}"  # noqa: E731
         for i, (piece, _) in enumerate(pieces):
-            name = f"s-{t}-{i}"
             if i + 1 < len(pieces):
                 gap = " " if pieces[i + 1][1] else ""
-                rules.append((name, f"{lit(piece)} ({lit(gap) + ' ' if gap else ''}s-{t}-{i + 1})?"))
+                rules.append((rule(i), f"{lit(piece)} ({lit(gap) + ' ' if gap else ''}{rule(i + 1)})?"))
             else:
-                rules.append((name, lit(piece)))
+                rules.append((rule(i), lit(piece)))
             if piece[0].isalnum() or piece[0] == "_":
-                starts.append(name)
+                starts.append(rule(i))
         if starts:
-            heads.append((f"span-{t}", f"({' | '.join(starts)}) ({lit(f' [{t + 1}]')})?"))
-    return [("root", " | ".join([name for name, _ in heads] + [lit(ABSTAIN)]))] + heads + rules
+            heads.append((f"span{sep}{t}", f"({' | '.join(starts)}) ({lit(f' [{t + 1}]')})?"))
+    return [(root, " | ".join([name for name, _ in heads] + [lit(ABSTAIN)]))] + heads + rules
 
 
 def span_gbnf(texts: list[str]) -> str:
@@ -175,9 +176,8 @@ def span_gbnf(texts: list[str]) -> str:
 
 
 def span_lark(texts: list[str]) -> str:
-    """span_rules as an llguidance Lark grammar (rule names with _ for -, `start` for root)."""
-    fix = lambda s: re.sub(r"\b(s|span)-(\d+)(?:-(\d+))?\b", lambda m: "_".join(filter(None, m.groups())), s)  # noqa: E731
-    return "\n".join(f"{'start' if name == 'root' else fix(name)}: {fix(body)}" for name, body in span_rules(texts))
+    """span_rules as an llguidance Lark grammar."""
+    return "\n".join(f"{name}: {body}" for name, body in span_rules(texts, "_", "start"))
 
 
 def shown_texts(chunks: list[Chunk], limit: int) -> list[str]:
