@@ -276,11 +276,12 @@ def systems_of(scores: dict[str, dict[str, list[float]]]) -> dict:
     return out
 
 
-def one_seed(root: Path, task: Task, base: dict, seed: int, for_time: dict, log, tag: str = "") -> dict:
-    """The closed- and open-book runs of one seed, each stage as the CLI runs it; what failed is recorded.
-    recall@4 is the retriever's own, measured whether or not a student came out."""
+def one_seed(root: Path, task: Task, base: dict, seed: int, for_time: dict, log, tag: str = "",
+             kinds: tuple[str, ...] = ("closed", "open")) -> dict:
+    """The closed- and open-book runs of one seed (`kinds`), each stage as the CLI runs it; what failed is
+    recorded. recall@4 is the retriever's own, measured whether or not a student came out."""
     out: dict = {"seconds": {}, "scores": {}}
-    for kind in ("closed", "open"):
+    for kind in kinds:
         config = "closed.yaml" if kind == "closed" else "taskling.yaml"
         (root / config).write_text(yaml.safe_dump(with_sets(base, for_time | SYSTEMS[kind]), sort_keys=False),
                                    encoding="utf-8")
@@ -414,9 +415,16 @@ def main() -> None:
                          "the table or passages holding the examples' answers by itself, generate.discover); tables: "
                          "the answers' table mapped too (taskling's tables:, pgerr only; runs *-tables-sS, "
                          "results open_book-tables*.json)")
+    ap.add_argument("--kinds", default="closed,open",
+                    help="the runs per seed: closed (closed-book student, teacher closed- and open-book) and open "
+                         "(open-book student, base open-book, export, serve); only open: the teacher's figures "
+                         "do not depend on the seed")
+    ap.add_argument("--tag", default="", help="appended to the run names (open<TAG>-sS), so runs under other "
+                                              "settings or code sit beside earlier ones in one workspace")
     a = ap.parse_args()
     tables = a.supervision == "tables"
-    out = RESULTS / f"open_book{'-tables' if tables else ''}{'-smoke' if a.smoke else ''}.json"
+    kinds = tuple(k for k in ("closed", "open") if k in a.kinds.split(","))
+    out = RESULTS / f"open_book{'-tables' if tables else ''}{a.tag}{'-smoke' if a.smoke else ''}.json"
     if a.summary:
         res = json.loads(out.read_text())
         save(res, out)
@@ -434,7 +442,7 @@ def main() -> None:
            "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                        "nice": os.nice(0)},
            "settings": {"set_for_time": for_time, "systems": SYSTEMS, "k": K, "gold_per_task": n_gold,
-                        "seeds": seeds, "supervision": a.supervision, "set_for_supervision": TABLES_SETS if tables else {},
+                        "seeds": seeds, "kinds": kinds, "tag": a.tag, "supervision": a.supervision, "set_for_supervision": TABLES_SETS if tables else {},
                         "everything_else": "taskling's defaults"},
            "targets": TARGETS, "tasks": {}}
     t0 = time.perf_counter()
@@ -453,7 +461,7 @@ def main() -> None:
         per = res["tasks"].setdefault(key, {"pages": len(pages(TASKS[key], a.smoke)), "gold": n_gold, "seeds": {}})
         for seed in seeds:
             r = one_seed(root, TASKS[key], base, seed, for_time | (TABLES_SETS if tables else {}), log,
-                         "-tables" if tables else "")
+                         ("-tables" if tables else "") + a.tag, kinds)
             per["seeds"][str(seed)] = r
             per["pile"] = pile_stats(root)
             log(f"{key} seed {seed}: " + ", ".join(f"{n} {v['exact_match']:.2f}" for n, v in r["systems"].items())

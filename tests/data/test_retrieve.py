@@ -254,3 +254,65 @@ def test_a_question_full_of_numbers_looks_up_only_its_first_identifiers(tmp_path
         monkeypatch.setattr(Pile, "holding", lambda self, word, limit=20: looked.append(word) or real(self, word, limit))
         found = retrieve(pile, " ".join(str(10001 + i) for i in range(20)), k=1)
     assert looked == [str(10001 + i) for i in range(retrieval.MOST_IDENTIFIERS)] and found[0].text == text
+
+
+def code_table(n: int = 40) -> str:
+    """A table of n error codes as ingest renders an HTML table: a row a line, a blank line between."""
+    return "\n\n".join(f" | {53000 + 100 * i} | condition_{i}_{'xyz'[i % 3]}" for i in range(n))
+
+
+def test_focus_shows_the_row_the_question_names_with_its_neighbours_and_keeps_the_offsets(tmp_path):
+    """The row of 56000 is past the chunk's first 600 characters, where a cut from the start ends; the
+    focused chunk is that row and two rows either side, a piece of the document at its own offsets."""
+    from taskling.data.retrieve import focus
+
+    text = code_table()
+    with Pile(tmp_path / "pile.db") as pile:
+        add_parts(pile, "docs/errors.html", ["Error codes", text])
+        found = retrieve(pile, "What condition is SQLSTATE 56000?", k=1)
+        assert found[0].text == text and text.index("56000") > 600
+        shown = focus(found[0], "What condition is SQLSTATE 56000?", 2, 600)
+    assert [r.split("|")[1].strip() for r in shown.text.split("\n\n")] == ["55800", "55900", "56000", "56100", "56200"]
+    assert text[shown.start_char - found[0].start_char:shown.end_char - found[0].start_char] == shown.text
+    assert shown.key == found[0].key and shown.end_char - shown.start_char == len(shown.text)
+    one = focus(found[0], "What condition is SQLSTATE 56000?", 0, 600)
+    assert one.text == text.split("\n\n")[30] == " | 56000 | condition_30_x"
+    narrow = focus(found[0], "What condition is SQLSTATE 56000?", 2, 70)  # the budget bounds the neighbours
+    assert "56000" in narrow.text and len(narrow.text) <= 70
+
+
+def test_focus_leaves_a_chunk_as_it_is_without_a_shared_word_or_when_off():
+    from taskling.data.pile import Chunk
+    from taskling.data.retrieve import focus
+
+    c = Chunk(1, "k:0", 1, "docs/a.md", "0" * 64, 100, 100 + len(code_table()), "lines 1-80", code_table())
+    assert focus(c, "How do I bake bread?", 2, 600) is c
+    assert focus(c, "What is 53400?", None, 600) is c
+    # words count when no identifier matches, the rarest most: `xyz` ends every third row, condition_3 one row
+    word = focus(c, "Which row says condition_3_x?", 0, 600)
+    assert word.text.strip() == "| 53300 | condition_3_x"
+
+
+def test_focus_cuts_a_line_longer_than_the_budget_around_its_match():
+    from taskling.data.pile import Chunk
+    from taskling.data.retrieve import focus
+
+    words = " ".join(f"word{i}" for i in range(300))
+    text = f"{words} the max_connections setting limits clients {words}"
+    c = Chunk(1, "k:0", 1, "docs/a.md", "0" * 64, 0, len(text), "line 1", text)
+    shown = focus(c, "How do I raise max_connections?", 2, 200)
+    assert "max_connections setting" in shown.text and len(shown.text) <= 200
+    assert text[shown.start_char:shown.end_char] == shown.text
+    assert not shown.text.startswith(" ") and re.fullmatch(r"word\d+", shown.text.split()[0])
+
+
+def test_the_retriever_shows_focused_chunks_and_a_model_exported_before_focus_reads_from_the_start(tmp_path):
+    text = code_table()
+    with Pile(tmp_path / "pile.db") as pile:
+        add_parts(pile, "docs/errors.html", ["Error codes", text])
+    settings = {"k": 1, "chunk_chars": 600, "embed_model": None}
+    with Retriever.from_settings(settings | {"focus": 1}, tmp_path / "pile.db") as book:
+        assert [r.split("|")[1].strip() for r in book.find("SQLSTATE 56000?")[0].text.split("\n\n")] == [
+            "55900", "56000", "56100"]
+    with Retriever.from_settings(settings, tmp_path / "pile.db") as old:  # task.json without `focus`
+        assert old.focus is None and old.find("SQLSTATE 56000?")[0].text == text

@@ -274,3 +274,23 @@ def test_train_measures_what_the_open_book_adds_with_one_tokenization_more(pile_
     for e, w, r in zip(enc, whole, rows):
         if e is not None:
             assert e["input_ids"] == w["input_ids"] and e["labels"] == w["labels"] and e["case"] == r["case"]
+
+
+def test_training_rows_show_the_focused_source_and_a_source_whose_shown_part_lost_the_answer_is_none(tmp_path):
+    """A table of 40 codes in one chunk, focus 2: the row an example names is what its rendered prompt
+    shows (not the table's head), cited as the oracle. An example whose answer sits in that chunk but
+    far from the row its input names cannot be copied from what is shown: it is no oracle."""
+    rows = [f" | {53000 + 100 * i} | condition_{i}" for i in range(40)]
+    text = "\n\n".join(rows)
+    with Pile(tmp_path / "pile.db") as pile:
+        pile.replace_document("docs/errors.html", "0" * 64, "html", "text", len(text), text,
+                              [{"start": 0, "end": len(text), "n_tokens": 400, "locator": "table 1"}])
+        key = pile.chunks(unique=True)[0].key
+    with Retriever.from_settings({"k": 2, "chunk_chars": 600, "focus": 2}, tmp_path / "pile.db") as book:
+        named = {"input": "What condition is 56000?", "output": "condition_30", "chunks": [key]}
+        r = render(named, book, RetrievalCfg(mode="on", k=2, p=1.0), SYSTEM, seed=0)
+        shown = r["messages"][-1]["content"]
+        assert r["case"] == "oracle" and r["output"].endswith("[1]")
+        assert "| 56000 | condition_30" in shown and "| 53000 |" not in shown and "| 56300 |" not in shown
+        far = {"input": "What condition is 56000?", "output": "condition_7", "chunks": [key]}
+        assert render(far, book, RetrievalCfg(mode="on", k=2, p=1.0), SYSTEM, seed=0)["case"] == "unsourced"

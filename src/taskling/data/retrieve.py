@@ -29,7 +29,9 @@ examples with, evaluate asks the open-book systems with, and predict answers wit
 """
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from ..core.openbook import is_open
@@ -115,12 +117,88 @@ def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
     return [chunks[key] for key in best]
 
 
+NAME_WEIGHT = 4.0  # focus: a line holding one of the query's identifiers outranks lines sharing only words
+
+
+def focus(chunk: Chunk, query: str, lines: int | None, limit: int) -> Chunk:
+    """The part of `chunk` a reader is shown for `query`: the line that best matches it, with up to
+    `lines` non-blank lines either side while they fit in `limit` characters. Best match: the query's
+    identifiers (written as they are) weigh most, then its words, the rarer among the chunk's lines
+    the more; the first line wins a tie. A line longer than `limit` is cut around its match. The result
+    is a piece of the chunk's own text with its offsets, so citations and spans point into the document
+    as before. The chunk as it is when `lines` is None or no line shares a word with the query.
+
+    In a table of codes, "What is SQLSTATE 53100?" is shown the row of 53100 and two rows either side,
+    not the 20 rows that fill the chunk's first 600 characters (which may not reach 53100's row)."""
+    if lines is None:
+        return chunk
+    text = chunk.text
+    spans = [m.span() for m in re.finditer(r"[^\n]*\S[^\n]*", text)]  # the non-blank lines
+    best = _best_line(text, spans, query)
+    if best is None:
+        return chunk
+    i, at = best
+    lo = hi = i
+    for _ in range(lines):
+        before = lo > 0 and spans[hi][1] - spans[lo - 1][0] <= limit
+        lo -= before
+        after = hi < len(spans) - 1 and spans[hi + 1][1] - spans[lo][0] <= limit
+        hi += after
+        if not (before or after):
+            break
+    a, b = spans[lo][0], spans[hi][1]
+    if b - a > limit:
+        a, b = _around(text, a, b, at, limit)
+    return replace(chunk, text=text[a:b], start_char=chunk.start_char + a, end_char=chunk.start_char + b)
+
+
+def _best_line(text: str, spans: list[tuple[int, int]], query: str) -> tuple[int, int] | None:
+    """(the index of the line of `spans` that best matches `query`, where in `text` its match starts), or
+    None when no line holds a word of the query."""
+    names = identifiers(query)[:MOST_IDENTIFIERS]
+    words = {w.lower() for w in WORD.findall(query) if len(w) > 1 and w.lower() not in STOP}
+    if not spans or not (names or words):
+        return None
+    n = len(spans)
+    hits = [[word_at(text[a:b], name) for name in names] for a, b in spans]
+    said = [{w.lower() for w in WORD.findall(text[a:b])} & words for a, b in spans]
+    weight = {w: math.log((n + 1) / (sum(w in s for s in said) + 0.5)) for w in words}
+    name_w = [NAME_WEIGHT * math.log((n + 1) / (sum(h[j] is not None for h in hits) + 0.5)) for j in range(len(names))]
+    scores = [sum(name_w[j] for j, h in enumerate(hs) if h is not None) + sum(weight[w] for w in s)
+              for hs, s in zip(hits, said)]
+    i = max(range(n), key=lambda j: (scores[j], -j))
+    if scores[i] <= 0:
+        return None
+    a, b = spans[i]
+    named = [h.start() for h in hits[i] if h is not None]
+    if named:
+        return i, a + min(named)
+    worded = [m.start() for m in WORD.finditer(text, a, b) if m.group(0).lower() in said[i]]
+    return i, (worded[0] if worded else a)
+
+
+def _around(text: str, a: int, b: int, at: int, limit: int) -> tuple[int, int]:
+    """A piece of text[a:b] at most `limit` characters long around position `at`, cut between words."""
+    start = max(a, min(at - limit // 3, b - limit))
+    end = min(b, start + limit)
+    if start > a:
+        space = text.find(" ", start, at)
+        start = space + 1 if space >= 0 else start
+    if end < b:
+        space = text.rfind(" ", max(start, at), end)
+        end = space if space > start else end
+    return start, end
+
+
 class Retriever:
     """The open-book student's retriever: `find(query)` gives the `k` chunks it reads for an input,
-    each shown cut to `chunk_chars` characters. An absent or empty pile finds nothing."""
+    each focused on the input (`focus`: its best-matching line with `focus` lines either side; None:
+    from the chunk's start) and shown cut to `chunk_chars` characters. An absent or empty pile finds
+    nothing."""
 
-    def __init__(self, pile: Pile | None, embedder=None, k: int = 4, chunk_chars: int = 600):
-        self.pile, self.embedder, self.k, self.chunk_chars = pile, embedder, k, chunk_chars
+    def __init__(self, pile: Pile | None, embedder=None, k: int = 4, chunk_chars: int = 600,
+                 focus: int | None = None):
+        self.pile, self.embedder, self.k, self.chunk_chars, self.focus = pile, embedder, k, chunk_chars, focus
 
     @classmethod
     def open(cls, cfg, pile_db: Path, threads: int | None = None) -> "Retriever":
@@ -138,13 +216,20 @@ class Retriever:
             from .embed import Embedder
 
             emb = Embedder(settings["embed_model"], threads, max_tokens=settings.get("embed_max_tokens"))
-        return cls(pile, emb, int(settings.get("k", 4)), int(settings.get("chunk_chars", 600)))
+        lines = settings.get("focus")  # a model exported before focus was read its chunks from their start
+        return cls(pile, emb, int(settings.get("k", 4)), int(settings.get("chunk_chars", 600)),
+                   None if lines is None else int(lines))
 
     def find(self, query: str, k: int | None = None) -> list[Chunk]:
-        """The chunks nearest `query`, best first (`k` of them, default the retriever's)."""
+        """The chunks nearest `query`, best first (`k` of them, default the retriever's), each as `shown`."""
         if self.pile is None:
             return []
-        return retrieve(self.pile, str(query), self.k if k is None else k, self.embedder)
+        return [self.shown(c, query) for c in retrieve(self.pile, str(query), self.k if k is None else k,
+                                                       self.embedder)]
+
+    def shown(self, chunk: Chunk, query: str) -> Chunk:
+        """The part of `chunk` this retriever shows a reader for `query` (`focus`)."""
+        return focus(chunk, str(query), self.focus, self.chunk_chars)
 
     def chunk(self, key: str) -> Chunk | None:
         return self.pile.chunk(key) if self.pile is not None else None
@@ -180,7 +265,8 @@ def retriever_settings(cfg) -> dict:
 def served_settings(cfg) -> dict:
     """What a served open-book model needs to retrieve as it was trained (task.json's `retrieval`)."""
     rc = cfg.student.retrieval
-    return {"k": rc.k, "chunk_chars": rc.chunk_chars, "missing": rc.missing, "spans": rc.spans} | retriever_settings(cfg)
+    return {"k": rc.k, "chunk_chars": rc.chunk_chars, "focus": rc.focus, "missing": rc.missing,
+            "spans": rc.spans} | retriever_settings(cfg)
 
 
 INDEX_FILE = "index.db"  # the exported retrieval index, beside the merged model (export, serving.outputs)

@@ -49,11 +49,16 @@ def abstained(output, missing: str) -> str:
 
 
 def source_of(ex: dict, retriever: Retriever, found: list[Chunk]) -> Chunk | None:
-    """The chunk the example was generated from, else the first retrieved chunk that holds its answer."""
+    """The chunk the example was generated from as the retriever shows it for the example's input, else
+    the first retrieved chunk that holds its answer. A source whose shown part (`Retriever.shown`) has
+    lost the answer it holds word for word is no source: the reader could not have copied it from there."""
     for key in ex.get("chunks") or []:
         c = retriever.chunk(key)
         if c is not None:
-            return c
+            shown = retriever.shown(c, ex["input"])
+            if shown is c or holds(shown, ex["output"]) or not holds(c, ex["output"]):
+                return shown
+            break
     return next((c for c in found if holds(c, ex["output"])), None)
 
 
