@@ -292,5 +292,6 @@ def test_training_rows_show_the_focused_source_and_a_source_whose_shown_part_los
         shown = r["messages"][-1]["content"]
         assert r["case"] == "oracle" and r["output"].endswith("[1]")
         assert "| 56000 | condition_30" in shown and "| 53000 |" not in shown and "| 56300 |" not in shown
-        far = {"input": "What condition is 56000?", "output": "condition_7", "chunks": [key]}
+        # condition_3 is not held by the rows of condition_30 to _32 (a longer name is not the name)
+        far = {"input": "What condition is 56000?", "output": "condition_3", "chunks": [key]}
         assert render(far, book, RetrievalCfg(mode="on", k=2, p=1.0), SYSTEM, seed=0)["case"] == "unsourced"
