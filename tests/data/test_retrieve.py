@@ -276,7 +276,7 @@ def test_focus_shows_the_row_the_question_names_with_its_neighbours_and_keeps_th
     assert text[shown.start_char - found[0].start_char:shown.end_char - found[0].start_char] == shown.text
     assert shown.key == found[0].key and shown.end_char - shown.start_char == len(shown.text)
     one = focus(found[0], "What condition is SQLSTATE 56000?", 0, 600)
-    assert one.text == text.split("\n\n")[30] == " | 56000 | condition_30_x"
+    assert one.text == text.split("\n\n")[30].strip() == "| 56000 | condition_30_x"
     narrow = focus(found[0], "What condition is SQLSTATE 56000?", 2, 70)  # the budget bounds the neighbours
     assert "56000" in narrow.text and len(narrow.text) <= 70
 
@@ -291,6 +291,34 @@ def test_focus_leaves_a_chunk_as_it_is_without_a_shared_word_or_when_off():
     # words count when no identifier matches, the rarest most: `xyz` ends every third row, condition_3 one row
     word = focus(c, "Which row says condition_3_x?", 0, 600)
     assert word.text.strip() == "| 53300 | condition_3_x"
+
+
+def test_focus_keeps_hard_wrapped_paragraphs_whole_and_focuses_a_long_one_by_its_lines():
+    """Markdown keeps its line wraps: a paragraph is the unit, so the fix 7 lines below the heading that
+    names the code is shown with it. A table written a row a line (no blank lines) and longer than the
+    budget is focused by its lines."""
+    from taskling.data.pile import Chunk
+    from taskling.data.retrieve import focus
+
+    md = ("## disk_full (SQLSTATE 53100)\n\nThe server could not write a file because\nthe volume it writes to "
+          "has no room left.\nThis happens during checkpoints,\nwhen temporary files grow,\nor when WAL "
+          "piles up\nbehind a slow archive.\nTo recover, free space on the volume\nand restart the server.")
+    c = Chunk(1, "k:0", 1, "docs/a.md", "0" * 64, 0, len(md), "lines 1-10", md)
+    assert focus(c, "How do I recover from SQLSTATE 53100?", 2, 600).text == md
+    rows = "\n".join(f"| {53000 + 100 * i} | condition_{i} |" for i in range(60))
+    t = Chunk(1, "k:1", 1, "docs/t.md", "0" * 64, 0, len(rows), "lines 1-60", rows)
+    shown = focus(t, "What is 55000?", 1, 600)
+    assert shown.text == "| 54900 | condition_19 |\n| 55000 | condition_20 |\n| 55100 | condition_21 |"
+
+
+def test_focus_is_for_questions_an_extract_input_is_shown_whole(tmp_path, tiny_model_dir):
+    from taskling.data.retrieve import served_settings
+
+    answer = load_config(write_workspace(tmp_path / "a", tiny_model_dir, task__type="answer"), [])
+    extract = load_config(write_workspace(tmp_path / "e", tiny_model_dir, task__type="extract",
+                                          task__output_schema={"type": "object", "properties": {
+                                              "code": {"type": "string"}}}), [])
+    assert served_settings(answer)["focus"] == 2 and served_settings(extract)["focus"] is None
 
 
 def test_focus_cuts_a_line_longer_than_the_budget_around_its_match():

@@ -29,9 +29,9 @@ class RetrievalCfg(BaseModel):
     k: int = Field(4, ge=1, le=20)                # chunks shown with each input
     p: float = Field(0.8, ge=0, le=1)             # training: the share of examples whose source chunk is among them
     chunk_chars: int = Field(600, ge=40, le=20000)  # each chunk is cut to this many characters (at a word)
-    focus: int | None = Field(2, ge=0, le=100)    # each chunk shown as the line that best matches the input
-                                                  # with up to this many lines either side (data.retrieve.focus);
-                                                  # null: from the chunk's start
+    focus: int | None = Field(2, ge=0, le=100)    # answer tasks: each chunk shown as its paragraph (a table's
+                                                  # row) that best matches the input, with up to this many
+                                                  # either side (data.retrieve.focus); null: from its start
     missing: Literal["abstain", "memory"] = "abstain"  # training target when only distractors are shown:
                                                   # ABSTAIN, or the answer all the same (from memory)
     spans: bool = False                           # answer tasks: the answer is copied from the chunks shown

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -117,59 +118,92 @@ def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
     return [chunks[key] for key in best]
 
 
-NAME_WEIGHT = 4.0  # focus: a line holding one of the query's identifiers outranks lines sharing only words
+NAME_WEIGHT = 4.0  # focus: a piece holding one of the query's identifiers outranks lines sharing only words
+
+
+BLANK_LINE = re.compile(r"\n[^\S\n]*\n")  # between paragraphs (and between the rows ingest writes of a table)
+NEWLINE = re.compile(r"\n")
+SPACE = re.compile(r"\s")
 
 
 def focus(chunk: Chunk, query: str, lines: int | None, limit: int) -> Chunk:
-    """The part of `chunk` a reader is shown for `query`: the line that best matches it, with up to
-    `lines` non-blank lines either side while they fit in `limit` characters. Best match: the query's
-    identifiers (written as they are) weigh most, then its words, the rarer among the chunk's lines
-    the more; the first line wins a tie. A line longer than `limit` is cut around its match. The result
-    is a piece of the chunk's own text with its offsets, so citations and spans point into the document
-    as before. The chunk as it is when `lines` is None or no line shares a word with the query.
+    """The part of `chunk` a reader is shown for `query`: the paragraph that best matches it, with up to
+    `lines` paragraphs either side while they fit in `limit` characters. A paragraph longer than `limit`
+    is focused the same way by its lines, and a line longer than that is cut around its match. Best
+    match: the query's identifiers (written as they are) weigh most, then its words, the rarer among
+    the pieces the more; the first wins a tie. The result is a piece of the chunk's own text with its
+    offsets, so citations and spans point into the document as before. The chunk as it is when
+    `lines` is None or nothing in it shares a word with the query.
 
-    In a table of codes, "What is SQLSTATE 53100?" is shown the row of 53100 and two rows either side,
-    not the 20 rows that fill the chunk's first 600 characters (which may not reach 53100's row)."""
+    In a table of codes (ingest writes a row a paragraph), "What is SQLSTATE 53100?" is shown the row
+    of 53100 and two rows either side, not the 20 rows that fill the chunk's first 600 characters (which
+    may not reach 53100's row, and among which a small model copies the row next to the right one)."""
     if lines is None:
         return chunk
-    text = chunk.text
-    spans = [m.span() for m in re.finditer(r"[^\n]*\S[^\n]*", text)]  # the non-blank lines
-    best = _best_line(text, spans, query)
-    if best is None:
-        return chunk
-    i, at = best
-    lo = hi = i
-    for _ in range(lines):
-        before = lo > 0 and spans[hi][1] - spans[lo - 1][0] <= limit
-        lo -= before
-        after = hi < len(spans) - 1 and spans[hi + 1][1] - spans[lo][0] <= limit
-        hi += after
-        if not (before or after):
+    text, a, b, at = chunk.text, 0, len(chunk.text), None
+    for sep in (BLANK_LINE, NEWLINE):
+        pieces = _pieces(text, a, b, sep)
+        best = _best_piece(text, pieces, query)
+        if best is None:
             break
-    a, b = spans[lo][0], spans[hi][1]
+        i, at = best
+        a, b = _window(pieces, i, lines, limit)
+        if b - a <= limit:
+            break
+        a, b = pieces[i]  # the best piece alone is over the limit: within it, by lines, then around the match
+    if at is None:
+        return chunk
     if b - a > limit:
         a, b = _around(text, a, b, at, limit)
     return replace(chunk, text=text[a:b], start_char=chunk.start_char + a, end_char=chunk.start_char + b)
 
 
-def _best_line(text: str, spans: list[tuple[int, int]], query: str) -> tuple[int, int] | None:
-    """(the index of the line of `spans` that best matches `query`, where in `text` its match starts), or
-    None when no line holds a word of the query."""
+def _pieces(text: str, a: int, b: int, sep: re.Pattern) -> list[tuple[int, int]]:
+    """The non-blank pieces of text[a:b] between matches of `sep`, each without its surrounding blanks."""
+    out, start = [], a
+    for m in [*sep.finditer(text, a, b), None]:
+        end = b if m is None else m.start()
+        seg = text[start:end]
+        if seg.strip():
+            out.append((start + len(seg) - len(seg.lstrip()), start + len(seg.rstrip())))
+        if m is not None:
+            start = m.end()
+    return out
+
+
+def _window(pieces: list[tuple[int, int]], i: int, lines: int, limit: int) -> tuple[int, int]:
+    """The span of pieces[i] with up to `lines` pieces either side, taken alternately while they fit in `limit`."""
+    lo = hi = i
+    for _ in range(lines):
+        before = lo > 0 and pieces[hi][1] - pieces[lo - 1][0] <= limit
+        lo -= before
+        after = hi < len(pieces) - 1 and pieces[hi + 1][1] - pieces[lo][0] <= limit
+        hi += after
+        if not (before or after):
+            break
+    return pieces[lo][0], pieces[hi][1]
+
+
+def _best_piece(text: str, pieces: list[tuple[int, int]], query: str) -> tuple[int, int] | None:
+    """(the index of the piece that best matches `query`, where in `text` its match starts), or None when
+    no piece holds a word of the query. Work: one pass over the pieces' words, and a search per piece for
+    each of the query's first MOST_IDENTIFIERS identifiers."""
     names = identifiers(query)[:MOST_IDENTIFIERS]
     words = {w.lower() for w in WORD.findall(query) if len(w) > 1 and w.lower() not in STOP}
-    if not spans or not (names or words):
+    if not pieces or not (names or words):
         return None
-    n = len(spans)
-    hits = [[word_at(text[a:b], name) for name in names] for a, b in spans]
-    said = [{w.lower() for w in WORD.findall(text[a:b])} & words for a, b in spans]
-    weight = {w: math.log((n + 1) / (sum(w in s for s in said) + 0.5)) for w in words}
+    n = len(pieces)
+    hits = [[word_at(text[a:b], name) for name in names] for a, b in pieces]
+    said = [{w.lower() for w in WORD.findall(text[a:b])} & words for a, b in pieces]
+    df = Counter(w for s in said for w in s)
+    weight = {w: math.log((n + 1) / (df[w] + 0.5)) for w in df}
     name_w = [NAME_WEIGHT * math.log((n + 1) / (sum(h[j] is not None for h in hits) + 0.5)) for j in range(len(names))]
     scores = [sum(name_w[j] for j, h in enumerate(hs) if h is not None) + sum(weight[w] for w in s)
               for hs, s in zip(hits, said)]
     i = max(range(n), key=lambda j: (scores[j], -j))
     if scores[i] <= 0:
         return None
-    a, b = spans[i]
+    a, b = pieces[i]
     named = [h.start() for h in hits[i] if h is not None]
     if named:
         return i, a + min(named)
@@ -178,22 +212,23 @@ def _best_line(text: str, spans: list[tuple[int, int]], query: str) -> tuple[int
 
 
 def _around(text: str, a: int, b: int, at: int, limit: int) -> tuple[int, int]:
-    """A piece of text[a:b] at most `limit` characters long around position `at`, cut between words."""
+    """A piece of text[a:b] at most `limit` characters long around position `at`, cut at blanks."""
     start = max(a, min(at - limit // 3, b - limit))
     end = min(b, start + limit)
-    if start > a:
-        space = text.find(" ", start, at)
-        start = space + 1 if space >= 0 else start
+    if start > a and (m := SPACE.search(text, start, at)):
+        start = m.end()
     if end < b:
-        space = text.rfind(" ", max(start, at), end)
-        end = space if space > start else end
+        last = None
+        for last in SPACE.finditer(text, max(start, at), end):
+            pass
+        end = last.start() if last is not None and last.start() > start else end
     return start, end
 
 
 class Retriever:
     """The open-book student's retriever: `find(query)` gives the `k` chunks it reads for an input,
-    each focused on the input (`focus`: its best-matching line with `focus` lines either side; None:
-    from the chunk's start) and shown cut to `chunk_chars` characters. An absent or empty pile finds
+    each focused on the input (`focus`: its best-matching paragraph with `focus` paragraphs either side;
+    None: from the chunk's start) and shown cut to `chunk_chars` characters. An absent or empty pile finds
     nothing."""
 
     def __init__(self, pile: Pile | None, embedder=None, k: int = 4, chunk_chars: int = 600,
@@ -265,8 +300,9 @@ def retriever_settings(cfg) -> dict:
 def served_settings(cfg) -> dict:
     """What a served open-book model needs to retrieve as it was trained (task.json's `retrieval`)."""
     rc = cfg.student.retrieval
-    return {"k": rc.k, "chunk_chars": rc.chunk_chars, "focus": rc.focus, "missing": rc.missing,
-            "spans": rc.spans} | retriever_settings(cfg)
+    # focus is for questions: an extract or classify input is a passage itself, every line of it matches
+    return {"k": rc.k, "chunk_chars": rc.chunk_chars, "focus": rc.focus if cfg.task.type == "answer" else None,
+            "missing": rc.missing, "spans": rc.spans} | retriever_settings(cfg)
 
 
 INDEX_FILE = "index.db"  # the exported retrieval index, beside the merged model (export, serving.outputs)

@@ -20,7 +20,7 @@ from ..core.executor import LocalExecutor
 from ..core.manifests import TrainManifest
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, earlier, read_jsonl
-from ..data.retrieve import Retriever, open_book, retriever_settings
+from ..data.retrieve import Retriever, open_book, retriever_settings, served_settings
 from ..student import infer, openbook, scoring
 from ..student.batches import batch_order, encode
 from ..student.models import load_tokenizer, resolve_hf
@@ -134,7 +134,8 @@ def book_summary(ctx: Context, enc: list) -> dict | None:
     if not shown:
         return None
     rc = ctx.cfg.student.retrieval
-    return {"k": rc.k, "p": rc.p, "chunk_chars": rc.chunk_chars, "missing": rc.missing} | openbook.cases(shown)
+    return {"k": rc.k, "p": rc.p, "chunk_chars": rc.chunk_chars, "focus": served_settings(ctx.cfg)["focus"],
+            "missing": rc.missing} | openbook.cases(shown)
 
 
 MIN_DEV = 50  # a dev set smaller than this decides no better than the eval set: use eval then

@@ -61,11 +61,9 @@ def source_of(ex: dict, retriever: Retriever, found: list[Chunk]) -> Chunk | Non
     lost the answer it holds word for word is no source: the reader could not have copied it from there."""
     for key in ex.get("chunks") or []:
         c = retriever.chunk(key)
-        if c is not None:
-            shown = retriever.shown(c, ex["input"])
-            if shown is c or holds(shown, ex["output"]) or not holds(c, ex["output"]):
-                return shown
-            break
+        shown = None if c is None else retriever.shown(c, ex["input"])
+        if shown is not None and (shown is c or holds(shown, ex["output"]) or not holds(c, ex["output"])):
+            return shown
     return next((c for c in found if holds(c, ex["output"])), None)
 
 
