@@ -344,3 +344,33 @@ def test_the_retriever_shows_focused_chunks_and_a_model_exported_before_focus_re
             "55900", "56000", "56100"]
     with Retriever.from_settings(settings, tmp_path / "pile.db") as old:  # task.json without `focus`
         assert old.focus is None and old.find("SQLSTATE 56000?")[0].text == text
+
+
+def test_vector_search_reads_the_vectors_once_and_again_when_the_pile_changes(tmp_path, monkeypatch):
+    """nearest() keeps the vectors between queries (a served model asks many), and sees a chunk embedded
+    after the first query, whether this connection or another (an ingest beside `taskling serve`) wrote it."""
+    import numpy as np
+
+    from taskling.data.embed import to_blob
+
+    def unit(i: int) -> np.ndarray:
+        v = np.zeros(8, dtype=np.float32)
+        v[i] = 1.0
+        return v
+
+    with Pile(tmp_path / "pile.db") as pile:
+        add_parts(pile, "docs/a.md", ["alpha part", "beta part"])
+        ids = [c.id for c in pile.chunks(unique=True)]
+        pile.set_embeddings([(ids[0], to_blob(unit(0))), (ids[1], to_blob(unit(1)))])
+        reads = []
+        real = Pile.embeddings
+        monkeypatch.setattr(Pile, "embeddings", lambda self, ids=None: reads.append(1) or real(self, ids))
+        assert pile.nearest(unit(1), 1)[0][0].text == "beta part"
+        assert pile.nearest(unit(0), 1)[0][0].text == "alpha part" and len(reads) == 1
+        with Pile(tmp_path / "pile.db") as other:  # another process's ingest
+            add_parts(other, "docs/b.md", ["gamma part"])
+            new = [c.id for c in other.chunks(unique=True) if c.text == "gamma part"][0]
+            other.set_embeddings([(new, to_blob(unit(2)))])
+        assert pile.nearest(unit(2), 1)[0][0].text == "gamma part" and len(reads) == 2
+        pile.set_embeddings([(ids[0], to_blob(unit(3)))])  # this connection's own change
+        assert pile.nearest(unit(3), 1)[0][0].text == "alpha part" and len(reads) == 3

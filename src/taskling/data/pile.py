@@ -171,6 +171,7 @@ class Pile:
 
     def __init__(self, path: Path):
         self.path = path
+        self._vectors: tuple | None = None  # (the pile's state, chunk ids, their vectors): nearest()'s cache
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=30)
         self.db.row_factory = sqlite3.Row
@@ -412,10 +413,15 @@ class Pile:
 
         from .embed import from_blobs
 
-        ids, blobs = self.embeddings()
+        # The vectors are read once and kept until the pile changes (a commit by this connection or,
+        # PRAGMA data_version, by another: an ingest while a model serves), not read again per query.
+        state = (self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes)
+        if self._vectors is None or self._vectors[0] != state:
+            ids, blobs = self.embeddings()
+            self._vectors = (state, ids, from_blobs(blobs, len(blobs[0]) // 2) if ids else None)
+        _, ids, mat = self._vectors
         if not ids:
             return []
-        mat = from_blobs(blobs, len(blobs[0]) // 2)
         sims = mat @ np.asarray(vector, dtype=np.float32)
         top = np.argsort(-sims)[:limit]
         chunks = {c.id: c for c in self.chunks_by_id([ids[i] for i in top])}
