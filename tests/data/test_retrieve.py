@@ -374,3 +374,22 @@ def test_vector_search_reads_the_vectors_once_and_again_when_the_pile_changes(tm
         assert pile.nearest(unit(2), 1)[0][0].text == "gamma part" and len(reads) == 2
         pile.set_embeddings([(ids[0], to_blob(unit(3)))])  # this connection's own change
         assert pile.nearest(unit(3), 1)[0][0].text == "alpha part" and len(reads) == 3
+
+
+def test_a_rare_identifier_outranks_a_common_one(tmp_path):
+    """"sqlite3_step() returned 2579": 40 chunks name sqlite3_step, one holds 2579. Counting identifiers
+    alike, a chunk naming sqlite3_step ties with the code's and may come first; weighted by how rare each
+    is in the pile, the code's chunk comes first, and focus shows its line, not the function's."""
+    from taskling.data.retrieve import name_weights
+
+    texts = [f"Part {i}: sqlite3_step() returns SQLITE_ROW while rows remain, then SQLITE_DONE." for i in range(40)]
+    texts.append("sqlite3_step() is described elsewhere.\n\nSQLITE_CONSTRAINT_ROWID (2579)\n\nSQLITE_NOTICE_RBU (795)")
+    with Pile(tmp_path / "pile.db") as pile:
+        add_parts(pile, "docs/rescode.html", texts)
+        q = "My sqlite3_step() call returned 2579. Which result code is that?"
+        w = name_weights(pile, q)
+        found = retrieve(pile, q, k=1)
+    assert w["2579"] > 3 * w["sqlite3_step"] and found[0].text == texts[40]
+    with Retriever.from_settings({"k": 1, "chunk_chars": 600, "focus": 0}, tmp_path / "pile.db") as book:
+        assert book.find(q)[0].text == "SQLITE_CONSTRAINT_ROWID (2579)"
+        assert book.shown(found[0], q).text == "SQLITE_CONSTRAINT_ROWID (2579)"

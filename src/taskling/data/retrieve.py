@@ -107,9 +107,14 @@ def word_pattern(word: str) -> str:
 
 def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
     """The `k` chunks nearest to `query` (FTS5 and embeddings fused by reciprocal rank), those holding
-    more of its identifiers first."""
+    more of its identifiers first, a rare identifier counting more than a common one."""
+    return ranked(pile, query, k, embedder)[0]
+
+
+def ranked(pile: Pile, query: str, k: int = 3, embedder=None) -> tuple[list[Chunk], dict[str, float]]:
+    """retrieve's chunks, and the weight of each of the query's identifiers (`name_weights`)."""
     if k <= 0 or not query.strip():
-        return []
+        return [], {}
     scores: dict[str, float] = {}
     chunks: dict[str, Chunk] = {}
     content = " ".join(w for w in query.split() if w.lower().strip("?,.!:;\"'()") not in STOP) or query
@@ -120,17 +125,34 @@ def retrieve(pile: Pile, query: str, k: int = 3, embedder=None) -> list[Chunk]:
         for rank, (c, _) in enumerate(ranking):
             scores[c.key] = scores.get(c.key, 0.0) + 1.0 / (RRF_K + rank + 1)
             chunks[c.key] = c
-    names = identifiers(query)[:MOST_IDENTIFIERS]
-    for name in names:  # a chunk holding the identifier that neither ranking reached still competes
-        for c, _ in pile.holding(name, CANDIDATES):
+    holders = _holders(pile, query)
+    for found in holders.values():  # a chunk holding the identifier that neither ranking reached still competes
+        for c in found:
             chunks.setdefault(c.key, c)
-    exact = {key: sum(holds_word(c.text, n) for n in names) for key, c in chunks.items()} if names else {}
+    weight = {name: _rarity(found) for name, found in holders.items()}
+    exact = {key: round(sum(w for n, w in weight.items() if holds_word(c.text, n)), 9) for key, c in chunks.items()}
     # equal fused scores (first by words and first by meaning): meaning decides, as BM25 over a
     # query without a shared content word ranks on its stop words
     by_meaning = {c.key: r for r, (c, _) in enumerate(rankings[-1])} if embedder is not None else {}
     best = sorted(chunks, key=lambda key: (-exact.get(key, 0), -round(scores.get(key, 0.0), 12),
                                            by_meaning.get(key, CANDIDATES), key))[:k]
-    return [chunks[key] for key in best]
+    return [chunks[key] for key in best], weight
+
+
+def name_weights(pile: Pile, query: str) -> dict[str, float]:
+    """How much holding each of the query's identifiers says (its first MOST_IDENTIFIERS): the rarer the
+    name in the pile, the more. In "sqlite3_step() returned 2579" the code, held by one chunk, outranks
+    the function name held by hundreds (counted up to CANDIDATES): log(1 + CANDIDATES / holders)."""
+    return {name: _rarity(found) for name, found in _holders(pile, query).items()}
+
+
+def _holders(pile: Pile, query: str) -> dict[str, list[Chunk]]:
+    return {name: [c for c, _ in pile.holding(name, CANDIDATES) if holds_word(c.text, name)]
+            for name in identifiers(query)[:MOST_IDENTIFIERS]}
+
+
+def _rarity(holders: list) -> float:
+    return math.log(1 + CANDIDATES / max(1, len(holders)))
 
 
 NAME_WEIGHT = 4.0  # focus: a piece holding one of the query's identifiers outranks lines sharing only words
@@ -141,12 +163,12 @@ NEWLINE = re.compile(r"\n")
 SPACE = re.compile(r"\s")
 
 
-def focus(chunk: Chunk, query: str, lines: int | None, limit: int) -> Chunk:
+def focus(chunk: Chunk, query: str, lines: int | None, limit: int, weights: dict[str, float] | None = None) -> Chunk:
     """The part of `chunk` a reader is shown for `query`: the paragraph that best matches it, with up to
     `lines` paragraphs either side while they fit in `limit` characters. A paragraph longer than `limit`
     is focused the same way by its lines, and a line longer than that is cut around its match. Best
-    match: the query's identifiers (written as they are) weigh most, then its words, the rarer among
-    the pieces the more; the first wins a tie. The result is a piece of the chunk's own text with its
+    match: the query's identifiers (written as they are) weigh most, the rarer in the pile the more
+    (`weights`, name_weights), then its words, the rarer among the pieces the more; the first wins a tie. The result is a piece of the chunk's own text with its
     offsets, so citations and spans point into the document as before. The chunk as it is when
     `lines` is None or nothing in it shares a word with the query.
 
@@ -158,7 +180,7 @@ def focus(chunk: Chunk, query: str, lines: int | None, limit: int) -> Chunk:
     text, a, b, at = chunk.text, 0, len(chunk.text), None
     for sep in (BLANK_LINE, NEWLINE):
         pieces = _pieces(text, a, b, sep)
-        best = _best_piece(text, pieces, query)
+        best = _best_piece(text, pieces, query, weights or {})
         if best is None:
             break
         i, at = best
@@ -199,7 +221,8 @@ def _window(pieces: list[tuple[int, int]], i: int, lines: int, limit: int) -> tu
     return pieces[lo][0], pieces[hi][1]
 
 
-def _best_piece(text: str, pieces: list[tuple[int, int]], query: str) -> tuple[int, int] | None:
+def _best_piece(text: str, pieces: list[tuple[int, int]], query: str,
+                weights: dict[str, float]) -> tuple[int, int] | None:
     """(the index of the piece that best matches `query`, where in `text` its match starts), or None when
     no piece holds a word of the query. Work: one pass over the pieces' words, and a search per piece for
     each of the query's first MOST_IDENTIFIERS identifiers."""
@@ -212,7 +235,8 @@ def _best_piece(text: str, pieces: list[tuple[int, int]], query: str) -> tuple[i
     said = [{w.lower() for w in WORD.findall(text[a:b])} & words for a, b in pieces]
     df = Counter(w for s in said for w in s)
     weight = {w: math.log((n + 1) / (df[w] + 0.5)) for w in df}
-    name_w = [NAME_WEIGHT * math.log((n + 1) / (sum(h[j] is not None for h in hits) + 0.5)) for j in range(len(names))]
+    name_w = [NAME_WEIGHT * weights.get(name, 1.0) * math.log((n + 1) / (sum(h[j] is not None for h in hits) + 0.5))
+              for j, name in enumerate(names)]
     scores = [sum(name_w[j] for j, h in enumerate(hs) if h is not None) + sum(weight[w] for w in s)
               for hs, s in zip(hits, said)]
     i = max(range(n), key=lambda j: (scores[j], -j))
@@ -274,12 +298,15 @@ class Retriever:
         """The chunks nearest `query`, best first (`k` of them, default the retriever's), each as `shown`."""
         if self.pile is None:
             return []
-        return [self.shown(c, query) for c in retrieve(self.pile, str(query), self.k if k is None else k,
-                                                       self.embedder)]
+        chunks, weights = ranked(self.pile, str(query), self.k if k is None else k, self.embedder)
+        return [focus(c, str(query), self.focus, self.chunk_chars, weights) for c in chunks]
 
     def shown(self, chunk: Chunk, query: str) -> Chunk:
-        """The part of `chunk` this retriever shows a reader for `query` (`focus`)."""
-        return focus(chunk, str(query), self.focus, self.chunk_chars)
+        """The part of `chunk` this retriever shows a reader for `query` (`focus`), as `find` shows it."""
+        if self.focus is None:
+            return chunk
+        weights = name_weights(self.pile, str(query)) if self.pile is not None else {}
+        return focus(chunk, str(query), self.focus, self.chunk_chars, weights)
 
     def chunk(self, key: str) -> Chunk | None:
         return self.pile.chunk(key) if self.pile is not None else None
