@@ -295,3 +295,22 @@ def test_training_rows_show_the_focused_source_and_a_source_whose_shown_part_los
         # condition_3 is not held by the rows of condition_30 to _32 (a longer name is not the name)
         far = {"input": "What condition is 56000?", "output": "condition_3", "chunks": [key]}
         assert render(far, book, RetrievalCfg(mode="on", k=2, p=1.0), SYSTEM, seed=0)["case"] == "unsourced"
+
+
+def test_a_source_shown_focused_without_its_answer_counts_as_missed_by_the_retriever():
+    """recall@k and the retriever-or-reader split, given the source chunks whole: a source whose focused
+    part lost the answer it holds is not found (the reader could not have read it); one that kept it is."""
+    from dataclasses import replace
+
+    from taskling.data.pile import Chunk
+    from taskling.data.retrieve import focus
+
+    text = "\n\n".join(f" | {53000 + 100 * i} | condition_{i}" for i in range(40))
+    whole = Chunk(1, "k:0", 1, "docs/e.html", "0" * 64, 0, len(text), "table 1", text)
+    kept = focus(whole, "What is 56000?", 2, 600)
+    lost = replace(kept, text=kept.text.replace("condition_30", "condition_x"))  # as if focus had cut it away
+    items = [{"input": "What is 56000?", "output": "condition_30", "chunks": ["k:0"]}] * 2
+    assert recall_at_k(items, [[kept], [lost]], 4, [[whole], [whole]])["recall"] == 0.5
+    assert recall_at_k(items, [[kept], [lost]], 4)["recall"] == 1.0  # without the whole chunks: by key, as before
+    got = error_sources(items, [[kept], [lost]], [0.0, 0.0], ["x", "x"], [[whole], [whole]])
+    assert got["retrieval_missed"] == 1 and got["reader_wrong"] == 1

@@ -211,11 +211,11 @@ def cites_source(items: list[dict], rows: list[dict]) -> float | None:
     return sum(hits) / len(hits) if hits else None
 
 
-def open_book_errors(sets: dict, retrieved: dict, results: dict, said: dict) -> dict:
+def open_book_errors(sets: dict, retrieved: dict, results: dict, said: dict, chunks: dict) -> dict:
     """Per set and open-book system, where its wrong answers come from: the source chunk not retrieved,
     or retrieved and answered wrong (tasks.openbook.error_sources): which of retriever and reader to
     improve. The closed-book student's failures (failures.jsonl, the loop's analysis) are apart."""
-    return {s: {w: openbook.error_sources(sets[s], shown, r["_scores"], said[s][w])
+    return {s: {w: openbook.error_sources(sets[s], shown, r["_scores"], said[s][w], chunks.get(s))
                 for w, r in results[s].items() if w.endswith("-open")}
             for s, shown in retrieved.items()}
 
@@ -322,14 +322,14 @@ def run(ctx: Context) -> EvaluateManifest:
                      if s != "dev"} if book is not None else {}
         answer_all(ctx, task, sets, runs, out, book, retrieved)
         label_model_system(ctx, sets, runs, names, out)
+        chunks = {s: chunks_of(ctx, items) for s, items in sets.items()}
         retrieval = None
         if book is not None:
-            retrieval = {s: openbook.recall_at_k(sets[s], shown, book.k) for s, shown in retrieved.items()}
+            retrieval = {s: openbook.recall_at_k(sets[s], shown, book.k, chunks[s]) for s, shown in retrieved.items()}
             book.close()
         teacher_price = cfg.budget.prices.get(cfg.teacher.model)
         results: dict = {s: {} for s in sets}
         topics = {s: topics_of(ctx, items) for s, items in sets.items()}
-        chunks = {s: chunks_of(ctx, items) for s, items in sets.items()}
         for s, items in sets.items():
             sources = [("\n".join(c.text for c in ch) or None) for ch in chunks[s]]
             for w in runs[s]:
@@ -347,7 +347,7 @@ def run(ctx: Context) -> EvaluateManifest:
         judge_info = judged(cfg, ctx, sets, chunks, results, out)
         answered = {s: {w: [r["output"] for r in read_jsonl(out / f"pred-{w}-{s}.jsonl")] for w in runs[s]}
                     for s in sets}  # each system's answers, read once for the error sources and the failures
-        for s, per in open_book_errors(sets, retrieved, results, answered).items():
+        for s, per in open_book_errors(sets, retrieved, results, answered, chunks).items():
             retrieval[s]["errors"] = per
         failures, rates = [], {"topic": {}, "label": {}}
         for s, items in sets.items():

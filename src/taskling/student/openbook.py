@@ -17,13 +17,12 @@ source (a task example) cites the retrieved chunk that holds its answer word for
 from __future__ import annotations
 
 import random
-import re
 
 from ..core.openbook import ABSTAIN, RetrievalCfg
 from ..data.pile import Chunk
 from ..data.retrieve import Retriever
 from ..tasks import output_text
-from ..tasks.openbook import cite, open_messages
+from ..tasks.openbook import cite, holds_text, open_messages
 
 SPARE = 4  # retrieved beyond k, so that k distractors remain once the source and its copies are left out
 
@@ -37,14 +36,7 @@ def holds(chunk: Chunk, output) -> bool:
 
 
 def _found(chunk: Chunk, text: str) -> bool:
-    """Whether the chunk holds `text` word for word (any case and spacing), not inside a longer word:
-    `condition_2` is not in `condition_28`, nor `v2.1` in `v2.10`."""
-    words = text.split()
-    if not words:
-        return False
-    pat = r"\s+".join(map(re.escape, words))
-    pat = (r"(?<!\w)" if re.match(r"\w", words[0]) else "") + pat + (r"(?!\w)" if re.search(r"\w$", words[-1]) else "")
-    return re.search(pat, chunk.text, re.IGNORECASE) is not None
+    return holds_text(chunk.text, text)
 
 
 def abstained(output, missing: str) -> str:

@@ -92,15 +92,31 @@ def abstention_metrics(expected: list, predicted: list) -> dict:
     return out
 
 
-def source_found(item: dict, shown: list[Chunk]) -> bool | None:
+def holds_text(text: str, needle: str) -> bool:
+    """Whether `text` holds `needle` word for word (any case and spacing), not inside a longer word:
+    `condition_2` is not in `condition_28`, nor `v2.1` in `v2.10`."""
+    words = str(needle).split()
+    if not words:
+        return False
+    pat = r"\s+".join(map(re.escape, words))
+    pat = (r"(?<!\w)" if re.match(r"\w", words[0]) else "") + pat + (r"(?!\w)" if re.search(r"\w$", words[-1]) else "")
+    return re.search(pat, text, re.IGNORECASE) is not None
+
+
+def source_found(item: dict, shown: list[Chunk], sources: list[Chunk] | None = None) -> bool | None:
     """Whether the retrieved chunks include the item's source: one of its chunks (held-out items), or a
     chunk of its `source` document (a gold item naming one); None for an item without a source, and
-    for a question about a key the pile lacks (`absent`: no chunk could hold its answer)."""
+    for a question about a key the pile lacks (`absent`: no chunk could hold its answer). Given the
+    source chunks whole (`sources`), a source shown focused (data.retrieve.focus) without the answer
+    its whole text holds word for word does not count: the reader could not have read it there."""
     if item.get("absent"):
         return None
     keys = item.get("chunks") or []
     if keys:
-        return any(c.key in keys for c in shown)
+        whole = {c.key: c for c in sources or []}
+        answer = item.get("output") if isinstance(item.get("output"), str) else None
+        return any(c.key in keys and not (answer and c.key in whole and holds_text(whole[c.key].text, answer)
+                                          and not holds_text(c.text, answer)) for c in shown)
     src = item.get("source")
     if isinstance(src, str) and src.strip():
         src = src.strip().lstrip("./")
@@ -108,23 +124,26 @@ def source_found(item: dict, shown: list[Chunk]) -> bool | None:
     return None
 
 
-def recall_at_k(items: list[dict], shown: list[list[Chunk]], k: int) -> dict:
-    """recall@k of the source chunk over the items that have a source: {k, recall, n}."""
-    hits = [h for it, ch in zip(items, shown) if (h := source_found(it, ch)) is not None]
+def recall_at_k(items: list[dict], shown: list[list[Chunk]], k: int, sources: list[list[Chunk]] | None = None) -> dict:
+    """recall@k of the source chunk over the items that have a source: {k, recall, n} (`sources`: each
+    item's source chunks whole, see source_found)."""
+    sources = sources or [None] * len(items)
+    hits = [h for it, ch, src in zip(items, shown, sources) if (h := source_found(it, ch, src)) is not None]
     return {"k": k, "recall": sum(hits) / len(hits) if hits else None, "n": len(hits)}
 
 
-def error_sources(items: list[dict], shown: list[list[Chunk]], scores: list[float], said: list) -> dict:
+def error_sources(items: list[dict], shown: list[list[Chunk]], scores: list[float], said: list,
+                  sources: list[list[Chunk]] | None = None) -> dict:
     """Where an open-book system's wrong answers (item score below 1) come from. Of those to items whose
     source is known: `retrieval_missed`, the retriever did not show the source, so no reader could have
     answered; `reader_wrong`, it did and the model still answered wrong (`reader_abstained` of them by
     saying the documents lack the answer). `no_source`: wrong answers to items without a known source."""
     out = {"wrong": 0, "retrieval_missed": 0, "reader_wrong": 0, "reader_abstained": 0, "no_source": 0}
-    for item, chunks, score, answer in zip(items, shown, scores, said):
+    for item, chunks, score, answer, src in zip(items, shown, scores, said, sources or [None] * len(items)):
         if score >= 1.0:
             continue
         out["wrong"] += 1
-        found = source_found(item, chunks)
+        found = source_found(item, chunks, src)
         if found is None:
             out["no_source"] += 1
         elif not found:
