@@ -11,8 +11,11 @@ one with a digit or an underscore, or written in backticks; not a year or an ord
 `23503`, and `max_connections` is not "max" and "connections" apart, though FTS5 splits it into those
 two words and an embedding sees them as near. So the chunks that hold such a word as it is written
 (any case, not inside a longer word) are found on their own (Pile.holding) and come before those that
-do not; fusion orders each group. The index is unchanged, so piles and exported indexes of before
-read as they did.
+do not, each name counting the more the fewer chunks hold it (`name_weights`); fusion orders each
+group. The index is unchanged, so piles and exported indexes of before read as they did.
+
+An open-book reader is shown each chunk focused on the question (`focus`): its paragraph that best
+matches, with its neighbours, not its first characters.
 
 For task types that check it (TaskType.retrieval_check: answer, extract), evaluate's
 `teacher-retrieval` system asks the teacher with these chunks in its prompt
@@ -168,9 +171,10 @@ def focus(chunk: Chunk, query: str, lines: int | None, limit: int, weights: dict
     `lines` paragraphs either side while they fit in `limit` characters. A paragraph longer than `limit`
     is focused the same way by its lines, and a line longer than that is cut around its match. Best
     match: the query's identifiers (written as they are) weigh most, the rarer in the pile the more
-    (`weights`, name_weights), then its words, the rarer among the pieces the more; the first wins a tie. The result is a piece of the chunk's own text with its
-    offsets, so citations and spans point into the document as before. The chunk as it is when
-    `lines` is None or nothing in it shares a word with the query.
+    (`weights`, name_weights), then its words, the rarer among the pieces the more; the first wins a
+    tie. The result is a piece of the chunk's own text with its offsets, so citations and spans point
+    into the document as before. The chunk as it is when `lines` is None or nothing in it shares a
+    word with the query.
 
     In a table of codes (ingest writes a row a paragraph), "What is SQLSTATE 53100?" is shown the row
     of 53100 and two rows either side, not the 20 rows that fill the chunk's first 600 characters (which
