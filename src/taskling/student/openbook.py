@@ -31,12 +31,8 @@ def holds(chunk: Chunk, output) -> bool:
     """Whether a chunk holds the answer word for word: the whole text, or every value of an object."""
     if isinstance(output, dict):
         values = [str(v) for v in output.values() if v not in (None, "", [])]
-        return bool(values) and all(_found(chunk, v) for v in values)
-    return _found(chunk, output_text(output))
-
-
-def _found(chunk: Chunk, text: str) -> bool:
-    return holds_text(chunk.text, text)
+        return bool(values) and all(holds_text(chunk.text, v) for v in values)
+    return holds_text(chunk.text, output_text(output))
 
 
 def abstained(output, missing: str) -> str:

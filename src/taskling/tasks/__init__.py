@@ -207,6 +207,16 @@ def _sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def phrase(needle: str, whole: bool = False) -> re.Pattern:
+    """`needle` word for word, any case and spacing (its words as written, blanks between them any run of
+    blanks); `whole`: not inside a longer word either (`condition_2` is not in `condition_28`)."""
+    words = str(needle).split()
+    pat = r"\s+".join(re.escape(w) for w in words)
+    if whole and words:
+        pat = (r"(?<!\w)" if re.match(r"\w", words[0]) else "") + pat + (r"(?!\w)" if re.search(r"\w$", words[-1]) else "")
+    return re.compile(pat, re.IGNORECASE)
+
+
 def locate(chunks: list[Chunk], needle: str, min_f1: float = 0.5) -> dict | None:
     """Where `needle` (a quote, a value, an answer) sits in the chunks: an exact
     (case/space-insensitive) match, else the sentence that overlaps it most.
@@ -214,7 +224,7 @@ def locate(chunks: list[Chunk], needle: str, min_f1: float = 0.5) -> dict | None
     needle = str(needle).strip()
     if not needle:
         return None
-    pat = re.compile(r"\s+".join(re.escape(w) for w in needle.split()), re.I)
+    pat = phrase(needle)
     for c in chunks:
         m = pat.search(c.text)
         if m:

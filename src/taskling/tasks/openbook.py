@@ -17,7 +17,7 @@ import re
 from ..core.delimit import defuse
 from ..core.openbook import ABSTAIN
 from ..data.pile import Chunk
-from . import DATA_RULE, document_block, excerpt, locate
+from . import DATA_RULE, document_block, excerpt, locate, phrase
 
 OPEN_RULE = ("Answer from the documents below and end your answer with the number of the document you used, "
              f"as [1]. If they do not contain the answer, reply exactly: {ABSTAIN}")
@@ -95,12 +95,7 @@ def abstention_metrics(expected: list, predicted: list) -> dict:
 def holds_text(text: str, needle: str) -> bool:
     """Whether `text` holds `needle` word for word (any case and spacing), not inside a longer word:
     `condition_2` is not in `condition_28`, nor `v2.1` in `v2.10`."""
-    words = str(needle).split()
-    if not words:
-        return False
-    pat = r"\s+".join(map(re.escape, words))
-    pat = (r"(?<!\w)" if re.match(r"\w", words[0]) else "") + pat + (r"(?!\w)" if re.search(r"\w$", words[-1]) else "")
-    return re.search(pat, text, re.IGNORECASE) is not None
+    return bool(str(needle).split()) and phrase(needle, whole=True).search(text) is not None
 
 
 def source_found(item: dict, shown: list[Chunk], sources: list[Chunk] | None = None) -> bool | None:
