@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .formats import Table
+from .index import Codec
 
 SCHEMA_VERSION = 3
 SCHEMA = """
@@ -183,6 +184,13 @@ class Pile:
             self._drop_all()
             self.db.executescript(SCHEMA)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.codec = Codec.of(self.db)  # an exported index packs texts and vectors (data.index); a pile does not
+        if self.codec is not None:
+            self.db.create_function("chunk_text", 1, self.codec.text, deterministic=True)
+        self._text = "c.text" if self.codec is None else "chunk_text(c.text)"
+        self._chunk_sql = ("SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator,"
+                           f" {self._text}, d.format, c.topic_id FROM chunks c JOIN documents d ON d.id=c.doc_id"
+                           " WHERE d.status='ok'")
 
     def _drop_all(self) -> None:
         """An older pile: drop everything (it is rebuilt from the sources)."""
@@ -323,7 +331,7 @@ class Pile:
         found = {}
         for i in range(0, len(ids), 900):
             part = ids[i:i + 900]
-            q = f"SELECT id, text FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+            q = f"SELECT c.id, {self._text} FROM chunks c WHERE c.id IN ({','.join('?' * len(part))})"
             found.update(dict(self.db.execute(q, part).fetchall()))
         return [found[i] for i in ids]
 
@@ -361,23 +369,20 @@ class Pile:
             "by_format": by_format,
         }
 
-    _CHUNK_SQL = ("SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator, c.text,"
-                  " d.format, c.topic_id FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'")
-
     def chunks(self, unique: bool = False) -> list[Chunk]:
         """Live chunks in document order; unique=True leaves out duplicates of other chunks."""
-        sql = self._CHUNK_SQL + (" AND c.dup_of IS NULL" if unique else "")
+        sql = self._chunk_sql + (" AND c.dup_of IS NULL" if unique else "")
         return [Chunk(*r) for r in self.db.execute(sql + " ORDER BY d.path, c.ord")]
 
     def chunk(self, key: str) -> Chunk | None:
-        r = self.db.execute(self._CHUNK_SQL + " AND c.key=?", (key,)).fetchone()
+        r = self.db.execute(self._chunk_sql + " AND c.key=?", (key,)).fetchone()
         return Chunk(*r) if r else None
 
     def chunks_by_id(self, ids: list[int]) -> list[Chunk]:
         out = {}
         for i in range(0, len(ids), 900):
             part = ids[i:i + 900]
-            for r in self.db.execute(self._CHUNK_SQL + f" AND c.id IN ({','.join('?' * len(part))})", part):
+            for r in self.db.execute(self._chunk_sql + f" AND c.id IN ({','.join('?' * len(part))})", part):
                 out[r[0]] = Chunk(*r)
         return [out[i] for i in ids if i in out]
 
@@ -395,12 +400,13 @@ class Pile:
         `word` spells them."""
         if not findable(word):
             return []
-        return self._matching(f'"{word}"', " AND c.text LIKE ? ESCAPE '\\'", (_like_infix(word),), limit)
+        return self._matching(f'"{word}"', f" AND {self._text} LIKE ? ESCAPE '\\'", (_like_infix(word),), limit)
 
     def _matching(self, match: str, where: str, args: tuple, limit: int) -> list[tuple[Chunk, float]]:
         rows = self.db.execute(
-            "SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator, c.text,"
-            " d.format, c.topic_id, bm25(chunks_fts) AS score FROM chunks_fts JOIN chunks c ON c.id=chunks_fts.rowid"
+            "SELECT c.id, c.key, c.doc_id, d.path, d.sha256, c.start_char, c.end_char, c.locator,"
+            f" {self._text}, d.format, c.topic_id, bm25(chunks_fts) AS score"
+            " FROM chunks_fts JOIN chunks c ON c.id=chunks_fts.rowid"
             f" JOIN documents d ON d.id=c.doc_id WHERE chunks_fts MATCH ? AND d.status='ok'{where}"
             " ORDER BY score LIMIT ?",
             (match, *args, limit),
@@ -418,7 +424,8 @@ class Pile:
         state = (self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes)
         if self._vectors is None or self._vectors[0] != state:
             ids, blobs = self.embeddings()
-            self._vectors = (state, ids, from_blobs(blobs, len(blobs[0]) // 2) if ids else None)
+            self._vectors = (state, ids, None if not ids else from_blobs(blobs, len(blobs[0]) // 2)
+                             if self.codec is None else self.codec.vectors(blobs))
         _, ids, mat = self._vectors
         if not ids:
             return []

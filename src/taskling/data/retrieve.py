@@ -349,36 +349,3 @@ def served_settings(cfg) -> dict:
     # focus is for questions: an extract or classify input is a passage itself, every line of it matches
     return {"k": rc.k, "chunk_chars": rc.chunk_chars, "focus": rc.focus if cfg.task.type == "answer" else None,
             "missing": rc.missing, "spans": rc.spans} | retriever_settings(cfg)
-
-
-INDEX_FILE = "index.db"  # the exported retrieval index, beside the merged model (export, serving.outputs)
-
-
-def write_index(pile_db: Path, dest: Path) -> int:
-    """A compact copy of the pile holding only what the retriever reads (live chunks with their text,
-    locators and vectors, the FTS5 index, the documents' paths), in the pile's own schema (its
-    `user_version` is the index's version), so `Pile` and `Retriever` open it as they open a pile.
-    Returns its size in bytes."""
-    import sqlite3
-
-    dest = Path(dest)
-    dest.unlink(missing_ok=True)
-    src = sqlite3.connect(pile_db)
-    try:
-        src.execute("VACUUM INTO ?", (str(dest),))
-    finally:
-        src.close()
-    db = sqlite3.connect(dest)
-    try:
-        db.execute("PRAGMA foreign_keys=ON")
-        with db:
-            db.execute("DELETE FROM documents WHERE status != 'ok'")  # their chunks (and FTS rows) go with them
-            for table in ("table_rows", "tables", "ingest_log", "topics"):
-                db.execute(f"DELETE FROM {table}")
-            db.execute("UPDATE documents SET text = '', meta = '{}', warnings = '[]', table_notes = '[]'")
-            db.execute("UPDATE chunks SET minhash = NULL")
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.execute("VACUUM")
-    finally:
-        db.close()
-    return dest.stat().st_size

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..core import tasktype
 from ..core.tasktype import Decoding
-from ..data.retrieve import INDEX_FILE
+from ..data.index import INDEX_FILE
 from ..tasks import openbook, student_messages
 from .engine import NO_TASK, Engine, Generation, NoTask, Sampling
 

@@ -44,7 +44,8 @@ from ..core.manifests import CurateManifest, EvaluateManifest, ExportManifest, I
 from ..core.stage import StageSpec
 from ..core.workspace import Context, atomic_write_json, read_jsonl, sha256_file
 from ..curation.gold import load_gold
-from ..data.retrieve import INDEX_FILE, open_book, served_settings, write_index
+from ..data.index import INDEX_FILE, write_index
+from ..data.retrieve import open_book, served_settings
 from ..report import card
 from ..student import gguf, infer, ollama
 from ..student.models import EMBEDDED, dir_size_mb, resolve_gguf, resolve_hf
