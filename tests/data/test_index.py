@@ -10,6 +10,7 @@ from rich.console import Console
 
 from conftest import write_workspace
 from taskling.core.config import load_config
+from taskling.core.errors import TasklingError
 from taskling.core.workspace import Context
 from taskling.data.index import Codec, write_index
 from taskling.data.pile import Pile
@@ -113,7 +114,7 @@ def test_an_index_of_another_format_is_refused_with_what_to_do(indexed, tmp_path
     future.write_bytes(index.read_bytes())
     with sqlite3.connect(future) as db:
         db.execute("UPDATE index_codec SET value='99' WHERE name='format'")
-    with pytest.raises(ValueError, match="index format '99'.*export the model again"):
+    with pytest.raises(TasklingError, match="future.db: retrieval index format '99'.*export the model again"):
         Pile(future)
 
 

@@ -39,14 +39,17 @@ class Codec:
         self.zdict, self.dim = zdict, dim  # dim: the vectors' dimensions (0: the pile has none)
 
     @classmethod
-    def of(cls, db: sqlite3.Connection) -> "Codec | None":
-        """The codec of the database `db`: None for a pile (or an index of before, a plain copy of one)."""
+    def of(cls, db: sqlite3.Connection, path: Path | str = "") -> "Codec | None":
+        """The codec of the database `db` (at `path`): None for a pile (or an index of before, a plain copy
+        of one)."""
+        from ..core.errors import TasklingError
+
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='index_codec'").fetchone():
             return None
         rows = dict(db.execute("SELECT name, value FROM index_codec").fetchall())
-        if int(rows.get("format", 0)) != INDEX_FORMAT:
-            raise ValueError(f"index format {rows.get('format')!r}: this taskling reads format {INDEX_FORMAT} "
-                             f"(export the model again with this version)")
+        if str(rows.get("format")) != str(INDEX_FORMAT):
+            raise TasklingError(f"{path}: retrieval index format {rows.get('format')!r}, and this taskling reads "
+                                f"format {INDEX_FORMAT}: export the model again with this version")
         return cls(bytes(rows["zdict"]), int(rows["dim"]))
 
     @classmethod

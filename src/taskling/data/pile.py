@@ -184,7 +184,7 @@ class Pile:
             self._drop_all()
             self.db.executescript(SCHEMA)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self.codec = Codec.of(self.db)  # an exported index packs texts and vectors (data.index); a pile does not
+        self.codec = Codec.of(self.db, path)  # an exported index packs texts and vectors (data.index); a pile does not
         if self.codec is not None:
             self.db.create_function("chunk_text", 1, self.codec.text, deterministic=True)
         self._text = "c.text" if self.codec is None else "chunk_text(c.text)"
@@ -424,8 +424,13 @@ class Pile:
         state = (self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes)
         if self._vectors is None or self._vectors[0] != state:
             ids, blobs = self.embeddings()
-            self._vectors = (state, ids, None if not ids else from_blobs(blobs, len(blobs[0]) // 2)
-                             if self.codec is None else self.codec.vectors(blobs))
+            if not ids:
+                mat = None
+            elif self.codec is None:  # a pile: float16
+                mat = from_blobs(blobs, len(blobs[0]) // 2)
+            else:  # an exported index: packed (data.index)
+                mat = self.codec.vectors(blobs)
+            self._vectors = (state, ids, mat)
         _, ids, mat = self._vectors
         if not ids:
             return []
