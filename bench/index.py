@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import statistics
 import sys
 import time
@@ -33,28 +32,6 @@ from taskling.core.config import load_config  # noqa: E402
 from taskling.core.workspace import read_jsonl  # noqa: E402
 from taskling.data.index import write_index  # noqa: E402
 from taskling.data.retrieve import Retriever, holds_word  # noqa: E402
-
-
-def plain_index(pile_db: Path, dest: Path) -> int:
-    """The index as export wrote it before packing (the baseline): the pile copied, only what the
-    retriever reads kept, texts and float16 vectors as they are."""
-    dest.unlink(missing_ok=True)
-    with sqlite3.connect(pile_db) as src:
-        src.execute("VACUUM INTO ?", (str(dest),))
-    db = sqlite3.connect(dest)
-    try:
-        db.execute("PRAGMA foreign_keys=ON")
-        with db:
-            db.execute("DELETE FROM documents WHERE status != 'ok'")
-            for table in ("table_rows", "tables", "ingest_log", "topics"):
-                db.execute(f"DELETE FROM {table}")
-            db.execute("UPDATE documents SET text = '', meta = '{}', warnings = '[]', table_notes = '[]'")
-            db.execute("UPDATE chunks SET minhash = NULL")
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.execute("VACUUM")
-    finally:
-        db.close()
-    return dest.stat().st_size
 
 
 def found(root: Path, db: Path, questions: list[str]) -> tuple[list[list], list[float]]:
@@ -99,10 +76,10 @@ def one_task(key: str, root: Path, run: str | None, out_dir: Path) -> dict:
     questions = [g["input"] for g in gold] + [str(e["input"]) for e in held]
     res = {"text_bytes": text, "questions": len(questions), "gold": len(gold), "indexes": {}}
     dbs = {"pile": pile_db}
-    for name, write in (("plain", plain_index), ("packed", write_index)):
+    for name in ("plain", "packed"):  # plain: the index export wrote before packing, the baseline
         dest = out_dir / f"{key}-{name}.db"
         t0 = time.perf_counter()
-        size = write(pile_db, dest)
+        size = write_index(pile_db, dest, packed=name == "packed")
         res["indexes"][name] = {"bytes": size, "over_text": round(size / text, 3),
                                 "write_s": round(time.perf_counter() - t0, 2)}
         dbs[name] = dest

@@ -106,11 +106,10 @@ class Codec:
         return q[:, :dim].astype(np.float32) * scales
 
 
-def write_index(pile_db: Path, dest: Path) -> int:
+def write_index(pile_db: Path, dest: Path, packed: bool = True) -> int:
     """The exported index of the pile at `pile_db` (the module's docstring says what it holds), written to
-    `dest`. Returns its size in bytes."""
-    from .embed import from_blobs
-
+    `dest`; packed=False writes it as export did before format 2, a plain copy (bench/index.py's
+    baseline). Returns its size in bytes."""
     dest = Path(dest)
     dest.unlink(missing_ok=True)
     src = sqlite3.connect(pile_db)
@@ -126,21 +125,29 @@ def write_index(pile_db: Path, dest: Path) -> int:
             for table in ("table_rows", "tables", "ingest_log", "topics"):
                 db.execute(f"DELETE FROM {table}")
             db.execute("UPDATE documents SET text = '', meta = '{}', warnings = '[]', table_notes = '[]'")
-            for trigger in ("chunks_ai", "chunks_ad"):  # read-only from here: packed texts would corrupt FTS
-                db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-            db.execute("DROP INDEX IF EXISTS chunks_topic")
-            rows = db.execute("SELECT id, text, embedding FROM chunks").fetchall()
-            dim = next((len(e) // 2 for _, _, e in rows if e is not None), 0)  # the pile's vectors: float16
-            codec = Codec.for_texts([t for _, t, _ in rows], dim)
-            db.execute(CODEC_SQL)
-            db.executemany("INSERT INTO index_codec VALUES (?, ?)", codec.rows())
-            db.executemany(
-                "UPDATE chunks SET text=?, embedding=?, minhash=NULL WHERE id=?",
-                [(codec.pack_text(t), None if e is None else codec.pack_vector(from_blobs([e], dim)), i)
-                 for i, t, e in rows])
-            db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+            db.execute("UPDATE chunks SET minhash = NULL")
+            if packed:
+                pack(db)
         db.execute("PRAGMA journal_mode=DELETE")
         db.execute("VACUUM")
     finally:
         db.close()
     return dest.stat().st_size
+
+
+def pack(db: sqlite3.Connection) -> None:
+    """Packs the copy of a pile open in `db` (in its transaction): texts, vectors, FTS5, `index_codec`."""
+    from .embed import from_blobs
+
+    for trigger in ("chunks_ai", "chunks_ad"):  # read-only from here: packed texts would corrupt FTS
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute("DROP INDEX IF EXISTS chunks_topic")
+    rows = db.execute("SELECT id, text, embedding FROM chunks").fetchall()
+    dim = next((len(e) // 2 for _, _, e in rows if e is not None), 0)  # the pile's vectors: float16
+    codec = Codec.for_texts([t for _, t, _ in rows], dim)
+    db.execute(CODEC_SQL)
+    db.executemany("INSERT INTO index_codec VALUES (?, ?)", codec.rows())
+    db.executemany("UPDATE chunks SET text=?, embedding=? WHERE id=?",
+                   [(codec.pack_text(t), None if e is None else codec.pack_vector(from_blobs([e], dim)), i)
+                    for i, t, e in rows])
+    db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
